@@ -1,0 +1,3 @@
+from stars_edge.cli import main
+
+main()
