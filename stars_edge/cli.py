@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from stars_edge import __version__
@@ -54,19 +53,12 @@ app.add_typer(data_cmd.app, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and map domain errors to one line and exit code 1."""
+    """Console-script entry point: usage errors are click's (exit 2); domain errors become one line, exit 1."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        app(args=argv)
     except StarsEdgeError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(1)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)

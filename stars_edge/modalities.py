@@ -8,7 +8,7 @@ manifest, logs, CLI): the present modalities in canonical order joined by ``+``,
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,7 @@ class Pattern:
     def __contains__(self, modality: object) -> bool:
         return modality in self.modalities
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         return iter(self.modalities)
 
     def __len__(self) -> int:
