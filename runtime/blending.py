@@ -1,0 +1,150 @@
+"""Overlap blending with a carry band: weighted probabilities accumulate, finished pixels leave at once.
+
+Memory holds ``overlap`` rows of accumulators for the full width (the carry into the next tile row, updated
+in place) and one tile of working space, so it does not grow with the scene's height and only the thin
+carry grows with its width. Accumulator channels: ``classes`` weighted probabilities, then the blending
+weight contributed by each pattern the scene can produce (their sum normalises the probabilities; the
+pattern map reports the pattern with the largest share, the one that dominates the pixel's blend).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.outputs import CLASS_NODATA
+from runtime.tiling import TileGrid, blend_window
+from stars_edge.errors import ConfigError
+from stars_edge.modalities import ALL_PATTERNS, Pattern
+
+
+def argmax_channels(stack: np.ndarray) -> np.ndarray:
+    """``argmax`` over the first axis of ``(channels, H, W)`` as ``uint8``, first maximum on ties.
+
+    One vectorised comparison per channel: several times faster than ``np.argmax(axis=0)``, which
+    reduces across the slowest-varying axis.
+    """
+    best = stack[0].copy()
+    index = np.zeros(stack.shape[1:], dtype=np.uint8)
+    for channel in range(1, stack.shape[0]):
+        better = stack[channel] > best
+        index[better] = channel
+        np.maximum(best, stack[channel], out=best)
+    return index
+
+
+@dataclass
+class RowBands:
+    """Finished rows ``[start, start + rows)`` of one tile row, cropped to the raster width."""
+
+    start: int
+    classes: np.ndarray
+    patterns: np.ndarray
+    probabilities: np.ndarray | None
+
+
+class RowBlender:
+    """Blends the tiles of one tile row after another, left to right.
+
+    ``patterns`` lists the patterns tiles may carry (default: all 7); fewer means fewer accumulator channels.
+    """
+
+    def __init__(
+        self,
+        grid: TileGrid,
+        classes: int,
+        probabilities: str | None = None,
+        patterns: Sequence[Pattern] = ALL_PATTERNS,
+    ) -> None:
+        if probabilities not in (None, "uint8", "float32"):
+            raise ConfigError(f"probabilities dtype must be uint8 or float32, got {probabilities!r}")
+        self.grid = grid
+        self.classes = classes
+        self.probabilities = probabilities
+        self.window = blend_window(grid.tile, grid.overlap)
+        self._indices = np.array(sorted(p.index for p in patterns), dtype=np.uint8)
+        self._channel_of = {int(index): classes + k for k, index in enumerate(self._indices)}
+        self._channels = classes + len(self._indices)
+        self._carry = np.zeros((self._channels, grid.overlap, grid.padded_width), dtype=np.float32)
+        self._col_carry: np.ndarray | None = None
+        self._row = -1
+
+    def start_row(self, row: int, fresh: bool = False) -> None:
+        """Begin tile row ``row``; ``fresh`` drops the carry (the first row, or a resume's warm-up row)."""
+        if fresh:
+            self._carry[...] = 0.0
+        self._col_carry = None
+        self._row = row
+        start, stop = self.grid.final_rows(row)
+        rows = self.grid.tile if row == self.grid.rows - 1 else self.grid.stride
+        width = self.grid.padded_width
+        self._start = start
+        self._rows_kept = stop - start
+        self._classes = np.full((rows, width), CLASS_NODATA, dtype=np.uint8)
+        self._patterns = np.zeros((rows, width), dtype=np.uint8)
+        self._probs: np.ndarray | None = None
+        if self.probabilities is not None:
+            self._probs = np.zeros((self.classes, rows, width), dtype=self.probabilities)
+
+    def add(self, col: int, probabilities: np.ndarray | None, pattern_index: np.ndarray) -> None:
+        """Blend tile ``col`` of the current row: ``probabilities (classes, T, T)`` and the per-pixel pattern
+        index (0 where the tile has no prediction); ``probabilities`` None for a tile with no valid pixel.
+
+        The carry is read for columns ``[x0 (+overlap), x0 + T)`` and rewritten for ``[x0, x0 + stride)``,
+        which every earlier or current tile has already read, so one array serves as carry in and out.
+        """
+        grid, t, o, s = self.grid, self.grid.tile, self.grid.overlap, self.grid.stride
+        c = self.classes
+        x0 = col * s
+        local = np.zeros((self._channels, t, t), dtype=np.float32)
+        first = 0 if col == 0 else o
+        local[:, :o, first:] = self._carry[:, :, x0 + first : x0 + t]
+        if self._col_carry is not None:
+            local[:, :, :o] = self._col_carry
+        if probabilities is not None:
+            weights = self.window * (pattern_index > 0)
+            local[:c] += probabilities * weights
+            present = np.flatnonzero(np.bincount(pattern_index.ravel(), minlength=8)[1:]) + 1
+            for index in present:
+                channel = self._channel_of.get(int(index))
+                if channel is None:
+                    raise ConfigError(f"pattern index {index} was not declared to the blender")
+                if len(present) == 1:
+                    local[channel] += weights
+                else:
+                    local[channel] += np.where(pattern_index == index, weights, 0.0)
+        last_row = self._row == grid.rows - 1
+        last_col = col == grid.cols - 1
+        rows_final = t if last_row else s
+        cols_final = t if last_col else s
+        self._finalize(local[:, :rows_final, :cols_final], x0)
+        if not last_row:
+            self._carry[:, :, x0 : x0 + cols_final] = local[:, s:t, :cols_final]
+        self._col_carry = None if last_col else local[:, :, s:t].copy()
+
+    def _finalize(self, block: np.ndarray, x0: int) -> None:
+        c = self.classes
+        weight = block[c:].sum(axis=0)
+        covered = weight > 0
+        width = block.shape[-1]
+        classes = argmax_channels(block[:c])
+        classes[~covered] = CLASS_NODATA
+        self._classes[:, x0 : x0 + width] = classes
+        strongest = self._indices[argmax_channels(block[c:])]
+        self._patterns[:, x0 : x0 + width] = np.where(covered, strongest, 0)
+        if self._probs is not None:
+            safe = np.where(covered, weight, 1.0)
+            probs = block[:c] / safe
+            if self.probabilities == "uint8":
+                scaled = np.where(covered, np.rint(probs * 255.0), 0)
+                self._probs[:, :, x0 : x0 + width] = scaled.astype(np.uint8)
+            else:
+                self._probs[:, :, x0 : x0 + width] = np.where(covered, probs, np.nan)
+
+    def finish_row(self) -> RowBands:
+        """The finished rows of the current tile row, cropped to the raster."""
+        rows, width = self._rows_kept, self.grid.width
+        probs = None if self._probs is None else self._probs[:, :rows, :width]
+        return RowBands(self._start, self._classes[:rows, :width], self._patterns[:rows, :width], probs)

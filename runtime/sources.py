@@ -1,0 +1,300 @@
+"""Where tiles come from: GeoTIFFs on a reference grid (others warped onto it) or in-memory arrays.
+
+Every source answers ``read(y, x, size)`` with physical values per modality and a per-pixel validity mask
+that already folds in nodata, mask bands / dataset masks, NaN/inf and (for optical) the cloud mask.
+Pixels outside the raster are padding: invalid, and marked in ``inside``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from stars_edge.errors import DataError
+from stars_edge.modalities import MODALITIES, ModalitySpec
+
+
+@dataclass
+class RawTile:
+    """One tile before normalisation: physical values, validity, and which pixels lie inside the raster."""
+
+    values: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray]
+    inside: np.ndarray
+
+
+class TileSource(Protocol):
+    """Anything that can hand out tiles of a scene on one grid."""
+
+    modalities: tuple[str, ...]
+    height: int
+    width: int
+
+    def read(self, y: int, x: int, size: int) -> RawTile: ...
+
+    def close(self) -> None: ...
+
+
+def check_band_counts(
+    counts: Mapping[str, int], specs: Mapping[str, ModalitySpec], where: Mapping[str, str]
+) -> None:
+    """Refuse inputs whose band count differs from what the engines were built for."""
+    for name, count in counts.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise DataError(
+                f"{where[name]}: the engines take no {name} input (they know {', '.join(specs) or 'none'}); "
+                f"drop --{name}"
+            )
+        if count != spec.bands:
+            raise DataError(
+                f"{where[name]} has {count} band(s) but the engines expect {spec.bands} {name} band(s) "
+                f"({', '.join(spec.band_names)}); pass data with those bands"
+            )
+
+
+def _clip(y: int, x: int, size: int, height: int, width: int) -> tuple[int, int]:
+    """Height and width of the part of a ``size`` tile at ``(y, x)`` that lies inside the raster."""
+    return max(0, min(size, height - y)), max(0, min(size, width - x))
+
+
+def _finite_valid(values: np.ndarray) -> np.ndarray:
+    return np.isfinite(values).all(axis=0)
+
+
+class ArraySource:
+    """Tiles cut from in-memory ``(bands, H, W)`` arrays (tests, the demo, benchmarks)."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        valid: Mapping[str, np.ndarray] | None = None,
+        cloud_mask: np.ndarray | None = None,
+    ) -> None:
+        unknown = [m for m in inputs if m not in MODALITIES]
+        if unknown:
+            raise DataError(f"unknown modality {unknown[0]!r}; valid: {', '.join(MODALITIES)}")
+        if not inputs:
+            raise DataError("no input modality given; pass at least one of optical, sar, dsm")
+        self.modalities = tuple(m for m in MODALITIES if m in inputs)
+        self._values = {m: np.asarray(inputs[m]) for m in self.modalities}
+        shapes = {m: a.shape[-2:] for m, a in self._values.items()}
+        for name, array in self._values.items():
+            if array.ndim != 3:
+                raise DataError(f"{name}: expected a (bands, H, W) array, got shape {array.shape}")
+        if len(set(shapes.values())) != 1:
+            raise DataError(f"input arrays must share one grid, got shapes {shapes}")
+        self.height, self.width = (int(v) for v in next(iter(shapes.values())))
+        self._valid = {m: np.asarray(v, dtype=bool) for m, v in (valid or {}).items() if m in self._values}
+        for name, mask in self._valid.items():
+            if mask.shape != (self.height, self.width):
+                raise DataError(
+                    f"{name}: valid mask shape {mask.shape} differs from {self.height}x{self.width}"
+                )
+        if cloud_mask is not None:
+            clouds = np.asarray(cloud_mask).astype(bool)
+            if "optical" in self._valid:
+                self._valid["optical"] = self._valid["optical"] & ~clouds
+            elif "optical" in self._values:
+                self._valid["optical"] = ~clouds
+
+    def band_counts(self) -> dict[str, int]:
+        return {m: int(a.shape[0]) for m, a in self._values.items()}
+
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        h, w = _clip(y, x, size, self.height, self.width)
+        inside = np.zeros((size, size), dtype=bool)
+        inside[:h, :w] = True
+        values: dict[str, np.ndarray] = {}
+        valid: dict[str, np.ndarray] = {}
+        for name, array in self._values.items():
+            tile = np.zeros((array.shape[0], size, size), dtype=np.float32)
+            tile[:, :h, :w] = array[:, y : y + h, x : x + w]
+            mask = np.zeros((size, size), dtype=bool)
+            mask[:h, :w] = _finite_valid(tile[:, :h, :w])
+            if name in self._valid:
+                mask[:h, :w] &= self._valid[name][y : y + h, x : x + w]
+            values[name], valid[name] = tile, mask
+        return RawTile(values, valid, inside)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+#: Grids whose corners differ by less than this many pixels are read as one grid (no resampling).
+GRID_TOLERANCE_PX = 0.1
+
+
+def same_grid(dataset: Any, reference: Any) -> bool:
+    """True when ``dataset`` lies on ``reference``'s pixel grid up to ``GRID_TOLERANCE_PX``.
+
+    Co-registered products often carry pixel sizes that differ in the 5th digit; warping them would blur
+    nodata edges by a pixel for a sub-pixel shift nobody intended.
+    """
+    if dataset.crs != reference.crs or dataset.shape != reference.shape:
+        return False
+    height, width = reference.shape
+    corners = ((0, 0), (0, width), (height, 0), (height, width))
+    inverse = ~reference.transform
+    for row, col in corners:
+        x, y = dataset.transform @ (col, row)
+        ref_col, ref_row = inverse @ (x, y)
+        if abs(ref_col - col) > GRID_TOLERANCE_PX or abs(ref_row - row) > GRID_TOLERANCE_PX:
+            return False
+    return True
+
+
+class RasterSource:
+    """Tiles read through windowed rasterio reads; the first given modality defines the grid.
+
+    Modalities on another CRS, resolution or extent are warped onto the reference grid on the fly through a
+    ``WarpedVRT`` (bilinear for data, nearest for the cloud mask). A cloud mask marks optical pixels invalid
+    where its value is > 0.
+    """
+
+    def __init__(
+        self,
+        paths: Mapping[str, str | os.PathLike[str]],
+        specs: Mapping[str, ModalitySpec],
+        cloud_mask: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.modalities = tuple(m for m in MODALITIES if paths.get(m) is not None)
+        if not self.modalities:
+            raise DataError("no input raster given; pass at least one of --optical, --sar, --dsm")
+        if cloud_mask is not None and "optical" not in self.modalities:
+            raise DataError(
+                f"--cloud-mask {cloud_mask} applies to optical, but no --optical raster was given"
+            )
+        self.paths = {m: Path(p) for m, p in paths.items() if p is not None and m in self.modalities}
+        self.cloud_path = Path(cloud_mask) if cloud_mask is not None else None
+        self._opened: list[Any] = []
+        self._readers: dict[str, Any] = {}
+        try:
+            reference = self._open(self.paths[self.modalities[0]])
+            self.reference_path = self.paths[self.modalities[0]]
+            self.crs = reference.crs
+            self.transform = reference.transform
+            self.height, self.width = int(reference.height), int(reference.width)
+            self._readers[self.modalities[0]] = reference
+            for name in self.modalities[1:]:
+                self._readers[name] = self._on_grid(self._open(self.paths[name]), reference)
+            self._cloud = None
+            if self.cloud_path is not None:
+                self._cloud = self._on_grid(self._open(self.cloud_path), reference, nearest=True)
+            check_band_counts(self.band_counts(), specs, {m: str(p) for m, p in self.paths.items()})
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: Path) -> Any:
+        if not path.is_file():
+            raise DataError(f"{path} does not exist; check the path")
+        try:
+            dataset = rasterio.open(path)
+        except RasterioIOError as exc:
+            raise DataError(f"{path} is not a readable raster ({exc}); re-export it as a GeoTIFF") from exc
+        self._opened.append(dataset)
+        if dataset.crs is None:
+            raise DataError(f"{path} has no CRS; georeference it (e.g. gdal_edit.py -a_srs) first")
+        return dataset
+
+    def _on_grid(self, dataset: Any, reference: Any, nearest: bool = False) -> Any:
+        """``dataset`` itself when it shares the reference grid, else a WarpedVRT onto that grid."""
+        if same_grid(dataset, reference):
+            return dataset
+        left, bottom, right, top = transform_bounds(dataset.crs, reference.crs, *dataset.bounds)
+        ref = reference.bounds
+        if left >= ref.right or right <= ref.left or bottom >= ref.top or top <= ref.bottom:
+            raise DataError(
+                f"{dataset.name} does not overlap the reference raster {reference.name}; "
+                "pass rasters that cover the same area"
+            )
+        options: dict[str, Any] = {
+            "crs": reference.crs,
+            "transform": reference.transform,
+            "width": reference.width,
+            "height": reference.height,
+            "resampling": Resampling.nearest if nearest else Resampling.bilinear,
+        }
+        if dataset.nodata is None:
+            options["add_alpha"] = True
+        vrt = WarpedVRT(dataset, **options)
+        self._opened.append(vrt)
+        return vrt
+
+    def _band_count(self, name: str) -> int:
+        reader = self._readers[name]
+        return int(reader.count - (1 if self._has_alpha(reader) else 0))
+
+    @staticmethod
+    def _has_alpha(reader: Any) -> bool:
+        return bool(reader.count > 1 and reader.colorinterp[-1] == ColorInterp.alpha)
+
+    def band_counts(self) -> dict[str, int]:
+        return {m: self._band_count(m) for m in self.modalities}
+
+    @staticmethod
+    def _stored_validity(reader: Any, bands: list[int], window: Any, data: np.ndarray) -> np.ndarray:
+        """Validity the file itself declares: nodata values compared directly (no second pass through
+        GDAL's mask band), mask bands / alpha / dataset masks through ``read_masks``."""
+        flags = [reader.mask_flag_enums[b - 1] for b in bands]
+        if all(MaskFlags.all_valid in f for f in flags):
+            return np.ones(data.shape[1:], dtype=bool)
+        nodata = reader.nodata
+        if nodata is not None and all(f == [MaskFlags.nodata] for f in flags):
+            if np.isnan(nodata):
+                return np.ones(data.shape[1:], dtype=bool)  # NaN is caught by the finite check
+            return (data != np.float32(nodata)).all(axis=0)
+        return (reader.read_masks(bands, window=window) > 0).all(axis=0)
+
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        h, w = _clip(y, x, size, self.height, self.width)
+        inside = np.zeros((size, size), dtype=bool)
+        inside[:h, :w] = True
+        window = Window(x, y, w, h)
+        values: dict[str, np.ndarray] = {}
+        valid: dict[str, np.ndarray] = {}
+        for name in self.modalities:
+            reader = self._readers[name]
+            bands = list(range(1, self._band_count(name) + 1))
+            tile = np.zeros((len(bands), size, size), dtype=np.float32)
+            mask = np.zeros((size, size), dtype=bool)
+            if h and w:
+                try:
+                    data = reader.read(bands, window=window, out_dtype="float32")
+                    stored = self._stored_validity(reader, bands, window, data)
+                except RasterioIOError as exc:
+                    raise DataError(
+                        f"{self.paths[name]}: reading rows {y}..{y + h} failed ({exc}); the file is "
+                        "truncated or corrupt, re-export it"
+                    ) from exc
+                tile[:, :h, :w] = data
+                mask[:h, :w] = stored & _finite_valid(data)
+            values[name], valid[name] = tile, mask
+        if self._cloud is not None and h and w and "optical" in valid:
+            try:
+                clouds = self._cloud.read(1, window=window)
+                cloud_valid = self._cloud.read_masks(1, window=window) > 0
+            except RasterioIOError as exc:
+                raise DataError(
+                    f"{self.cloud_path}: reading failed ({exc}); re-export the cloud mask"
+                ) from exc
+            valid["optical"][:h, :w] &= ~((clouds > 0) & cloud_valid)
+        return RawTile(values, valid, inside)
+
+    def close(self) -> None:
+        """Close every dataset and VRT this source opened (VRTs first)."""
+        for dataset in reversed(self._opened):
+            dataset.close()
+        self._opened.clear()

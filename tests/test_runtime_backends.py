@@ -1,0 +1,145 @@
+"""Backends behind one protocol, backend choice, and the torch-free guarantee of the runtime."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_runtime_support import build_engines, conv_engine, random_weights
+
+from runtime.backends import Backend, OnnxRuntimeBackend, TensorRTBackend, resolve_backend_name
+from stars_edge.errors import ConfigError, DataError, ManifestError
+from stars_edge.manifest import load_manifest
+from stars_edge.modalities import Pattern
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engines(tmp_path_factory.mktemp("engines"), random_weights(classes=3), classes=3)
+
+
+def test_onnxruntime_backend_runs_a_batch(engines: Path) -> None:
+    backend = OnnxRuntimeBackend(engines / "optical+sar.fp32.onnx", threads=1)
+    assert isinstance(backend, Backend)
+    assert backend.input_names == ("optical", "sar") and "CPU" in backend.device
+    rng = np.random.default_rng(0)
+    batch = {"optical": rng.normal(size=(3, 4, 32, 64)), "sar": rng.normal(size=(3, 2, 32, 64))}
+    logits = backend.run(batch)
+    assert logits.shape == (3, 3, 32, 64) and logits.dtype == np.float32
+    with pytest.raises(DataError, match="needs input"):
+        backend.run({"optical": batch["optical"]})
+    with pytest.raises(DataError, match="rejected inputs"):
+        backend.run({"optical": batch["optical"][:, :3], "sar": batch["sar"]})
+    backend.close()
+
+
+def test_onnxruntime_backend_refuses_a_broken_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ManifestError, match="cannot be loaded"):
+        OnnxRuntimeBackend(broken)
+
+
+def test_onnxruntime_backend_requires_logits_output(tmp_path: Path) -> None:
+    weight, bias = random_weights(classes=2)(Pattern.parse("sar"), 2)
+    path = conv_engine(tmp_path / "sar.onnx", Pattern.parse("sar"), {"sar": 2}, weight, bias)
+    with pytest.raises(ManifestError, match="expected 'scores'"):
+        OnnxRuntimeBackend(path, output_name="scores")
+
+
+def test_auto_falls_back_to_onnxruntime_without_tensorrt(engines: Path) -> None:
+    manifest = load_manifest(engines)
+    patterns = (Pattern.parse("sar"),)
+    expected = "tensorrt" if TensorRTBackend.is_available() else "onnxruntime"
+    assert resolve_backend_name("auto", manifest, patterns, "fp32") in {expected, "onnxruntime"}
+    assert resolve_backend_name("onnxruntime", manifest, patterns, "fp32") == "onnxruntime"
+    with pytest.raises(ConfigError, match="unknown backend"):
+        resolve_backend_name("openvino", manifest, patterns, "fp32")
+
+
+def test_tensorrt_is_available_is_safe_to_call() -> None:
+    assert isinstance(TensorRTBackend.is_available(), bool)
+
+
+def test_runtime_imports_and_predicts_without_torch(engines: Path) -> None:
+    """A device without PyTorch: block torch entirely, then import the runtime and the CLI and predict."""
+    script = f"""
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+import numpy as np
+import runtime, runtime.predictor, runtime.backends, stars_edge.commands.run
+from runtime import Predictor
+predictor = Predictor({str(engines)!r}, backend="onnxruntime", threads=1)
+rng = np.random.default_rng(0)
+classes, patterns = predictor.predict_arrays({{"sar": rng.normal(-12, 4, (2, 40, 40))}}, tile=32, overlap=8)
+assert classes.shape == (40, 40) and (patterns == 6).all()
+assert "torch" not in sys.modules
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_cli_import_does_not_import_torch() -> None:
+    code = "import sys, runtime, stars_edge.cli; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_backend_matches_onnxruntime(engines: Path, tmp_path: Path) -> None:
+    """Build a TensorRT engine from a conv ONNX on this GPU and compare it with ONNX Runtime."""
+    import tensorrt as trt
+
+    onnx_path = engines / "optical+sar.fp32.onnx"
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(onnx_path.read_bytes()), parser.get_error(0)
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, bands in (("optical", 4), ("sar", 2)):
+        profile.set_shape(name, (1, bands, 32, 32), (2, bands, 64, 64), (4, bands, 128, 128))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    engine_path = tmp_path / "optical+sar.fp32.engine"
+    engine_path.write_bytes(bytes(serialized))
+    backend = TensorRTBackend(engine_path)
+    rng = np.random.default_rng(1)
+    batch = {
+        "optical": rng.normal(size=(6, 4, 64, 64)).astype(np.float32),
+        "sar": rng.normal(size=(6, 2, 64, 64)).astype(np.float32),
+    }
+    assert backend.max_batch == 4  # a batch of 6 runs as 4 + 2
+    expected = OnnxRuntimeBackend(onnx_path).run(batch)
+    np.testing.assert_allclose(backend.run(batch), expected, rtol=1e-3, atol=1e-3)
+    backend.close()
+
+
+def test_measure_latency_times_every_pattern(engines: Path) -> None:
+    from runtime import Predictor
+
+    predictor = Predictor(engines, backend="onnxruntime", threads=1)
+    latencies = predictor.measure_latency(tile=32, runs=2, warmup=1)
+    assert set(latencies) == {p.name for p in load_manifest(engines).patterns}
+    assert all(value > 0 for value in latencies.values())
+    assert set(predictor.measure_latency(tile=32, runs=1, patterns=["sar"])) == {"sar"}
+    with pytest.raises(ManifestError, match="no int8 engine"):
+        Predictor(engines, precision="int8").measure_latency(tile=32, runs=1)

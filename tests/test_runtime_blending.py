@@ -1,0 +1,102 @@
+"""Tiling and blending: the grid covers the scene, the weights are a partition of unity, no seams."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_runtime_support import build_engines, make_physical, random_weights, reference_probabilities
+
+from runtime import Predictor
+from runtime.blending import RowBlender
+from runtime.tiling import TileGrid, blend_window, ramp_1d
+from stars_edge.errors import ConfigError
+from stars_edge.modalities import DEFAULT_SPECS, Pattern
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap", "count"),
+    [(100, 32, 8, 4), (32, 32, 8, 1), (20, 32, 0, 1), (64, 32, 0, 2), (65, 32, 16, 4)],
+)
+def test_grid_covers_the_raster(size: int, tile: int, overlap: int, count: int) -> None:
+    grid = TileGrid(size, size, tile, overlap)
+    assert grid.rows == count
+    assert (grid.rows - 1) * grid.stride + tile >= size
+    finals = [grid.final_rows(r) for r in range(grid.rows)]
+    assert finals[0][0] == 0 and finals[-1][1] == size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(finals))
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 8), (64, 32), (512, 64)])
+def test_ramps_of_neighbours_sum_to_one(tile: int, overlap: int) -> None:
+    ramp = ramp_1d(tile, overlap)
+    stride = tile - overlap
+    assert ramp.min() > 0
+    np.testing.assert_allclose(ramp[stride:] + ramp[:overlap], 1.0, atol=1e-12)
+    assert blend_window(tile, overlap).shape == (tile, tile)
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 33), (48, 8), (0, 0), (32, -1)])
+def test_bad_tiling_is_refused(tile: int, overlap: int) -> None:
+    with pytest.raises(ConfigError):
+        TileGrid(100, 100, tile, overlap)
+
+
+def test_blender_reproduces_a_smooth_field_without_seams() -> None:
+    """Tiles cut from one probability field and blended give the field back everywhere, borders included."""
+    height, width, tile, overlap, classes = 90, 75, 32, 12, 3
+    grid = TileGrid(height, width, tile, overlap)
+    yy, xx = np.mgrid[0 : grid.rows * tile, 0 : grid.padded_width]
+    field = np.stack([np.sin(yy / 7.0) ** 2, np.cos(xx / 5.0) ** 2, np.full(yy.shape, 0.5)]).astype(
+        np.float32
+    )
+    field /= field.sum(axis=0, keepdims=True)
+    blender = RowBlender(grid, classes, probabilities="float32")
+    result = np.zeros((classes, height, width), dtype=np.float32)
+    for row in range(grid.rows):
+        blender.start_row(row, fresh=row == 0)
+        for col in range(grid.cols):
+            y, x = grid.origin(row, col)
+            blender.add(col, field[:, y : y + tile, x : x + tile], np.full((tile, tile), 2, dtype=np.uint8))
+        bands = blender.finish_row()
+        assert bands.probabilities is not None
+        result[:, bands.start : bands.start + bands.classes.shape[0]] = bands.probabilities
+        assert (bands.patterns == 2).all()
+    np.testing.assert_allclose(result, field[:, :height, :width], atol=2e-6)
+
+
+@pytest.fixture(scope="module")
+def conv_engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engines(tmp_path_factory.mktemp("engines"), random_weights(classes=5, seed=7), classes=5)
+
+
+def test_tiled_equals_untiled_with_equivariant_engines(conv_engines: Path) -> None:
+    inputs = make_physical((96, 80), seed=5)
+    predictor = Predictor(conv_engines, backend="onnxruntime", threads=1)
+    tiled, _ = predictor.predict_arrays(inputs, tile=32, overlap=8, batch=4)
+    whole, patterns = predictor.predict_arrays(inputs, tile=128, overlap=0)
+    np.testing.assert_array_equal(tiled, whole)
+    assert (patterns == Pattern.parse("optical+sar+dsm").index).all()
+    expected = reference_probabilities(
+        inputs, DEFAULT_SPECS, Pattern.full(), random_weights(classes=5, seed=7)
+    )
+    assert (whole == expected.argmax(axis=0)).mean() > 0.999  # float rounding may flip exact ties only
+
+
+def test_batching_does_not_change_results(conv_engines: Path) -> None:
+    inputs = make_physical((70, 70), seed=6)
+    inputs["sar"][:, :35] = np.nan
+    predictor = Predictor(conv_engines, backend="onnxruntime", threads=1)
+    one = predictor.predict_arrays(inputs, tile=32, overlap=8, batch=1)
+    many = predictor.predict_arrays(inputs, tile=32, overlap=8, batch=5)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+
+
+def test_argmax_channels_matches_numpy_including_ties() -> None:
+    from runtime.blending import argmax_channels
+
+    stack = np.random.default_rng(3).integers(0, 4, size=(6, 40, 50)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(argmax_channels(stack), np.argmax(stack, axis=0))

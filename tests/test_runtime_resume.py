@@ -1,0 +1,157 @@
+"""Interrupted runs: nothing under the final name, and --resume gives exactly the uninterrupted result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from test_runtime_support import build_engines, make_physical, random_weights, write_raster
+
+from runtime import Predictor, RunSummary
+from runtime.outputs import journal_path, partial_path
+from stars_edge.errors import DataError, ManifestError, OutputError
+
+TRANSFORM = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)
+TILE, OVERLAP = 32, 8
+SIZE = (100, 70)  # 5 tile rows of stride 24
+
+
+class Interrupt(Exception):
+    """Raised from the row hook to stop a run deterministically."""
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_engines(tmp_path_factory.mktemp("engines"), random_weights(classes=4), classes=4)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("scene")
+    values = make_physical(SIZE, seed=3)
+    sar = values["sar"]
+    sar[:, 30:60, 10:40] = np.nan  # a gap so several patterns and per-pixel choices are involved
+    return {
+        "optical": write_raster(folder / "optical.tif", values["optical"], TRANSFORM),
+        "sar": write_raster(folder / "sar.tif", sar, TRANSFORM),
+    }
+
+
+def _run(engines: Path, scene: dict[str, Path], folder: Path, **kwargs: Any) -> RunSummary:
+    predictor = Predictor(engines, backend="onnxruntime", threads=1)
+    return predictor.predict_scene(
+        optical=scene["optical"],
+        sar=scene["sar"],
+        out=folder / "pred.tif",
+        pattern_map=folder / "pat.tif",
+        probabilities=folder / "prob.tif",
+        probabilities_dtype="float32",
+        tile=TILE,
+        overlap=OVERLAP,
+        progress=False,
+        **kwargs,
+    )
+
+
+def _read(folder: Path) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name in ("pred.tif", "pat.tif", "prob.tif"):
+        with rasterio.open(folder / name) as dataset:
+            arrays[name] = dataset.read()
+    return arrays
+
+
+def _interrupt_after(rows: int):  # type: ignore[no-untyped-def]
+    def hook(row: int) -> None:
+        if row + 1 == rows:
+            raise Interrupt(f"stopped after {rows} tile rows")
+
+    return hook
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_resume_equals_uninterrupted(
+    engines: Path, scene: dict[str, Path], tmp_path: Path, stop_after: int
+) -> None:
+    _run(engines, scene, tmp_path / "whole")
+    expected = _read(tmp_path / "whole")
+
+    folder = tmp_path / "resumed"
+    with pytest.raises(Interrupt):
+        _run(engines, scene, folder, on_row_done=_interrupt_after(stop_after))
+    assert not (folder / "pred.tif").exists()  # nothing that looks complete
+    assert partial_path(folder / "pred.tif").exists() and journal_path(folder / "pred.tif").exists()
+    summary = _run(engines, scene, folder, resume=True)
+    assert summary.resumed_from_row == stop_after
+    assert summary.processed_pixels == (SIZE[0] - stop_after * (TILE - OVERLAP)) * SIZE[1]
+    for name, array in _read(folder).items():
+        np.testing.assert_array_equal(array, expected[name], err_msg=name)
+    assert not partial_path(folder / "pred.tif").exists() and not journal_path(folder / "pred.tif").exists()
+    whole = _run(engines, scene, tmp_path / "again")
+    assert summary.pattern_pixels == whole.pattern_pixels
+
+
+def test_interrupted_twice_then_resumed(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:
+    _run(engines, scene, tmp_path / "whole")
+    folder = tmp_path / "twice"
+    with pytest.raises(Interrupt):
+        _run(engines, scene, folder, on_row_done=_interrupt_after(1))
+    with pytest.raises(Interrupt):
+        _run(engines, scene, folder, resume=True, on_row_done=_interrupt_after(3))
+    _run(engines, scene, folder, resume=True)
+    for name, array in _read(folder).items():
+        np.testing.assert_array_equal(array, _read(tmp_path / "whole")[name], err_msg=name)
+
+
+def test_resume_without_journal_starts_fresh(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:
+    summary = _run(engines, scene, tmp_path, resume=True)
+    assert summary.resumed_from_row == 0
+    assert (tmp_path / "pred.tif").exists()
+
+
+def test_resume_refuses_another_model(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(Interrupt):
+        _run(engines, scene, tmp_path, on_row_done=_interrupt_after(2))
+    other = build_engines(tmp_path / "other", random_weights(classes=5), classes=5, checkpoint="ab" * 32)
+    with pytest.raises(ManifestError, match="5 classes"):
+        _run(other, scene, tmp_path, resume=True)
+
+
+def test_resume_refuses_other_settings(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(Interrupt):
+        _run(engines, scene, tmp_path, on_row_done=_interrupt_after(2))
+    predictor = Predictor(engines, backend="onnxruntime", threads=1)
+    with pytest.raises(OutputError, match="overlap"):
+        predictor.predict_scene(
+            optical=scene["optical"],
+            sar=scene["sar"],
+            out=tmp_path / "pred.tif",
+            pattern_map=tmp_path / "pat.tif",
+            probabilities=tmp_path / "prob.tif",
+            probabilities_dtype="float32",
+            tile=TILE,
+            overlap=4,
+            progress=False,
+            resume=True,
+        )
+
+
+@pytest.mark.parametrize(
+    ("error", "kept"), [(OutputError("disk full"), True), (DataError("bad pixels"), False)]
+)
+def test_failed_writes_stay_resumable_but_bad_data_leaves_nothing(
+    engines: Path, scene: dict[str, Path], tmp_path: Path, error: Exception, kept: bool
+) -> None:
+    def hook(row: int) -> None:
+        if row == 1:
+            raise error
+
+    with pytest.raises(type(error)):
+        _run(engines, scene, tmp_path, on_row_done=hook)
+    assert journal_path(tmp_path / "pred.tif").exists() is kept
+    assert partial_path(tmp_path / "pred.tif").exists() is kept
+    assert not (tmp_path / "pred.tif").exists()

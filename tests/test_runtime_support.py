@@ -1,0 +1,190 @@
+"""Helpers shared by the runtime tests: tiny real ONNX engines (1x1 convolutions) and their manifest.
+
+A 1x1 convolution over the concatenated inputs is translation-equivariant and has known outputs, so tests
+can predict exactly which class every pixel gets and compare tiled against untiled runs. The helpers are
+tested here too, so a broken fixture fails loudly instead of making other tests pass vacuously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from stars_edge.io import sha256_file
+from stars_edge.manifest import EngineEntry, Manifest, ModelInfo, engine_inputs, save_manifest
+from stars_edge.modalities import ALL_PATTERNS, DEFAULT_SPECS, ModalitySpec, Pattern, all_patterns
+
+#: ``(pattern, total input bands) -> (weight (classes, bands), bias (classes,))``.
+WeightFn = Callable[[Pattern, int], tuple[np.ndarray, np.ndarray]]
+CHECKPOINT = "c0ffee" * 10 + "abcd"
+
+
+def conv_engine(
+    path: Path, pattern: Pattern, bands: Mapping[str, int], weight: np.ndarray, bias: np.ndarray
+) -> Path:
+    """Write ``logits = Conv1x1(concat(inputs of pattern))`` as an ONNX file with dynamic N/H/W."""
+    inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, ["N", bands[m], "H", "W"]) for m in pattern]
+    classes = weight.shape[0]
+    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, "H", "W"])
+    initializers = [
+        numpy_helper.from_array(weight.astype(np.float32)[:, :, None, None], "weight"),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
+    ]
+    nodes = []
+    if len(pattern) > 1:
+        nodes.append(helper.make_node("Concat", list(pattern), ["stacked"], axis=1))
+        source = "stacked"
+    else:
+        source = pattern.modalities[0]
+    nodes.append(helper.make_node("Conv", [source, "weight", "bias"], ["logits"], kernel_shape=[1, 1]))
+    graph = helper.make_graph(nodes, f"conv_{pattern.name}", inputs, [output], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def pattern_class_weights(classes: int = 8) -> WeightFn:
+    """Engines whose every pixel gets class ``pattern.index``: the class map then shows the engine used."""
+
+    def weights(pattern: Pattern, bands: int) -> tuple[np.ndarray, np.ndarray]:
+        bias = np.zeros(classes, dtype=np.float32)
+        bias[pattern.index] = 10.0
+        return np.zeros((classes, bands), dtype=np.float32), bias
+
+    return weights
+
+
+def random_weights(classes: int = 4, seed: int = 0) -> WeightFn:
+    """Data-dependent engines (fixed random 1x1 convolutions), one per pattern."""
+
+    def weights(pattern: Pattern, bands: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed + pattern.index)
+        return rng.normal(size=(classes, bands)).astype(np.float32), rng.normal(size=classes).astype(
+            np.float32
+        )
+
+    return weights
+
+
+def build_engines(
+    folder: Path,
+    weights: WeightFn,
+    classes: int,
+    specs: Mapping[str, ModalitySpec] | None = None,
+    patterns: tuple[Pattern, ...] | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
+    checkpoint: str = CHECKPOINT,
+    tile_size: int = 64,
+) -> Path:
+    """Write one conv engine per pattern (and precision) plus ``manifest.json``; returns ``folder``."""
+    specs = dict(specs or DEFAULT_SPECS)
+    folder.mkdir(parents=True, exist_ok=True)
+    patterns = patterns or all_patterns(tuple(specs))
+    manifest = Manifest(
+        model=ModelInfo(
+            "test-conv", "stars", checkpoint, classes, tuple(f"class{i}" for i in range(classes))
+        ),
+        modalities=specs,
+        tile_size=tile_size,
+    )
+    bands = {m: s.bands for m, s in specs.items()}
+    for pattern in patterns:
+        weight, bias = weights(pattern, sum(bands[m] for m in pattern))
+        for precision in precisions:
+            name = f"{pattern}.{precision}.onnx"
+            conv_engine(folder / name, pattern, bands, weight, bias)
+            manifest.add(
+                EngineEntry(
+                    pattern=pattern,
+                    precision=precision,  # type: ignore[arg-type]
+                    backend="onnxruntime",
+                    path=name,
+                    sha256=sha256_file(folder / name),
+                    inputs=engine_inputs(pattern, specs),
+                    tile_size=tile_size,
+                )
+            )
+    save_manifest(manifest, folder)
+    return folder
+
+
+def reference_probabilities(
+    inputs: Mapping[str, np.ndarray], specs: Mapping[str, ModalitySpec], pattern: Pattern, weights: WeightFn
+) -> np.ndarray:
+    """What a conv engine computes for whole arrays, in numpy: softmax(W @ normalised + b)."""
+    stacked = np.concatenate([specs[m].normalize(inputs[m]) for m in pattern], axis=0)
+    weight, bias = weights(pattern, stacked.shape[0])
+    logits = np.einsum("cb,bhw->chw", weight, stacked) + bias[:, None, None]
+    logits -= logits.max(axis=0, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=0, keepdims=True)
+
+
+def test_conv_engine_computes_the_reference(tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    weights = random_weights(classes=3)
+    pattern = Pattern.parse("optical+sar")
+    bands = {"optical": 4, "sar": 2}
+    weight, bias = weights(pattern, 6)
+    path = conv_engine(tmp_path / "e.onnx", pattern, bands, weight, bias)
+    rng = np.random.default_rng(1)
+    feed = {
+        "optical": rng.normal(size=(2, 4, 32, 64)).astype(np.float32),
+        "sar": rng.normal(size=(2, 2, 32, 64)).astype(np.float32),
+    }
+    (logits,) = onnxruntime.InferenceSession(str(path)).run(["logits"], feed)
+    expected = np.einsum("cb,nbhw->nchw", weight, np.concatenate([feed["optical"], feed["sar"]], 1))
+    np.testing.assert_allclose(logits, expected + bias[None, :, None, None], rtol=1e-5, atol=1e-5)
+
+
+def test_build_engines_writes_a_loadable_manifest(tmp_path: Path) -> None:
+    from stars_edge.manifest import load_manifest
+
+    build_engines(tmp_path, pattern_class_weights(), classes=8)
+    manifest = load_manifest(tmp_path)
+    assert manifest.patterns == ALL_PATTERNS
+    assert manifest.select("sar+dsm", "fp32", "onnxruntime").path == "sar+dsm.fp32.onnx"
+
+
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    transform: object,
+    crs: str = "EPSG:32631",
+    nodata: float | None = None,
+) -> Path:
+    """Write ``(bands, H, W)`` as a GeoTIFF with rasterio (tests build their own small scenes)."""
+    import rasterio
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    ) as dataset:
+        dataset.write(data)
+    return path
+
+
+def make_physical(shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible physical values for the default specs: reflectance, dB, metres."""
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    return {
+        "optical": rng.normal(0.12, 0.05, (4, height, width)).astype(np.float32),
+        "sar": rng.normal(-12.0, 4.0, (2, height, width)).astype(np.float32),
+        "dsm": rng.normal(5.0, 8.0, (1, height, width)).astype(np.float32),
+    }

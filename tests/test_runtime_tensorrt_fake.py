@@ -1,0 +1,302 @@
+"""The TensorRT backend's wiring, exercised on CPU with stand-ins for ``tensorrt`` and ``cuda.bindings``.
+
+The stand-ins implement just the documented calls the backend makes (name-based tensors, set_input_shape,
+set_tensor_address, execute_async_v3, cudaMalloc/cudaMallocHost/cudaMemcpyAsync on one stream), with
+"device" memory that is ordinary host memory. The fake engine is a 1x1 convolution described in JSON, so
+results can be compared with the ONNX engines. This checks buffer handling, batch splitting, backend
+choice and the end-to-end path; the real library is checked by the ``tensorrt``-marked test on a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_runtime_support import CHECKPOINT, build_engines, make_physical, random_weights
+
+from stars_edge.errors import ConfigError, ManifestError
+from stars_edge.io import sha256_file
+from stars_edge.manifest import EngineEntry, engine_inputs, load_manifest, save_manifest
+from stars_edge.modalities import DEFAULT_SPECS, Pattern, all_patterns
+
+FAKE_VERSION = "10.9.0"
+FAKE_CAPABILITY = "8.9"
+
+
+class _FakeCudaRuntime(types.ModuleType):
+    """``cuda.bindings.runtime`` stand-in: every call returns ``(err, *values)`` like cuda-python."""
+
+    def __init__(self) -> None:
+        super().__init__("cuda.bindings.runtime")
+        self.__spec__ = importlib.machinery.ModuleSpec(self.__name__, None)
+        self.cudaError_t = types.SimpleNamespace(cudaSuccess=0)
+        self.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+        self.allocations: dict[int, np.ndarray] = {}
+        self.copies: list[int] = []
+
+    def _allocate(self, nbytes: int) -> tuple[int, int]:
+        buffer = np.zeros(nbytes, dtype=np.uint8)
+        address = buffer.ctypes.data
+        self.allocations[address] = buffer
+        return 0, address
+
+    def cudaGetDeviceCount(self) -> tuple[int, int]:
+        return 0, 1
+
+    def cudaSetDevice(self, device: int) -> tuple[int]:
+        return (0,)
+
+    def cudaGetDeviceProperties(self, device: int) -> tuple[int, Any]:
+        major, minor = FAKE_CAPABILITY.split(".")
+        return 0, types.SimpleNamespace(major=int(major), minor=int(minor))
+
+    def cudaStreamCreate(self) -> tuple[int, int]:
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (0,)
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        return (0,)
+
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
+        return self._allocate(nbytes)
+
+    def cudaMallocHost(self, nbytes: int) -> tuple[int, int]:
+        return self._allocate(nbytes)
+
+    def cudaFree(self, pointer: int) -> tuple[int]:
+        del self.allocations[pointer]
+        return (0,)
+
+    def cudaFreeHost(self, pointer: int) -> tuple[int]:
+        del self.allocations[pointer]
+        return (0,)
+
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int) -> tuple[int]:
+        assert stream == 7, "every copy goes on the backend's one stream"
+        ctypes.memmove(dst, src, count)
+        self.copies.append(kind)
+        return (0,)
+
+
+def _view(address: int, shape: tuple[int, ...]) -> np.ndarray:
+    pointer = ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
+    return np.ctypeslib.as_array(pointer, (int(np.prod(shape)),)).reshape(shape)
+
+
+class _FakeContext:
+    def __init__(self, engine: _FakeEngine) -> None:
+        self.engine = engine
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+        self.executions = 0
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+        if not all(a <= b <= c for a, b, c in zip(low, shape, high, strict=True)):
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        n, _, h, w = self.shapes[self.engine.inputs[0]]
+        return (n, self.engine.classes, h, w)
+
+    def set_tensor_address(self, name: str, address: int) -> None:
+        self.addresses[name] = address
+
+    def execute_async_v3(self, stream: int) -> bool:
+        stacked = np.concatenate(
+            [_view(self.addresses[n], self.shapes[n]) for n in self.engine.inputs], axis=1
+        )
+        logits = (
+            np.einsum("cb,nbhw->nchw", self.engine.weight, stacked) + self.engine.bias[None, :, None, None]
+        )
+        _view(self.addresses["logits"], logits.shape)[...] = logits
+        self.executions += 1
+        return True
+
+
+class _FakeEngine:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.inputs: list[str] = spec["inputs"]
+        self.bands: dict[str, int] = spec["bands"]
+        self.weight = np.asarray(spec["weight"], dtype=np.float32)
+        self.bias = np.asarray(spec["bias"], dtype=np.float32)
+        self.classes = self.weight.shape[0]
+        self.max_batch = spec["max_batch"]
+        self.tile = spec["tile"]
+        self.contexts: list[_FakeContext] = []
+        self.num_io_tensors = len(self.inputs) + 1
+
+    def get_tensor_name(self, index: int) -> str:
+        return [*self.inputs, "logits"][index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "INPUT" if name in self.inputs else "OUTPUT"
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "FLOAT"
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[tuple[int, ...], ...]:
+        bands = self.bands[name]
+        return (
+            (1, bands, 32, 32),
+            (1, bands, self.tile, self.tile),
+            (self.max_batch, bands, self.tile, self.tile),
+        )
+
+    def create_execution_context(self) -> _FakeContext:
+        context = _FakeContext(self)
+        self.contexts.append(context)
+        return context
+
+
+def _fake_tensorrt() -> types.ModuleType:
+    module = types.ModuleType("tensorrt")
+    module.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    module.__version__ = FAKE_VERSION  # type: ignore[attr-defined]
+    module.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
+    module.DataType = types.SimpleNamespace(FLOAT="FLOAT")  # type: ignore[attr-defined]
+    module.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})  # type: ignore[attr-defined]
+
+    class Runtime:
+        def __init__(self, logger: object) -> None:
+            module.engines = []  # type: ignore[attr-defined]
+
+        def deserialize_cuda_engine(self, blob: bytes) -> _FakeEngine | None:
+            try:
+                engine = _FakeEngine(json.loads(blob))
+            except ValueError:
+                return None
+            module.engines.append(engine)
+            return engine
+
+    module.Runtime = Runtime  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeCudaRuntime:
+    runtime_module = _FakeCudaRuntime()
+    for name in ("cuda", "cuda.bindings"):
+        package = types.ModuleType(name)
+        package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        monkeypatch.setitem(sys.modules, name, package)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", runtime_module)
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+    return runtime_module
+
+
+def _write_fake_engine(
+    path: Path, pattern: Pattern, weights: Any, max_batch: int = 4, tile: int = 64
+) -> Path:
+    bands = {m: DEFAULT_SPECS[m].bands for m in pattern}
+    weight, bias = weights(pattern, sum(bands.values()))
+    spec = {
+        "inputs": list(pattern),
+        "bands": bands,
+        "weight": weight.tolist(),
+        "bias": bias.tolist(),
+        "max_batch": max_batch,
+        "tile": tile,
+    }
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_backend_splits_batches_and_frees_buffers(fake_gpu: _FakeCudaRuntime, tmp_path: Path) -> None:
+    from runtime.backends import OnnxRuntimeBackend, TensorRTBackend
+
+    weights = random_weights(classes=3, seed=4)
+    pattern = Pattern.parse("optical+sar")
+    engine = TensorRTBackend(_write_fake_engine(tmp_path / "e.engine", pattern, weights))
+    assert TensorRTBackend.is_available() and engine.max_batch == 4
+    assert (
+        engine.input_names == ("optical", "sar")
+        and engine.device == f"tensorrt {FAKE_VERSION} sm{FAKE_CAPABILITY}"
+    )
+    onnx_folder = build_engines(tmp_path / "onnx", weights, classes=3, patterns=(pattern,))
+    reference = OnnxRuntimeBackend(onnx_folder / "optical+sar.fp32.onnx")
+    rng = np.random.default_rng(0)
+    for batch, size in ((6, 32), (2, 64)):  # 6 > max batch: runs as 4 + 2; then a bigger tile regrows buffers
+        inputs = {
+            "optical": rng.normal(size=(batch, 4, size, size)).astype(np.float32),
+            "sar": rng.normal(size=(batch, 2, size, size)).astype(np.float32),
+        }
+        np.testing.assert_allclose(engine.run(inputs), reference.run(inputs), rtol=1e-4, atol=1e-4)
+    context = sys.modules["tensorrt"].engines[0].contexts[0]
+    assert context.executions == 3
+    assert len(fake_gpu.allocations) == 6  # pinned + device buffer for two inputs and the output
+    engine.close()
+    assert fake_gpu.allocations == {}
+
+
+def test_backend_refuses_an_engine_it_cannot_deserialise(fake_gpu: _FakeCudaRuntime, tmp_path: Path) -> None:
+    from runtime.backends import TensorRTBackend
+
+    broken = tmp_path / "broken.engine"
+    broken.write_bytes(b"\x00not an engine")
+    with pytest.raises(ManifestError, match="could not be deserialised"):
+        TensorRTBackend(broken)
+
+
+def _manifest_with_tensorrt(folder: Path, weights: Any, capability: str = FAKE_CAPABILITY) -> Path:
+    build_engines(folder, weights, classes=3)
+    manifest = load_manifest(folder)
+    for pattern in all_patterns(("optical", "sar", "dsm")):
+        name = f"{pattern}.fp32.trt{FAKE_VERSION}.sm{capability.replace('.', '')}.engine"
+        _write_fake_engine(folder / name, pattern, weights)
+        manifest.add(
+            EngineEntry(
+                pattern=pattern,
+                precision="fp32",
+                backend="tensorrt",
+                path=name,
+                sha256=sha256_file(folder / name),
+                inputs=engine_inputs(pattern, DEFAULT_SPECS),
+                tile_size=64,
+                tensorrt_version=FAKE_VERSION,
+                compute_capability=capability,
+            )
+        )
+    save_manifest(manifest, folder)
+    return folder
+
+
+def test_auto_picks_tensorrt_built_for_this_gpu_and_matches_onnxruntime(
+    fake_gpu: _FakeCudaRuntime, tmp_path: Path
+) -> None:
+    from runtime import Predictor
+
+    weights = random_weights(classes=3, seed=9)
+    folder = _manifest_with_tensorrt(tmp_path / "engines", weights)
+    inputs = make_physical((80, 70), seed=2)
+    inputs["sar"][:, :30] = np.nan
+    auto = Predictor(folder, backend="auto", expected_model_sha256=CHECKPOINT)
+    classes, patterns = auto.predict_arrays(inputs, tile=64, overlap=16, batch=6)
+    assert auto._engines.keys() == {"tensorrt"}
+    expected = Predictor(folder, backend="onnxruntime").predict_arrays(inputs, tile=64, overlap=16)
+    np.testing.assert_array_equal(patterns, expected[1])
+    assert (classes == expected[0]).mean() > 0.999
+    with pytest.raises(ConfigError, match="tiles up to 64"):
+        auto.predict_arrays(inputs, tile=128, overlap=16)
+
+
+def test_auto_skips_engines_built_for_another_gpu(fake_gpu: _FakeCudaRuntime, tmp_path: Path) -> None:
+    from runtime import Predictor
+
+    folder = _manifest_with_tensorrt(tmp_path / "engines", random_weights(classes=3), capability="9.0")
+    predictor = Predictor(folder, backend="auto")
+    predictor.predict_arrays(make_physical((40, 40)), tile=32, overlap=8)
+    assert predictor._engines.keys() == {"onnxruntime"}
+    with pytest.raises(ManifestError, match=r"compute capability 8\.9"):
+        Predictor(folder, backend="tensorrt").predict_arrays(make_physical((40, 40)), tile=32, overlap=8)
