@@ -1,1 +1,106 @@
-"""Placeholder: being implemented (see docs/ARCHITECTURE.md)."""
+"""``stars-edge build-engines``: checkpoint -> one engine per pattern and precision, gated, plus manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stars_edge.manifest import parse_precisions
+
+
+def build_engines(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) written by training."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the engines and manifest.json (created if needed)."
+    ),
+    patterns: str = typer.Option(
+        "all", "--patterns", help="'all' or a comma-separated list of patterns, e.g. 'optical+sar,sar'."
+    ),
+    precision: str = typer.Option(
+        "fp32,fp16,int8",
+        "--precision",
+        help="Comma-separated precisions: fp32, fp16, int8 (fp32 is always built).",
+    ),
+    calib_data: str = typer.Option(
+        "synthetic",
+        "--calib-data",
+        help="INT8 calibration tiles: 'synthetic' or a `stars-edge data synth` folder.",
+    ),
+    calib_tiles: int = typer.Option(
+        32, "--calib-tiles", min=1, help="Number of calibration tiles per pattern."
+    ),
+    calib_method: str = typer.Option(
+        "minmax", "--calib-method", help="INT8 range calibration: minmax, entropy or percentile."
+    ),
+    gate_data: str = typer.Option(
+        "synthetic",
+        "--gate-data",
+        help="Held-out tiles for the accuracy gate: 'synthetic' or a dataset folder.",
+    ),
+    gate_tiles: int = typer.Option(
+        16, "--gate-tiles", min=1, help="Number of held-out tiles for the accuracy gate."
+    ),
+    gate_budget: float = typer.Option(
+        1.0, "--gate-budget", min=0.0, help="Flag a precision losing more than this many mIoU points vs FP32."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Refuse to write an engine the accuracy gate flags."),
+    backend: str = typer.Option(
+        "onnxruntime",
+        "--backend",
+        help="onnxruntime (ONNX files) or tensorrt (also build TensorRT engines here).",
+    ),
+    opset: int = typer.Option(17, "--opset", min=17, max=20, help="ONNX opset (17-20)."),
+    tile: int | None = typer.Option(
+        None,
+        "--tile",
+        help="Tile size in pixels (multiple of 32) for the engines; default: the checkpoint's.",
+    ),
+    placement: str = typer.Option(
+        "", "--int8-placement", help="Which ops get Q/DQ (see docs/EXPORT.md); default: the measured fastest."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Export ONNX per pattern (FP32/FP16/INT8), gate accuracy, build TensorRT engines where possible."""
+    from export.build import BuildOptions
+    from export.build import build_engines as run_build
+    from export.quantize import DEFAULT_PLACEMENT
+
+    options = BuildOptions(
+        checkpoint=checkpoint,
+        out=out,
+        patterns=patterns,
+        precisions=parse_precisions(precision),
+        calib_data=calib_data,
+        calib_tiles=calib_tiles,
+        calib_method=calib_method.lower(),
+        placement=placement or DEFAULT_PLACEMENT,
+        gate_data=gate_data,
+        gate_tiles=gate_tiles,
+        gate_budget=gate_budget,
+        backend=backend.lower(),  # type: ignore[arg-type]
+        strict=strict,
+        opset=opset,
+        tile=tile,
+        progress=progress,
+    )
+    report = run_build(options)
+    typer.echo(
+        f"{len(report.built)} built, {len(report.skipped)} up to date; manifest: {report.manifest_path}"
+    )
+    for entry in report.manifest.engines:
+        miou = entry.accuracy["miou"] if entry.accuracy else None
+        agreement = entry.accuracy["agreement_with_fp32"] if entry.accuracy else None
+        typer.echo(
+            f"  {entry.describe():<32} gate={entry.gate:<12} "
+            f"mIoU={'n/a' if miou is None else f'{miou:.2f}'} "
+            f"agreement={'n/a' if agreement is None else f'{agreement:.2f}%'}  {entry.path}"
+        )
+    for label in report.flagged:
+        typer.secho(
+            f"FLAGGED: {label} loses more than {gate_budget} mIoU points vs FP32", fg="yellow", err=True
+        )
+    for label in report.refused:
+        typer.secho(f"REFUSED (--strict): {label} was not written", fg="red", err=True)
+    for note in report.notes:
+        typer.secho(note, fg="yellow", err=True)

@@ -1,0 +1,401 @@
+"""``build_engines``: checkpoint -> one engine per pattern and precision -> accuracy gate -> manifest.json.
+
+Per pattern: export FP32 ONNX (checked against PyTorch), simplify, then FP16 (casts inside, float32 IO) and
+INT8 (Q/DQ, calibrated on that pattern's inputs), each measured by the accuracy gate on held-out tiles, and
+optionally TensorRT engines built from those ONNX files. FP32 is always built and recorded: it is the source
+of the other precisions, the gate's reference and the runtime's fallback.
+
+Re-running skips every artifact that is up to date: same checkpoint hash, same options, file present with
+the recorded sha256. The manifest is saved after every pattern, so an interrupted build resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import onnx
+from tqdm import tqdm
+
+from export import gate
+from export.fp16 import convert_to_fp16
+from export.onnx_export import check_parity, export_onnx, simplify_onnx
+from export.quantize import CALIBRATION_METHODS, DEFAULT_PLACEMENT, PLACEMENTS, quantize_int8
+from export.tensorrt_build import TIMING_CACHE_NAME, build_tensorrt_engine, engine_file_name, tensorrt_status
+from export.tiles import SYNTHETIC, TileSet, load_tiles
+from stars_edge.errors import ConfigError, ExportError, ManifestError
+from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
+from stars_edge.manifest import (
+    BACKENDS,
+    MANIFEST_NAME,
+    PRECISIONS,
+    Backend,
+    EngineAccuracy,
+    EngineEntry,
+    Manifest,
+    ModelInfo,
+    Precision,
+    engine_inputs,
+    load_manifest,
+    save_manifest,
+)
+from stars_edge.modalities import Pattern, parse_patterns
+
+#: Worst FP32-vs-PyTorch difference accepted at export (logits); a bigger one means a broken export.
+PARITY_TOLERANCE = 1e-3
+DEFAULT_TILE = 512
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``stars-edge build-engines`` takes; defaults are the CLI's."""
+
+    checkpoint: Path
+    out: Path
+    patterns: str | Sequence[str] = "all"
+    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    calib_data: str = SYNTHETIC
+    calib_tiles: int = 32
+    calib_method: str = "minmax"
+    placement: str = DEFAULT_PLACEMENT
+    gate_data: str = SYNTHETIC
+    gate_tiles: int = 16
+    gate_budget: float = gate.DEFAULT_BUDGET
+    backend: Backend = "onnxruntime"
+    strict: bool = False
+    opset: int = 17
+    tile: int | None = None  # None: the checkpoint's tile size
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "precisions", tuple(self.precisions))
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise ConfigError(
+                f"unknown precision {unknown[0] if unknown else ''!r}; choose {', '.join(PRECISIONS)}"
+            )
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"unknown --calib-method {self.calib_method!r}; choose {', '.join(CALIBRATION_METHODS)}"
+            )
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"unknown INT8 placement {self.placement!r}; choose {', '.join(PLACEMENTS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
+        if self.gate_budget < 0:
+            raise ConfigError(f"--gate-budget must be >= 0 mIoU points, got {self.gate_budget}")
+        if self.tile is not None and (self.tile < 32 or self.tile % 32):
+            raise ConfigError(f"--tile must be a positive multiple of 32, got {self.tile}")
+        if self.calib_tiles < 1 or self.gate_tiles < 1:
+            raise ConfigError("--calib-tiles and --gate-tiles must be at least 1")
+
+
+@dataclass
+class BuildReport:
+    """What a build did, for the CLI to print and tests to check."""
+
+    manifest_path: Path
+    manifest: Manifest
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    not_measured: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the packages that shape the artifacts (recorded in the manifest)."""
+    versions = {}
+    for package in ("stars-edge", "torch", "onnx", "onnxruntime", "onnxslim", "numpy", "tensorrt"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str, Any]:
+    """The options an artifact depends on; a change in any of them makes it out of date."""
+    common: dict[str, Any] = {
+        "opset": options.opset,
+        "tile": tile,
+        "gate_data": options.gate_data,
+        "gate_tiles": options.gate_tiles,
+        "gate_budget": options.gate_budget,
+    }
+    if precision == "int8":
+        common.update(
+            calib_data=options.calib_data,
+            calib_tiles=options.calib_tiles,
+            calib_method=options.calib_method,
+            placement=options.placement,
+        )
+    return common
+
+
+class _Builder:
+    """One build: holds the model, the tiles (loaded lazily, once) and the manifest being written."""
+
+    def __init__(self, options: BuildOptions, log: Callable[[str], None]) -> None:
+        from stars_edge.checkpoint import load_checkpoint
+
+        self.options = options
+        self.log = log
+        self.out = ensure_writable_dir(options.out)
+        self.model, self.meta = load_checkpoint(options.checkpoint)
+        self.model.eval()
+        self.checkpoint_sha256 = sha256_file(options.checkpoint)
+        self.tile = options.tile or self.meta.tile_size or DEFAULT_TILE
+        self.bands = dict(self.meta.in_channels)
+        self.specs = {m: self.meta.specs[m] for m in self.bands}
+        self.patterns = parse_patterns(options.patterns, available=tuple(self.bands))
+        self.previous = self._previous_manifest()
+        self.manifest = Manifest(
+            model=ModelInfo(
+                variant=self.meta.variant,
+                method=self.meta.method,
+                checkpoint_sha256=self.checkpoint_sha256,
+                classes=self.meta.classes,
+                class_names=tuple(self.meta.class_names),
+                ignore_index=self.meta.ignore_index,
+            ),
+            modalities=self.specs,
+            tile_size=self.tile,
+            tools=tool_versions(),
+        )
+        self.report = BuildReport(self.out / MANIFEST_NAME, self.manifest)
+        self._gate_tiles: TileSet | None = None
+        self._calib_tiles: TileSet | None = None
+
+    # ------------------------------------------------------------------ reuse
+    def _previous_manifest(self) -> Manifest | None:
+        if not (self.out / MANIFEST_NAME).is_file():
+            return None
+        try:
+            previous = load_manifest(self.out, verify=False)
+        except ManifestError as exc:
+            self.log(f"ignoring unreadable previous manifest: {exc}")
+            return None
+        return previous if previous.model.checkpoint_sha256 == self.checkpoint_sha256 else None
+
+    def _reusable(
+        self, pattern: Pattern, precision: str, backend: str, options: dict[str, Any]
+    ) -> EngineEntry | None:
+        if self.previous is None:
+            return None
+        for entry in self.previous.find(pattern, precision, backend):
+            path = self.out / entry.path
+            if dict(entry.options) == options and path.is_file() and sha256_file(path) == entry.sha256:
+                return entry
+        return None
+
+    # ------------------------------------------------------------------ tiles
+    @property
+    def gate_tiles(self) -> TileSet:
+        if self._gate_tiles is None:
+            self._gate_tiles = load_tiles(
+                self.options.gate_data, self.specs, self.options.gate_tiles, self.tile, "gate"
+            )
+        return self._gate_tiles
+
+    @property
+    def calib_tiles(self) -> TileSet:
+        if self._calib_tiles is None:
+            self._calib_tiles = load_tiles(
+                self.options.calib_data, self.specs, self.options.calib_tiles, self.tile, "calibration"
+            )
+        return self._calib_tiles
+
+    # ------------------------------------------------------------------ building
+    def run(self) -> BuildReport:
+        precisions = tuple(p for p in PRECISIONS if p == "fp32" or p in self.options.precisions)
+        jobs = [(pattern, precision) for pattern in self.patterns for precision in precisions]
+        trt_target = None
+        if self.options.backend == "tensorrt":
+            trt_target, reason = tensorrt_status()
+            if trt_target is None:
+                note = f"TensorRT is not available here ({reason}); writing the ONNX artifacts only"
+                self.report.notes.append(note)
+                self.log(note)
+        progress = tqdm(jobs, desc="build engines", unit="engine", disable=not self.options.progress)
+        reference: dict[Pattern, gate.Predictions] = {}
+        for pattern, precision in progress:
+            progress.set_postfix_str(f"{pattern} {precision}")
+            entry = self._onnx_entry(pattern, precision, reference)
+            if entry is not None and trt_target is not None:
+                self._tensorrt_entry(entry, trt_target)
+            if precision == precisions[-1]:
+                save_manifest(self.manifest, self.out)
+        save_manifest(self.manifest, self.out)
+        return self.report
+
+    def _record(self, entry: EngineEntry, reused: bool) -> None:
+        self.manifest.add(entry)
+        label = entry.describe()
+        (self.report.skipped if reused else self.report.built).append(label)
+        if entry.gate == "flagged":
+            self.report.flagged.append(label)
+        elif entry.gate == "not_measured":
+            self.report.not_measured.append(label)
+
+    def _onnx_entry(
+        self, pattern: Pattern, precision: str, reference: dict[Pattern, gate.Predictions]
+    ) -> EngineEntry | None:
+        options = _entry_options(self.options, precision, self.tile)
+        reused = self._reusable(pattern, precision, "onnxruntime", options)
+        if reused is not None:
+            self._record(reused, reused=True)
+            return reused
+        name = f"{pattern}.{precision}.onnx"
+        try:
+            entry = self._build_onnx(pattern, precision, name, options, reference)
+        except _Refused:
+            return None
+        self._record(entry, reused=False)
+        return entry
+
+    def _build_onnx(
+        self,
+        pattern: Pattern,
+        precision: str,
+        name: str,
+        options: dict[str, Any],
+        reference: dict[Pattern, gate.Predictions],
+    ) -> EngineEntry:
+        """Write the candidate beside its final name; it replaces the final file only if the gate lets it."""
+        with atomic_path(self.out / name) as candidate:
+            if precision == "fp32":
+                self._export_fp32(pattern, candidate)
+            else:
+                source = self.out / f"{pattern}.fp32.onnx"
+                if precision == "fp16":
+                    onnx.save(convert_to_fp16(onnx.load(str(source))), str(candidate))
+                else:
+                    inputs = self.calib_tiles.select(pattern.modalities)
+                    quantize_int8(
+                        source, candidate, inputs, self.options.calib_method, self.options.placement
+                    )
+            accuracy = self._measure(pattern, precision, candidate, reference)
+            if accuracy["gate"] == "flagged" and self.options.strict:
+                label = f"{pattern} {precision}/onnxruntime"
+                self.report.refused.append(label)
+                self.log(
+                    f"refused {label}: mIoU drop {accuracy['miou_drop']:.2f} > "
+                    f"budget {self.options.gate_budget} (--strict)"
+                )
+                raise _Refused
+            return EngineEntry(
+                pattern=pattern,
+                precision=precision,  # type: ignore[arg-type]
+                backend="onnxruntime",
+                path=name,
+                sha256=sha256_file(candidate),
+                inputs=engine_inputs(pattern, self.specs),
+                tile_size=self.tile,
+                accuracy=accuracy,
+                options=options,
+            )
+
+    def _export_fp32(self, pattern: Pattern, target: Path) -> None:
+        from stars_edge.models import export_module
+
+        module = export_module(self.model, pattern)
+        export_onnx(module, pattern, self.bands, target, opset=self.options.opset)
+        before = check_parity(module, target, pattern, self.bands)
+        simplify_onnx(target)
+        after = check_parity(module, target, pattern, self.bands)
+        self.log(f"{pattern} fp32 onnx vs pytorch: exported {before}; simplified {after}")
+        worst = max(before.max_abs_diff, after.max_abs_diff)
+        if worst > PARITY_TOLERANCE:
+            raise ExportError(
+                f"{pattern}: ONNX differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE}); "
+                "the export is wrong, try another --opset"
+            )
+
+    def _measure(
+        self, pattern: Pattern, precision: str, path: Path, reference: dict[Pattern, gate.Predictions]
+    ) -> EngineAccuracy:
+        tiles = self.gate_tiles
+        inputs = tiles.select(pattern.modalities)
+        if pattern not in reference:
+            source = path if precision == "fp32" else self.out / f"{pattern}.fp32.onnx"
+            reference[pattern] = gate.predict(source, inputs)
+        names, ignore = tuple(self.meta.class_names), self.meta.ignore_index
+        fp32_accuracy = gate.measure(
+            reference[pattern],
+            reference[pattern],
+            tiles.labels,
+            names,
+            ignore,
+            None,
+            self.options.gate_budget,
+        )
+        if precision == "fp32":
+            return EngineAccuracy(**{**fp32_accuracy, "miou_drop": 0.0, "gate": "pass"})
+        prediction, reason = gate.try_predict(path, inputs)
+        if prediction is None:
+            self.log(
+                f"{pattern} {precision}: not measured, ONNX Runtime cannot run it on this CPU ({reason})"
+            )
+        return gate.measure(
+            prediction,
+            reference[pattern],
+            tiles.labels,
+            names,
+            ignore,
+            fp32_accuracy["miou"],
+            self.options.gate_budget,
+        )
+
+    def _tensorrt_entry(self, source: EngineEntry, target: Any) -> None:
+        options = {**dict(source.options), "source_sha256": source.sha256}
+        reused = self._reusable(source.pattern, source.precision, "tensorrt", options)
+        if reused is not None:
+            self._record(reused, reused=True)
+            return
+        name = engine_file_name(source.pattern, source.precision, target)
+        path = build_tensorrt_engine(
+            self.out / source.path, self.out / name, self.bands, self.tile, self.out / TIMING_CACHE_NAME
+        )
+        not_measured = EngineAccuracy(
+            miou=None, per_class_iou={}, agreement_with_fp32=None, miou_drop=None, gate="not_measured"
+        )
+        self._record(
+            dataclasses.replace(
+                source,
+                backend="tensorrt",
+                path=name,
+                sha256=sha256_file(path),
+                accuracy=not_measured,
+                tensorrt_version=target.version,
+                compute_capability=target.compute_capability,
+                options=options,
+            ),
+            reused=False,
+        )
+
+
+class _Refused(Exception):
+    """Internal: a --strict refusal unwinds the candidate's atomic write (never moved in place)."""
+
+
+def build_engines(
+    options: BuildOptions | None = None, log: Callable[[str], None] | None = None, **fields: Any
+) -> BuildReport:
+    """Build every requested engine, gate it, and write ``manifest.json``; the one function the CLI calls.
+
+    Pass a ``BuildOptions``, or its fields as keywords (``build_engines(checkpoint=..., out=..., tile=256)``),
+    or both (keywords override). ``log`` gets one line per event (default: printed above the progress bar).
+    """
+    if options is None:
+        options = BuildOptions(**fields)
+    elif fields:
+        options = dataclasses.replace(options, **fields)
+    return _Builder(options, log or tqdm.write).run()

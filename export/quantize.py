@@ -1,0 +1,265 @@
+"""INT8 by explicit Q/DQ: calibrated per pattern, TensorRT-legal, placed for fast ONNX Runtime CPU kernels.
+
+TensorRT-legal means: every QuantizeLinear/DequantizeLinear zero point is 0 (symmetric), activations and
+weights are int8, Conv weights are quantised per output channel (axis 0), Conv biases stay float (TensorRT
+dequantises no int32). ONNX Runtime's ``quantize_static`` defaults are not legal (asymmetric uint8
+activations), so every option is set explicitly here.
+
+*Placement* (which ops get Q/DQ) decides speed on ONNX Runtime's CPU: it fuses ``DQ -> Conv -> Q`` into an
+integer ``QLinearConv`` and likewise for the other QLinear ops; anything left between a DQ and a Q runs in
+float. ``benchmarks/int8_placement.py`` measures the placements below; ``DEFAULT_PLACEMENT`` is the fastest
+one measured on this project's CPU (numbers in docs/EXPORT.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from stars_edge.errors import DataError, ExportError
+from stars_edge.io import atomic_path
+
+CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
+CALIBRATION_METHODS: tuple[CalibrationMethodName, ...] = get_args(CalibrationMethodName)
+#: Fewer tiles than this give ranges set by a handful of pixels: refuse rather than ship a fragile INT8.
+MIN_CALIBRATION_TILES = 4
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which ops receive Q/DQ, and whether Relu is rewritten so it has an integer kernel."""
+
+    name: str
+    op_types: tuple[str, ...] | None  # None: every op type onnxruntime can quantise
+    description: str
+    relu_as_leaky: bool = False  # Relu -> LeakyRelu(alpha=0): same function, but an integer kernel exists
+
+
+#: Candidate placements, measured by benchmarks/int8_placement.py. All are TensorRT-legal.
+PLACEMENTS: dict[str, Placement] = {
+    p.name: p
+    for p in (
+        Placement("conv", ("Conv",), "Q/DQ around Conv only; everything else runs in float"),
+        Placement(
+            "conv+eltwise",
+            ("Conv", "Add", "Mul", "Concat"),
+            "Conv plus the element-wise ops between convs (Add, Mul, Concat) so activations stay int8",
+        ),
+        Placement("all", None, "every op type onnxruntime can quantise"),
+        Placement(
+            "all+int8relu",
+            None,
+            "every op type, with Relu written as LeakyRelu(alpha=0) so it runs as an integer lookup",
+            relu_as_leaky=True,
+        ),
+    )
+}
+DEFAULT_PLACEMENT = "conv"
+
+
+def _ort_calibration_method(method: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    if method not in table:
+        raise ExportError(f"unknown calibration method {method!r}; choose {', '.join(CALIBRATION_METHODS)}")
+    return table[method]
+
+
+def validate_calibration_tiles(
+    tiles: Mapping[str, np.ndarray],
+    expected_bands: Mapping[str, int],
+    source: str,
+    min_tiles: int = MIN_CALIBRATION_TILES,
+) -> int:
+    """Check names, band counts, shapes and count of calibration tiles; returns the number of tiles."""
+    missing = [name for name in expected_bands if name not in tiles]
+    if missing:
+        raise DataError(f"{source}: calibration tiles lack {', '.join(missing)}; the pattern needs them")
+    counts = set()
+    for name, bands in expected_bands.items():
+        array = tiles[name]
+        if array.ndim != 4 or array.shape[1] != bands:
+            raise DataError(
+                f"{source}: {name} calibration tiles have shape {tuple(array.shape)}, "
+                f"expected (N, {bands}, H, W); the data's {name} band count does not match the checkpoint"
+            )
+        if array.shape[2] % 32 or array.shape[3] % 32:
+            raise DataError(f"{source}: tile size {array.shape[2]}x{array.shape[3]} must be a multiple of 32")
+        if not np.isfinite(array).all():
+            raise DataError(
+                f"{source}: {name} calibration tiles contain NaN/inf; fill or drop invalid pixels"
+            )
+        counts.add(array.shape[0])
+    if len(counts) != 1:
+        raise DataError(f"{source}: modalities have different tile counts {sorted(counts)}")
+    count = counts.pop()
+    if count < min_tiles:
+        raise DataError(
+            f"{source}: {count} calibration tile(s) is too few for INT8 ranges; give at least {min_tiles} "
+            "(raise --calib-tiles or use a larger --calib-data)"
+        )
+    return count
+
+
+class TileCalibrationReader:
+    """Feeds calibration tiles to onnxruntime's calibrator ``batch`` at a time (CalibrationDataReader API)."""
+
+    def __init__(self, tiles: Mapping[str, np.ndarray], batch: int = 4) -> None:
+        self._tiles = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in tiles.items()}
+        self._count = len(next(iter(self._tiles.values())))
+        self._batch = batch
+        self._start = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._start >= self._count:
+            return None
+        stop = self._start + self._batch
+        batch = {name: array[self._start : stop] for name, array in self._tiles.items()}
+        self._start = stop
+        return batch
+
+    def rewind(self) -> None:
+        self._start = 0
+
+    def __len__(self) -> int:
+        return -(-self._count // self._batch)
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    tiles: Mapping[str, np.ndarray],
+    method: str = "minmax",
+    placement: str = DEFAULT_PLACEMENT,
+    batch: int = 4,
+) -> Path:
+    """Write a TensorRT-legal Q/DQ INT8 copy of a (simplified) FP32 graph, calibrated on ``tiles``."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if placement not in PLACEMENTS:
+        raise ExportError(f"unknown INT8 placement {placement!r}; choose {', '.join(PLACEMENTS)}")
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    model = onnx.load(str(fp32_path))
+    if PLACEMENTS[placement].relu_as_leaky:
+        model = relu_as_leaky_relu(model)
+    bands = {i.name: i.type.tensor_type.shape.dim[1].dim_value for i in model.graph.input}
+    validate_calibration_tiles(tiles, bands, source=str(fp32_path))
+    reader = TileCalibrationReader({name: tiles[name] for name in bands}, batch=batch)
+    extra_options = {
+        "ActivationSymmetric": True,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "CalibTensorRangeSymmetric": True,
+    }
+    with atomic_path(out_path) as tmp, _quiet():
+        try:
+            quantize_static(
+                model,
+                str(tmp),
+                calibration_data_reader=reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=False,
+                calibrate_method=_ort_calibration_method(method),
+                op_types_to_quantize=list(PLACEMENTS[placement].op_types or []) or None,
+                extra_options=extra_options,
+            )
+        except (DataError, ExportError):
+            raise
+        except Exception as exc:  # onnxruntime's quantizer raises bare Exceptions/ValueErrors
+            raise ExportError(
+                f"INT8 quantisation of {fp32_path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        problems = tensorrt_legality_problems(onnx.load(str(tmp)))
+        if problems:
+            raise ExportError(f"INT8 graph for {fp32_path} is not TensorRT-legal: {'; '.join(problems[:3])}")
+    return out_path
+
+
+def relu_as_leaky_relu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with every Relu replaced by LeakyRelu(alpha=0), the same function.
+
+    With symmetric int8 activations onnxruntime cannot fold a Relu into the preceding Q (it can only when the
+    zero point is the type minimum, i.e. asymmetric), so a Relu stays a float island between DQ and Q. It
+    has an integer kernel for LeakyRelu (QLinearLeakyRelu) and TensorRT fuses LeakyRelu into Conv as well.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for node in model.graph.node:
+        if node.op_type == "Relu" and node.domain in ("", "ai.onnx"):
+            node.op_type = "LeakyRelu"
+            node.attribute.append(onnx.helper.make_attribute("alpha", 0.0))
+    return model
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizer logs every tensor it calibrates; keep progress bars readable."""
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def tensorrt_legality_problems(model: onnx.ModelProto) -> list[str]:
+    """Everything that would stop TensorRT consuming this Q/DQ graph as-is (empty list: legal).
+
+    Checks: zero points are int8 zeros; no int32 (bias) dequantisation; Conv weights dequantised per
+    output channel (axis 0) with one scale per channel.
+    """
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    problems: list[str] = []
+    dequantized_weights: dict[str, onnx.NodeProto] = {}
+    for node in graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if len(node.input) < 3 or not node.input[2]:
+            problems.append(f"{node.name}: no zero point (TensorRT needs an explicit int8 zero point 0)")
+            continue
+        zero_point = initializers.get(node.input[2])
+        if zero_point is None:
+            problems.append(f"{node.name}: zero point {node.input[2]} is not an initializer")
+            continue
+        if zero_point.data_type != TensorProto.INT8:
+            problems.append(
+                f"{node.name}: zero point type {TensorProto.DataType.Name(zero_point.data_type)}, not INT8"
+            )
+        elif np.any(numpy_helper.to_array(zero_point) != 0):
+            problems.append(f"{node.name}: non-zero zero point (asymmetric quantisation)")
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+            dequantized_weights[node.output[0]] = node
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        dq = dequantized_weights.get(node.input[1])
+        if dq is None:
+            if node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear":
+                problems.append(f"{node.name}: weight dequantised from a non-constant tensor")
+            continue
+        weight = initializers[dq.input[0]]
+        scale = numpy_helper.to_array(initializers[dq.input[1]])
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        if scale.size != weight.dims[0] or (scale.size > 1 and axis != 0):
+            problems.append(f"{node.name}: weight not quantised per output channel on axis 0")
+    return problems

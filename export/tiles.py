@@ -1,0 +1,153 @@
+"""Representative tiles for INT8 calibration and the accuracy gate, read with numpy (no torch).
+
+Two sources: ``"synthetic"`` (scenes generated in memory by ``stars_edge.data.synthetic``, from seed
+ranges that training never draws) or a dataset folder in any layout ``stars_edge.data.open_dataset`` reads
+(``stars-edge data synth`` output, Sen1Floods11, EarthMiss, ...): calibration reads its ``train`` split (or
+all scenes when it has no split), the gate reads ``test``, else ``val``, so gate tiles are held out.
+Tiles are normalised with the checkpoint's modality specs, exactly as the runtime will feed them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stars_edge.errors import DataError
+from stars_edge.modalities import ModalitySpec
+
+SYNTHETIC = "synthetic"
+#: Seed bases far from the small integers training and `stars-edge data synth` use, so tiles are disjoint.
+CALIBRATION_SEED_BASE = 7_100_000
+GATE_SEED_BASE = 9_300_000
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class TileSet:
+    """Normalised float32 inputs ``{modality: (N, bands, t, t)}`` and labels ``(N, t, t)`` (255 = ignore)."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def select(self, modalities: Sequence[str]) -> dict[str, np.ndarray]:
+        """The inputs of one pattern, in its order."""
+        return {m: self.inputs[m] for m in modalities}
+
+
+@dataclass(frozen=True)
+class _RawScene:
+    images: dict[str, np.ndarray]  # physical units (bands, H, W)
+    valid: dict[str, np.ndarray]  # bool (H, W)
+    label: np.ndarray | None
+
+
+def load_tiles(
+    source: str | Path,
+    specs: Mapping[str, ModalitySpec],
+    count: int,
+    tile: int,
+    purpose: str = "calibration",
+) -> TileSet:
+    """``count`` tiles of ``tile`` pixels from ``source`` (``"synthetic"`` or a dataset folder).
+
+    ``purpose`` is ``"calibration"`` (training split / calibration seeds) or ``"gate"`` (held-out split /
+    gate seeds). Invalid pixels are set to the modality mean (0 after normalisation) and ignored in labels.
+    """
+    if count < 1:
+        raise DataError(f"asked for {count} {purpose} tiles; ask for at least one")
+    if tile < 32 or tile % 32:
+        raise DataError(f"tile size {tile} must be a positive multiple of 32 (the model's input multiple)")
+    if str(source) == SYNTHETIC:
+        base = CALIBRATION_SEED_BASE if purpose == "calibration" else GATE_SEED_BASE
+        scenes: Iterator[_RawScene] = _synthetic_scenes(specs, tile, base)
+        name = f"synthetic {purpose} scenes (seeds from {base})"
+    else:
+        root = Path(source)
+        splits = ("train", "all") if purpose == "calibration" else ("test", "val")
+        scenes = _dataset_scenes(root, specs, splits)
+        name = str(root)
+    return _cut_tiles(scenes, specs, count, tile, name)
+
+
+def _cut_tiles(
+    scenes: Iterator[_RawScene], specs: Mapping[str, ModalitySpec], count: int, tile: int, name: str
+) -> TileSet:
+    inputs: dict[str, list[np.ndarray]] = {m: [] for m in specs}
+    labels: list[np.ndarray] = []
+    for scene in scenes:
+        height, width = next(iter(scene.images.values())).shape[-2:]
+        for row in range(0, height - tile + 1, tile):
+            for col in range(0, width - tile + 1, tile):
+                window = (slice(row, row + tile), slice(col, col + tile))
+                for modality, spec in specs.items():
+                    normalised = spec.normalize(scene.images[modality][(slice(None), *window)])
+                    normalised[:, ~scene.valid[modality][window]] = 0.0
+                    inputs[modality].append(normalised)
+                label = (
+                    scene.label[window].astype(np.uint8)
+                    if scene.label is not None
+                    else np.full((tile, tile), IGNORE_INDEX, np.uint8)
+                )
+                labels.append(label)
+                if len(labels) == count:
+                    return TileSet({m: np.stack(v) for m, v in inputs.items()}, np.stack(labels), name)
+    raise DataError(
+        f"{name} yields only {len(labels)} tile(s) of {tile} px, {count} requested; "
+        "lower --calib-tiles / --gate-tiles or --tile, or give a larger dataset"
+    )
+
+
+def _synthetic_scenes(specs: Mapping[str, ModalitySpec], tile: int, seed_base: int) -> Iterator[_RawScene]:
+    from stars_edge.data.synthetic import SyntheticConfig, generate_scene
+
+    optical = specs.get("optical")
+    for index in range(10_000):
+        config = SyntheticConfig(
+            size=max(tile, 256), seed=seed_base + index, optical_bands=optical.bands if optical else 4
+        )
+        scene = generate_scene(config)
+        images = {m: scene.image(m) for m in specs}
+        _check_bands(images, specs, f"synthetic scene seed {config.seed}")
+        yield _RawScene(images, {m: scene.valid[m] for m in specs}, scene.label)
+
+
+def _dataset_scenes(
+    root: Path, specs: Mapping[str, ModalitySpec], splits: Sequence[str]
+) -> Iterator[_RawScene]:
+    """Scenes of the first of ``splits`` that the dataset has, read by ``stars_edge.data.open_dataset``."""
+    from stars_edge.data import open_dataset
+
+    scenes = None
+    problems = []
+    for split in splits:
+        try:
+            scenes = open_dataset(root, split=split, lazy=True, modalities=list(specs))
+            break
+        except DataError as exc:
+            problems.append(str(exc))
+    if scenes is None:
+        raise DataError(f"{root}: no usable scenes for export tiles ({'; '.join(problems)})")
+    for scene in scenes:
+        missing = [m for m in specs if m not in scene.modalities]
+        if missing:
+            raise DataError(f"{root}: scene {scene.name} has no {', '.join(missing)}; the model needs it")
+        images = {m: scene.image(m) for m in specs}
+        _check_bands(images, specs, f"{root} scene {scene.name}")
+        yield _RawScene(images, {m: scene.valid[m] for m in specs}, scene.label)
+
+
+def _check_bands(images: Mapping[str, np.ndarray], specs: Mapping[str, ModalitySpec], where: str) -> None:
+    for modality, spec in specs.items():
+        bands = images[modality].shape[0]
+        if bands != spec.bands:
+            raise DataError(
+                f"{where}: {modality} has {bands} band(s) but the checkpoint expects {spec.bands} "
+                f"({', '.join(spec.band_names)}); use data with the checkpoint's band layout"
+            )

@@ -1,0 +1,193 @@
+"""build_engines end to end on the tiny variant: manifest, gate, up-to-date skipping, --strict, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import export.build as build_module
+from export.build import BuildOptions, build_engines
+from export.gate import Predictions
+from stars_edge.checkpoint import CheckpointMeta, save_checkpoint
+from stars_edge.data.synthetic import CLASS_NAMES, synthetic_specs
+from stars_edge.errors import ConfigError
+from stars_edge.manifest import EngineAccuracy, load_manifest
+from stars_edge.models import create_model
+
+BANDS = {"optical": 4, "sar": 2, "dsm": 1}
+PATTERNS = "optical+sar,dsm"
+
+
+def small(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
+    """Options for a build that takes seconds: 64 px tiles, 4 calibration and 2 gate tiles."""
+    settings: dict[str, Any] = {
+        "patterns": PATTERNS,
+        "calib_tiles": 4,
+        "gate_tiles": 2,
+        "tile": 64,
+        "progress": False,
+    }
+    return BuildOptions(checkpoint=checkpoint, out=out, **{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("tiny", BANDS, classes=len(CLASS_NAMES))
+    meta = CheckpointMeta(
+        variant="tiny",
+        method="stars",
+        in_channels=BANDS,
+        classes=len(CLASS_NAMES),
+        class_names=CLASS_NAMES,
+        specs=synthetic_specs(4),
+        tile_size=64,
+    )
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, meta)
+
+
+@pytest.fixture(scope="module")
+def built(
+    checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, build_module.BuildReport]:
+    out = tmp_path_factory.mktemp("engines")
+    report = build_engines(small(checkpoint, out))
+    return out, report
+
+
+def test_build_writes_verified_manifest_with_accuracy(built: tuple[Path, build_module.BuildReport]) -> None:
+    out, report = built
+    manifest = load_manifest(out)  # verifies every file's sha256
+    assert [e.describe() for e in manifest.engines] == [
+        f"{p} {q}/onnxruntime" for p in ("optical+sar", "dsm") for q in ("fp32", "fp16", "int8")
+    ]
+    assert len(report.built) == 6 and not report.skipped
+    entry = manifest.select("optical+sar", "int8")
+    assert entry.path == "optical+sar.int8.onnx"
+    assert entry.inputs == ({"name": "optical", "bands": 4}, {"name": "sar", "bands": 2})
+    assert entry.accuracy is not None and set(entry.accuracy["per_class_iou"]) == set(CLASS_NAMES)
+    assert entry.accuracy["gate"] in ("pass", "flagged")
+    assert entry.options["calib_method"] == "minmax"
+    assert manifest.select("dsm", "fp32").accuracy["agreement_with_fp32"] == 100.0  # type: ignore[index]
+    assert manifest.model.checkpoint_sha256 and manifest.tile_size == 64
+    assert {"onnx", "onnxruntime", "torch"} <= set(manifest.tools)
+
+
+def test_rerun_skips_up_to_date_and_rebuilds_changed(
+    checkpoint: Path, built: tuple[Path, build_module.BuildReport]
+) -> None:
+    out, _ = built
+    again = build_engines(small(checkpoint, out))
+    assert not again.built and len(again.skipped) == 6
+    (out / "dsm.fp16.onnx").write_bytes(b"altered")
+    changed = build_engines(small(checkpoint, out, calib_method="percentile"))
+    assert sorted(changed.built) == [
+        "dsm fp16/onnxruntime",
+        "dsm int8/onnxruntime",
+        "optical+sar int8/onnxruntime",
+    ]
+    manifest = load_manifest(out)
+    assert manifest.select("dsm", "int8").options["calib_method"] == "percentile"
+
+
+def test_strict_refuses_a_flagged_precision(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_measure = build_module.gate.measure
+
+    def int8_loses_five_points(
+        prediction: Predictions | None, *args: object, **kwargs: object
+    ) -> EngineAccuracy:
+        accuracy = real_measure(prediction, *args, **kwargs)  # type: ignore[arg-type]
+        if accuracy["miou_drop"] is not None and accuracy["agreement_with_fp32"] != 100.0:
+            accuracy = EngineAccuracy(**{**accuracy, "miou_drop": 5.0, "gate": "flagged"})
+        return accuracy
+
+    monkeypatch.setattr(build_module.gate, "measure", int8_loses_five_points)
+    lenient = build_engines(small(checkpoint, tmp_path / "a", patterns="sar", precisions=("fp32", "int8")))
+    assert lenient.flagged == ["sar int8/onnxruntime"]
+    assert load_manifest(tmp_path / "a").select("sar", "int8").gate == "flagged"
+
+    strict = build_engines(
+        small(checkpoint, tmp_path / "b", patterns="sar", precisions=("fp32", "int8"), strict=True)
+    )
+    assert strict.refused == ["sar int8/onnxruntime"]
+    assert not (tmp_path / "b" / "sar.int8.onnx").exists()
+    assert [e.precision for e in load_manifest(tmp_path / "b").engines] == ["fp32"]
+
+
+def test_tensorrt_backend_without_tensorrt_writes_onnx_and_says_so(checkpoint: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from export.tensorrt_build import tensorrt_status
+
+    if tensorrt_status()[0] is not None:
+        pytest.skip("TensorRT is usable here; the tensorrt-marked tests cover it")
+    report = build_engines(
+        small(checkpoint, tmp_path, patterns="sar", backend="tensorrt", precisions=("fp32",))
+    )
+    assert any("TensorRT is not available" in note for note in report.notes)
+    assert [e.backend for e in load_manifest(tmp_path).engines] == ["onnxruntime"]
+
+
+def test_invalid_options_are_refused(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="calib-method"):
+        BuildOptions(checkpoint=checkpoint, out=tmp_path, calib_method="kl")
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        BuildOptions(checkpoint=checkpoint, out=tmp_path, tile=100)
+    with pytest.raises(ConfigError, match="unknown modality"):
+        build_engines(small(checkpoint, tmp_path, patterns="optical+lidar"))
+
+
+def test_cli_builds_and_reports(checkpoint: Path, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from stars_edge.commands.build_engines import build_engines as command
+
+    app = typer.Typer()  # the command alone, so this test does not depend on the other commands importing
+    app.command("build-engines")(command)
+    app.command("unused")(lambda: None)  # two commands keep Typer from collapsing the app into one command
+    result = CliRunner().invoke(
+        app,
+        [
+            "build-engines",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path),
+            "--patterns",
+            "sar",
+            "--precision",
+            "fp32,int8",
+            "--calib-tiles",
+            "4",
+            "--gate-tiles",
+            "2",
+            "--tile",
+            "64",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 built" in result.output and "sar int8/onnxruntime" in result.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [e["precision"] for e in manifest["engines"]] == ["fp32", "int8"]
+
+
+def test_keyword_form_matches_the_options_form(checkpoint: Path, tmp_path: Path) -> None:
+    report = build_engines(
+        checkpoint=str(checkpoint),
+        out=str(tmp_path),
+        patterns="dsm",
+        precisions=["fp32"],
+        calib_tiles=4,
+        gate_tiles=2,
+        tile=64,
+        progress=False,
+    )
+    assert report.built == ["dsm fp32/onnxruntime"]
+    assert report.manifest_path == tmp_path / "manifest.json"

@@ -1,0 +1,201 @@
+"""INT8 Q/DQ: TensorRT-legal (int8, zero points 0, per-channel Conv weights), close to FP32, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from export.gate import predict
+from export.onnx_export import export_onnx, simplify_onnx
+from export.quantize import PLACEMENTS, quantize_int8, tensorrt_legality_problems, validate_calibration_tiles
+from export.tiles import TileSet, load_tiles
+from stars_edge.data.synthetic import synthetic_specs
+from stars_edge.errors import DataError
+from stars_edge.metrics import argmax_agreement, segmentation_scores
+from stars_edge.modalities import ALL_PATTERNS, Pattern
+from stars_edge.models import STARSModel, create_model, export_module
+
+SPECS = synthetic_specs(4)
+BANDS = {m: s.bands for m, s in SPECS.items()}
+TILE = 64
+#: An INT8 graph must agree with its FP32 source on at least this share of held-out pixels. The model is
+#: briefly trained (an untrained one has near-tied logits, where any rounding flips the argmax).
+AGREEMENT_FLOOR = 94.0
+#: And lose at most this many mIoU points (the build's default gate budget).
+MIOU_DROP_CEILING = 1.0
+PATTERNS = (Pattern.parse("optical+sar+dsm"), Pattern.parse("sar"))
+
+
+@pytest.fixture(scope="module")
+def calibration() -> TileSet:
+    return load_tiles("synthetic", SPECS, 16, TILE, "calibration")
+
+
+@pytest.fixture(scope="module")
+def held_out() -> TileSet:
+    return load_tiles("synthetic", SPECS, 8, TILE, "gate")
+
+
+@pytest.fixture(scope="module")
+def trained_model(calibration: TileSet) -> STARSModel:
+    """~2 s of training on the calibration tiles, cycling through every pattern."""
+    torch.manual_seed(0)
+    model = create_model("tiny", BANDS, classes=7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    inputs = {m: torch.from_numpy(a) for m, a in calibration.inputs.items()}
+    labels = torch.from_numpy(calibration.labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for step in range(150):
+        batch = torch.randint(0, len(calibration), (8,), generator=generator)
+        pattern = ALL_PATTERNS[step % len(ALL_PATTERNS)]
+        logits = model({m: inputs[m][batch] for m in pattern})
+        loss = torch.nn.functional.cross_entropy(logits, labels[batch], ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fp32_graphs(trained_model: STARSModel, tmp_path_factory: pytest.TempPathFactory) -> dict[Pattern, Path]:
+    folder = tmp_path_factory.mktemp("int8")
+    paths = {}
+    for pattern in PATTERNS:
+        path = folder / f"{pattern}.fp32.onnx"
+        export_onnx(export_module(trained_model, pattern), pattern, BANDS, path)
+        simplify_onnx(path)
+        paths[pattern] = path
+    return paths
+
+
+@pytest.fixture(scope="module")
+def int8_graphs(fp32_graphs: dict[Pattern, Path], calibration: TileSet) -> dict[Pattern, Path]:
+    paths = {}
+    for pattern, source in fp32_graphs.items():
+        paths[pattern] = source.with_name(f"{pattern}.int8.onnx")
+        quantize_int8(source, paths[pattern], calibration.select(pattern.modalities), method="minmax")
+    return paths
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=str)
+def test_int8_graph_is_tensorrt_legal(int8_graphs: dict[Pattern, Path], pattern: Pattern) -> None:
+    model = onnx.load(str(int8_graphs[pattern]))
+    initializers = {i.name: i for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq, "no Q/DQ nodes were inserted"
+    for node in qdq:
+        zero_point = initializers[node.input[2]]
+        assert zero_point.data_type == onnx.TensorProto.INT8, node.name
+        assert not numpy_helper.to_array(zero_point).any(), f"{node.name} has a non-zero zero point"
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    dq_by_output = {n.output[0]: n for n in qdq if n.op_type == "DequantizeLinear"}
+    for conv in convs:
+        dq = dq_by_output[conv.input[1]]
+        weight = initializers[dq.input[0]]
+        scale = numpy_helper.to_array(initializers[dq.input[1]])
+        assert weight.data_type == onnx.TensorProto.INT8
+        assert scale.shape == (weight.dims[0],), f"{conv.name}: weights not per output channel"
+        assert next((a.i for a in dq.attribute if a.name == "axis"), 1) == 0
+        if len(conv.input) > 2:  # biases stay float: TensorRT dequantizes no int32
+            assert conv.input[2] in initializers
+            assert initializers[conv.input[2]].data_type == onnx.TensorProto.FLOAT
+    assert tensorrt_legality_problems(model) == []
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=str)
+def test_int8_agrees_with_fp32_on_held_out_tiles(
+    fp32_graphs: dict[Pattern, Path], int8_graphs: dict[Pattern, Path], held_out: TileSet, pattern: Pattern
+) -> None:
+    inputs = held_out.select(pattern.modalities)
+    fp32 = predict(fp32_graphs[pattern], inputs).classes
+    int8 = predict(int8_graphs[pattern], inputs).classes
+    agreement = argmax_agreement(int8, fp32)
+    fp32_miou = segmentation_scores(fp32, held_out.labels, 7).miou
+    int8_miou = segmentation_scores(int8, held_out.labels, 7).miou
+    print(f"{pattern}: agreement {agreement:.2f}%, mIoU fp32 {fp32_miou:.2f} int8 {int8_miou:.2f}")
+    assert agreement >= AGREEMENT_FLOOR
+    assert fp32_miou - int8_miou <= MIOU_DROP_CEILING
+
+
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
+def test_every_placement_is_tensorrt_legal(
+    fp32_graphs: dict[Pattern, Path], calibration: TileSet, placement: str, tmp_path: Path
+) -> None:
+    pattern = Pattern.parse("sar")
+    out = quantize_int8(
+        fp32_graphs[pattern], tmp_path / "q.onnx", calibration.select(("sar",)), placement=placement
+    )
+    assert tensorrt_legality_problems(onnx.load(str(out))) == []
+
+
+def test_legality_check_catches_asymmetric_quantization(
+    fp32_graphs: dict[Pattern, Path], calibration: TileSet, tmp_path: Path
+) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from export.quantize import TileCalibrationReader
+
+    out = tmp_path / "asym.onnx"
+    quantize_static(
+        str(fp32_graphs[Pattern.parse("sar")]),
+        str(out),
+        TileCalibrationReader(calibration.select(("sar",))),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+    )
+    problems = tensorrt_legality_problems(onnx.load(str(out)))
+    assert any("UINT8" in p for p in problems)
+    assert any("per output channel" in p for p in problems)
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_methods_work(
+    fp32_graphs: dict[Pattern, Path], calibration: TileSet, method: str, tmp_path: Path
+) -> None:
+    out = quantize_int8(
+        fp32_graphs[Pattern.parse("sar")], tmp_path / "q.onnx", calibration.select(("sar",)), method
+    )
+    assert tensorrt_legality_problems(onnx.load(str(out))) == []
+
+
+def test_bad_calibration_tiles_are_refused(
+    fp32_graphs: dict[Pattern, Path], calibration: TileSet, tmp_path: Path
+) -> None:
+    source = fp32_graphs[Pattern.parse("optical+sar+dsm")]
+    target = tmp_path / "bad.onnx"
+    good = calibration.select(("optical", "sar", "dsm"))
+    few = {m: a[:2] for m, a in good.items()}
+    with pytest.raises(DataError, match="too few"):
+        quantize_int8(source, target, few)
+    wrong_bands = {**good, "optical": good["optical"][:, :3]}
+    with pytest.raises(DataError, match=r"optical calibration tiles have shape"):
+        quantize_int8(source, target, wrong_bands)
+    with pytest.raises(DataError, match="lack dsm"):
+        quantize_int8(source, target, {m: good[m] for m in ("optical", "sar")})
+    with pytest.raises(DataError, match="NaN"):
+        validate_calibration_tiles({"sar": np.full((4, 2, 32, 32), np.nan, np.float32)}, {"sar": 2}, "x")
+    assert not target.exists()
+
+
+def test_calibration_dataset_with_wrong_bands_or_too_few_tiles_is_refused(tmp_path: Path) -> None:
+    from stars_edge.data.synthetic import generate_dataset
+
+    generate_dataset(tmp_path / "six_band", scenes=1, size=64, seed=3, progress=False, optical_bands=6)
+    with pytest.raises(DataError, match="optical has 6 band"):
+        load_tiles(tmp_path / "six_band", SPECS, 1, TILE, "calibration")
+    generate_dataset(tmp_path / "small", scenes=1, size=64, seed=3, progress=False)
+    assert len(load_tiles(tmp_path / "small", SPECS, 1, TILE, "calibration")) == 1
+    with pytest.raises(DataError, match="only 1 tile"):
+        load_tiles(tmp_path / "small", SPECS, 5, TILE, "calibration")
+    with pytest.raises(DataError, match="no usable scenes"):
+        load_tiles(tmp_path / "small", SPECS, 1, TILE, "gate")  # one scene, in train: nothing held out
+    with pytest.raises(DataError, match="no usable scenes"):
+        load_tiles(tmp_path / "missing", SPECS, 1, TILE, "calibration")
