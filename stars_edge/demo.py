@@ -7,7 +7,6 @@ preview PNG and a Markdown report with measured numbers.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,9 +45,22 @@ class DemoConfig:
     @classmethod
     def quick_config(cls, out: Path, seed: int = 0, threads: int | None = None) -> DemoConfig:
         return cls(
-            out=out, seed=seed, variant="tiny", train_scenes=4, train_scene_size=128, train_steps=60,
-            batch_size=4, train_tile=64, scene_size=512, tile=256, overlap=32, precisions=("fp32",),
-            calib_tiles=8, threads=threads, latency_runs=3, quick=True,
+            out=out,
+            seed=seed,
+            variant="tiny",
+            train_scenes=4,
+            train_scene_size=128,
+            train_steps=60,
+            batch_size=4,
+            train_tile=64,
+            scene_size=512,
+            tile=256,
+            overlap=32,
+            precisions=("fp32",),
+            calib_tiles=8,
+            threads=threads,
+            latency_runs=3,
+            quick=True,
         )
 
 
@@ -86,9 +98,7 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     data_dir = out / "data"
     generate_dataset(data_dir, scenes=config.train_scenes, size=config.train_scene_size, seed=config.seed)
     scene = generate_scene(
-        SyntheticConfig(
-            size=config.scene_size, seed=config.seed + 10_000, cloud_cover=0.12, sar_gap=0.2, dsm_voids=0.0
-        )
+        SyntheticConfig(size=config.scene_size, seed=config.seed + 10_000, cloud_cover=0.12, sar_gap=0.2)
     )
     scene_paths = write_scene(scene, out / "scene")
     timings["data"] = time.perf_counter() - start
@@ -100,22 +110,37 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
 
     train_result = train(
         TrainConfig(
-            data=str(data_dir), variant=config.variant, method="stars", steps=config.train_steps,
-            batch_size=config.batch_size, tile_size=config.train_tile, seed=config.seed,
-            out=out / "train", threads=config.threads, val_every=config.train_steps,
+            data=str(data_dir),
+            variant=config.variant,
+            method="stars",
+            steps=config.train_steps,
+            batch_size=config.batch_size,
+            tile_size=config.train_tile,
+            seed=config.seed,
+            output_dir=out / "train",
+            threads=config.threads or 0,
+            val_every=config.train_steps,
+            checkpoint_every=config.train_steps,
         )
     )
     checkpoint = Path(train_result.checkpoint)
     timings["train"] = time.perf_counter() - start
 
-    echo(f"[3/5] exporting one engine per pattern ({len(ALL_PATTERNS)} patterns, {', '.join(config.precisions)})")
+    precisions = ", ".join(config.precisions)
+    echo(f"[3/5] exporting one engine per pattern ({len(ALL_PATTERNS)} patterns, {precisions})")
     start = time.perf_counter()
     from export.build import build_engines
 
     engines_dir = out / "engines"
     build_engines(
-        checkpoint=checkpoint, out=engines_dir, patterns="all", precisions=config.precisions,
-        calib_data=str(data_dir), calib_tiles=config.calib_tiles, tile=config.tile,
+        checkpoint=checkpoint,
+        out=engines_dir,
+        patterns="all",
+        precisions=config.precisions,
+        calib_data=str(data_dir),
+        calib_tiles=config.calib_tiles,
+        gate_tiles=config.calib_tiles,
+        tile=config.tile,
     )
     timings["export"] = time.perf_counter() - start
 
@@ -123,13 +148,20 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     start = time.perf_counter()
     from runtime import Predictor
 
-    precision = "int8" if "int8" in config.precisions else "fp32"
+    # FP32: on a CPU, TensorRT-legal (symmetric) INT8 runs slower than FP32 in ONNX Runtime (docs/EXPORT.md).
+    precision = "fp32"
     predictor = Predictor(engines_dir, backend="onnxruntime", precision=precision, threads=config.threads)
     prediction_path = out / "prediction.tif"
     pattern_map_path = out / "pattern_map.tif"
     summary = predictor.predict_scene(
-        optical=scene_paths.optical, sar=scene_paths.sar, dsm=scene_paths.dsm,
-        out=prediction_path, pattern_map=pattern_map_path, tile=config.tile, overlap=config.overlap,
+        optical=scene_paths.optical,
+        sar=scene_paths.sar,
+        dsm=scene_paths.dsm,
+        cloud_mask=scene_paths.cloud_mask,
+        out=prediction_path,
+        pattern_map=pattern_map_path,
+        tile=config.tile,
+        overlap=config.overlap,
     )
     timings["inference"] = time.perf_counter() - start
 
@@ -139,21 +171,41 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     covered = pattern_map > 0
     overall = segmentation_scores(prediction, scene.label, classes, valid=covered)
     per_pattern: dict[str, dict[str, Any]] = {}
-    latencies = predictor.measure_latency(tile=config.tile, runs=config.latency_runs)
+    latencies = {
+        p: Predictor(engines_dir, backend="onnxruntime", precision=p, threads=config.threads).measure_latency(
+            tile=config.tile, runs=config.latency_runs
+        )
+        for p in config.precisions
+    }
     for pattern in ALL_PATTERNS:
         where = pattern_map == pattern.index
-        row: dict[str, Any] = {"pixels": int(where.sum()), "latency_ms": latencies.get(pattern.name)}
+        row: dict[str, Any] = {
+            "pixels": int(where.sum()),
+            "latency_ms": {p: values.get(pattern.name) for p, values in latencies.items()},
+        }
         if where.any():
             row["miou"] = segmentation_scores(prediction, scene.label, classes, valid=where).miou
         per_pattern[pattern.name] = row
     preview = out / "preview.png"
+    if scene.optical is None:
+        raise OutputError("the synthetic demo scene has no optical image to preview")
     render_preview(scene.optical, scene.valid["optical"], prediction, pattern_map, scene.class_names, preview)
     report = out / "report.md"
     result = DemoResult(
-        out=out, prediction=prediction_path, pattern_map=pattern_map_path, preview=preview, report=report,
-        checkpoint=checkpoint, engines=engines_dir, miou=overall.miou, per_pattern=per_pattern, timings=timings,
+        out=out,
+        prediction=prediction_path,
+        pattern_map=pattern_map_path,
+        preview=preview,
+        report=report,
+        checkpoint=checkpoint,
+        engines=engines_dir,
+        miou=overall.miou,
+        per_pattern=per_pattern,
+        timings=timings,
     )
-    write_text_atomic(report, render_report(config, result, overall.as_dict(scene.class_names), summary, precision))
+    write_text_atomic(
+        report, render_report(config, result, overall.as_dict(scene.class_names), summary, precision)
+    )
     return result
 
 
@@ -175,9 +227,17 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
 )
 
 
+def _rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    return (colour[0] / 255, colour[1] / 255, colour[2] / 255)
+
+
 def render_preview(
-    optical: np.ndarray, optical_valid: np.ndarray, prediction: np.ndarray, pattern_map: np.ndarray,
-    class_names: tuple[str, ...] | list[str], path: Path,
+    optical: np.ndarray,
+    optical_valid: np.ndarray,
+    prediction: np.ndarray,
+    pattern_map: np.ndarray,
+    class_names: tuple[str, ...] | list[str],
+    path: Path,
 ) -> Path:
     """Scene RGB (missing optical shown grey) | coloured prediction | pattern map, with legends."""
     import matplotlib
@@ -189,21 +249,27 @@ def render_preview(
 
     rgb = np.stack([optical[2], optical[1], optical[0]], axis=-1).astype(np.float32)
     finite = np.isfinite(rgb).all(axis=-1) & optical_valid
-    low, high = (np.percentile(rgb[finite], (2, 98)) if finite.any() else (0.0, 1.0))
+    low, high = np.percentile(rgb[finite], (2, 98)) if finite.any() else (0.0, 1.0)
     rgb = np.clip((rgb - low) / max(high - low, 1e-6), 0, 1)
     rgb[~finite] = 0.5
-    colours = [tuple(c / 255 for c in CLASS_COLOURS[i % len(CLASS_COLOURS)]) for i in range(len(class_names))]
+    colours = [_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)]) for i in range(len(class_names))]
     pattern_colours = ["#000000", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 
-    figure, axes = plt.subplots(1, 3, figsize=(18, 6.6), constrained_layout=True)
+    figure, axes = plt.subplots(1, 3, figsize=(18, 7.4), constrained_layout=True)
     axes[0].imshow(rgb)
     axes[0].set_title("scene (optical RGB; grey = optical missing)")
     shown = np.ma.masked_where(pattern_map == 0, prediction)
-    axes[1].imshow(shown, cmap=ListedColormap(colours), vmin=0, vmax=len(class_names) - 1, interpolation="nearest")
+    axes[1].imshow(
+        shown, cmap=ListedColormap(colours), vmin=0, vmax=len(class_names) - 1, interpolation="nearest"
+    )
     axes[1].set_title("STARS prediction")
     axes[1].legend(
-        handles=[Patch(color=c, label=n) for c, n in zip(colours, class_names)],
-        loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=8, frameon=False,
+        handles=[Patch(color=c, label=n) for c, n in zip(colours, class_names, strict=True)],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=4,
+        fontsize=8,
+        frameon=False,
     )
     axes[2].imshow(pattern_map, cmap=ListedColormap(pattern_colours), vmin=0, vmax=7, interpolation="nearest")
     axes[2].set_title("engine (modality pattern) used per pixel")
@@ -211,7 +277,11 @@ def render_preview(
     names = ["none", *[p.name for p in ALL_PATTERNS]]
     axes[2].legend(
         handles=[Patch(color=pattern_colours[v], label=names[v]) for v in present],
-        loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=8, frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=3,
+        fontsize=8,
+        frameon=False,
     )
     for axis in axes:
         axis.set_xticks([])
@@ -224,6 +294,10 @@ def render_preview(
     return path
 
 
+def _number(value: float | None, digits: int) -> str:
+    return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
 def render_report(
     config: DemoConfig, result: DemoResult, overall: dict[str, Any], summary: Any, precision: str
 ) -> str:
@@ -232,40 +306,41 @@ def render_report(
         "# stars-edge demo report",
         "",
         f"Synthetic scene {config.scene_size}x{config.scene_size} px (seed {config.seed + 10_000}), "
-        f"model variant `{config.variant}` trained {config.train_steps} steps on {config.train_scenes} scenes "
-        f"of {config.train_scene_size} px (seed {config.seed}); engines: ONNX Runtime CPU, `{precision}`; "
-        f"tile {config.tile}, overlap {config.overlap}.",
+        f"model variant `{config.variant}` trained {config.train_steps} steps on {config.train_scenes} "
+        f"scenes of {config.train_scene_size} px (seed {config.seed}); engines: ONNX Runtime CPU, "
+        f"`{precision}`; "
+        f"tile {config.tile}, overlap {config.overlap}. Latency: median of {config.latency_runs} single-tile "
+        "engine calls per precision on this machine.",
         "",
-        "The scene is held out (its seed is disjoint from the training scenes). The model is trained only briefly,",
-        "so the absolute mIoU is that of a demo, not of the method: see `benchmarks/` for the accuracy study.",
+        "The scene is held out (its seed is disjoint from the training scenes). The model is trained only",
+        "briefly, so the absolute mIoU is that of a demo, not of the method: see `benchmarks/`.",
         "",
         f"**Scene mIoU: {overall['miou']:.2f} %** (mF1 {overall['mf1']:.2f} %, pixel accuracy "
         f"{overall['pixel_accuracy']:.2f} %)",
         "",
         "## Per pattern",
         "",
-        "| pattern | engine latency (ms / tile, median) | pixels where it ran | mIoU there (%) |",
-        "| --- | ---: | ---: | ---: |",
+        "| pattern | "
+        + " | ".join(f"{p} latency (ms / tile)" for p in config.precisions)
+        + " | pixels where it ran | mIoU there (%) |",
+        "| --- | " + " | ".join("---:" for _ in config.precisions) + " | ---: | ---: |",
     ]
     for name, row in result.per_pattern.items():
-        latency = row.get("latency_ms")
-        miou = row.get("miou")
+        latency_cells = [_number(row["latency_ms"].get(p), 1) for p in config.precisions]
         lines.append(
-            f"| `{name}` | {'' if latency is None else f'{latency:.1f}'} | {row['pixels']:,} | "
-            f"{'' if miou is None or not np.isfinite(miou) else f'{miou:.2f}'} |"
+            f"| `{name}` | {' | '.join(latency_cells)} | {row['pixels']:,} | {_number(row.get('miou'), 2)} |"
         )
     lines += ["", "## Per class IoU (whole scene)", "", "| class | IoU (%) |", "| --- | ---: |"]
     for name, value in overall["per_class_iou"].items():
-        lines.append(f"| {name} | {'n/a' if value is None else f'{value:.2f}'} |")
+        lines.append(f"| {name} | {_number(value, 2) or 'n/a'} |")
     lines += ["", "## Stage times", "", "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in result.timings.items()]
-    summary_dict = summary.as_dict() if hasattr(summary, "as_dict") else {}
-    if summary_dict:
-        lines += ["", "## Runtime summary", "", "```json", json.dumps(summary_dict, indent=2, default=str), "```"]
+    lines += ["", "## Runtime summary", "", "```", summary.format(), "```"]
     lines += [
         "",
-        "Files: `prediction.tif` (class map, scene CRS/transform), `pattern_map.tif` (pattern index per pixel, "
-        "names in tags), `preview.png`, `engines/manifest.json`, `train/` (checkpoint and log), `scene/` and `data/`.",
+        "Files: `prediction.tif` (class map, scene CRS/transform), `pattern_map.tif` (pattern index per "
+        "pixel, names in tags), `preview.png`, `engines/manifest.json`, `train/` (checkpoint and log), "
+        "`scene/` and `data/`.",
         "",
     ]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Output directory (created if missing)."),
     seed: int = typer.Option(0, help="Seed for data generation and training; same seed, same prediction."),
     quick: bool = typer.Option(
-        False, "--quick", help="A smaller, faster run (tiny model, fewer steps, smaller scene): under 2 minutes."
+        False, "--quick", help="A smaller, faster run (tiny model, fewer steps, smaller scene): < 2 minutes."
     ),
     steps: int | None = typer.Option(None, min=1, help="Override the number of training steps."),
     threads: int | None = typer.Option(
@@ -24,7 +24,10 @@ def demo(
 
     from stars_edge.demo import DemoConfig, run_demo
 
-    config = DemoConfig.quick_config(out, seed, threads) if quick else DemoConfig(out=out, seed=seed, threads=threads)
+    if quick:
+        config = DemoConfig.quick_config(out, seed, threads)
+    else:
+        config = DemoConfig(out=out, seed=seed, threads=threads)
     if steps is not None:
         config = replace(config, train_steps=steps)
     result = run_demo(config, echo=typer.echo)
