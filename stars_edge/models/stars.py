@@ -1,0 +1,369 @@
+"""The STARS model (our reconstruction, see docs/MODEL.md): shared-specific encoders, per-scale fusion,
+cross-modal translators that stand in for missing modalities, SCSE fusion, FPN decoder.
+
+``model(inputs)`` takes a mapping ``{modality: (N, bands, H, W)}``; the pattern is the set of keys present.
+Missing modalities never run their stem or encoders: their features come from the present ones
+(translation, zeros or shared features, depending on the method).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stars_edge.errors import ConfigError, DataError
+from stars_edge.modalities import MODALITIES, Pattern
+from stars_edge.models.blocks import SCSE, ConvBNReLU
+from stars_edge.models.encoders import Encoder, EncoderBody, TimmEncoder, build_stem, get_arch
+from stars_edge.models.methods import get_method
+
+#: Inputs must be multiples of this (the stride of the deepest feature map).
+INPUT_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture knobs. A variant in ``MODEL_REGISTRY`` is one of these; ``create_model`` overrides fields.
+
+    The encoder split is ``encoder`` (the shared trunk, run by every modality) against ``specific_width`` /
+    ``specific_depth`` (the per-modality branch): a lighter specific branch is faster, a heavier one keeps
+    more modality-private signal.
+    """
+
+    encoder: str = "edge"
+    specific_encoder: str | None = None
+    specific_width: float = 0.5
+    specific_depth: int = 1
+    decoder_channels: int = 32
+    translator_kernel: int = 3
+    translator_reduction: int = 1
+    psa_dim: int = 32
+    psa_scale: int = 0
+    scse_reduction: int = 8
+    timm_adapter_channels: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.specific_width <= 4:
+            raise ConfigError(f"specific_width must be in (0, 4], got {self.specific_width}")
+        if self.specific_depth < 1:
+            raise ConfigError(f"specific_depth must be >= 1, got {self.specific_depth}")
+        if self.psa_scale not in (0, 1, 2, 3):
+            raise ConfigError(f"psa_scale must be 0..3 (stride 4, 8, 16, 32), got {self.psa_scale}")
+        if self.translator_kernel not in (1, 3):
+            raise ConfigError(f"translator_kernel must be 1 or 3, got {self.translator_kernel}")
+        if self.translator_reduction < 1:
+            raise ConfigError(f"translator_reduction must be >= 1, got {self.translator_reduction}")
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EncodedModality:
+    """Per-scale features of one present modality (strides 4, 8, 16, 32)."""
+
+    shared: list[Tensor]
+    specific: list[Tensor]
+    fused: list[Tensor]
+
+
+class Translator(nn.Module):
+    """T_{j->k}: a small conv mapping modality j's fused features to modality k's at one scale.
+
+    ``ConvBNReLU(C -> C / reduction, kernel)`` then a linear 1x1 conv back to C; wide backbones use a
+    reduction so that one translator per ordered pair and scale stays cheap.
+    """
+
+    def __init__(self, channels: int, kernel: int = 3, reduction: int = 1) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 8)
+        self.body = nn.Sequential(ConvBNReLU(channels, hidden, kernel), nn.Conv2d(hidden, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def translator_key(source: str, target: str) -> str:
+    return f"{source}_to_{target}"
+
+
+class STARSModel(nn.Module):
+    """Missing-modality segmentation model; see the module docstring and docs/MODEL.md."""
+
+    def __init__(
+        self,
+        in_channels: Mapping[str, int],
+        classes: int,
+        method: str = "stars",
+        config: ModelConfig | None = None,
+    ) -> None:
+        super().__init__()
+        config = config or ModelConfig()
+        unknown = [m for m in in_channels if m not in MODALITIES]
+        if unknown or not in_channels:
+            raise ConfigError(
+                f"in_channels must map modalities ({', '.join(MODALITIES)}) to band counts, "
+                f"got {dict(in_channels)}"
+            )
+        if any(int(b) < 1 for b in in_channels.values()):
+            raise ConfigError(f"every band count must be >= 1, got {dict(in_channels)}")
+        if classes < 2:
+            raise ConfigError(f"classes must be >= 2, got {classes}")
+        self.method = method
+        self.method_spec = get_method(method)
+        if self.method_spec.single_modality and len(in_channels) != 1:
+            raise ConfigError(
+                f"method single_modality builds one model per modality; pass one modality in in_channels, "
+                f"got {', '.join(in_channels)}"
+            )
+        self.config = config
+        self.classes = classes
+        self.modalities: tuple[str, ...] = tuple(m for m in MODALITIES if m in in_channels)
+        self.in_channels: dict[str, int] = {m: int(in_channels[m]) for m in self.modalities}
+        self.fill = self.method_spec.fill
+
+        stems: dict[str, nn.Module] = {}
+        specific: dict[str, nn.Module] = {}
+        if config.encoder.startswith("timm:"):
+            adapter = config.timm_adapter_channels
+            shared: nn.Module = TimmEncoder(config.encoder.split(":", 1)[1], adapter)
+            specific_arch = get_arch(config.specific_encoder or "tiny").scaled(
+                config.specific_width, config.specific_depth
+            )
+            for m, bands in self.in_channels.items():
+                stems[m] = ConvBNReLU(bands, adapter, 1)
+                specific[m] = Encoder(specific_arch, adapter)
+        else:
+            arch = get_arch(config.encoder)
+            specific_arch = get_arch(config.specific_encoder or config.encoder).scaled(
+                config.specific_width, config.specific_depth
+            )
+            shared = EncoderBody(arch, arch.stem_channels)
+            for m, bands in self.in_channels.items():
+                stems[m] = build_stem(arch, bands)
+                specific[m] = EncoderBody(specific_arch, arch.stem_channels)
+        self.stems = nn.ModuleDict(stems)
+        self.shared = shared
+        self.specific = nn.ModuleDict(specific)
+        shared_ch: list[int] = list(shared.feature_channels)  # type: ignore[arg-type]
+        specific_ch: list[int] = list(next(iter(specific.values())).feature_channels)  # type: ignore[arg-type]
+        self.feature_channels = shared_ch
+
+        self.mixers = nn.ModuleDict(
+            {
+                m: nn.ModuleList(
+                    [ConvBNReLU(s + p, s, 1) for s, p in zip(shared_ch, specific_ch, strict=True)]
+                )
+                for m in self.modalities
+            }
+        )
+        self.translators = nn.ModuleDict()
+        if self.fill == "translate" and len(self.modalities) > 1:
+            for source in self.modalities:
+                for target in self.modalities:
+                    if source != target:
+                        self.translators[translator_key(source, target)] = nn.ModuleList(
+                            [
+                                Translator(c, config.translator_kernel, config.translator_reduction)
+                                for c in shared_ch
+                            ]
+                        )
+        n_mod = len(self.modalities)
+        width = config.decoder_channels
+        self.fusion = nn.ModuleList(
+            [
+                nn.Sequential(SCSE(n_mod * c, config.scse_reduction), ConvBNReLU(n_mod * c, width, 1))
+                for c in shared_ch
+            ]
+        )
+        self.smooth = ConvBNReLU(width, width, 3)
+        self.head = nn.Conv2d(width, classes, 1)
+
+        self.psa_head: nn.Module | None = None
+        if self.method_spec.psa:
+            c = shared_ch[config.psa_scale]
+            self.psa_head = nn.Sequential(
+                nn.Conv2d(c, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, config.psa_dim, 1)
+            )
+        self.modality_classifier: nn.Module | None = None
+        if self.method_spec.shaspec_losses:
+            self.modality_classifier = nn.Linear(specific_ch[-1], n_mod)
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def check_inputs(self, inputs: Mapping[str, Tensor]) -> Pattern:
+        """Validate a modality mapping against this model; return its pattern (raises ``DataError``)."""
+        if not inputs:
+            raise DataError(f"no input modality given; this model takes {', '.join(self.modalities)}")
+        unknown = [m for m in inputs if m not in self.modalities]
+        if unknown:
+            raise DataError(
+                f"modality {unknown[0]!r} was not part of this model's training; it takes "
+                f"{', '.join(self.modalities)}"
+            )
+        reference: tuple[int, ...] | None = None
+        for m, x in inputs.items():
+            if x.ndim != 4 or x.shape[1] != self.in_channels[m]:
+                raise DataError(
+                    f"{m}: expected (N, {self.in_channels[m]}, H, W) input, got shape {tuple(x.shape)}; "
+                    "check the band layout matches the checkpoint"
+                )
+            h, w = int(x.shape[2]), int(x.shape[3])
+            if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:
+                raise DataError(
+                    f"{m}: height and width must be multiples of {INPUT_MULTIPLE}, got {h}x{w}; pad"
+                )
+            size = (int(x.shape[0]), h, w)
+            if reference is not None and size != reference:
+                raise DataError(f"{m}: batch/size {size} differs from the other modalities' {reference}")
+            reference = size
+        return Pattern(tuple(inputs))
+
+    # --------------------------------------------------------------------------------------- stages
+    def encode(self, inputs: Mapping[str, Tensor]) -> dict[str, EncodedModality]:
+        """Run stems, the shared trunk and the specific branches for the present modalities only.
+
+        In training the shared trunk sees all modalities in one batch, so its BatchNorm statistics are the
+        mixture it will use at inference; in eval mode (and export) each modality runs on its own.
+        """
+        present = [m for m in self.modalities if m in inputs]
+        stems = {m: self.stems[m](inputs[m]) for m in present}
+        if self.training and len(present) > 1:
+            joint = self.shared(torch.cat([stems[m] for m in present], dim=0))
+            chunks = [f.chunk(len(present), dim=0) for f in joint]
+            shared = {m: [c[i] for c in chunks] for i, m in enumerate(present)}
+        else:
+            shared = {m: self.shared(stems[m]) for m in present}
+        encoded: dict[str, EncodedModality] = {}
+        for m in present:
+            specific = self.specific[m](stems[m])
+            mixers = cast(nn.ModuleList, self.mixers[m])
+            fused = [
+                s + mixer(torch.cat([s, p], dim=1))
+                for s, p, mixer in zip(shared[m], specific, mixers, strict=True)
+            ]
+            encoded[m] = EncodedModality(shared=shared[m], specific=specific, fused=fused)
+        return encoded
+
+    def translate(self, source: str, target: str, features: Sequence[Tensor]) -> list[Tensor]:
+        """T_{source->target} at every scale."""
+        translators = cast(nn.ModuleList, self.translators[translator_key(source, target)])
+        return [t(f) for t, f in zip(translators, features, strict=True)]
+
+    def complete(
+        self,
+        encoded: Mapping[str, EncodedModality],
+        translations: Mapping[tuple[str, str], list[Tensor]] | None = None,
+    ) -> dict[str, list[Tensor]]:
+        """Per-scale features for every model modality: real where present, filled where missing.
+
+        ``translations`` reuses translations already computed (in training, for the translation loss).
+        """
+        present = [m for m in self.modalities if m in encoded]
+        out: dict[str, list[Tensor]] = {}
+        for m in self.modalities:
+            if m in encoded:
+                out[m] = encoded[m].fused
+                continue
+            if self.fill == "translate":
+                sources = [
+                    translations[(j, m)]
+                    if translations is not None and (j, m) in translations
+                    else self.translate(j, m, encoded[j].fused)
+                    for j in present
+                ]
+                out[m] = _mean_lists(sources)
+            elif self.fill == "shared":
+                out[m] = _mean_lists([encoded[j].shared for j in present])
+            else:
+                out[m] = [torch.zeros_like(f) for f in encoded[present[0]].fused]
+        return out
+
+    def decode(self, features: Mapping[str, Sequence[Tensor]]) -> Tensor:
+        """Concat modalities per scale -> SCSE -> 1x1 conv; FPN top-down to stride 4; head; upsample x4."""
+        laterals = [
+            fuse(torch.cat([features[m][i] for m in self.modalities], dim=1))
+            for i, fuse in enumerate(self.fusion)
+        ]
+        top = laterals[-1]
+        for lateral in reversed(laterals[:-1]):
+            top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
+        logits = self.head(self.smooth(top))
+        return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+    def project(self, features: Sequence[Tensor]) -> Tensor:
+        """PSA embedding (L2-normalised per pixel) of one modality's features at ``psa_scale``."""
+        if self.psa_head is None:
+            raise ConfigError(f"method {self.method!r} has no PSA projection head")
+        return F.normalize(self.psa_head(features[self.config.psa_scale]), dim=1)
+
+    # -------------------------------------------------------------------------------------- forward
+    def forward_modalities(self, tensors: Sequence[Tensor], modalities: Sequence[str]) -> Tensor:
+        """Logits from positional tensors (no shape checks: the export path, traced with symbolic shapes)."""
+        encoded = self.encode(dict(zip(modalities, tensors, strict=True)))
+        return self.decode(self.complete(encoded))
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """Logits ``(N, classes, H, W)`` for whatever subset of modalities ``inputs`` holds."""
+        pattern = self.check_inputs(inputs)
+        return self.forward_modalities([inputs[m] for m in pattern], pattern.modalities)
+
+
+def _mean_lists(items: Sequence[Sequence[Tensor]]) -> list[Tensor]:
+    if len(items) == 1:
+        return list(items[0])
+    return [torch.stack(level, dim=0).mean(dim=0) for level in zip(*items, strict=True)]
+
+
+class PatternModule(nn.Module):
+    """One availability pattern as a plain module: ``forward(*tensors)`` in canonical order -> logits.
+
+    Only the pattern's stems and encoders are ever called, so tracing/exporting it yields a graph without
+    the absent branches. ``export_module`` returns a per-pattern subclass whose ``forward`` signature names
+    the modalities (``forward(sar, dsm)``), so ``torch.export`` / ``torch.onnx.export(dynamo=True)`` can take
+    per-input ``dynamic_shapes`` keyed by modality.
+    """
+
+    def __init__(self, model: STARSModel, pattern: Pattern) -> None:
+        super().__init__()
+        missing = [m for m in pattern if m not in model.modalities]
+        if missing:
+            raise ConfigError(
+                f"pattern {pattern} needs {', '.join(missing)}, which this model was not trained with "
+                f"(its modalities: {', '.join(model.modalities)})"
+            )
+        self.model = model
+        self.pattern = pattern
+        self.input_names: tuple[str, ...] = pattern.modalities
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        return self.model.forward_modalities(tensors, self.input_names)
+
+
+def _pattern_class(pattern: Pattern) -> type[PatternModule]:
+    """A PatternModule subclass whose ``forward`` signature is ``(self, <modality>, ...)``."""
+
+    def forward(self: PatternModule, *tensors: Tensor) -> Tensor:
+        return self.model.forward_modalities(tensors, self.input_names)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    parameters = [inspect.Parameter("self", kind)]
+    parameters += [inspect.Parameter(m, kind, annotation=Tensor) for m in pattern]
+    forward.__signature__ = inspect.Signature(parameters, return_annotation=Tensor)  # type: ignore[attr-defined]
+    name = "PatternModule_" + "_".join(pattern.modalities)
+    return type(name, (PatternModule,), {"forward": forward, "__module__": __name__})
+
+
+def export_module(model: STARSModel, pattern: Pattern | str) -> PatternModule:
+    """Wrap ``model`` for one pattern (switches it to eval mode); inputs positional, canonical order."""
+    if isinstance(pattern, str):
+        pattern = Pattern.parse(pattern)
+    module = _pattern_class(pattern)(model, pattern)
+    module.eval()
+    return module

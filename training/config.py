@@ -1,0 +1,192 @@
+"""The training configuration: one flat, typed dataclass (YAML file + CLI flag overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from stars_edge.errors import ConfigError
+from stars_edge.modalities import MODALITIES
+from stars_edge.models import MODEL_REGISTRY
+from stars_edge.models.methods import get_method
+
+#: TrainConfig fields that override the variant's ModelConfig when set (``None`` keeps the variant default).
+MODEL_OVERRIDE_KEYS: tuple[str, ...] = (
+    "encoder",
+    "specific_width",
+    "specific_depth",
+    "decoder_channels",
+    "psa_dim",
+    "psa_scale",
+    "translator_kernel",
+    "translator_reduction",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved into every checkpoint."""
+
+    # model
+    variant: str = "edge"
+    method: str = "stars"
+    modalities: tuple[str, ...] = MODALITIES
+    encoder: str | None = None
+    specific_width: float | None = None
+    specific_depth: int | None = None
+    decoder_channels: int | None = None
+    psa_dim: int | None = None
+    psa_scale: int | None = None
+    translator_kernel: int | None = None
+    translator_reduction: int | None = None
+    # data
+    data: str = "synthetic"
+    dataset_format: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    synthetic_size: int = 256
+    synthetic_train_scenes: int = 4
+    synthetic_val_scenes: int = 1
+    synthetic_seed: int = 0
+    synthetic_optical_bands: int = 4
+    optical_bands: int | None = None
+    sar_bands: int | None = None
+    dsm_bands: int | None = None
+    tile_size: int = 128
+    batch_size: int = 8
+    augment: bool = True
+    # optimisation
+    steps: int = 300
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    warmup_steps: int = 10
+    grad_clip: float = 5.0
+    # losses
+    seg_weight: float = 1.0
+    dice_weight: float = 0.0
+    lambda_tr: float = 1.0
+    translation_distance: Literal["cosine", "mse", "l1"] = "cosine"
+    lambda_psa: float = 0.1
+    psa_pixels_per_class: int = 32
+    psa_temperature: float = 0.1
+    lambda_shaspec_align: float = 0.1
+    lambda_shaspec_domain: float = 0.1
+    full_pattern_prob: float = 0.25
+    # run
+    seed: int = 0
+    threads: int = 0
+    device: str = "auto"
+    output_dir: Path = Path("runs/stars")
+    resume: Path | None = None
+    checkpoint_every: int = 100
+    keep_checkpoints: bool = False
+    val_every: int = 100
+    log_every: int = 10
+    val_patterns: str = "all"
+    val_batch_size: int = 8
+    diagnostics: bool = True
+
+    def __post_init__(self) -> None:
+        if self.variant not in MODEL_REGISTRY:
+            raise ConfigError(
+                f"unknown variant {self.variant!r}; valid variants: {', '.join(MODEL_REGISTRY)}"
+            )
+        spec = get_method(self.method)
+        self.modalities = tuple(m for m in MODALITIES if m in self.modalities)
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad or not self.modalities:
+            raise ConfigError(f"modalities must be a non-empty subset of {', '.join(MODALITIES)}")
+        if spec.single_modality and len(self.modalities) != 1:
+            raise ConfigError(
+                "method single_modality trains one model per modality: set modalities to one of "
+                f"{', '.join(MODALITIES)} (e.g. --modalities sar)"
+            )
+        positive = {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "tile_size": self.tile_size,
+            "psa_pixels_per_class": self.psa_pixels_per_class,
+            "log_every": self.log_every,
+            "checkpoint_every": self.checkpoint_every,
+            "val_every": self.val_every,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}")
+        if self.tile_size % 32:
+            raise ConfigError(f"tile_size must be a multiple of 32, got {self.tile_size}")
+        if self.lr <= 0 or self.psa_temperature <= 0:
+            raise ConfigError("lr and psa_temperature must be positive")
+        if not 0.0 <= self.full_pattern_prob <= 1.0:
+            raise ConfigError(f"full_pattern_prob must be in [0, 1], got {self.full_pattern_prob}")
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The ModelConfig fields this config sets explicitly."""
+        return {k: getattr(self, k) for k in MODEL_OVERRIDE_KEYS if getattr(self, k) is not None}
+
+    def expected_bands(self) -> dict[str, int]:
+        """Band counts the config insists on (empty: take them from the data)."""
+        given = {"optical": self.optical_bands, "sar": self.sar_bands, "dsm": self.dsm_bands}
+        return {m: int(v) for m, v in given.items() if v is not None and m in self.modalities}
+
+
+#: One line of help per TrainConfig field (shown by ``python -m training.train --help``).
+FIELD_HELP: dict[str, str] = {
+    "variant": "model variant from stars_edge.models.MODEL_REGISTRY (tiny, edge, resnet18, resnet50)",
+    "method": "stars or a baseline: stars_no_stopgrad, stars_no_psa, zero_fill_dropout, shaspec, "
+    "single_modality",
+    "modalities": "modalities to train on, e.g. 'optical sar dsm' (one modality for single_modality)",
+    "encoder": "override the variant's shared encoder (registry name or timm:<name>)",
+    "specific_width": "override the width multiplier of the modality-specific branch",
+    "specific_depth": "override the blocks per stage of the modality-specific branch",
+    "decoder_channels": "override the FPN decoder width",
+    "psa_dim": "override the PSA projection dimension",
+    "psa_scale": "override the PSA feature scale (0 = stride 4, 1 = stride 8)",
+    "translator_kernel": "override the translator conv kernel (1 or 3)",
+    "translator_reduction": "override the translator hidden-width reduction (hidden = C / reduction)",
+    "data": "'synthetic' (scenes generated in memory) or a dataset folder",
+    "dataset_format": "dataset folder layout passed to open_dataset (auto detects)",
+    "train_split": "dataset split used for training",
+    "val_split": "dataset split used for validation",
+    "synthetic_size": "side of each synthetic scene in pixels",
+    "synthetic_train_scenes": "number of synthetic training scenes",
+    "synthetic_val_scenes": "number of synthetic validation scenes (seeds disjoint from training)",
+    "synthetic_seed": "first seed of the synthetic training scenes",
+    "synthetic_optical_bands": "optical bands the synthetic generator renders (4 = blue, green, red, nir)",
+    "optical_bands": "expected optical band count (error if the data differs); unset = take it from the data",
+    "sar_bands": "expected SAR band count (error if the data differs)",
+    "dsm_bands": "expected DSM band count (error if the data differs)",
+    "tile_size": "training tile side in pixels (multiple of 32)",
+    "batch_size": "tiles per step and per process",
+    "augment": "random crops, flips and 90-degree rotations of training tiles (true/false)",
+    "steps": "optimisation steps",
+    "lr": "peak AdamW learning rate",
+    "weight_decay": "AdamW weight decay",
+    "schedule": "learning-rate decay: poly, cosine or constant",
+    "warmup_steps": "linear warm-up steps",
+    "grad_clip": "gradient-norm clip (0 disables)",
+    "seg_weight": "weight of the segmentation loss",
+    "dice_weight": "weight of the soft Dice term added to cross-entropy",
+    "lambda_tr": "weight of the translation loss",
+    "translation_distance": "translation distance: cosine, mse or l1",
+    "lambda_psa": "weight of the PSA cross-modal contrastive loss",
+    "psa_pixels_per_class": "PSA: pixels sampled per class present in a batch (K)",
+    "psa_temperature": "PSA: contrastive temperature",
+    "lambda_shaspec_align": "ShaSpec: weight of the L1 shared-feature alignment",
+    "lambda_shaspec_domain": "ShaSpec: weight of the modality classification of specific features",
+    "full_pattern_prob": "probability that a step draws the full pattern (else a random proper subset)",
+    "seed": "random seed (model init, batches, patterns, sampling)",
+    "threads": "torch intra-op threads (0 = torch default)",
+    "device": "auto, cpu or cuda",
+    "output_dir": "folder for checkpoint.pt and log.jsonl",
+    "resume": "checkpoint.pt to continue from (exactly: weights, optimizer, scheduler, step, RNG)",
+    "checkpoint_every": "write the checkpoint every N steps (and at the end)",
+    "keep_checkpoints": "also keep every periodic checkpoint as checkpoint-<step>.pt",
+    "val_every": "validate every N steps (and at the end)",
+    "log_every": "log losses and collapse diagnostics every N steps",
+    "val_patterns": "patterns to validate: all, or e.g. 'optical+sar sar'",
+    "val_batch_size": "tiles per validation batch",
+    "diagnostics": "log collapse diagnostics (feature std, effective rank)",
+}

@@ -1,0 +1,168 @@
+"""Losses of STARS and its baselines, plus the collapse diagnostics.
+
+- segmentation: cross-entropy (ignore index 255), optional soft Dice;
+- translation: distance(T_{j->k}(f_j), stopgrad(f_k)) for every ordered pair, every scale. Detaching the
+  target is the asymmetric alignment: the target encoder is never pulled towards its translation, so the
+  constant-feature solution is not a minimum (turn it off to get the ``stars_no_stopgrad`` ablation);
+- PSA: cross-modal supervised contrastive loss on class-balanced pixel samples;
+- ShaSpec: L1 alignment of shared features and modality classification of specific features.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stars_edge.checkpoint import IGNORE_INDEX
+from stars_edge.data.sampling import class_balanced_pixel_indices
+
+
+def segmentation_loss(
+    logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, dice_weight: float = 0.0
+) -> Tensor:
+    """Cross-entropy, plus ``dice_weight`` x soft multi-class Dice over labelled pixels."""
+    loss = F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    if dice_weight > 0:
+        loss = loss + dice_weight * dice_loss(logits, labels, ignore_index)
+    return loss
+
+
+def dice_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1.0) -> Tensor:
+    """1 - mean soft Dice over classes present in the target or the prediction."""
+    classes = logits.shape[1]
+    valid = labels != ignore_index
+    probs = logits.softmax(dim=1) * valid.unsqueeze(1)
+    target = F.one_hot(labels.where(valid, torch.zeros_like(labels)), classes).permute(0, 3, 1, 2)
+    target = target.to(probs.dtype) * valid.unsqueeze(1)
+    intersection = (probs * target).sum(dim=(0, 2, 3))
+    total = probs.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))
+    return 1.0 - ((2 * intersection + eps) / (total + eps)).mean()
+
+
+def feature_distance(prediction: Tensor, target: Tensor, kind: str = "cosine") -> Tensor:
+    """Per-pixel distance between feature maps: ``1 - cos`` over channels, MSE or L1."""
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(prediction, target, dim=1)).mean()
+    if kind == "mse":
+        return F.mse_loss(prediction, target)
+    if kind == "l1":
+        return F.l1_loss(prediction, target)
+    raise ValueError(f"unknown translation distance {kind!r}")
+
+
+def translation_loss(
+    translations: Mapping[tuple[str, str], Sequence[Tensor]],
+    targets: Mapping[str, Sequence[Tensor]],
+    stop_gradient: bool = True,
+    distance: str = "cosine",
+) -> Tensor:
+    """Mean over ordered pairs and scales of distance(T_{j->k}(f_j), f_k), the target detached by default."""
+    terms = []
+    for (_source, target), predicted in translations.items():
+        for pred, real in zip(predicted, targets[target], strict=True):
+            terms.append(feature_distance(pred, real.detach() if stop_gradient else real, distance))
+    if not terms:
+        raise ValueError("translation_loss needs at least one translated pair")
+    return torch.stack(terms).mean()
+
+
+def downsample_labels(labels: Tensor, stride: int) -> Tensor:
+    """Centre-pixel label of each ``stride x stride`` cell, matching a stride-``stride`` feature map."""
+    offset = stride // 2
+    return labels[:, offset::stride, offset::stride]
+
+
+def cross_modal_supcon(embeddings: Sequence[Tensor], classes: Tensor, temperature: float) -> Tensor:
+    """Supervised contrastive loss across views: anchors in one view, candidates in every *other* view.
+
+    ``embeddings`` are ``(S, D)`` L2-normalised samples of the same ``S`` pixels in each view (modality, real
+    or translated); positives are same-class candidates, negatives the other classes.
+    """
+    views = len(embeddings)
+    samples = classes.numel()
+    z = torch.cat(list(embeddings), dim=0)
+    labels = classes.repeat(views)
+    view = torch.arange(views, device=z.device).repeat_interleave(samples)
+    cross = view[:, None] != view[None, :]
+    positive = cross & (labels[:, None] == labels[None, :])
+    similarity = (z @ z.t()) / temperature
+    similarity = similarity.masked_fill(~cross, float("-inf"))
+    log_prob = similarity - torch.logsumexp(similarity, dim=1, keepdim=True)
+    log_prob = log_prob.masked_fill(~cross, 0.0)
+    counts = positive.sum(dim=1)
+    has_positive = counts > 0
+    per_anchor = -(log_prob * positive).sum(dim=1) / counts.clamp(min=1)
+    return per_anchor[has_positive].mean()
+
+
+def psa_loss(
+    embeddings: Mapping[str, Tensor],
+    labels: Tensor,
+    stride: int,
+    per_class: int,
+    temperature: float,
+    balanced: bool = True,
+    generator: torch.Generator | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:
+    """PSA: sample pixels (class-balanced unless ``balanced=False``) at the same positions in every view,
+    then the cross-modal supervised contrastive loss between views."""
+    views = list(embeddings.values())
+    small = downsample_labels(labels, stride)
+    indices, classes = class_balanced_pixel_indices(small, per_class, ignore_index, generator, balanced)
+    if indices.numel() < 2 or len(views) < 2:
+        return sum((v.sum() * 0.0 for v in views), torch.zeros((), device=labels.device))
+    dim = views[0].shape[1]
+    samples = [v.permute(0, 2, 3, 1).reshape(-1, dim)[indices] for v in views]
+    return cross_modal_supcon(samples, classes, temperature)
+
+
+def shared_alignment_loss(shared: Mapping[str, Sequence[Tensor]]) -> Tensor:
+    """ShaSpec's shared-feature alignment: mean L1 between every pair of modalities' shared features."""
+    terms = [
+        F.l1_loss(a, b)
+        for first, second in itertools.combinations(list(shared), 2)
+        for a, b in zip(shared[first], shared[second], strict=True)
+    ]
+    if not terms:
+        return torch.zeros(())
+    return torch.stack(terms).mean()
+
+
+def modality_classification_loss(logits_by_modality: Sequence[Tensor]) -> Tensor:
+    """ShaSpec's domain loss: specific features must reveal which modality they came from."""
+    logits = torch.cat(list(logits_by_modality), dim=0)
+    target = torch.cat(
+        [
+            torch.full((lg.shape[0],), i, dtype=torch.long, device=lg.device)
+            for i, lg in enumerate(logits_by_modality)
+        ]
+    )
+    return F.cross_entropy(logits, target)
+
+
+@torch.no_grad()
+def collapse_diagnostics(features: Tensor, max_pixels: int = 2048) -> dict[str, float]:
+    """Representation-collapse indicators on a ``(N, C, h, w)`` feature map.
+
+    ``feature_std``: mean per-channel std of the per-pixel L2-normalised features (about 1/sqrt(C) when the
+    features spread over the sphere, 0 when collapsed); ``effective_rank``: exp(entropy) of the normalised
+    singular values of the centred pixel x channel matrix (1 = collapsed to a line, C = full rank).
+    """
+    channels = features.shape[1]
+    z = F.normalize(features.detach().float(), dim=1).permute(0, 2, 3, 1).reshape(-1, channels)
+    if z.shape[0] > max_pixels:
+        step = z.shape[0] // max_pixels
+        z = z[::step][:max_pixels]
+    std = z.std(dim=0).mean().item()
+    singular = torch.linalg.svdvals(z - z.mean(dim=0, keepdim=True))
+    total = singular.sum()
+    if total <= 0:
+        return {"feature_std": std, "effective_rank": 1.0}
+    p = singular / total
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
+    return {"feature_std": std, "effective_rank": float(torch.exp(entropy).item())}
