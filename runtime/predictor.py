@@ -45,7 +45,14 @@ from runtime.tiling import TileGrid, check_tiling
 from stars_edge import __version__
 from stars_edge.errors import ConfigError, DataError, ManifestError, OutputError, StarsEdgeError
 from stars_edge.manifest import PRECISIONS, Manifest, load_manifest
-from stars_edge.modalities import ALL_PATTERNS, MODALITIES, ModalitySpec, Pattern, all_patterns
+from stars_edge.modalities import (
+    ALL_PATTERNS,
+    DEFAULT_MIN_VALID,
+    MODALITIES,
+    ModalitySpec,
+    Pattern,
+    all_patterns,
+)
 
 #: GDAL block cache for a run, unless GDAL_CACHEMAX is set: bounded so memory stays flat on huge scenes.
 GDAL_CACHE_MB = 32
@@ -405,7 +412,7 @@ class Predictor:
         tile: int | None = None,
         overlap: int | None = None,
         batch: int = 1,
-        min_valid: float = 0.95,
+        min_valid: float = DEFAULT_MIN_VALID,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class map ``uint8 (H, W)`` (255 = nodata) and pattern map ``uint8 (H, W)`` (0 = none) of
         in-memory physical ``(bands, H, W)`` arrays; NaN/inf and ``valid == False`` pixels are invalid.
@@ -442,7 +449,7 @@ class Predictor:
         tile: int = 512,
         overlap: int = 64,
         batch: int = 1,
-        min_valid: float = 0.95,
+        min_valid: float = DEFAULT_MIN_VALID,
         resume: bool = False,
         progress: bool = True,
         probabilities_dtype: str = "uint8",

@@ -53,7 +53,7 @@ app.add_typer(data_cmd.app, name="data")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: usage errors are click's (exit 2); domain errors become one line, exit 1."""
+    """Console-script entry point: usage errors are click's (exit 2); domain errors: one line, exit 1."""
     try:
         app(args=argv)
     except StarsEdgeError as exc:

@@ -21,7 +21,9 @@ from stars_edge.errors import ConfigError
 T = TypeVar("T")
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> T:
     """Build ``cls`` from an optional flat YAML file and a mapping of overrides (``None`` values ignored)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")

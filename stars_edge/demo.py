@@ -28,16 +28,17 @@ class DemoConfig:
     out: Path
     seed: int = 0
     variant: str = "edge"
-    train_scenes: int = 8
+    train_scenes: int = 16
     train_scene_size: int = 256
-    train_steps: int = 300
+    train_steps: int = 600
     batch_size: int = 8
     train_tile: int = 128
     scene_size: int = 1024
     tile: int = 256
     overlap: int = 32
     precisions: tuple[str, ...] = ("fp32", "int8")
-    calib_tiles: int = 16
+    calib_tiles: int = 8
+    gate_tiles: int = 16
     threads: int | None = None
     latency_runs: int = 5
     quick: bool = False
@@ -58,6 +59,7 @@ class DemoConfig:
             overlap=32,
             precisions=("fp32",),
             calib_tiles=8,
+            gate_tiles=8,
             threads=threads,
             latency_runs=3,
             quick=True,
@@ -139,7 +141,7 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
         precisions=config.precisions,
         calib_data=str(data_dir),
         calib_tiles=config.calib_tiles,
-        gate_tiles=config.calib_tiles,
+        gate_tiles=config.gate_tiles,
         tile=config.tile,
     )
     timings["export"] = time.perf_counter() - start

@@ -9,7 +9,10 @@ import numpy as np
 
 
 def confusion_matrix(
-    prediction: np.ndarray, target: np.ndarray, classes: int, ignore_index: int | None = 255,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    classes: int,
+    ignore_index: int | None = 255,
     valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """``classes x classes`` counts, rows = target, columns = prediction; ignored/invalid pixels dropped."""
@@ -45,12 +48,17 @@ class SegmentationScores:
         return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
     def as_dict(self, class_names: Sequence[str] | None = None) -> dict[str, object]:
-        names = list(class_names) if class_names is not None else [str(i) for i in range(len(self.per_class_iou))]
+        names = (
+            list(class_names) if class_names is not None else [str(i) for i in range(len(self.per_class_iou))]
+        )
         return {
             "miou": round(self.miou, 4),
             "mf1": round(self.mf1, 4),
             "pixel_accuracy": round(self.pixel_accuracy, 4),
-            "per_class_iou": {n: (None if np.isnan(v) else round(v, 4)) for n, v in zip(names, self.per_class_iou)},
+            "per_class_iou": {
+                n: (None if np.isnan(v) else round(v, 4))
+                for n, v in zip(names, self.per_class_iou, strict=False)
+            },
         }
 
 
@@ -69,7 +77,10 @@ def scores_from_confusion(confusion: np.ndarray) -> SegmentationScores:
 
 
 def segmentation_scores(
-    prediction: np.ndarray, target: np.ndarray, classes: int, ignore_index: int | None = 255,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    classes: int,
+    ignore_index: int | None = 255,
     valid: np.ndarray | None = None,
 ) -> SegmentationScores:
     return scores_from_confusion(confusion_matrix(prediction, target, classes, ignore_index, valid))

@@ -16,6 +16,11 @@ import numpy as np
 
 from stars_edge.errors import ConfigError
 
+#: A modality is used in a tile from this valid-pixel fraction on, pixel by pixel where partly valid.
+#: Measured on the demo scene (clouds + a SAR swath gap, tile 256): mIoU 60.9 at 0.95, 62.8 at 0.5 and
+#: 64.9 at 0.05 (docs/RUNTIME.md): a partly valid modality is worth using for the pixels it covers.
+DEFAULT_MIN_VALID = 0.05
+
 #: Canonical modality order. Input tensors, ONNX inputs and pattern names always follow it.
 MODALITIES: tuple[str, ...] = ("optical", "sar", "dsm")
 
@@ -28,7 +33,9 @@ class Pattern:
 
     def __post_init__(self) -> None:
         if not self.modalities:
-            raise ConfigError("a pattern needs at least one modality; valid modalities: " + ", ".join(MODALITIES))
+            raise ConfigError(
+                "a pattern needs at least one modality; valid modalities: " + ", ".join(MODALITIES)
+            )
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown:
             raise ConfigError(f"unknown modality {unknown[0]!r}; valid modalities: {', '.join(MODALITIES)}")
@@ -180,7 +187,10 @@ class ModalitySpec:
 #: Defaults for the embedded synthetic data (physical units); real datasets compute their own statistics.
 DEFAULT_SPECS: dict[str, ModalitySpec] = {
     "optical": ModalitySpec(
-        "optical", ("blue", "green", "red", "nir"), (0.08, 0.10, 0.10, 0.25), (0.05, 0.05, 0.06, 0.12),
+        "optical",
+        ("blue", "green", "red", "nir"),
+        (0.08, 0.10, 0.10, 0.25),
+        (0.05, 0.05, 0.06, 0.12),
         units="reflectance",
     ),
     "sar": ModalitySpec("sar", ("vv", "vh"), (-10.0, -17.0), (4.0, 4.0), units="dB"),

@@ -37,8 +37,12 @@ def test_unknown_key_names_file_and_valid_keys(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"steps": "many"}, "steps must be int"), ({"steps": 1.5}, "integer"), ({"amp": "maybe"}, "true or false"),
-     ({"mode": "c"}, "one of a, b")],
+    [
+        ({"steps": "many"}, "steps must be int"),
+        ({"steps": 1.5}, "integer"),
+        ({"amp": "maybe"}, "true or false"),
+        ({"mode": "c"}, "one of a, b"),
+    ],
 )
 def test_wrong_types_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

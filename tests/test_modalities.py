@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from stars_edge.errors import ConfigError
-from stars_edge.modalities import ALL_PATTERNS, DEFAULT_SPECS, MODALITIES, ModalitySpec, Pattern, parse_patterns
+from stars_edge.modalities import (
+    ALL_PATTERNS,
+    DEFAULT_SPECS,
+    MODALITIES,
+    ModalitySpec,
+    Pattern,
+    parse_patterns,
+)
 
 
 def test_seven_patterns_with_one_spelling_each() -> None:
@@ -27,7 +34,9 @@ def test_parse_patterns_all_and_list() -> None:
     assert parse_patterns("all") == ALL_PATTERNS
     assert parse_patterns("sar, optical+dsm") == (Pattern.parse("sar"), Pattern.parse("optical+dsm"))
     assert parse_patterns("all", available=("optical", "sar")) == (
-        Pattern.parse("optical+sar"), Pattern.parse("optical"), Pattern.parse("sar"),
+        Pattern.parse("optical+sar"),
+        Pattern.parse("optical"),
+        Pattern.parse("sar"),
     )
     with pytest.raises(ConfigError, match="not trained with"):
         parse_patterns("dsm", available=("optical", "sar"))

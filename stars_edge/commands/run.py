@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stars_edge.modalities import DEFAULT_MIN_VALID
+
 
 def run(
     engines: Path = typer.Option(..., "--engines", help="Folder with manifest.json and the engine files."),
@@ -39,9 +41,9 @@ def run(
     ),
     precision: str = typer.Option("fp32", "--precision", help="Engine precision: fp32, fp16 or int8."),
     min_valid: float = typer.Option(
-        0.95,
+        DEFAULT_MIN_VALID,
         "--min-valid",
-        help="A modality is present in a tile from this valid fraction on.",
+        help="A modality is used in a tile from this valid fraction on (pixel by pixel where partly valid).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
