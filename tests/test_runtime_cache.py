@@ -1,0 +1,53 @@
+"""GDAL block-cache sizing: a few tiles' worth of the inputs' blocks, independent of the scene's size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from runtime.predictor import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit, tile_cache_bytes
+
+
+def _raster(path: Path, size: int, bands: int, block: int) -> Path:
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": bands,
+        "dtype": "float32",
+        "crs": "EPSG:32631",
+        "transform": from_origin(0, size, 1, 1),
+        "tiled": True,
+        "blockxsize": block,
+        "blockysize": block,
+    }
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.write(np.zeros((bands, size, size), dtype=np.float32))
+    return path
+
+
+def test_cache_bytes_cover_the_blocks_around_a_tile_whatever_the_scene_size(tmp_path: Path) -> None:
+    small = _raster(tmp_path / "small.tif", 256, 4, 128)
+    large = _raster(tmp_path / "large.tif", 1024, 4, 128)
+    expected = (256 + 128) * (256 + 128) * 4 * 4
+    assert tile_cache_bytes([small], 256) == expected
+    assert tile_cache_bytes([large], 256) == expected
+    sar = _raster(tmp_path / "sar.tif", 1024, 2, 128)
+    assert tile_cache_bytes([large, sar], 256) == expected * 3 // 2
+
+
+def test_unreadable_inputs_count_zero_and_leave_errors_to_the_reader(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff")
+    assert tile_cache_bytes([broken, tmp_path / "missing.tif"], 512) == 0
+
+
+def test_cache_limit_is_clamped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    for wanted, megabytes in [(0, GDAL_CACHE_MB), (20 * 2**20, 60), (10**12, GDAL_CACHE_MAX_MB)]:
+        with gdal_cache_limit(wanted):
+            assert rasterio.env.getenv()["GDAL_CACHEMAX"] == max(GDAL_CACHE_MB, megabytes) * 2**20
