@@ -470,7 +470,8 @@ def _summary_lines(found: ResultSet) -> list[str]:
             else:
                 cells.append(f"{target['verdict']} ({target['measured']:.3f} {target['unit']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    note = "Why missed targets are missed, and what would close them: `benchmarks/README.md`, Targets."
+    return [*lines, "", note, ""]
 
 
 def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: Path = RESULTS_DIR) -> Path:
