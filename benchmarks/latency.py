@@ -236,35 +236,72 @@ def benchmark_onnxruntime(
             _skip(skipped, f"{entry.describe()} ({device}): {exc}", echo)
             progress.update(len(plan.batches))
             continue
-        flops = _flops_for(manifest, entry, plan.tile, flops_cache)
         try:
-            for batch in plan.batches:
-                inputs = make_inputs(manifest, entry.pattern, batch, plan.tile, plan.seed)
-                progress.update(1)
-                try:
-                    stats = _time_backend(backend, inputs, plan.timing)
-                except StarsEdgeError as exc:
-                    _skip(skipped, f"{entry.describe()} ({device}) batch {batch}: {exc}", echo)
-                    continue
-                rows.append(
-                    _row(
-                        pattern=entry.pattern,
-                        precision=entry.precision,
-                        backend="onnxruntime",
-                        device=device,
-                        tile=plan.tile,
-                        batch=batch,
-                        threads=plan.threads,
-                        stats=stats,
-                        flops_per_tile=flops,
-                        matmul_gflops=matmul_gflops if device == "cpu" else None,
-                        engine=entry.path,
-                        gate=entry.gate,
-                    )
-                )
+            rows += _engine_rows(
+                backend,
+                manifest,
+                entry,
+                plan,
+                flops_cache,
+                backend_name="onnxruntime",
+                device=device,
+                tile=plan.tile,
+                threads=plan.threads,
+                matmul_gflops=matmul_gflops if device == "cpu" else None,
+                echo=echo,
+                skipped=skipped,
+                on_batch=lambda: progress.update(1),
+            )
         finally:
             backend.close()
     progress.close()
+    return rows
+
+
+def _engine_rows(
+    backend: Any,
+    manifest: Manifest,
+    entry: EngineEntry,
+    plan: BenchmarkPlan,
+    flops_cache: FlopCache,
+    *,
+    backend_name: str,
+    device: str,
+    tile: int,
+    threads: int | None,
+    matmul_gflops: float | None,
+    echo: Echo,
+    skipped: list[str] | None,
+    on_batch: Callable[[], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time one loaded engine at every batch size of the plan; a failing batch is skipped with its reason."""
+    flops = _flops_for(manifest, entry, tile, flops_cache)
+    rows: list[dict[str, Any]] = []
+    for batch in plan.batches:
+        inputs = make_inputs(manifest, entry.pattern, batch, tile, plan.seed)
+        if on_batch is not None:
+            on_batch()
+        try:
+            stats = _time_backend(backend, inputs, plan.timing)
+        except StarsEdgeError as exc:
+            _skip(skipped, f"{entry.describe()} ({device}) batch {batch}: {exc}", echo)
+            continue
+        rows.append(
+            _row(
+                pattern=entry.pattern,
+                precision=entry.precision,
+                backend=backend_name,
+                device=device,
+                tile=tile,
+                batch=batch,
+                threads=threads,
+                stats=stats,
+                flops_per_tile=flops,
+                matmul_gflops=matmul_gflops,
+                engine=entry.path,
+                gate=entry.gate,
+            )
+        )
     return rows
 
 
@@ -434,31 +471,21 @@ def benchmark_gpu(
             # An engine's optimisation profile ends at the tile it was built for.
             tile = min(plan.tile, entry.tile_size)
             trt_backend = TensorRTBackend(manifest.engine_path(entry))
-            flops = _flops_for(manifest, entry, tile, flops_cache)
             try:
-                for batch in plan.batches:
-                    inputs = make_inputs(manifest, entry.pattern, batch, tile, plan.seed)
-                    try:
-                        stats = _time_backend(trt_backend, inputs, plan.timing)
-                    except StarsEdgeError as exc:
-                        _skip(skipped, f"{entry.describe()} (cuda) batch {batch}: {exc}", echo)
-                        continue
-                    rows.append(
-                        _row(
-                            pattern=entry.pattern,
-                            precision=entry.precision,
-                            backend="tensorrt",
-                            device="cuda",
-                            tile=tile,
-                            batch=batch,
-                            threads=None,
-                            stats=stats,
-                            flops_per_tile=flops,
-                            matmul_gflops=None,
-                            engine=entry.path,
-                            gate=entry.gate,
-                        )
-                    )
+                rows += _engine_rows(
+                    trt_backend,
+                    manifest,
+                    entry,
+                    plan,
+                    flops_cache,
+                    backend_name="tensorrt",
+                    device="cuda",
+                    tile=tile,
+                    threads=None,
+                    matmul_gflops=None,
+                    echo=echo,
+                    skipped=skipped,
+                )
             finally:
                 trt_backend.close()
     else:
