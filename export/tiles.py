@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from stars_edge.errors import DataError
-from stars_edge.modalities import ModalitySpec
+from stars_edge.modalities import IGNORE_INDEX, ModalitySpec
 
 SYNTHETIC = "synthetic"
 #: Seed bases far from the small integers training and `stars-edge data synth` use, so tiles are disjoint.
 CALIBRATION_SEED_BASE = 7_100_000
 GATE_SEED_BASE = 9_300_000
-IGNORE_INDEX = 255
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,11 @@ import torch
 
 from stars_edge.errors import CheckpointError, StarsEdgeError
 from stars_edge.io import atomic_path
-from stars_edge.modalities import MODALITIES, ModalitySpec, specs_from_dicts
+from stars_edge.modalities import IGNORE_INDEX, MODALITIES, ModalitySpec, specs_from_dicts
 from stars_edge.models import STARSModel, create_model
 
 FORMAT = "stars-edge-checkpoint"
 VERSION = 1
-#: Label value for unlabelled pixels (docs/ARCHITECTURE.md, "Labels").
-IGNORE_INDEX = 255
 
 
 @dataclass

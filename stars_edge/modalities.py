@@ -16,6 +16,9 @@ import numpy as np
 
 from stars_edge.errors import ConfigError
 
+#: Label value of unlabelled pixels (losses, metrics and label GeoTIFFs ignore it).
+IGNORE_INDEX = 255
+
 #: A modality is used in a tile from this valid-pixel fraction on, pixel by pixel where partly valid.
 #: Measured on the demo scene (clouds + a SAR swath gap, tile 256): mIoU 60.9 at 0.95, 62.8 at 0.5 and
 #: 64.9 at 0.05 (docs/RUNTIME.md): a partly valid modality is worth using for the pixels it covers.

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stars_edge.checkpoint import IGNORE_INDEX
 from stars_edge.data.sampling import class_balanced_pixel_indices
+from stars_edge.modalities import IGNORE_INDEX
 
 
 def segmentation_loss(

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from stars_edge.data.synthetic import IGNORE_INDEX, Scene
+from stars_edge.data.synthetic import Scene
 from stars_edge.errors import DataError
-from stars_edge.modalities import MODALITIES, ModalitySpec
+from stars_edge.modalities import IGNORE_INDEX, MODALITIES, ModalitySpec
 
 
 class SceneTileDataset(Dataset):

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from stars_edge.data.geotiff import Grid, RasterData, band_count, read_grid, read_raster
-from stars_edge.data.synthetic import CLASS_NAMES, IGNORE_INDEX, Scene
+from stars_edge.data.synthetic import CLASS_NAMES, Scene
 from stars_edge.errors import DataError
-from stars_edge.modalities import MODALITIES, ModalitySpec, specs_from_dicts
+from stars_edge.modalities import IGNORE_INDEX, MODALITIES, ModalitySpec, specs_from_dicts
 
 SPLITS = ("train", "val", "test", "all")
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png")

@@ -19,11 +19,11 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from stars_edge.data.synthetic import IGNORE_INDEX, Scene
+from stars_edge.data.synthetic import Scene
 from stars_edge.errors import DataError
 from stars_edge.io import write_json_atomic
 from stars_edge.metrics import confusion_matrix, scores_from_confusion
-from stars_edge.modalities import MODALITIES, ModalitySpec, Pattern, all_patterns
+from stars_edge.modalities import IGNORE_INDEX, MODALITIES, ModalitySpec, Pattern, all_patterns
 
 # ----------------------------------------------------------------------------------------------- stats
 

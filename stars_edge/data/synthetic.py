@@ -36,7 +36,7 @@ from tqdm import tqdm
 from stars_edge.data.geotiff import LABEL_NODATA, NODATA, BlockWriter, write_geotiff
 from stars_edge.errors import ConfigError
 from stars_edge.io import ensure_writable_dir, write_json_atomic
-from stars_edge.modalities import MODALITIES, ModalitySpec
+from stars_edge.modalities import IGNORE_INDEX, MODALITIES, ModalitySpec
 
 #: Default land-cover classes of the synthetic benchmark (label value = position).
 CLASS_NAMES: tuple[str, ...] = (
@@ -49,7 +49,6 @@ CLASS_NAMES: tuple[str, ...] = (
     "car",
 )
 BACKGROUND, LOW_VEGETATION, TREE, WATER, ROAD, BUILDING, CAR = range(7)
-IGNORE_INDEX = 255
 
 #: Optical bands the generator can render, in the order they are taken (``optical_bands=n`` -> first n).
 OPTICAL_BAND_CATALOGUE: tuple[str, ...] = (
