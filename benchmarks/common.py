@@ -50,9 +50,13 @@ RELEVANT_CPU_FLAGS: tuple[str, ...] = (
     "avx512bw",
     "avx512_vnni",
     "avx_vnni",
+    "avx_vnni_int8",
     "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
     "amx_int8",
     "amx_bf16",
+    "amx_fp16",
 )
 
 
@@ -176,6 +180,16 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable tasks), or None where the OS does not report it."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def is_loaded(load: float | None, usable_cores: int, per_core: float) -> bool:
+    """True when ``load`` exceeds ``per_core`` runnable tasks per usable core: timings are not fair."""
+    return load is not None and load > per_core * max(1, usable_cores)
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     """What ran the benchmark: CPU, cores, memory, the thread count used, library versions."""
     import psutil
@@ -195,7 +209,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "usable_cores": affinity,
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "threads": int(threads),
-        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1m": load_average(),
         "versions": package_versions(),
     }
 
@@ -494,7 +508,7 @@ def engine_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         cells = [
             f"`{row['pattern']}`",
             row["precision"],
-            row["backend"],
+            row["backend"] + (f" ({row['variant']})" if row.get("variant") else ""),
             row["device"],
             str(row["batch"]),
             fmt(row["ms_median"]),
@@ -524,6 +538,7 @@ def e2e_lines(e2e: Mapping[str, Any] | None) -> list[str]:
     lines = [
         f"`runtime.Predictor.predict_scene` on the `{e2e.get('scene', 'full')}` synthetic scene, "
         f"{e2e['precision']} on {e2e['backend']}, tile {e2e['tile']}, "
+        f"GDAL_NUM_THREADS={e2e.get('gdal_num_threads', '1')}, "
         f"overlap {e2e['overlap']}, {e2e['threads']} threads, each scene size in its own child process; "
         f"engine-only {fmt(e2e.get('engine_only_mpx_per_s'))} Mpx/s "
         f"({fmt(e2e.get('engine_only_ms_per_tile'))} ms/tile, batch 1).",

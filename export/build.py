@@ -22,11 +22,11 @@ import onnx
 from tqdm import tqdm
 
 from export import gate
+from export.context_margin import measure_manifest_margin
 from export.fp16 import convert_to_fp16
 from export.onnx_export import check_parity, export_onnx, simplify_onnx
 from export.quantize import CALIBRATION_METHODS, DEFAULT_PLACEMENT, PLACEMENTS, quantize_int8
-from export.tensorrt_build import TIMING_CACHE_NAME, build_tensorrt_engine, engine_file_name, tensorrt_status
-from export.tiles import SYNTHETIC, TileSet, load_tiles
+from export.tiles import SYNTHETIC, TileSet, check_disjoint, load_tiles
 from stars_edge.errors import ConfigError, ExportError, ManifestError
 from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
 from stars_edge.manifest import (
@@ -121,6 +121,19 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def describe_normalization(model: Any, meta: Any) -> str:
+    """How this checkpoint's per-pattern decoder normalization was obtained (recorded per engine)."""
+    mode = getattr(model.config, "pattern_norm", "shared")
+    if len(model.patterns) == 1:
+        return "single-pattern model: its own BatchNorm statistics"
+    if mode == "reestimate":
+        batches = meta.config.get("pattern_norm_batches", "?") if meta.config else "?"
+        return f"per-pattern statistics re-estimated in inference mode on {batches} training batches"
+    if mode == "learned":
+        return "per-pattern BatchNorm (statistics and affine) learned in training"
+    return "one set of BatchNorm statistics shared by all patterns (ablation)"
+
+
 def _entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str, Any]:
     """The options an artifact depends on; a change in any of them makes it out of date."""
     common: dict[str, Any] = {
@@ -151,6 +164,7 @@ class _Builder:
         self.out = ensure_writable_dir(options.out)
         self.model, self.meta = load_checkpoint(options.checkpoint)
         self.model.eval()
+        self.normalization = describe_normalization(self.model, self.meta)
         self.checkpoint_sha256 = sha256_file(options.checkpoint)
         self.tile = options.tile or self.meta.tile_size or DEFAULT_TILE
         self.bands = dict(self.meta.in_channels)
@@ -211,6 +225,7 @@ class _Builder:
             self._calib_tiles = load_tiles(
                 self.options.calib_data, self.specs, self.options.calib_tiles, self.tile, "calibration"
             )
+            check_disjoint(self._calib_tiles, self.gate_tiles)
         return self._calib_tiles
 
     # ------------------------------------------------------------------ building
@@ -219,11 +234,9 @@ class _Builder:
         jobs = [(pattern, precision) for pattern in self.patterns for precision in precisions]
         trt_target = None
         if self.options.backend == "tensorrt":
-            trt_target, reason = tensorrt_status()
-            if trt_target is None:
-                note = f"TensorRT is not available here ({reason}); writing the ONNX artifacts only"
-                self.report.notes.append(note)
-                self.log(note)
+            from export.from_onnx import require_tensorrt
+
+            trt_target = require_tensorrt()  # asked for and absent: an error before anything is built
         progress = tqdm(jobs, desc="build engines", unit="engine", disable=not self.options.progress)
         reference: dict[Pattern, gate.Predictions] = {}
         for pattern, precision in progress:
@@ -233,6 +246,7 @@ class _Builder:
                 self._tensorrt_entry(entry, trt_target)
             if precision == precisions[-1]:
                 save_manifest(self.manifest, self.out)
+        self.manifest.context_margin = measure_manifest_margin(self.manifest, self.log)  # docs/RUNTIME.md
         save_manifest(self.manifest, self.out)
         return self.report
 
@@ -248,7 +262,7 @@ class _Builder:
     def _onnx_entry(
         self, pattern: Pattern, precision: str, reference: dict[Pattern, gate.Predictions]
     ) -> EngineEntry | None:
-        options = _entry_options(self.options, precision, self.tile)
+        options = {**_entry_options(self.options, precision, self.tile), "normalization": self.normalization}
         reused = self._reusable(pattern, precision, "onnxruntime", options)
         if reused is not None:
             self._record(reused, reused=True)
@@ -344,7 +358,7 @@ class _Builder:
             self.log(
                 f"{pattern} {precision}: not measured, ONNX Runtime cannot run it on this CPU ({reason})"
             )
-        return gate.measure(
+        accuracy = gate.measure(
             prediction,
             reference[pattern],
             tiles.labels,
@@ -352,34 +366,20 @@ class _Builder:
             ignore,
             fp32_accuracy["miou"],
             self.options.gate_budget,
+            reference_per_class=fp32_accuracy["per_class_iou"],
         )
+        return gate.with_openvino(  # OpenVINO runs these files on CPUs: gate what will run
+            accuracy, path, inputs, reference[pattern], tiles.labels, names, ignore, fp32_accuracy,
+            self.options.gate_budget,
+        )  # fmt: skip
 
     def _tensorrt_entry(self, source: EngineEntry, target: Any) -> None:
-        options = {**dict(source.options), "source_sha256": source.sha256}
-        reused = self._reusable(source.pattern, source.precision, "tensorrt", options)
-        if reused is not None:
-            self._record(reused, reused=True)
-            return
-        name = engine_file_name(source.pattern, source.precision, target)
-        path = build_tensorrt_engine(
-            self.out / source.path, self.out / name, self.bands, self.tile, self.out / TIMING_CACHE_NAME
+        from export.from_onnx import GateTiles, tensorrt_entry
+
+        entry, reused = tensorrt_entry(
+            source, self.out, self.manifest, target, self.previous, GateTiles(self.manifest), self.log
         )
-        not_measured = EngineAccuracy(
-            miou=None, per_class_iou={}, agreement_with_fp32=None, miou_drop=None, gate="not_measured"
-        )
-        self._record(
-            dataclasses.replace(
-                source,
-                backend="tensorrt",
-                path=name,
-                sha256=sha256_file(path),
-                accuracy=not_measured,
-                tensorrt_version=target.version,
-                compute_capability=target.compute_capability,
-                options=options,
-            ),
-            reused=False,
-        )
+        self._record(entry, reused=reused)
 
 
 class _Refused(Exception):

@@ -1,14 +1,18 @@
-"""INT8 by explicit Q/DQ: calibrated per pattern, TensorRT-legal, placed for fast ONNX Runtime CPU kernels.
+"""INT8 by explicit Q/DQ: calibrated per pattern, TensorRT-legal, placed the way TensorRT wants it.
 
 TensorRT-legal means: every QuantizeLinear/DequantizeLinear zero point is 0 (symmetric), activations and
 weights are int8, Conv weights are quantised per output channel (axis 0), Conv biases stay float (TensorRT
 dequantises no int32). ONNX Runtime's ``quantize_static`` defaults are not legal (asymmetric uint8
 activations), so every option is set explicitly here.
 
-*Placement* (which ops get Q/DQ) decides speed on ONNX Runtime's CPU: it fuses ``DQ -> Conv -> Q`` into an
-integer ``QLinearConv`` and likewise for the other QLinear ops; anything left between a DQ and a Q runs in
-float. ``benchmarks/int8_placement.py`` measures the placements below; ``DEFAULT_PLACEMENT`` is the fastest
-one measured on this project's CPU (numbers in docs/EXPORT.md).
+*Placement* (which tensors get Q/DQ). The default, ``tensorrt``, follows TensorRT's guidance for explicit
+quantization: quantize the *inputs* of weighted layers (Conv, ConvTranspose, Gemm, MatMul) and of residual
+Adds (two activations), never their outputs, and leave the head (the classifier and everything after it:
+upsampling, ``logits``) in float. TensorRT then fuses ``DQ -> Conv`` (+ residual add) into INT8 kernels and
+chooses the output precision itself. OpenVINO, the fast INT8 path on CPUs, needs exactly the same thing
+(int8 inputs to its convolutions). The older placements quantized every Conv *output* too, logits included,
+to suit ONNX Runtime's ``QLinearConv`` fusion, which cannot run symmetric INT8 fast on x86 anyway;
+``benchmarks/int8_placement.py`` measures them all (numbers in docs/EXPORT.md).
 """
 
 from __future__ import annotations
@@ -42,12 +46,26 @@ class Placement:
     op_types: tuple[str, ...] | None  # None: every op type onnxruntime can quantise
     description: str
     relu_as_leaky: bool = False  # Relu -> LeakyRelu(alpha=0): same function, but an integer kernel exists
+    inputs_only: bool = False  # Q/DQ on the inputs of the placed ops, never on their outputs
+    float_head: bool = False  # the classifier and everything after it stay float
+    residual_adds_only: bool = False  # an Add is quantized only when both its inputs are activations
 
 
 #: Candidate placements, measured by benchmarks/int8_placement.py. All are TensorRT-legal.
+#: Layers with weights: TensorRT's INT8 kernels are these, fed by DQ on their activation and weight inputs.
+WEIGHTED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
 PLACEMENTS: dict[str, Placement] = {
     p.name: p
     for p in (
+        Placement(
+            "tensorrt",
+            (*WEIGHTED_OPS, "Add"),
+            "TensorRT's placement: inputs of weighted layers and residual adds; head and logits in float",
+            inputs_only=True,
+            float_head=True,
+            residual_adds_only=True,
+        ),
         Placement("conv", ("Conv",), "Q/DQ around Conv only; everything else runs in float"),
         Placement(
             "conv+eltwise",
@@ -63,7 +81,7 @@ PLACEMENTS: dict[str, Placement] = {
         ),
     )
 }
-DEFAULT_PLACEMENT = "conv"
+DEFAULT_PLACEMENT = "tensorrt"
 
 
 def _ort_calibration_method(method: str) -> Any:
@@ -153,18 +171,24 @@ def quantize_int8(
     if placement not in PLACEMENTS:
         raise ExportError(f"unknown INT8 placement {placement!r}; choose {', '.join(PLACEMENTS)}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    model = onnx.load(str(fp32_path))
-    if PLACEMENTS[placement].relu_as_leaky:
+    model = _named_nodes(onnx.load(str(fp32_path)))
+    chosen = PLACEMENTS[placement]
+    if chosen.relu_as_leaky:
         model = relu_as_leaky_relu(model)
+    excluded = head_nodes(model) if chosen.float_head else []
+    if chosen.residual_adds_only:
+        excluded += non_residual_adds(model)
     bands = {i.name: i.type.tensor_type.shape.dim[1].dim_value for i in model.graph.input}
     validate_calibration_tiles(tiles, bands, source=str(fp32_path))
     reader = TileCalibrationReader({name: tiles[name] for name in bands}, batch=batch)
-    extra_options = {
+    extra_options: dict[str, Any] = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
         "QuantizeBias": False,
         "CalibTensorRangeSymmetric": True,
     }
+    if chosen.inputs_only:
+        extra_options["OpTypesToExcludeOutputQuantization"] = list(chosen.op_types or [])
     with atomic_path(out_path) as tmp, _quiet():
         try:
             quantize_static(
@@ -177,7 +201,8 @@ def quantize_int8(
                 per_channel=True,
                 reduce_range=False,
                 calibrate_method=_ort_calibration_method(method),
-                op_types_to_quantize=list(PLACEMENTS[placement].op_types or []) or None,
+                op_types_to_quantize=list(chosen.op_types or []) or None,
+                nodes_to_exclude=excluded,
                 extra_options=extra_options,
             )
         except (DataError, ExportError):
@@ -186,10 +211,73 @@ def quantize_int8(
             raise ExportError(
                 f"INT8 quantisation of {fp32_path} failed: {type(exc).__name__}: {exc}"
             ) from exc
-        problems = tensorrt_legality_problems(onnx.load(str(tmp)))
+        quantized = onnx.load(str(tmp))
+        problems = tensorrt_legality_problems(quantized)
+        if chosen.float_head:
+            problems += float_head_problems(quantized)
         if problems:
             raise ExportError(f"INT8 graph for {fp32_path} is not TensorRT-legal: {'; '.join(problems[:3])}")
     return out_path
+
+
+def _named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every node a unique name (the quantizer's exclusion list is by name)."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    return model
+
+
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the head: the last weighted layer before each output and every node after it.
+
+    Walks back from the graph outputs through unweighted ops (Resize, Transpose, ...) until it reaches a
+    weighted layer; that classifier and the nodes on the way stay float.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    head: list[str] = []
+    stack = [output.name for output in model.graph.output]
+    visited: set[str] = set()
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node.name in visited:
+            continue
+        visited.add(node.name)
+        head.append(node.name)
+        if node.op_type not in WEIGHTED_OPS:
+            stack.extend(node.input)
+    return head
+
+
+def non_residual_adds(model: onnx.ModelProto) -> list[str]:
+    """Adds with a constant operand (a bias, a normalisation offset): not residual joins, left float."""
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Add" and any(name in constants for name in node.input)
+    ]
+
+
+def float_head_problems(model: onnx.ModelProto) -> list[str]:
+    """Where the head is quantized: a graph output or the classifier's activation input comes from a DQ."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    problems = []
+    for output in model.graph.output:
+        node = producers.get(output.name)
+        while node is not None and node.op_type not in WEIGHTED_OPS:
+            if node.op_type == "DequantizeLinear":
+                problems.append(f"output {output.name} is dequantized (the head must stay float)")
+                break
+            node = producers.get(node.input[0]) if node.input else None
+        if node is not None and node.op_type in WEIGHTED_OPS:
+            source = producers.get(node.input[0])
+            if source is not None and source.op_type == "DequantizeLinear":
+                problems.append(f"classifier {node.name} reads a quantized activation")
+    return problems
 
 
 def relu_as_leaky_relu(model: onnx.ModelProto) -> onnx.ModelProto:

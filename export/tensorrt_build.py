@@ -3,9 +3,18 @@
 Every network is *strongly typed* (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): the precision comes from
 the ONNX graph itself (float32 graph -> FP32 engine, the float16 graph -> FP16, the Q/DQ graph -> INT8), which
 is the only way TensorRT 11 accepts reduced precision now that the FP16/INT8 builder flags and the implicit
-calibrators are gone. One optimisation profile covers the dynamic batch/height/width; one timing cache file is
-shared by every build so later patterns reuse the tactic timings of earlier ones. The engine file name carries
-the TensorRT version and the GPU's compute capability, because an engine only runs where it was built.
+calibrators are gone. Because the graph carries the types, an INT8 engine built from the Q/DQ ONNX as is would
+run every layer that is not quantized (the head, upsampling, attention) in FP32: ``fp16_base_graph`` writes a
+copy whose float parts are FP16 (opset >= 19, FP16 Q/DQ scales, float32 IO), the *FP16 base* TensorRT
+recommends for INT8 engines. One optimisation profile covers the dynamic batch/height/width. The timing cache
+is shared by every build of one TensorRT version on one GPU and its file name says which
+(``tensorrt.trt10.9.0.sm89.timing.cache``): a cache from another version or GPU is never fed to the builder.
+Every builder call that reports failure by its return value (parse, profile, timing cache, build) is checked.
+The engine file name carries the TensorRT version and the GPU's compute capability, because an engine only
+runs where it was built.
+
+Unverified here: no TensorRT libraries or GPU exist on this project's machines; the calls follow the
+documented TensorRT 10/11 Python API and are exercised by stand-ins in the tests.
 
 ``tensorrt`` is imported lazily: this module imports on machines without it, and ``tensorrt_status`` says why
 TensorRT cannot be used there.
@@ -22,7 +31,9 @@ from stars_edge.errors import BackendUnavailableError, ExportError
 from stars_edge.io import atomic_path
 from stars_edge.modalities import Pattern
 
-TIMING_CACHE_NAME = "tensorrt.timing.cache"
+TIMING_CACHE_NAME = "tensorrt.timing.cache"  # legacy un-keyed name; see timing_cache_name
+#: Opset at which QuantizeLinear/DequantizeLinear accept float16 scales (needed for an FP16 base).
+FP16_QDQ_OPSET = 19
 WORKSPACE_BYTES = 2 << 30
 
 
@@ -76,6 +87,51 @@ def engine_file_name(pattern: Pattern, precision: str, target: TensorRTTarget) -
     return f"{pattern}.{precision}.{target.tag}.engine"
 
 
+def timing_cache_name(target: TensorRTTarget) -> str:
+    """``tensorrt.trt<version>.sm<cc>.timing.cache``: one cache per TensorRT version and GPU."""
+    return f"tensorrt.{target.tag}.timing.cache"
+
+
+def fp16_base_graph(qdq_path: str | Path, out_path: str | Path) -> Path:
+    """Write a copy of a Q/DQ graph whose unquantized float parts compute in FP16 (IO stays float32).
+
+    Strongly typed TensorRT takes each layer's type from the graph, so this is how an INT8 engine gets an
+    FP16 rather than FP32 base. The copy is raised to opset 19 (float16 Q/DQ scales) first.
+    """
+    import onnx
+    from onnx import version_converter
+
+    from export.fp16 import convert_to_fp16
+
+    model = onnx.load(str(qdq_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    try:
+        if opset < FP16_QDQ_OPSET:
+            model = version_converter.convert_version(model, FP16_QDQ_OPSET)
+        half = convert_to_fp16(model)
+        onnx.checker.check_model(half)
+    except Exception as exc:  # the version converter and checker raise their own error types
+        raise ExportError(
+            f"cannot make an FP16-base copy of {qdq_path}: {type(exc).__name__}: {exc}"
+        ) from exc
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        onnx.save(half, str(tmp))
+    return out_path
+
+
+def _checked(result: Any, what: str, onnx_path: str | Path) -> Any:
+    """A builder return value, or ExportError when it signals failure (None, False or a negative index)."""
+    failed = (
+        result is None
+        or result is False
+        or (isinstance(result, int) and not isinstance(result, bool) and result < 0)
+    )
+    if failed:
+        raise ExportError(f"TensorRT {what} failed while building {onnx_path}; see the TensorRT log above")
+    return result
+
+
 def build_tensorrt_engine(
     onnx_path: str | Path,
     engine_path: str | Path,
@@ -96,18 +152,26 @@ def build_tensorrt_engine(
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    builder = _checked(trt.Builder(logger), "Builder()", onnx_path)
+    network = _checked(
+        builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)),
+        "create_network(STRONGLY_TYPED)",
+        onnx_path,
+    )
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
 
-    config = builder.create_builder_config()
+    config = _checked(builder.create_builder_config(), "create_builder_config", onnx_path)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    profile = builder.create_optimization_profile()
+    profile = _checked(builder.create_optimization_profile(), "create_optimization_profile", onnx_path)
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
+        if tensor.name not in input_bands:
+            raise ExportError(
+                f"{onnx_path} has input {tensor.name!r}, not in the manifest's {sorted(input_bands)}"
+            )
         bands = input_bands[tensor.name]
         profile.set_shape(
             tensor.name,
@@ -115,11 +179,15 @@ def build_tensorrt_engine(
             (1, bands, tile_size, tile_size),
             (max_batch, bands, tile_size, tile_size),
         )
-    config.add_optimization_profile(profile)
+    _checked(config.add_optimization_profile(profile), "add_optimization_profile", onnx_path)
 
     cache_path = Path(timing_cache)
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    cache = _checked(
+        config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b""),
+        f"create_timing_cache({cache_path.name})",
+        onnx_path,
+    )
+    _checked(config.set_timing_cache(cache, ignore_mismatch=False), "set_timing_cache", onnx_path)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -127,8 +195,9 @@ def build_tensorrt_engine(
     engine_path = Path(engine_path)
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(memoryview(serialized))
+    updated = _checked(config.get_timing_cache(), "get_timing_cache", onnx_path)
     with atomic_path(cache_path) as tmp:
-        tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+        tmp.write_bytes(memoryview(updated.serialize()))
     return engine_path
 
 

@@ -9,6 +9,7 @@ Tiles are normalised with the checkpoint's modality specs, exactly as the runtim
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,26 @@ class TileSet:
     def select(self, modalities: Sequence[str]) -> dict[str, np.ndarray]:
         """The inputs of one pattern, in its order."""
         return {m: self.inputs[m] for m in modalities}
+
+    def fingerprints(self) -> list[str]:
+        """One digest per tile over every modality's pixels: equal digests mean the same tile."""
+        digests = []
+        for index in range(len(self)):
+            digest = hashlib.blake2b(digest_size=16)
+            for name in sorted(self.inputs):
+                digest.update(np.ascontiguousarray(self.inputs[name][index]).tobytes())
+            digests.append(digest.hexdigest())
+        return digests
+
+
+def check_disjoint(calibration: TileSet, gate: TileSet) -> None:
+    """Refuse a gate that shares tiles with calibration: it would grade INT8 on the data it was fitted to."""
+    shared = set(calibration.fingerprints()) & set(gate.fingerprints())
+    if shared:
+        raise DataError(
+            f"{len(shared)} gate tile(s) from {gate.source} are also calibration tiles from "
+            f"{calibration.source}; give --gate-data a held-out split (test/val) or other scenes"
+        )
 
 
 @dataclass(frozen=True)

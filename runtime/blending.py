@@ -1,10 +1,11 @@
 """Overlap blending with a carry band: weighted probabilities accumulate, finished pixels leave at once.
 
-Memory holds ``overlap`` rows of accumulators for the full width (the carry into the next tile row, updated
-in place) and one tile of working space, so it does not grow with the scene's height and only the thin
-carry grows with its width. Accumulator channels: ``classes`` weighted probabilities, then the blending
-weight contributed by each pattern the scene can produce (their sum normalises the probabilities; the
-pattern map reports the pattern with the largest share, the one that dominates the pixel's blend).
+Memory holds ``overlap`` rows of accumulators across one column chunk (the carry into the next tile row,
+updated in place) and one tile of working space, so it grows neither with the scene's height nor, once the
+scene is wider than a chunk, with its width. Accumulator channels: ``classes`` weighted probabilities,
+then the blending weight contributed by each pattern the scene can produce (their sum normalises the
+probabilities; the pattern map reports the pattern with the largest share, the one that dominates the
+pixel's blend).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.outputs import CLASS_NODATA
-from runtime.tiling import TileGrid, blend_window
+from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 
@@ -49,6 +50,7 @@ class RowBlender:
     """Blends the tiles of one tile row after another, left to right.
 
     ``patterns`` lists the patterns tiles may carry (default: all 7); fewer means fewer accumulator channels.
+    ``chunk`` restricts it to one column chunk (default: the whole width).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class RowBlender:
         classes: int,
         probabilities: str | None = None,
         patterns: Sequence[Pattern] = ALL_PATTERNS,
+        chunk: Chunk | None = None,
     ) -> None:
         if probabilities not in (None, "uint8", "float32"):
             raise ConfigError(f"probabilities dtype must be uint8 or float32, got {probabilities!r}")
@@ -67,9 +70,15 @@ class RowBlender:
         self._indices = np.array(sorted(p.index for p in patterns), dtype=np.uint8)
         self._channel_of = {int(index): classes + k for k, index in enumerate(self._indices)}
         self._channels = classes + len(self._indices)
-        self._carry = np.zeros((self._channels, grid.overlap, grid.padded_width), dtype=np.float32)
+        self.chunk = chunk or plan_chunks(grid, None)[0]
+        self._x0 = self.chunk.first_col * grid.stride
+        self._width = (self.chunk.last_col - self.chunk.first_col) * grid.stride + grid.tile
+        self._carry = np.zeros((self._channels, grid.overlap, self._width), dtype=np.float32)
         self._col_carry: np.ndarray | None = None
         self._row = -1
+        self._classes = np.empty((0, 0), dtype=np.uint8)
+        self._patterns = np.empty((0, 0), dtype=np.uint8)
+        self._probs: np.ndarray | None = None
 
     def start_row(self, row: int, fresh: bool = False) -> None:
         """Begin tile row ``row``; ``fresh`` drops the carry (the first row, or a resume's warm-up row)."""
@@ -79,14 +88,18 @@ class RowBlender:
         self._row = row
         start, stop = self.grid.final_rows(row)
         rows = self.grid.tile if row == self.grid.rows - 1 else self.grid.stride
-        width = self.grid.padded_width
+        width = self._width
         self._start = start
         self._rows_kept = stop - start
-        self._classes = np.full((rows, width), CLASS_NODATA, dtype=np.uint8)
-        self._patterns = np.zeros((rows, width), dtype=np.uint8)
-        self._probs: np.ndarray | None = None
-        if self.probabilities is not None:
-            self._probs = np.zeros((self.classes, rows, width), dtype=self.probabilities)
+        if self._classes.shape[0] != rows:  # row arrays are reused: allocated for stride rows, then tile rows
+            self._classes = np.empty((rows, width), dtype=np.uint8)
+            self._patterns = np.empty((rows, width), dtype=np.uint8)
+            if self.probabilities is not None:
+                self._probs = np.empty((self.classes, rows, width), dtype=self.probabilities)
+        self._classes.fill(CLASS_NODATA)
+        self._patterns.fill(0)
+        if self._probs is not None:
+            self._probs.fill(0)
 
     def add(self, col: int, probabilities: np.ndarray | None, pattern_index: np.ndarray) -> None:
         """Blend tile ``col`` of the current row: ``probabilities (classes, T, T)`` and the per-pixel pattern
@@ -97,9 +110,9 @@ class RowBlender:
         """
         grid, t, o, s = self.grid, self.grid.tile, self.grid.overlap, self.grid.stride
         c = self.classes
-        x0 = col * s
+        x0 = col * s - self._x0
         local = np.zeros((self._channels, t, t), dtype=np.float32)
-        first = 0 if col == 0 else o
+        first = 0 if col == self.chunk.first_col else o
         local[:, :o, first:] = self._carry[:, :, x0 + first : x0 + t]
         if self._col_carry is not None:
             local[:, :, :o] = self._col_carry
@@ -116,9 +129,9 @@ class RowBlender:
                 else:
                     local[channel] += np.where(pattern_index == index, weights, 0.0)
         last_row = self._row == grid.rows - 1
-        last_col = col == grid.cols - 1
+        last_col = col == self.chunk.last_col
         rows_final = t if last_row else s
-        cols_final = t if last_col else s
+        cols_final = t if col == grid.cols - 1 else s
         self._finalize(local[:, :rows_final, :cols_final], x0)
         if not last_row:
             self._carry[:, :, x0 : x0 + cols_final] = local[:, s:t, :cols_final]
@@ -144,7 +157,8 @@ class RowBlender:
                 self._probs[:, :, x0 : x0 + width] = np.where(covered, probs, np.nan)
 
     def finish_row(self) -> RowBands:
-        """The finished rows of the current tile row, cropped to the raster."""
-        rows, width = self._rows_kept, self.grid.width
-        probs = None if self._probs is None else self._probs[:, :rows, :width]
-        return RowBands(self._start, self._classes[:rows, :width], self._patterns[:rows, :width], probs)
+        """The finished rows of the current tile row, cropped to the chunk's final columns."""
+        rows = self._rows_kept
+        cols = slice(self.chunk.x_start - self._x0, self.chunk.x_stop - self._x0)
+        probs = None if self._probs is None else self._probs[:, :rows, cols]
+        return RowBands(self._start, self._classes[:rows, cols], self._patterns[:rows, cols], probs)

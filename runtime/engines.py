@@ -1,32 +1,108 @@
-"""The engines of one manifest on one backend: resolved per pattern, loaded on first use, cached."""
+"""The engines of one manifest on one backend: resolved per pattern, checked and loaded on first use."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import Backend, OnnxRuntimeBackend, TensorRTBackend, gpu_compute_capability
+from runtime.backends import Backend, TensorRTBackend, gpu_compute_capability, manifest_backend, open_backend
 from stars_edge.errors import ConfigError, ManifestError
+from stars_edge.io import sha256_file
 from stars_edge.manifest import EngineEntry, Manifest
 from stars_edge.modalities import Pattern
+
+#: A protobuf ``StringStringEntryProto`` with key "location": how ONNX names a tensor's external data file.
+_EXTERNAL_LOCATION = re.compile(rb"\x0a\x08location\x12")
+
+
+def confined_path(root: Path, relative: str, what: str) -> Path:
+    """``root / relative`` after refusing absolute paths and anything that resolves outside ``root``
+    (``..`` components, symlinks pointing out)."""
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise ManifestError(f"{root}: {what} {relative!r} must be a plain path inside the engines folder")
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ManifestError(
+            f"{root}: {what} {relative!r} resolves to {resolved}, outside the engines folder; copy the file "
+            "into the folder instead of linking it"
+        )
+    return root / candidate
+
+
+def external_data_locations(data: bytes) -> list[str]:
+    """File names an ONNX model's tensors keep their data in (``external_data`` location entries)."""
+    locations = []
+    for match in _EXTERNAL_LOCATION.finditer(data):
+        at, length, shift = match.end(), 0, 0
+        while at < len(data):
+            byte = data[at]
+            length |= (byte & 0x7F) << shift
+            at += 1
+            shift += 7
+            if not byte & 0x80:
+                break
+        locations.append(data[at : at + length].decode("utf-8", errors="replace"))
+    return locations
+
+
+def verify_engine(manifest: Manifest, entry: EngineEntry) -> Path:
+    """The entry's file, refused when it lies (or keeps external data) outside the engines folder, is
+    missing, or does not hash to the recorded sha256."""
+    if manifest.root is None:
+        raise ManifestError("manifest has no folder yet; save_manifest or load_manifest it first")
+    root = Path(manifest.root)
+    path = confined_path(root, entry.path, "engine path")
+    if not path.is_file():
+        raise ManifestError(f"{root}: engine file {path} is missing; rebuild: `stars-edge build-engines`")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ManifestError(
+            f"{root}: {path} has sha256 {digest[:12]}... but the manifest records {entry.sha256[:12]}...; "
+            "the file was altered, rebuild with `stars-edge build-engines`"
+        )
+    if path.suffix == ".onnx":
+        for location in external_data_locations(path.read_bytes()):
+            confined_path(path.parent, location, f"external data of {path.name}")
+    return path
 
 
 class EngineSet:
     """Picks the manifest entry for each pattern on one backend and precision, and runs it."""
 
-    def __init__(self, manifest: Manifest, backend: str, precision: str, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        backend: str,
+        precision: str,
+        threads: int | None = None,
+        allow_flagged: bool = False,
+    ) -> None:
         self.manifest = manifest
         self.backend = backend
         self.precision = precision
         self.threads = threads
+        self.allow_flagged = allow_flagged
         self._loaded: dict[Pattern, Backend] = {}
         self.device = ""
 
     def entry(self, pattern: Pattern) -> EngineEntry:
         """The manifest entry that serves ``pattern`` (TensorRT: built by this TensorRT for this GPU)."""
         if self.backend != "tensorrt":
-            return self.manifest.select(pattern, self.precision, self.backend)
+            chosen = self.manifest.select(pattern, self.precision, manifest_backend(self.backend))
+        else:
+            chosen = self._tensorrt_entry(pattern)
+        if chosen.gate == "flagged" and not self.allow_flagged:
+            raise ManifestError(
+                f"{self.manifest.root}: the {chosen.describe()} engine was flagged by the accuracy gate at "
+                "export; use another --precision or pass --allow-flagged to run it anyway"
+            )
+        return chosen
+
+    def _tensorrt_entry(self, pattern: Pattern) -> EngineEntry:
         capability = gpu_compute_capability()
         version = TensorRTBackend.version()
         for entry in self.manifest.find(pattern, self.precision, "tensorrt"):
@@ -39,8 +115,9 @@ class EngineSet:
         )
 
     def check(self, patterns: tuple[Pattern, ...], tile: int | None = None) -> None:
-        """Fail before any tile is read when a pattern the scene may need has no engine, or (TensorRT,
-        whose optimisation profiles end at the tile size they were built for) when ``tile`` is too big."""
+        """Fail before any tile is read when a pattern the scene may need has no (unflagged) engine, or
+        (TensorRT, whose optimisation profiles end at the tile size they were built for) ``tile`` is too big.
+        The files themselves are verified at first use."""
         for pattern in patterns:
             entry = self.entry(pattern)
             if tile is not None and self.backend == "tensorrt" and tile > entry.tile_size:
@@ -53,14 +130,22 @@ class EngineSet:
         engine = self._loaded.get(pattern)
         if engine is None:
             entry = self.entry(pattern)
-            path = self.manifest.engine_path(entry)
-            if self.backend == "tensorrt":
-                engine = TensorRTBackend(path)
-            else:
-                engine = OnnxRuntimeBackend(path, threads=self.threads, output_name=entry.output)
+            path = verify_engine(self.manifest, entry)
+            engine = open_backend(
+                self.backend,
+                path,
+                threads=self.threads,
+                output_name=entry.output,
+                input_bands={item["name"]: int(item["bands"]) for item in entry.inputs},
+            )
             self.device = engine.device
             self._loaded[pattern] = engine
         return engine
+
+    @property
+    def loaded(self) -> tuple[Pattern, ...]:
+        """Patterns whose engine was verified and loaded so far."""
+        return tuple(self._loaded)
 
     def run(self, pattern: Pattern, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Logits ``float32 (N, classes, H, W)`` of ``pattern``'s engine for a batch of inputs."""

@@ -1,16 +1,20 @@
-"""Where results go: tiled, compressed GeoTIFFs written row band by row band, plus the resume journal.
+"""Where results go: tiled, compressed GeoTIFFs written whole blocks at a time, committed only when sound.
 
-Each output is written to a hidden ``.NAME.partial`` file beside its target and renamed onto the target only
-when the whole scene is done, so a file under its final name is always complete. The journal
-(``.NAME.journal.json``) records how many tile rows are in the partial files and what produced them;
-``--resume`` continues from there and refuses a journal written by another model or other settings.
+Each output is written to a hidden ``.NAME.partial`` beside its target. Rows are written only in whole
+256-row block bands, so no block is ever written twice (no read-modify-write of compressed blocks, which
+libtiff may rewrite in place: a kill during such a rewrite could damage rows already recorded as done).
+Every GDAL error during writes, flushes and close is an error (GDAL reports a full disk at flush/close,
+which a plain ``close()`` swallows). Before the rename the partial is re-read block by block, optionally
+turned into a Cloud Optimized GeoTIFF, and fsynced with its folder; then it is renamed onto the target.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import os
-from collections.abc import Mapping
+import resource
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,17 +22,16 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.errors
+import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from stars_edge.errors import ManifestError, OutputError
-from stars_edge.io import ensure_writable_dir, write_json_atomic
+from stars_edge.errors import OutputError
 
 #: Class map value where no modality was valid (the project's ignore index).
 CLASS_NODATA = 255
 #: Output block size: 256 px tiles are the usual COG block.
 BLOCK = 256
-JOURNAL_VERSION = 1
 
 
 def partial_path(target: Path) -> Path:
@@ -42,14 +45,113 @@ def journal_path(target: Path) -> Path:
 
 
 def check_output_target(target: Path) -> Path:
-    """Refuse targets that cannot be written before any work starts."""
+    """Refuse targets that cannot be written before any work starts; creates nothing.
+
+    A missing folder is fine when its nearest existing ancestor is a writable folder (it is created only
+    once the inputs are valid, ``prepare_output_folder``).
+    """
     target = Path(target)
     if target.exists() and target.is_dir():
         raise OutputError(f"{target} is a directory; pass a file path such as {target / 'prediction.tif'}")
-    ensure_writable_dir(target.parent)
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{ancestor} exists and is not a directory; choose another output directory")
+    if not os.access(ancestor, os.W_OK):
+        raise OutputError(f"directory {ancestor} is not writable; choose another output location")
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputError(f"{target} exists and is not writable; remove it or choose another path")
     return target
+
+
+def check_not_inputs(outputs: Mapping[str, Path], inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse any output (or its partial / journal) that is, or resolves to, an input file (same inode)."""
+    sources = [Path(p) for p in inputs]
+    for kind, target in outputs.items():
+        for candidate in (target, partial_path(target), journal_path(target)):
+            for source in sources:
+                same = candidate.resolve() == source.resolve()
+                if not same and candidate.exists() and source.exists():
+                    same = os.path.samefile(candidate, source)
+                if same:
+                    raise OutputError(
+                        f"{kind} output {target} is the input {source}; writing it would destroy the input, "
+                        "choose another --out path"
+                    )
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or folder's) data to the storage device; a failing fsync (EIO) is an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"flushing {path} to disk failed ({exc.strerror}); check the device") from exc
+
+
+class _GdalErrors(logging.Handler):
+    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("GDAL signalled an error") or record.levelno >= logging.ERROR:
+            self.messages.append(text)
+
+
+@contextlib.contextmanager
+def gdal_errors(path: Path, action: str) -> Iterator[None]:
+    """Turn any GDAL error signalled in the block (and any rasterio exception) into one ``OutputError``."""
+    handler = _GdalErrors()
+    logger = logging.getLogger("rasterio._env")
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with rasterio.Env():
+            yield
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise OutputError(_failure(path, action, _innermost(exc))) from exc
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+    if handler.messages:
+        raise OutputError(_failure(path, action, handler.messages[0]))
+
+
+def _innermost(exc: BaseException) -> str:
+    """The root GDAL message of a chained rasterio error ("Write failed. See previous exception...")."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        text = str(cause) or text
+        cause = cause.__cause__ or cause.__context__
+    return text
+
+
+def _failure(path: Path, action: str, message: str) -> str:
+    """One line: the file, GDAL's message, the likely cause (disk full, file size limit) and the fix."""
+    line = message.strip().splitlines()[0] if message.strip() else "unknown GDAL error"
+    line = line.removeprefix("GDAL signalled an error: ")
+    causes = []
+    with contextlib.suppress(OSError):
+        stats = os.statvfs(path.parent)
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            causes.append("no space left on device")
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        with contextlib.suppress(OSError):
+            if not path.exists() or path.stat().st_size + (1 << 20) >= soft:
+                causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
+    cause = f": {'; '.join(causes)}" if causes else ""
+    return f"{action} {path} failed ({line}{cause}); free disk space or fix the folder, then rerun"
 
 
 @dataclass
@@ -75,8 +177,13 @@ class OutputSpec:
     descriptions: tuple[str, ...] = ()
 
 
+def block_rows(grid: RasterGrid) -> int:
+    """Rows per output block band: ``BLOCK`` for tiled outputs, the whole height for tiny striped ones."""
+    return BLOCK if grid.height >= 16 and grid.width >= 16 else grid.height
+
+
 class GeoTiffSink:
-    """Writes finished row bands into the partial GeoTIFFs of every requested output."""
+    """Writes finished block bands into the partial GeoTIFFs of every requested output."""
 
     def __init__(self, grid: RasterGrid, outputs: list[OutputSpec], resume: bool) -> None:
         self.grid = grid
@@ -85,21 +192,18 @@ class GeoTiffSink:
         try:
             for spec in outputs:
                 path = partial_path(spec.target)
-                if resume:
-                    self._datasets[spec.kind] = rasterio.open(path, "r+")
-                else:
-                    self._datasets[spec.kind] = rasterio.open(path, "w", **self._profile(spec))
-                    dataset = self._datasets[spec.kind]
-                    dataset.update_tags(**spec.tags)
-                    for band, text in enumerate(spec.descriptions, start=1):
-                        dataset.set_band_description(band, text)
-        except Exception as exc:
-            self.close()
-            if isinstance(exc, OutputError):
-                raise
-            raise OutputError(
-                f"cannot write {partial_path(spec.target)} ({exc}); check the output folder"
-            ) from exc
+                with gdal_errors(path, "creating" if not resume else "reopening"):
+                    if resume:
+                        self._datasets[spec.kind] = rasterio.open(path, "r+")
+                    else:
+                        dataset = rasterio.open(path, "w", **self._profile(spec))
+                        self._datasets[spec.kind] = dataset
+                        dataset.update_tags(**spec.tags)
+                        for band, text in enumerate(spec.descriptions, start=1):
+                            dataset.set_band_description(band, text)
+        except BaseException:
+            self.abandon()
+            raise
 
     def _profile(self, spec: OutputSpec) -> dict[str, Any]:
         height, width = self.grid.height, self.grid.width
@@ -117,99 +221,117 @@ class GeoTiffSink:
             "interleave": "band" if spec.count > 1 else "pixel",
             "BIGTIFF": "IF_SAFER",
         }
-        if height >= 16 and width >= 16:
+        if block_rows(self.grid) == BLOCK:
             profile.update(tiled=True, blockxsize=BLOCK, blockysize=BLOCK)
         return profile
 
-    def write_rows(self, row_start: int, bands: Mapping[str, np.ndarray]) -> None:
-        """Write ``(count, rows, width)`` arrays for each output kind starting at raster row ``row_start``."""
-        for kind, dataset in self._datasets.items():
-            data = bands[kind]
-            try:
-                dataset.write(data, window=Window(0, row_start, data.shape[-1], data.shape[-2]))
-            except rasterio.errors.RasterioError as exc:
-                raise OutputError(
-                    f"writing {dataset.name} failed at row {row_start} ({exc}); free disk space and rerun "
-                    "with --resume"
-                ) from exc
+    def write(self, row_start: int, col_start: int, bands: Mapping[str, np.ndarray]) -> None:
+        """Write ``(count, rows, cols)`` arrays for each output kind at ``(row_start, col_start)``."""
+        for spec in self.outputs:
+            data = bands[spec.kind]
+            dataset = self._datasets[spec.kind]
+            window = Window(col_start, row_start, data.shape[-1], data.shape[-2])
+            with gdal_errors(partial_path(spec.target), f"writing rows {row_start}.. of"):
+                dataset.write(data, window=window)
+
+    def flush(self) -> None:
+        """Close every partial (GDAL writes its directory), fsync it, and reopen it for more blocks."""
+        self.close()
+        for spec in self.outputs:
+            path = partial_path(spec.target)
+            with gdal_errors(path, "reopening"):
+                self._datasets[spec.kind] = rasterio.open(path, "r+")
 
     def close(self) -> None:
-        """Close (and so flush) every partial file."""
-        for dataset in self._datasets.values():
-            dataset.close()
-        self._datasets.clear()
+        """Close and fsync every partial; a GDAL error at close (a full disk) raises ``OutputError``."""
+        datasets, self._datasets = self._datasets, {}
+        failure: OutputError | None = None
+        for dataset in datasets.values():
+            path = Path(dataset.name)
+            try:
+                with gdal_errors(path, "closing"):
+                    dataset.close()
+                fsync_path(path)
+            except OutputError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def abandon(self) -> None:
+        """Close every partial while another error unwinds, keeping that error."""
+        with contextlib.suppress(OutputError):
+            self.close()
 
 
 def build_overviews(outputs: list[OutputSpec]) -> None:
     """Add internal overviews (nearest for labels, average for probabilities) to the finished partials."""
     for spec in outputs:
-        with rasterio.open(partial_path(spec.target), "r+") as dataset:
+        path = partial_path(spec.target)
+        with gdal_errors(path, "adding overviews to"), rasterio.open(path, "r+") as dataset:
             factors = [f for f in (2, 4, 8, 16, 32) if min(dataset.height, dataset.width) // f >= BLOCK // 2]
             if factors:
-                method = Resampling.average if spec.kind == "probabilities" else Resampling.nearest
-                dataset.build_overviews(factors, method)
+                dataset.build_overviews(factors, _resampling(spec))
 
 
-def commit(outputs: list[OutputSpec]) -> None:
-    """Rename every partial onto its target, the main class map last."""
-    for spec in sorted(outputs, key=lambda s: s.kind == "classes"):
-        os.replace(partial_path(spec.target), spec.target)
+def _resampling(spec: OutputSpec) -> Resampling:
+    return Resampling.average if spec.kind == "probabilities" else Resampling.nearest
+
+
+def validate_partial(spec: OutputSpec, grid: RasterGrid) -> None:
+    """Re-read every block of a finished partial: a truncated or unreadable file never gets renamed."""
+    path = partial_path(spec.target)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise OutputError(f"{path} is missing or empty after writing; free disk space and rerun")
+    with gdal_errors(path, "validating"), rasterio.open(path) as dataset:
+        if (dataset.height, dataset.width, dataset.count) != (grid.height, grid.width, spec.count):
+            raise OutputError(f"{path} has the wrong shape after writing; delete it and rerun")
+        for _, window in dataset.block_windows(1):
+            dataset.read(window=window)
+
+
+def make_cog(spec: OutputSpec) -> None:
+    """Rewrite a finished partial as a Cloud Optimized GeoTIFF (internal overviews, 256 px blocks)."""
+    path = partial_path(spec.target)
+    cog = path.with_name(path.name + ".cog")
+    try:
+        with gdal_errors(cog, "writing the COG"):
+            rasterio.shutil.copy(
+                path,
+                cog,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                BLOCKSIZE=BLOCK,
+                OVERVIEWS="AUTO",
+                RESAMPLING=_resampling(spec).name.upper(),
+                BIGTIFF="IF_SAFER",
+            )
+        os.replace(cog, path)
+    finally:
+        cog.unlink(missing_ok=True)
+
+
+def commit(outputs: list[OutputSpec], grid: RasterGrid, cog: bool = False) -> None:
+    """Validate, (COG,) fsync and rename every partial onto its target, the main class map last."""
+    ordered = sorted(outputs, key=lambda s: s.kind == "classes")
+    for spec in ordered:
+        if cog:
+            make_cog(spec)
+        validate_partial(spec, grid)
+        fsync_path(partial_path(spec.target))
+    for spec in ordered:
+        try:
+            os.replace(partial_path(spec.target), spec.target)
+            fsync_path(spec.target.parent)
+        except OSError as exc:
+            raise OutputError(
+                f"renaming onto {spec.target} failed ({exc.strerror}); check the folder"
+            ) from exc
 
 
 def discard(outputs: list[OutputSpec], journal: Path | None = None) -> None:
     """Remove partial files (and the journal) so no half-written output survives."""
     for spec in outputs:
         partial_path(spec.target).unlink(missing_ok=True)
+        partial_path(spec.target).with_name(partial_path(spec.target).name + ".cog").unlink(missing_ok=True)
     if journal is not None:
         journal.unlink(missing_ok=True)
-
-
-@dataclass
-class Journal:
-    """Progress of one run: tile rows finished, the pixel counts so far and the run's fingerprint."""
-
-    path: Path
-    fingerprint: dict[str, Any]
-    rows_done: int = 0
-    pattern_pixels: dict[str, int] = field(default_factory=dict)
-
-    def save(self) -> None:
-        write_json_atomic(
-            self.path,
-            {
-                "version": JOURNAL_VERSION,
-                "fingerprint": self.fingerprint,
-                "rows_done": self.rows_done,
-                "pattern_pixels": self.pattern_pixels,
-            },
-        )
-
-    @classmethod
-    def resume_or_new(cls, path: Path, fingerprint: dict[str, Any], outputs: list[OutputSpec]) -> Journal:
-        """The journal to continue from, checked to belong to this very run; new when there is none."""
-        if not path.is_file() or not all(partial_path(s.target).is_file() for s in outputs):
-            return cls(path, fingerprint)
-        try:
-            data = json.loads(path.read_text())
-            rows_done = int(data["rows_done"])
-            recorded = dict(data["fingerprint"])
-            pixels = {str(k): int(v) for k, v in data.get("pattern_pixels", {}).items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"{path} is not a valid resume journal ({exc}); delete it and rerun") from exc
-        if data.get("version") != JOURNAL_VERSION:
-            raise OutputError(f"{path} was written by another stars-edge version; delete it and rerun")
-        if recorded.get("model") != fingerprint.get("model"):
-            old, new = recorded.get("model", {}), fingerprint.get("model", {})
-            raise ManifestError(
-                f"{path} was written by model {str(old.get('checkpoint_sha256'))[:12]} with "
-                f"{old.get('classes')} classes, the engines are model "
-                f"{str(new.get('checkpoint_sha256'))[:12]} "
-                f"with {new.get('classes')} classes; rerun without --resume or use the original engines"
-            )
-        changed = sorted(k for k in set(recorded) | set(fingerprint) if recorded.get(k) != fingerprint.get(k))
-        if changed:
-            raise OutputError(
-                f"{path} belongs to a run with different {', '.join(changed)}; rerun without --resume "
-                "or with the original settings"
-            )
-        return cls(path, fingerprint, rows_done, pixels)

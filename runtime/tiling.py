@@ -65,6 +65,38 @@ class TileGrid:
         return self.rows * self.cols
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A column chunk: tile columns ``[first_col, last_col]`` make the pixels ``[x_start, x_stop)`` final.
+
+    Chunks are processed one after another, each top to bottom, so the blending carry and the pending
+    output rows span a chunk's width, not the scene's. Tiles that reach into two chunks run in both (the
+    price of memory that does not grow with the width); the pixels each chunk keeps get every tile's
+    contribution in the same order as an unchunked run, so the result is identical.
+    """
+
+    index: int
+    first_col: int
+    last_col: int
+    x_start: int
+    x_stop: int
+
+
+def plan_chunks(grid: TileGrid, chunk_width: int | None) -> list[Chunk]:
+    """Split the scene into column chunks of ``chunk_width`` final pixels (one chunk when None or wider)."""
+    if chunk_width is None or chunk_width >= grid.width:
+        return [Chunk(0, 0, grid.cols - 1, 0, grid.width)]
+    if chunk_width < grid.tile:
+        raise ConfigError(f"chunk width {chunk_width} must be at least the tile size {grid.tile}")
+    chunks = []
+    for index, x_start in enumerate(range(0, grid.width, chunk_width)):
+        x_stop = min(x_start + chunk_width, grid.width)
+        first = max(0, (x_start - grid.tile) // grid.stride + 1)
+        last = min(grid.cols - 1, (x_stop - 1) // grid.stride)
+        chunks.append(Chunk(index, first, last, x_start, x_stop))
+    return chunks
+
+
 def _count(size: int, tile: int, stride: int) -> int:
     return 1 if size <= tile else math.ceil((size - tile) / stride) + 1
 

@@ -17,6 +17,7 @@ from stars_edge.commands import data as data_cmd
 from stars_edge.commands import demo as demo_cmd
 from stars_edge.commands import evaluate as evaluate_cmd
 from stars_edge.commands import run as run_cmd
+from stars_edge.commands import run_batch as run_batch_cmd
 from stars_edge.errors import StarsEdgeError
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def _root(
 app.command("demo")(demo_cmd.demo)
 app.command("build-engines")(build_engines_cmd.build_engines)
 app.command("run")(run_cmd.run)
+app.command("run-batch")(run_batch_cmd.run_batch)
 app.command("eval")(evaluate_cmd.evaluate)
 app.add_typer(data_cmd.app, name="data")
 

@@ -155,6 +155,7 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     predictor = Predictor(engines_dir, backend="onnxruntime", precision=precision, threads=config.threads)
     prediction_path = out / "prediction.tif"
     pattern_map_path = out / "pattern_map.tif"
+    probabilities_path = out / "probabilities.tif"
     summary = predictor.predict_scene(
         optical=scene_paths.optical,
         sar=scene_paths.sar,
@@ -162,6 +163,7 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
         cloud_mask=scene_paths.cloud_mask,
         out=prediction_path,
         pattern_map=pattern_map_path,
+        probabilities=probabilities_path,
         tile=config.tile,
         overlap=config.overlap,
     )
@@ -191,7 +193,18 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     preview = out / "preview.png"
     if scene.optical is None:
         raise OutputError("the synthetic demo scene has no optical image to preview")
-    render_preview(scene.optical, scene.valid["optical"], prediction, pattern_map, scene.class_names, preview)
+    confidence = _confidence(probabilities_path)
+    render_preview(
+        scene.optical,
+        scene.valid["optical"],
+        prediction,
+        pattern_map,
+        scene.class_names,
+        preview,
+        label=scene.label,
+        confidence=confidence,
+    )
+    training_checks = last_training_checks(Path(train_result.log_path))
     report = out / "report.md"
     result = DemoResult(
         out=out,
@@ -206,7 +219,10 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
         timings=timings,
     )
     write_text_atomic(
-        report, render_report(config, result, overall.as_dict(scene.class_names), summary, precision)
+        report,
+        render_report(
+            config, result, overall.as_dict(scene.class_names), summary, precision, training_checks
+        ),
     )
     return result
 
@@ -216,6 +232,34 @@ def _read_band(path: Path) -> np.ndarray:
 
     with rasterio.open(path) as dataset:
         return dataset.read(1)
+
+
+def _confidence(path: Path) -> np.ndarray:
+    """Max class probability per pixel (0..1) from the runtime's probability raster (NaN where nodata)."""
+    import rasterio
+
+    with rasterio.open(path) as dataset:
+        probabilities = dataset.read().astype(np.float32)
+        scale = 255.0 if dataset.dtypes[0] == "uint8" else 1.0
+    confidence = probabilities.max(axis=0) / scale
+    confidence[probabilities.sum(axis=0) == 0] = np.nan
+    return confidence
+
+
+#: Keys of the training log's last line that show the mechanisms are not inert (docs/MODEL.md).
+TRAINING_CHECK_KEYS: tuple[str, ...] = ("psa", "psa_trivial", "translation_gain_min", "psa_gap_min")
+
+
+def last_training_checks(log_path: Path) -> dict[str, float]:
+    """``psa``, ``psa_trivial``, ``translation_gain_min``, ``psa_gap_min`` from a training log's last
+    loss line (absent keys are left out)."""
+    import json
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    losses = [row for row in rows if "total" in row]
+    if not losses:
+        return {}
+    return {k: float(losses[-1][k]) for k in TRAINING_CHECK_KEYS if k in losses[-1]}
 
 
 CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
@@ -240,8 +284,14 @@ def render_preview(
     pattern_map: np.ndarray,
     class_names: tuple[str, ...] | list[str],
     path: Path,
+    label: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
 ) -> Path:
-    """Scene RGB (missing optical shown grey) | coloured prediction | pattern map, with legends."""
+    """Scene RGB (missing optical grey) | ground truth | prediction | confidence | pattern map, with legends.
+
+    The confidence panel (max class probability) shows where a missing modality costs certainty; the
+    ground-truth panel beside the prediction shows where it costs accuracy.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,27 +307,38 @@ def render_preview(
     colours = [_rgb(CLASS_COLOURS[i % len(CLASS_COLOURS)]) for i in range(len(class_names))]
     pattern_colours = ["#000000", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d"]
 
-    figure, axes = plt.subplots(1, 3, figsize=(18, 7.4), constrained_layout=True)
+    figure, grid = plt.subplots(2, 3, figsize=(18, 13), constrained_layout=True)
+    axes = grid.ravel()
     axes[0].imshow(rgb)
     axes[0].set_title("scene (optical RGB; grey = optical missing)")
+    class_map = ListedColormap(colours)
+    legend = [Patch(color=c, label=n) for c, n in zip(colours, class_names, strict=True)]
+    if label is not None:
+        truth = np.ma.masked_where(label >= len(class_names), label)
+        axes[1].imshow(truth, cmap=class_map, vmin=0, vmax=len(class_names) - 1, interpolation="nearest")
+    axes[1].set_title("ground truth" if label is not None else "ground truth (not available)")
     shown = np.ma.masked_where(pattern_map == 0, prediction)
-    axes[1].imshow(
-        shown, cmap=ListedColormap(colours), vmin=0, vmax=len(class_names) - 1, interpolation="nearest"
-    )
-    axes[1].set_title("STARS prediction")
-    axes[1].legend(
-        handles=[Patch(color=c, label=n) for c, n in zip(colours, class_names, strict=True)],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.02),
-        ncol=4,
-        fontsize=8,
-        frameon=False,
-    )
-    axes[2].imshow(pattern_map, cmap=ListedColormap(pattern_colours), vmin=0, vmax=7, interpolation="nearest")
-    axes[2].set_title("engine (modality pattern) used per pixel")
+    axes[2].imshow(shown, cmap=class_map, vmin=0, vmax=len(class_names) - 1, interpolation="nearest")
+    axes[2].set_title("STARS prediction")
+    for axis in (axes[1], axes[2]):
+        axis.legend(
+            handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4, fontsize=8, frameon=False
+        )
+    if label is not None:
+        wrong = (prediction != label) & (label < len(class_names)) & (pattern_map > 0)
+        axes[3].imshow(np.where(wrong, 1.0, 0.0), cmap="Reds", vmin=0, vmax=1.5, interpolation="nearest")
+        axes[3].set_title(f"errors (red: prediction differs from ground truth, {wrong.mean() * 100:.1f} %)")
+    else:
+        axes[3].set_title("errors (no ground truth)")
+    if confidence is not None:
+        image = axes[4].imshow(confidence, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        figure.colorbar(image, ax=axes[4], orientation="horizontal", fraction=0.05, pad=0.02)
+    axes[4].set_title("confidence (max class probability)")
+    axes[5].imshow(pattern_map, cmap=ListedColormap(pattern_colours), vmin=0, vmax=7, interpolation="nearest")
+    axes[5].set_title("engine (modality pattern) used per pixel")
     present = sorted(int(v) for v in np.unique(pattern_map))
     names = ["none", *[p.name for p in ALL_PATTERNS]]
-    axes[2].legend(
+    axes[5].legend(
         handles=[Patch(color=pattern_colours[v], label=names[v]) for v in present],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
@@ -301,7 +362,12 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def render_report(
-    config: DemoConfig, result: DemoResult, overall: dict[str, Any], summary: Any, precision: str
+    config: DemoConfig,
+    result: DemoResult,
+    overall: dict[str, Any],
+    summary: Any,
+    precision: str,
+    training_checks: dict[str, float] | None = None,
 ) -> str:
     """The demo's Markdown report: configuration, per-pattern numbers, stage timings."""
     lines = [
@@ -335,14 +401,32 @@ def render_report(
     lines += ["", "## Per class IoU (whole scene)", "", "| class | IoU (%) |", "| --- | ---: |"]
     for name, value in overall["per_class_iou"].items():
         lines.append(f"| {name} | {_number(value, 2) or 'n/a'} |")
+    if training_checks:
+        lines += ["", "## Mechanism checks (last training log line)", ""]
+        if "psa" in training_checks and "psa_trivial" in training_checks:
+            ratio = training_checks["psa"] / max(training_checks["psa_trivial"], 1e-9)
+            lines.append(
+                f"- PSA loss {training_checks['psa']:.3f} against its trivial value "
+                f"{training_checks['psa_trivial']:.3f} (ratio {ratio:.2f}; below 0.85 means PSA learned)"
+            )
+        if "translation_gain_min" in training_checks:
+            lines.append(
+                f"- smallest translation gain over pairs and translated scales: "
+                f"{training_checks['translation_gain_min']:.2f} (1 - error / error of the per-channel mean)"
+            )
+        if "psa_gap_min" in training_checks:
+            lines.append(
+                f"- smallest same-class minus other-class cosine gap of the PSA embedding: "
+                f"{training_checks['psa_gap_min']:.2f}"
+            )
     lines += ["", "## Stage times", "", "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in result.timings.items()]
     lines += ["", "## Runtime summary", "", "```", summary.format(), "```"]
     lines += [
         "",
         "Files: `prediction.tif` (class map, scene CRS/transform), `pattern_map.tif` (pattern index per "
-        "pixel, names in tags), `preview.png`, `engines/manifest.json`, `train/` (checkpoint and log), "
-        "`scene/` and `data/`.",
+        "pixel, names in tags), `probabilities.tif` (per-class probability), `preview.png`, "
+        "`engines/manifest.json`, `train/` (checkpoint and log), `scene/` and `data/`.",
         "",
     ]
     return "\n".join(lines)

@@ -19,7 +19,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` only if the block succeeds.
 
     A crash or an exception leaves any previous ``target`` untouched and removes the partial file, so a
-    file that exists under its final name is always complete.
+    file that exists under its final name is always complete. The file is fsynced before the rename and the
+    folder after it, so the rename survives a power cut with the new content, not an empty file.
     """
     target = Path(target)
     ensure_writable_dir(target.parent)
@@ -29,10 +30,27 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_current_umask())
+        fsync(tmp)
         os.replace(tmp, target)
+        fsync(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync(path: str | os.PathLike[str]) -> None:
+    """Flush a file's (or a folder's entries') data to the storage device; a no-op where folders cannot be
+    opened for fsync."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _current_umask() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast, get_args
+from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
 from stars_edge.errors import ConfigError, ManifestError
 from stars_edge.io import ensure_writable_dir, sha256_file, write_json_atomic
@@ -51,6 +51,13 @@ class EngineAccuracy(TypedDict):
     agreement_with_fp32: float | None
     miou_drop: float | None
     gate: GateVerdict
+    #: Classes whose IoU fell more than the per-class budget (a minority class vanishing behind a good mean).
+    flagged_classes: NotRequired[list[str]]
+    #: Where the verdict came from when not measured on this engine (the ONNX a TensorRT engine came from).
+    measured_on: NotRequired[str]
+    #: The same measurement per CPU backend that runs this file (ONNX Runtime emulates Q/DQ in float, OpenVINO
+    #: runs integer kernels: they differ); the top-level fields are the worse of them.
+    by_backend: NotRequired[dict[str, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -195,6 +202,9 @@ class Manifest:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     schema_version: int = SCHEMA_VERSION
     root: Path | None = field(default=None, compare=False)
+    #: Pixels around an invalid region that a fill value can influence through the engines' receptive
+    #: field (measured at export by ``export.context_margin``); None in manifests written before it.
+    context_margin: int | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modalities if m not in MODALITIES]
@@ -314,6 +324,7 @@ class Manifest:
             "tile_size": int(self.tile_size),
             "engines": [entry.to_dict() for entry in sorted(self.engines, key=_entry_order)],
             "tools": dict(self.tools),
+            **({"context_margin": int(self.context_margin)} if self.context_margin is not None else {}),
         }
 
     @classmethod
@@ -338,6 +349,7 @@ class Manifest:
                 engines=[EngineEntry.from_dict(item) for item in data.get("engines", [])],
                 tools={str(k): str(v) for k, v in data.get("tools", {}).items()},
                 root=root,
+                context_margin=None if data.get("context_margin") is None else int(data["context_margin"]),
             )
         except ManifestError as exc:
             raise ManifestError(f"{where}: {exc}") from exc

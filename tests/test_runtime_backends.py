@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 from test_runtime_support import build_engines, conv_engine, random_weights
 
-from runtime.backends import Backend, OnnxRuntimeBackend, TensorRTBackend, resolve_backend_name
+from runtime.backends import (
+    Backend,
+    OnnxRuntimeBackend,
+    OpenVINOBackend,
+    TensorRTBackend,
+    open_backend,
+    resolve_backend_name,
+)
+from runtime.backends.onnxruntime_backend import provider_options
 from stars_edge.errors import ConfigError, DataError, ManifestError
 from stars_edge.manifest import load_manifest
 from stars_edge.modalities import Pattern
@@ -52,14 +63,106 @@ def test_onnxruntime_backend_requires_logits_output(tmp_path: Path) -> None:
         OnnxRuntimeBackend(path, output_name="scores")
 
 
-def test_auto_falls_back_to_onnxruntime_without_tensorrt(engines: Path) -> None:
+def test_auto_picks_openvino_on_a_cpu_and_onnxruntime_on_request(engines: Path) -> None:
     manifest = load_manifest(engines)
     patterns = (Pattern.parse("sar"),)
-    expected = "tensorrt" if TensorRTBackend.is_available() else "onnxruntime"
-    assert resolve_backend_name("auto", manifest, patterns, "fp32") in {expected, "onnxruntime"}
+    assert OpenVINOBackend.is_available(), "the dev extra installs openvino; these tests run it for real"
+    expected = "tensorrt" if TensorRTBackend.is_available() else "openvino"
+    assert resolve_backend_name("auto", manifest, patterns, "fp32") == expected
     assert resolve_backend_name("onnxruntime", manifest, patterns, "fp32") == "onnxruntime"
+    assert resolve_backend_name("openvino", manifest, patterns, "fp32") == "openvino"
     with pytest.raises(ConfigError, match="unknown backend"):
-        resolve_backend_name("openvino", manifest, patterns, "fp32")
+        resolve_backend_name("tflite", manifest, patterns, "fp32")
+
+
+def test_openvino_backend_matches_onnxruntime(engines: Path) -> None:
+    path = engines / "optical+sar.fp32.onnx"
+    backend = OpenVINOBackend(path, threads=1)
+    assert isinstance(backend, Backend)
+    assert backend.input_names == ("optical", "sar") and backend.device.startswith("openvino")
+    assert "f32" in backend.device  # explicit: OpenVINO would otherwise run "fp32" in bf16 on AVX512-BF16/AMX
+    rng = np.random.default_rng(2)
+    for shape in ((1, 32, 32), (3, 64, 32)):  # dynamic batch and tile size
+        batch = {
+            "optical": rng.normal(size=(shape[0], 4, *shape[1:])).astype(np.float32),
+            "sar": rng.normal(size=(shape[0], 2, *shape[1:])).astype(np.float32),
+        }
+        expected = OnnxRuntimeBackend(path, threads=1).run(batch)
+        np.testing.assert_allclose(backend.run(batch), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(DataError, match="needs input"):
+        backend.run({"optical": batch["optical"]})
+    with pytest.raises(DataError, match="rejected inputs"):
+        backend.run({"optical": batch["optical"][:, :3], "sar": batch["sar"]})
+    backend.close()
+
+
+def test_openvino_refuses_missing_output_and_broken_file(engines: Path, tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="expected 'scores'"):
+        OpenVINOBackend(engines / "sar.fp32.onnx", output_name="scores")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ManifestError, match="cannot be read by OpenVINO"):
+        OpenVINOBackend(broken)
+
+
+def _scaler_engine(path: Path) -> Path:
+    """An engine ONNX Runtime runs but OpenVINO cannot load (ai.onnx.ml Scaler): the fallback case."""
+    sar = helper.make_tensor_value_info("sar", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, "H", "W"])
+    node = helper.make_node("Scaler", ["sar"], ["logits"], domain="ai.onnx.ml", offset=[0.0], scale=[2.0])
+    graph = helper.make_graph([node], "scaler", [sar], [logits])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    return path
+
+
+def test_failed_openvino_load_falls_back_to_onnxruntime_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _scaler_engine(tmp_path / "sar.fp32.onnx")
+    caplog.set_level(logging.WARNING, logger="stars_edge.runtime")
+    first = open_backend("openvino", path, threads=1)
+    second = open_backend("openvino", path, threads=1)
+    assert isinstance(first, OnnxRuntimeBackend) and isinstance(second, OnnxRuntimeBackend)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "OpenVINO failed, using ONNX Runtime" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+    sar = np.ones((1, 2, 8, 8), np.float32)
+    np.testing.assert_allclose(first.run({"sar": sar}), 2 * sar)
+    weight, bias = random_weights(classes=2)(Pattern.parse("sar"), 2)
+    good = conv_engine(tmp_path / "good.onnx", Pattern.parse("sar"), {"sar": 2}, weight, bias)
+    assert isinstance(open_backend("openvino", good, threads=1), OpenVINOBackend)
+
+
+def test_onnxruntime_gpu_providers_get_caches_profiles_and_device(tmp_path: Path) -> None:
+    """The options given to the TensorRT/CUDA providers (the providers themselves need a GPU build)."""
+    options = provider_options(
+        ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        tmp_path / "optical+sar.int8.onnx",
+        device_id=1,
+        input_bands={"optical": 4, "sar": 2},
+        tile=512,
+    )
+    trt, cuda, cpu = options
+    assert trt["device_id"] == "1" and cuda["device_id"] == "1" and cpu == {}
+    assert trt["trt_engine_cache_enable"] == "True" and trt["trt_timing_cache_enable"] == "True"
+    assert trt["trt_engine_cache_path"] == str(tmp_path / "ort_tensorrt_cache")
+    assert trt["trt_profile_min_shapes"] == "optical:1x4x32x32,sar:1x2x32x32"
+    assert trt["trt_profile_opt_shapes"] == "optical:1x4x512x512,sar:1x2x512x512"
+    assert trt["trt_profile_max_shapes"] == "optical:4x4x512x512,sar:4x2x512x512"
+
+
+def test_predictor_runs_on_openvino(engines: Path) -> None:
+    from runtime import Predictor
+
+    rng = np.random.default_rng(0)
+    arrays = {"sar": rng.normal(-12, 4, (2, 40, 40)), "optical": rng.normal(0.2, 0.1, (4, 40, 40))}
+    reference, _ = Predictor(engines, backend="onnxruntime", threads=1).predict_arrays(
+        arrays, tile=32, overlap=8
+    )
+    predictor = Predictor(engines, backend="openvino", threads=1)
+    classes, _ = predictor.predict_arrays(arrays, tile=32, overlap=8)
+    assert (classes == reference).mean() > 0.999
 
 
 def test_tensorrt_is_available_is_safe_to_call() -> None:

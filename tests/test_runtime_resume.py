@@ -12,12 +12,13 @@ from affine import Affine
 from test_runtime_support import build_engines, make_physical, random_weights, write_raster
 
 from runtime import Predictor, RunSummary
-from runtime.outputs import journal_path, partial_path
+from runtime.outputs import BLOCK, journal_path, partial_path
 from stars_edge.errors import DataError, ManifestError, OutputError
 
 TRANSFORM = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)
 TILE, OVERLAP = 32, 8
-SIZE = (100, 70)  # 5 tile rows of stride 24
+STRIDE = TILE - OVERLAP
+SIZE = (600, 70)  # 25 tile rows of stride 24; output block bands end at rows 256, 512 and 600
 
 
 class Interrupt(Exception):
@@ -73,7 +74,13 @@ def _interrupt_after(rows: int):  # type: ignore[no-untyped-def]
     return hook
 
 
-@pytest.mark.parametrize("stop_after", [1, 3])
+def _written_before(row: int) -> int:
+    """Raster rows on disk once tile row ``row`` was handed to the writer: whole 256-row block bands."""
+    stop = min(row * STRIDE + STRIDE, SIZE[0])
+    return stop // BLOCK * BLOCK
+
+
+@pytest.mark.parametrize("stop_after", [4, 13, 23])
 def test_resume_equals_uninterrupted(
     engines: Path, scene: dict[str, Path], tmp_path: Path, stop_after: int
 ) -> None:
@@ -84,10 +91,15 @@ def test_resume_equals_uninterrupted(
     with pytest.raises(Interrupt):
         _run(engines, scene, folder, on_row_done=_interrupt_after(stop_after))
     assert not (folder / "pred.tif").exists()  # nothing that looks complete
-    assert partial_path(folder / "pred.tif").exists() and journal_path(folder / "pred.tif").exists()
+    written = _written_before(stop_after - 1)
+    assert partial_path(folder / "pred.tif").exists() is (written > 0)
+    assert journal_path(folder / "pred.tif").exists() is (written > 0)
     summary = _run(engines, scene, folder, resume=True)
-    assert summary.resumed_from_row == stop_after
-    assert summary.processed_pixels == (SIZE[0] - stop_after * (TILE - OVERLAP)) * SIZE[1]
+    assert summary.resumed is (written > 0)
+    assert summary.resumed_from_row == written // STRIDE
+    assert summary.processed_pixels == (SIZE[0] - written) * SIZE[1]
+    if written:
+        assert f"resumed at tile row {written // STRIDE} of 25" in summary.format()
     for name, array in _read(folder).items():
         np.testing.assert_array_equal(array, expected[name], err_msg=name)
     assert not partial_path(folder / "pred.tif").exists() and not journal_path(folder / "pred.tif").exists()
@@ -99,9 +111,9 @@ def test_interrupted_twice_then_resumed(engines: Path, scene: dict[str, Path], t
     _run(engines, scene, tmp_path / "whole")
     folder = tmp_path / "twice"
     with pytest.raises(Interrupt):
-        _run(engines, scene, folder, on_row_done=_interrupt_after(1))
+        _run(engines, scene, folder, on_row_done=_interrupt_after(12))
     with pytest.raises(Interrupt):
-        _run(engines, scene, folder, resume=True, on_row_done=_interrupt_after(3))
+        _run(engines, scene, folder, resume=True, on_row_done=_interrupt_after(23))
     _run(engines, scene, folder, resume=True)
     for name, array in _read(folder).items():
         np.testing.assert_array_equal(array, _read(tmp_path / "whole")[name], err_msg=name)
@@ -115,7 +127,7 @@ def test_resume_without_journal_starts_fresh(engines: Path, scene: dict[str, Pat
 
 def test_resume_refuses_another_model(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(Interrupt):
-        _run(engines, scene, tmp_path, on_row_done=_interrupt_after(2))
+        _run(engines, scene, tmp_path, on_row_done=_interrupt_after(12))
     other = build_engines(tmp_path / "other", random_weights(classes=5), classes=5, checkpoint="ab" * 32)
     with pytest.raises(ManifestError, match="5 classes"):
         _run(other, scene, tmp_path, resume=True)
@@ -123,7 +135,7 @@ def test_resume_refuses_another_model(engines: Path, scene: dict[str, Path], tmp
 
 def test_resume_refuses_other_settings(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(Interrupt):
-        _run(engines, scene, tmp_path, on_row_done=_interrupt_after(2))
+        _run(engines, scene, tmp_path, on_row_done=_interrupt_after(12))
     predictor = Predictor(engines, backend="onnxruntime", threads=1)
     with pytest.raises(OutputError, match="overlap"):
         predictor.predict_scene(
@@ -147,7 +159,7 @@ def test_failed_writes_stay_resumable_but_bad_data_leaves_nothing(
     engines: Path, scene: dict[str, Path], tmp_path: Path, error: Exception, kept: bool
 ) -> None:
     def hook(row: int) -> None:
-        if row == 1:
+        if row == 12:
             raise error
 
     with pytest.raises(type(error)):

@@ -25,14 +25,30 @@ CHECKPOINT = "c0ffee" * 10 + "abcd"
 
 
 def conv_engine(
-    path: Path, pattern: Pattern, bands: Mapping[str, int], weight: np.ndarray, bias: np.ndarray
+    path: Path,
+    pattern: Pattern,
+    bands: Mapping[str, int],
+    weight: np.ndarray,
+    bias: np.ndarray,
+    kernel: int = 1,
 ) -> Path:
-    """Write ``logits = Conv1x1(concat(inputs of pattern))`` as an ONNX file with dynamic N/H/W."""
+    """Write ``logits = Conv(concat(inputs of pattern))`` as an ONNX file with dynamic N/H/W.
+
+    ``kernel`` 1 gives a 1x1 convolution; an odd ``kernel`` k > 1 spreads the 1x1 weights over a k x k
+    kernel (centre weight 1/2, the rest sharing the other half) with zero padding: an engine with a real
+    spatial receptive field of radius (k - 1) / 2, so fill values and tile edges show in its output.
+    """
+    if kernel > 1:
+        spread = np.full((kernel, kernel), 0.5 / (kernel * kernel - 1), dtype=np.float32)
+        spread[kernel // 2, kernel // 2] = 0.5
+        weight4 = weight.astype(np.float32)[:, :, None, None] * spread[None, None] * 2.0
+    else:
+        weight4 = weight.astype(np.float32)[:, :, None, None]
     inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, ["N", bands[m], "H", "W"]) for m in pattern]
     classes = weight.shape[0]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, "H", "W"])
     initializers = [
-        numpy_helper.from_array(weight.astype(np.float32)[:, :, None, None], "weight"),
+        numpy_helper.from_array(weight4, "weight"),
         numpy_helper.from_array(bias.astype(np.float32), "bias"),
     ]
     nodes = []
@@ -41,7 +57,12 @@ def conv_engine(
         source = "stacked"
     else:
         source = pattern.modalities[0]
-    nodes.append(helper.make_node("Conv", [source, "weight", "bias"], ["logits"], kernel_shape=[1, 1]))
+    pad = kernel // 2
+    nodes.append(
+        helper.make_node(
+            "Conv", [source, "weight", "bias"], ["logits"], kernel_shape=[kernel, kernel], pads=[pad] * 4
+        )
+    )
     graph = helper.make_graph(nodes, f"conv_{pattern.name}", inputs, [output], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -82,6 +103,8 @@ def build_engines(
     precisions: tuple[str, ...] = ("fp32",),
     checkpoint: str = CHECKPOINT,
     tile_size: int = 64,
+    context_margin: int | None = 0,
+    kernel: int = 1,
 ) -> Path:
     """Write one conv engine per pattern (and precision) plus ``manifest.json``; returns ``folder``."""
     specs = dict(specs or DEFAULT_SPECS)
@@ -93,13 +116,14 @@ def build_engines(
         ),
         modalities=specs,
         tile_size=tile_size,
+        context_margin=context_margin,
     )
     bands = {m: s.bands for m, s in specs.items()}
     for pattern in patterns:
         weight, bias = weights(pattern, sum(bands[m] for m in pattern))
         for precision in precisions:
             name = f"{pattern}.{precision}.onnx"
-            conv_engine(folder / name, pattern, bands, weight, bias)
+            conv_engine(folder / name, pattern, bands, weight, bias, kernel)
             manifest.add(
                 EngineEntry(
                     pattern=pattern,

@@ -38,6 +38,9 @@ class _FakeCudaRuntime(types.ModuleType):
         self.__spec__ = importlib.machinery.ModuleSpec(self.__name__, None)
         self.cudaError_t = types.SimpleNamespace(cudaSuccess=0)
         self.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+        self.cudaDeviceAttr = types.SimpleNamespace(
+            cudaDevAttrComputeCapabilityMajor="major", cudaDevAttrComputeCapabilityMinor="minor"
+        )
         self.allocations: dict[int, np.ndarray] = {}
         self.copies: list[int] = []
 
@@ -52,6 +55,10 @@ class _FakeCudaRuntime(types.ModuleType):
 
     def cudaSetDevice(self, device: int) -> tuple[int]:
         return (0,)
+
+    def cudaDeviceGetAttribute(self, attribute: str, device: int) -> tuple[int, int]:
+        major, minor = FAKE_CAPABILITY.split(".")
+        return 0, int(major if attribute == "major" else minor)
 
     def cudaGetDeviceProperties(self, device: int) -> tuple[int, Any]:
         major, minor = FAKE_CAPABILITY.split(".")
@@ -181,19 +188,151 @@ def _fake_tensorrt() -> types.ModuleType:
             return engine
 
     module.Runtime = Runtime  # type: ignore[attr-defined]
+    _add_fake_builder(module)
     return module
 
 
-@pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeCudaRuntime:
+class _FakeTimingCache:
+    def __init__(self, blob: bytes) -> None:
+        self.entries: list[str] = json.loads(blob) if blob else []
+
+    def serialize(self) -> bytes:
+        return json.dumps(self.entries).encode()
+
+
+def _add_fake_builder(module: types.ModuleType) -> None:
+    """The builder half of the TensorRT 10/11 API: parse a conv ONNX and emit the fake engine's JSON.
+
+    ``module.fail`` names one call that reports failure by its return value (None / False / -1), as the real
+    API does, so tests can check that every such return is checked. ``module.builds`` records each build.
+    """
+    module.fail = ""  # type: ignore[attr-defined]
+    module.builds = []  # type: ignore[attr-defined]
+    module.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)  # type: ignore[attr-defined]
+    module.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")  # type: ignore[attr-defined]
+
+    def failing(name: str, value: Any, failed: Any) -> Any:
+        return failed if module.fail == name else value
+
+    class Tensor:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags = flags
+            self.onnx: Any = None
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.onnx.graph.input)
+
+        def get_input(self, index: int) -> Tensor:
+            return Tensor(self.onnx.graph.input[index].name)
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: object) -> None:
+            self.network = network
+
+        def parse_from_file(self, path: str) -> bool:
+            import onnx
+
+            self.network.onnx = onnx.load(path)
+            return failing("parse_from_file", True, False)
+
+        def get_error(self, index: int) -> str:
+            return "fake parse error"
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple[Any, ...]] = {}
+
+        def set_shape(self, name: str, low: Any, opt: Any, high: Any) -> None:
+            self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+    class Config:
+        def __init__(self) -> None:
+            self.profiles: list[Profile] = []
+            self.cache: _FakeTimingCache | None = None
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            self.workspace = size
+
+        def add_optimization_profile(self, profile: Profile) -> int:
+            self.profiles.append(profile)
+            return failing("add_optimization_profile", len(self.profiles) - 1, -1)
+
+        def create_timing_cache(self, blob: bytes) -> _FakeTimingCache | None:
+            return failing("create_timing_cache", _FakeTimingCache(blob), None)
+
+        def set_timing_cache(self, cache: _FakeTimingCache, ignore_mismatch: bool) -> bool:
+            assert ignore_mismatch is False, "a cache from another GPU/version must never be used"
+            self.cache = cache
+            return failing("set_timing_cache", True, False)
+
+        def get_timing_cache(self) -> _FakeTimingCache | None:
+            return self.cache
+
+    class Builder:
+        def __init__(self, logger: object) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            return Network(flags)
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes | None:
+            from onnx import numpy_helper
+
+            assert network.flags == 1 << 1, "networks must be strongly typed"
+            graph = network.onnx.graph
+            conv = next(n for n in graph.node if n.op_type == "Conv")
+            initializers = {i.name: i for i in graph.initializer}
+            weight, bias = (initializers[name] for name in conv.input[1:3])
+            values = {"weight": numpy_helper.to_array(weight), "bias": numpy_helper.to_array(bias)}
+            types_ = {weight.data_type, bias.data_type}
+            (profile,) = config.profiles
+            first = next(iter(profile.shapes.values()))
+            module.builds.append({"types": types_, "shapes": profile.shapes, "workspace": config.workspace})
+            assert config.cache is not None
+            config.cache.entries.append(graph.name)
+            spec = {
+                "inputs": [i.name for i in graph.input],
+                "bands": {name: shape[0][1] for name, shape in profile.shapes.items()},
+                "weight": values["weight"].astype(np.float32)[:, :, 0, 0].tolist(),
+                "bias": values["bias"].astype(np.float32).tolist(),
+                "max_batch": first[2][0],
+                "tile": first[1][2],
+            }
+            return failing("build_serialized_network", json.dumps(spec).encode(), None)
+
+    module.Builder = Builder  # type: ignore[attr-defined]
+    module.OnnxParser = OnnxParser  # type: ignore[attr-defined]
+
+
+def install_fakes(setitem: Any = None) -> _FakeCudaRuntime:
+    """Put the ``tensorrt`` and ``cuda.bindings.runtime`` stand-ins in ``sys.modules``."""
+    setitem = setitem or (lambda mapping, key, value: mapping.__setitem__(key, value))
     runtime_module = _FakeCudaRuntime()
     for name in ("cuda", "cuda.bindings"):
         package = types.ModuleType(name)
         package.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        monkeypatch.setitem(sys.modules, name, package)
-    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", runtime_module)
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt())
+        setitem(sys.modules, name, package)
+    setitem(sys.modules, "cuda.bindings.runtime", runtime_module)
+    setitem(sys.modules, "tensorrt", _fake_tensorrt())
     return runtime_module
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> _FakeCudaRuntime:
+    return install_fakes(monkeypatch.setitem)
 
 
 def _write_fake_engine(
@@ -297,6 +436,6 @@ def test_auto_skips_engines_built_for_another_gpu(fake_gpu: _FakeCudaRuntime, tm
     folder = _manifest_with_tensorrt(tmp_path / "engines", random_weights(classes=3), capability="9.0")
     predictor = Predictor(folder, backend="auto")
     predictor.predict_arrays(make_physical((40, 40)), tile=32, overlap=8)
-    assert predictor._engines.keys() == {"onnxruntime"}
+    assert predictor._engines.keys() == {"openvino"}  # the fastest CPU backend, not the foreign engines
     with pytest.raises(ManifestError, match=r"compute capability 8\.9"):
         Predictor(folder, backend="tensorrt").predict_arrays(make_physical((40, 40)), tile=32, overlap=8)

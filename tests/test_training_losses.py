@@ -70,7 +70,11 @@ def test_collapse_without_stop_gradient_but_not_with_it(tmp_path: Path) -> None:
         val_every=1000,
         checkpoint_every=1000,
         full_pattern_prob=1.0,
+        pattern_schedule="draw",
+        lambda_distill=0.0,
         translation_distance="cosine",
+        translation_scales=(0, 1, 2, 3),
+        psa_scale=0,
         seed=0,
     )
     data = build_training_data(TrainConfig(**base))  # type: ignore[arg-type]

@@ -21,6 +21,9 @@ MODEL_OVERRIDE_KEYS: tuple[str, ...] = (
     "psa_scale",
     "translator_kernel",
     "translator_reduction",
+    "translator_depth",
+    "translation_scales",
+    "pattern_norm",
 )
 
 
@@ -40,6 +43,10 @@ class TrainConfig:
     psa_scale: int | None = None
     translator_kernel: int | None = None
     translator_reduction: int | None = None
+    translator_depth: int | None = None
+    translation_scales: tuple[int, ...] | None = None
+    pattern_norm: Literal["reestimate", "learned", "shared"] | None = None
+    pattern_norm_batches: int = 16
     # data
     data: str = "synthetic"
     dataset_format: str = "auto"
@@ -67,12 +74,17 @@ class TrainConfig:
     seg_weight: float = 1.0
     dice_weight: float = 0.0
     lambda_tr: float = 1.0
-    translation_distance: Literal["cosine", "mse", "l1"] = "cosine"
-    lambda_psa: float = 0.1
+    translation_distance: Literal["standardized", "cosine", "mse", "l1"] = "standardized"
+    lambda_psa: float = 1.0
     psa_pixels_per_class: int = 32
-    psa_temperature: float = 0.1
+    psa_temperature: float = 0.2
+    psa_views: Literal["real", "real+translated"] = "real"
     lambda_shaspec_align: float = 0.1
     lambda_shaspec_domain: float = 0.1
+    pattern_schedule: Literal["all", "draw"] = "all"
+    subset_weight: float = 1.0
+    lambda_distill: float = 1.0
+    distill_temperature: float = 2.0
     full_pattern_prob: float = 0.25
     # run
     seed: int = 0
@@ -87,6 +99,9 @@ class TrainConfig:
     val_patterns: str = "all"
     val_batch_size: int = 8
     diagnostics: bool = True
+    # speed (training/speed.py); the defaults are the bit-stable fp32 path
+    channels_last: bool = False
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
         if self.variant not in MODEL_REGISTRY:
@@ -117,10 +132,17 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be positive, got {value}")
         if self.tile_size % 32:
             raise ConfigError(f"tile_size must be a multiple of 32, got {self.tile_size}")
-        if self.lr <= 0 or self.psa_temperature <= 0:
-            raise ConfigError("lr and psa_temperature must be positive")
+        if self.lr <= 0 or self.psa_temperature <= 0 or self.distill_temperature <= 0:
+            raise ConfigError("lr, psa_temperature and distill_temperature must be positive")
+        if self.subset_weight < 0 or self.lambda_distill < 0:
+            raise ConfigError("subset_weight and lambda_distill must be >= 0")
+        if self.pattern_norm_batches < 0:
+            raise ConfigError(f"pattern_norm_batches must be >= 0, got {self.pattern_norm_batches}")
         if not 0.0 <= self.full_pattern_prob <= 1.0:
             raise ConfigError(f"full_pattern_prob must be in [0, 1], got {self.full_pattern_prob}")
+        from training.speed import check_speed_options
+
+        check_speed_options(self)
 
     def model_overrides(self) -> dict[str, Any]:
         """The ModelConfig fields this config sets explicitly."""
@@ -146,6 +168,12 @@ FIELD_HELP: dict[str, str] = {
     "psa_scale": "override the PSA feature scale (0 = stride 4, 1 = stride 8)",
     "translator_kernel": "override the translator conv kernel (1 or 3)",
     "translator_reduction": "override the translator hidden-width reduction (hidden = C / reduction)",
+    "translator_depth": "override the translator's 3x3 layers before its 1x1 output",
+    "translation_scales": "override the scales translated (0..3 = stride 4..32); others are zero-filled",
+    "pattern_norm": "decoder normalization per pattern: reestimate (after training, on training batches), "
+    "learned (one BatchNorm per pattern in training) or shared (one set for all patterns: the ablation)",
+    "pattern_norm_batches": "training batches used to re-estimate per-pattern statistics (end of training "
+    "and before each validation)",
     "data": "'synthetic' (scenes generated in memory) or a dataset folder",
     "dataset_format": "dataset folder layout passed to open_dataset (auto detects)",
     "train_split": "dataset split used for training",
@@ -170,13 +198,20 @@ FIELD_HELP: dict[str, str] = {
     "seg_weight": "weight of the segmentation loss",
     "dice_weight": "weight of the soft Dice term added to cross-entropy",
     "lambda_tr": "weight of the translation loss",
-    "translation_distance": "translation distance: cosine, mse or l1",
+    "translation_distance": "translation distance: standardized (per-channel standardized squared error, "
+    "scale-sensitive), cosine, mse or l1",
     "lambda_psa": "weight of the PSA cross-modal contrastive loss",
     "psa_pixels_per_class": "PSA: pixels sampled per class present in a batch (K)",
     "psa_temperature": "PSA: contrastive temperature",
+    "psa_views": "PSA views: real (each present modality) or real+translated (adds translated features)",
     "lambda_shaspec_align": "ShaSpec: weight of the L1 shared-feature alignment",
     "lambda_shaspec_domain": "ShaSpec: weight of the modality classification of specific features",
-    "full_pattern_prob": "probability that a step draws the full pattern (else a random proper subset)",
+    "pattern_schedule": "all: supervise the full pattern and every proper subset each step; draw: the full "
+    "pattern and one drawn pattern (the old schedule)",
+    "subset_weight": "weight of each proper subset's segmentation loss",
+    "lambda_distill": "weight of the distillation from the full pattern's logits to each subset's",
+    "distill_temperature": "temperature of that distillation",
+    "full_pattern_prob": "schedule draw: probability of drawing the full pattern (else a proper subset)",
     "seed": "random seed (model init, batches, patterns, sampling)",
     "threads": "torch intra-op threads (0 = torch default)",
     "device": "auto, cpu or cuda",
@@ -189,4 +224,6 @@ FIELD_HELP: dict[str, str] = {
     "val_patterns": "patterns to validate: all, or e.g. 'optical+sar sar'",
     "val_batch_size": "tiles per validation batch",
     "diagnostics": "log collapse diagnostics (feature std, effective rank)",
+    "channels_last": "train with channels-last tensors (oneDNN's fast convolution layout; true/false)",
+    "autocast": "forward/loss precision: none (fp32, bit-stable) or bf16 (autocast; avx512_bf16/AMX CPUs)",
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +31,7 @@ from stars_edge.errors import CheckpointError, TrainingError
 from stars_edge.io import ensure_writable_dir
 from stars_edge.modalities import Pattern, all_patterns, parse_patterns
 from stars_edge.models import STARSModel, create_model
+from stars_edge.models.pattern_norm import estimate_pattern_statistics
 from training.config import TrainConfig
 from training.data import (
     TrainingData,
@@ -49,8 +51,9 @@ from training.distributed import (
     wrap_ddp,
 )
 from training.evaluation import evaluate_model
-from training.losses import collapse_diagnostics
+from training.losses import collapse_diagnostics, embedding_class_gaps
 from training.objective import TrainingObjective
+from training.speed import autocast_context, prepare_batch, prepare_model
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "log.jsonl"
@@ -151,6 +154,7 @@ def _train(
     classes = len(data.class_names)
     model = create_model(config.variant, in_channels, classes, config.method, **config.model_overrides())
     model.to(device)
+    prepare_model(model, config)
     output_dir = Path(config.output_dir)
     checkpoint_path = output_dir / CHECKPOINT_NAME
     log_path = output_dir / LOG_NAME
@@ -205,11 +209,12 @@ def _train(
             batch = collate([data.train[i] for i in indices], keys)
             if step == start_step:
                 check_batch(batch, in_channels, data.source)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = prepare_batch({k: v.to(device, non_blocking=True) for k, v in batch.items()}, config)
             pattern = draw_pattern(
                 model.modalities, step_generator(config.seed, step, 3), config.full_pattern_prob
             )
-            losses = runner(batch, pattern, step_generator(config.seed, step, 4, context.rank))
+            with autocast_context(config, device):
+                losses = runner(batch, pattern, step_generator(config.seed, step, 4, context.rank))
             total = losses["total"]
             _check_finite(total, losses, step + 1, last_good, context, device)
             optimizer.zero_grad(set_to_none=True)
@@ -229,12 +234,15 @@ def _train(
                     **losses_seen,
                 }
                 if config.diagnostics:
-                    diagnostics = _diagnostics(model, batch)
+                    diagnostics = _diagnostics(model, batch, data.class_names, data.ignore_index)
                     record.update(diagnostics)
                 bar.set_postfix(loss=f"{losses_seen['total']:.3f}", pattern=pattern.name)
                 if context.is_main:
                     _append_log(log_path, record)
-            if (done % config.val_every == 0 or last) and data.val is not None:
+            validate = (done % config.val_every == 0 or last) and data.val is not None
+            if validate or last:
+                _reestimate_pattern_norms(model, data, config, keys, device, context)
+            if validate and data.val is not None:
                 if context.is_main:
                     scores = evaluate_model(
                         model, data.val, patterns, config.val_batch_size, data.ignore_index, device=device
@@ -326,13 +334,42 @@ def _check_finite(
         )
 
 
+def _reestimate_pattern_norms(
+    model: STARSModel,
+    data: TrainingData,
+    config: TrainConfig,
+    keys: list[str],
+    device: torch.device,
+    context: DistributedContext,
+) -> None:
+    """Per-pattern decoder statistics from ``pattern_norm_batches`` fixed training batches (``reestimate``).
+
+    The batches are a function of the seed only, so every rank (and a resumed run) gets the same statistics.
+    """
+    if model.config.pattern_norm != "reestimate" or config.pattern_norm_batches == 0:
+        return
+
+    def batches() -> Iterator[dict[str, torch.Tensor]]:
+        for index in range(config.pattern_norm_batches):
+            _epoch, indices = batch_indices(
+                len(data.train), config.batch_size, index, config.seed + 7919, 0, 1
+            )
+            batch = collate([data.train[i] for i in indices], keys)
+            yield {k: v.to(device) for k, v in batch.items()}
+
+    estimate_pattern_statistics(model, batches())
+    barrier(context)
+
+
 @torch.no_grad()
-def _diagnostics(model: STARSModel, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Collapse indicators of each modality's fused features at the PSA scale (mean over modalities too)."""
+def _diagnostics(
+    model: STARSModel, batch: dict[str, torch.Tensor], class_names: Sequence[str], ignore_index: int
+) -> dict[str, float]:
+    """Collapse indicators of each modality's fused features at the PSA scale (mean over modalities too),
+    and, with PSA, the embedding's same-class minus other-class cosine gap per class (``psa_gap/<class>``)."""
     was_training = model.training
     model.eval()
     encoded = model.encode({m: batch[m] for m in model.modalities})
-    model.train(was_training)
     out: dict[str, float] = {}
     for m, features in encoded.items():
         for key, value in collapse_diagnostics(features.fused[model.config.psa_scale]).items():
@@ -340,6 +377,20 @@ def _diagnostics(model: STARSModel, batch: dict[str, torch.Tensor]) -> dict[str,
     for key in ("feature_std", "effective_rank"):
         values = [v for k, v in out.items() if k.startswith(key + "/")]
         out[key] = float(np.mean(values))
+    if model.psa_head is not None:
+        stride = 4 * 2**model.config.psa_scale
+        gaps: dict[int, list[float]] = {}
+        for features in encoded.values():
+            embedding = model.project(features.fused)
+            for c, gap in embedding_class_gaps(
+                embedding, batch["label"], stride, model.classes, ignore_index
+            ).items():
+                gaps.setdefault(c, []).append(gap)
+        for c, values in sorted(gaps.items()):
+            out[f"psa_gap/{class_names[c]}"] = float(np.mean(values))
+        if gaps:
+            out["psa_gap_min"] = min(out[f"psa_gap/{class_names[c]}"] for c in gaps)
+    model.train(was_training)
     return out
 
 

@@ -1,16 +1,23 @@
 """Losses of STARS and its baselines, plus the collapse diagnostics.
 
 - segmentation: cross-entropy (ignore index 255), optional soft Dice;
-- translation: distance(T_{j->k}(f_j), stopgrad(f_k)) for every ordered pair, every scale. Detaching the
-  target is the asymmetric alignment: the target encoder is never pulled towards its translation, so the
-  constant-feature solution is not a minimum (turn it off to get the ``stars_no_stopgrad`` ablation);
-- PSA: cross-modal supervised contrastive loss on class-balanced pixel samples;
+- translation: distance(T_{j->k}(f_j), stopgrad(f_k)) for every ordered pair, every translated scale.
+  Detaching the target is the asymmetric alignment: the target encoder is never pulled towards its
+  translation, so the constant-feature solution is not a minimum (turn it off to get the
+  ``stars_no_stopgrad`` ablation). The default distance is a per-channel *standardized* squared error: it is
+  sensitive to scale (a translation at half the norm of the real features is penalised, which cosine
+  distance is not) and its value for the per-channel-mean guess is about 1, so ``translation_gain`` =
+  1 - error(translator) / error(mean guess) says how much of the target the translator actually predicts;
+- distillation: each proper subset's logits towards the full pattern's (teacher detached);
+- PSA: cross-modal supervised contrastive loss on class-balanced pixel samples; its value for identical
+  embeddings is ``log((V - 1) * S)`` (``psa_trivial``), the level a PSA that learns nothing sits at;
 - ShaSpec: L1 alignment of shared features and modality classification of specific features.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -43,8 +50,32 @@ def dice_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, 
     return 1.0 - ((2 * intersection + eps) / (total + eps)).mean()
 
 
-def feature_distance(prediction: Tensor, target: Tensor, kind: str = "cosine") -> Tensor:
-    """Per-pixel distance between feature maps: ``1 - cos`` over channels, MSE or L1."""
+#: Floor of each channel's variance in the standardized distance, relative to the mean channel variance: a
+#: dead (constant) channel must not blow the error up.
+VARIANCE_FLOOR = 0.05
+
+
+def channel_scale(target: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and floored variance of a ``(N, C, h, w)`` map, detached: ``(1, C, 1, 1)`` each."""
+    with torch.no_grad():
+        t = target.detach().float()
+        mean = t.mean(dim=(0, 2, 3), keepdim=True)
+        var = t.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        var = var + VARIANCE_FLOOR * var.mean() + 1e-8
+    return mean, var
+
+
+def standardized_error(prediction: Tensor, target: Tensor, var: Tensor | None = None) -> Tensor:
+    """Mean over pixels and channels of ``(prediction - target)^2 / var_c`` (``var`` from the target)."""
+    if var is None:
+        _mean, var = channel_scale(target)
+    return ((prediction - target) ** 2 / var).mean()
+
+
+def feature_distance(prediction: Tensor, target: Tensor, kind: str = "standardized") -> Tensor:
+    """Distance between feature maps: standardized squared error, ``1 - cos`` over channels, MSE or L1."""
+    if kind == "standardized":
+        return standardized_error(prediction, target)
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(prediction, target, dim=1)).mean()
     if kind == "mse":
@@ -55,19 +86,62 @@ def feature_distance(prediction: Tensor, target: Tensor, kind: str = "cosine") -
 
 
 def translation_loss(
-    translations: Mapping[tuple[str, str], Sequence[Tensor]],
+    translations: Mapping[tuple[str, str], Mapping[int, Tensor]],
     targets: Mapping[str, Sequence[Tensor]],
     stop_gradient: bool = True,
-    distance: str = "cosine",
+    distance: str = "standardized",
 ) -> Tensor:
-    """Mean over ordered pairs and scales of distance(T_{j->k}(f_j), f_k), the target detached by default."""
+    """Mean over ordered pairs and translated scales of distance(T_{j->k}(f_j), f_k), the target detached
+    by default (``translations[(j, k)]`` maps a scale index to the translated features)."""
     terms = []
     for (_source, target), predicted in translations.items():
-        for pred, real in zip(predicted, targets[target], strict=True):
+        for scale, pred in predicted.items():
+            real = targets[target][scale]
             terms.append(feature_distance(pred, real.detach() if stop_gradient else real, distance))
     if not terms:
         raise ValueError("translation_loss needs at least one translated pair")
     return torch.stack(terms).mean()
+
+
+@torch.no_grad()
+def translation_gains(
+    translations: Mapping[tuple[str, str], Mapping[int, Tensor]],
+    targets: Mapping[str, Sequence[Tensor]],
+    guesses: Mapping[tuple[str, int], Tensor] | None = None,
+) -> dict[str, float]:
+    """``translation_gain/<source>-><target>/s<scale>`` = 1 - error(translator) / error(mean guess).
+
+    Both errors are the standardized squared error against the same real features. The guess is, by
+    default, the target's per-channel mean over these very features (the best constant in hindsight, an
+    oracle: used in the training log); ``guesses[(target, scale)]`` replaces it by a constant measured
+    elsewhere (on training tiles, for held-out evaluation: the constant a deployed model could use).
+    0 means the translator is no better than that constant, 1 a perfect translation.
+    ``translation_gain_min`` is the smallest over pairs and scales.
+    """
+    gains: dict[str, float] = {}
+    for (source, target), predicted in translations.items():
+        for scale, pred in predicted.items():
+            real = targets[target][scale].detach().float()
+            mean, var = channel_scale(real)
+            if guesses is not None:
+                mean = guesses[(target, scale)].reshape(1, -1, 1, 1).to(real)
+            guess = standardized_error(mean.expand_as(real), real, var)
+            error = standardized_error(pred.detach().float(), real, var)
+            gains[f"translation_gain/{source}->{target}/s{scale}"] = float(
+                1.0 - error / guess.clamp_min(1e-12)
+            )
+    if gains:
+        gains["translation_gain_min"] = min(gains.values())
+    return gains
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, temperature: float = 2.0) -> Tensor:
+    """KL(teacher || student) on temperature-softened class distributions, times T^2 (Hinton et al.)."""
+    t = temperature
+    target = F.log_softmax(teacher.detach() / t, dim=1)
+    log_student = F.log_softmax(student / t, dim=1)
+    per_pixel = (target.exp() * (target - log_student)).sum(dim=1)
+    return per_pixel.mean() * (t * t)
 
 
 def downsample_labels(labels: Tensor, stride: int) -> Tensor:
@@ -99,6 +173,11 @@ def cross_modal_supcon(embeddings: Sequence[Tensor], classes: Tensor, temperatur
     return per_anchor[has_positive].mean()
 
 
+def psa_trivial_value(views: int, samples: int) -> float:
+    """The PSA loss when every embedding is the same: ``log((V - 1) * S)`` (0 when nothing is sampled)."""
+    return math.log((views - 1) * samples) if views > 1 and samples > 0 else 0.0
+
+
 def psa_loss(
     embeddings: Mapping[str, Tensor],
     labels: Tensor,
@@ -108,17 +187,52 @@ def psa_loss(
     balanced: bool = True,
     generator: torch.Generator | None = None,
     ignore_index: int = IGNORE_INDEX,
+    stats: dict[str, float] | None = None,
 ) -> Tensor:
     """PSA: sample pixels (class-balanced unless ``balanced=False``) at the same positions in every view,
-    then the cross-modal supervised contrastive loss between views."""
+    then the cross-modal supervised contrastive loss between views.
+
+    ``stats``, when given, receives ``psa_trivial`` (this step's trivial value) and ``psa_samples``.
+    """
     views = list(embeddings.values())
     small = downsample_labels(labels, stride)
     indices, classes = class_balanced_pixel_indices(small, per_class, ignore_index, generator, balanced)
+    if stats is not None:
+        stats["psa_samples"] = float(indices.numel())
+        stats["psa_trivial"] = psa_trivial_value(len(views), int(indices.numel()))
     if indices.numel() < 2 or len(views) < 2:
         return sum((v.sum() * 0.0 for v in views), torch.zeros((), device=labels.device))
     dim = views[0].shape[1]
     samples = [v.permute(0, 2, 3, 1).reshape(-1, dim)[indices] for v in views]
     return cross_modal_supcon(samples, classes, temperature)
+
+
+@torch.no_grad()
+def embedding_class_gaps(
+    embedding: Tensor, labels: Tensor, stride: int, classes: int, ignore_index: int, max_pixels: int = 4096
+) -> dict[int, float]:
+    """Per class: mean cosine to same-class pixels minus mean cosine to other-class pixels.
+
+    ``embedding`` is L2-normalised ``(N, D, h, w)``; a gap near 0 means PSA's embedding does not separate
+    that class (collapsed), larger is better.
+    """
+    small = downsample_labels(labels, stride).reshape(-1)
+    z = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]).float()
+    keep = (small != ignore_index).nonzero().squeeze(1)
+    if keep.numel() > max_pixels:
+        keep = keep[:: keep.numel() // max_pixels][:max_pixels]
+    z, y = z[keep], small[keep]
+    similarity = z @ z.t()
+    gaps: dict[int, float] = {}
+    for c in range(classes):
+        mine = y == c
+        if int(mine.sum()) < 2 or int((~mine).sum()) < 1:
+            continue
+        block = similarity[mine]
+        same = (block[:, mine].sum() - mine.sum()) / (mine.sum() * (mine.sum() - 1))
+        other = block[:, ~mine].mean()
+        gaps[c] = float(same - other)
+    return gaps
 
 
 def shared_alignment_loss(shared: Mapping[str, Sequence[Tensor]]) -> Tensor:

@@ -1,7 +1,12 @@
 """One training step's forward pass and losses for every method, as an ``nn.Module`` (so DDP can wrap it).
 
-The encoders run once on all modalities; the full-pattern output, the drawn pattern's output (missing
-modalities filled the method's way), the translation, PSA and ShaSpec losses all reuse those features.
+The encoders run once on all modalities; every pattern's output (missing modalities filled the method's
+way), the translation, distillation, PSA and ShaSpec losses all reuse those features.
+
+Pattern schedule (``pattern_schedule``): ``all`` (default) decodes the full pattern and every proper subset
+in every step, each subset supervised by the labels and distilled from the full pattern's logits; ``draw``
+decodes the full pattern and one drawn pattern (the old schedule, where a single modality got about one step
+in eight).
 """
 
 from __future__ import annotations
@@ -15,22 +20,35 @@ from stars_edge.modalities import Pattern
 from stars_edge.models import STARSModel
 from training.config import TrainConfig
 from training.losses import (
+    distillation_loss,
     modality_classification_loss,
     psa_loss,
     segmentation_loss,
     shared_alignment_loss,
+    translation_gains,
     translation_loss,
 )
 
 
 class TrainingObjective(nn.Module):
-    """``forward(batch, pattern, generator) -> {"total", "seg", ...}`` for ``model.method``."""
+    """``forward(batch, pattern, generator) -> {"total", "seg", ...}`` for ``model.method``.
+
+    Besides the differentiable losses, the result holds detached measurements for the log: ``psa_trivial``
+    and the ``translation_gain/...`` values.
+    """
 
     def __init__(self, model: STARSModel, config: TrainConfig, ignore_index: int = 255) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.ignore_index = ignore_index
+
+    def supervised_patterns(self, drawn: Pattern) -> list[Pattern]:
+        """The proper subsets decoded in this step (besides the full pattern)."""
+        model = self.model
+        if self.config.pattern_schedule == "all":
+            return list(model.patterns[1:])
+        return [] if drawn == model.patterns[0] else [drawn]
 
     def forward(
         self, batch: Mapping[str, Tensor], pattern: Pattern, generator: torch.Generator | None = None
@@ -43,32 +61,50 @@ class TrainingObjective(nn.Module):
         encoded = model.encode({m: batch[m] for m in modalities})
         fused = {m: encoded[m].fused for m in modalities}
 
-        translations: dict[tuple[str, str], list[Tensor]] = {}
-        if model.fill == "translate" and len(modalities) > 1:
+        translations: dict[tuple[str, str], dict[int, Tensor]] = {}
+        if model.fill == "translate" and len(modalities) > 1 and model.translation_scales:
             for source in modalities:
                 for target in modalities:
                     if source != target:
                         translations[(source, target)] = model.translate(source, target, fused[source])
 
         losses: dict[str, Tensor] = {}
-        seg = segmentation_loss(model.decode(fused), labels, self.ignore_index, cfg.dice_weight)
-        completed = fused
-        if tuple(pattern.modalities) != modalities:
-            completed = model.complete({m: encoded[m] for m in pattern}, translations)
-            seg = seg + segmentation_loss(model.decode(completed), labels, self.ignore_index, cfg.dice_weight)
+        full_logits = model.decode(fused, model.patterns[0])
+        seg = segmentation_loss(full_logits, labels, self.ignore_index, cfg.dice_weight)
+        losses["seg_full"] = seg.detach()
+        distill_terms: list[Tensor] = []
+        completed_by_pattern: dict[str, dict[str, list[Tensor]]] = {}
+        for subset in self.supervised_patterns(pattern):
+            completed = model.complete({m: encoded[m] for m in subset}, translations)
+            completed_by_pattern[subset.name] = completed
+            logits = model.decode(completed, subset)
+            seg = seg + cfg.subset_weight * segmentation_loss(
+                logits, labels, self.ignore_index, cfg.dice_weight
+            )
+            if cfg.lambda_distill > 0:
+                distill_terms.append(distillation_loss(logits, full_logits, cfg.distill_temperature))
         losses["seg"] = seg
         total = cfg.seg_weight * seg
+        if distill_terms:
+            losses["distill"] = torch.stack(distill_terms).sum()
+            total = total + cfg.lambda_distill * losses["distill"]
 
         if spec.translation_loss and translations:
             losses["translation"] = translation_loss(
                 translations, fused, stop_gradient=spec.stop_gradient, distance=cfg.translation_distance
             )
             total = total + cfg.lambda_tr * losses["translation"]
+            for key, value in translation_gains(translations, fused).items():
+                losses[key] = torch.tensor(value)
         if spec.psa and len(modalities) > 1:
             views = {m: model.project(fused[m]) for m in modalities}
-            for m in pattern.missing(modalities):
-                views[f"{m}~translated"] = model.project(completed[m])
+            if cfg.psa_views == "real+translated":
+                for m in modalities:
+                    alone = [p for p in completed_by_pattern if m not in Pattern.parse(p)]
+                    if alone:
+                        views[f"{m}~translated"] = model.project(completed_by_pattern[alone[0]][m])
             stride = 4 * 2**model.config.psa_scale
+            stats: dict[str, float] = {}
             losses["psa"] = psa_loss(
                 views,
                 labels,
@@ -78,7 +114,10 @@ class TrainingObjective(nn.Module):
                 balanced=spec.psa_balanced,
                 generator=generator,
                 ignore_index=self.ignore_index,
+                stats=stats,
             )
+            losses["psa_trivial"] = torch.tensor(stats["psa_trivial"])
+            losses["psa_samples"] = torch.tensor(stats["psa_samples"])
             total = total + cfg.lambda_psa * losses["psa"]
         if spec.shaspec_losses and model.modality_classifier is not None and len(modalities) > 1:
             losses["shared_align"] = shared_alignment_loss({m: encoded[m].shared for m in modalities})

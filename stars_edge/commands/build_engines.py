@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -10,9 +11,17 @@ from stars_edge.manifest import parse_precisions
 
 
 def build_engines(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint (.pt) written by training."),
-    out: Path = typer.Option(
-        ..., "--out", help="Folder for the engines and manifest.json (created if needed)."
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Checkpoint (.pt) written by training (not with --from-onnx)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the engines and manifest.json (created if needed)."
+    ),
+    from_onnx: Path | None = typer.Option(
+        None,
+        "--from-onnx",
+        help="An exported engine folder: build TensorRT engines here from its ONNX files (no checkpoint, "
+        "no PyTorch); use with --backend tensorrt.",
     ),
     patterns: str = typer.Option(
         "all", "--patterns", help="'all' or a comma-separated list of patterns, e.g. 'optical+sar,sar'."
@@ -61,7 +70,18 @@ def build_engines(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Export ONNX per pattern (FP32/FP16/INT8), gate accuracy, build TensorRT engines where possible."""
+    """Export ONNX per pattern (FP32/FP16/INT8), gate accuracy, build TensorRT engines where asked."""
+    if from_onnx is not None:
+        if checkpoint is not None:
+            raise typer.BadParameter("give --checkpoint or --from-onnx, not both", param_hint="--from-onnx")
+        from export.from_onnx import build_engines_from_onnx
+
+        _print_report(build_engines_from_onnx(from_onnx, backend.lower(), strict=strict), gate_budget)
+        return
+    if checkpoint is None or out is None:
+        raise typer.BadParameter(
+            "needs --checkpoint and --out (or --from-onnx DIR)", param_hint="--checkpoint"
+        )
     from export.build import BuildOptions
     from export.build import build_engines as run_build
     from export.quantize import DEFAULT_PLACEMENT
@@ -84,7 +104,11 @@ def build_engines(
         tile=tile,
         progress=progress,
     )
-    report = run_build(options)
+    _print_report(run_build(options), gate_budget)
+
+
+def _print_report(report: Any, gate_budget: float) -> None:
+    """The build's summary: one line per engine, then flagged/refused engines and notes on stderr."""
     typer.echo(
         f"{len(report.built)} built, {len(report.skipped)} up to date; manifest: {report.manifest_path}"
     )
@@ -98,7 +122,10 @@ def build_engines(
         )
     for label in report.flagged:
         typer.secho(
-            f"FLAGGED: {label} loses more than {gate_budget} mIoU points vs FP32", fg="yellow", err=True
+            f"FLAGGED: {label} loses more than {gate_budget} mIoU points vs FP32 (or a class more than "
+            "its budget; see flagged_classes in manifest.json)",
+            fg="yellow",
+            err=True,
         )
     for label in report.refused:
         typer.secho(f"REFUSED (--strict): {label} was not written", fg="red", err=True)

@@ -31,8 +31,12 @@ def run(
     probabilities_dtype: str = typer.Option(
         "uint8", "--probabilities-dtype", help="uint8 (round(p*255), compact) or float32 (NaN = nodata)."
     ),
-    tile: int = typer.Option(512, "--tile", help="Tile size in pixels (a multiple of 32)."),
-    overlap: int = typer.Option(64, "--overlap", help="Pixels shared by neighbours (<= tile/2)."),
+    tile: int | None = typer.Option(
+        None, "--tile", help="Tile size in pixels (a multiple of 32); default: the manifest's tile size."
+    ),
+    overlap: int | None = typer.Option(
+        None, "--overlap", help="Pixels shared by neighbours (<= tile/2); default: tile/4, at most 64."
+    ),
     batch: int = typer.Option(1, "--batch", help="Tiles per engine call (tiles are batched per pattern)."),
     backend: str = typer.Option(
         "auto",
@@ -48,12 +52,29 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     overviews: bool = typer.Option(False, "--overviews", help="Add internal overviews to the outputs."),
+    cog: bool = typer.Option(
+        False, "--cog", help="Write Cloud Optimized GeoTIFFs (with overviews), built from the finished file."
+    ),
+    allow_flagged: bool = typer.Option(
+        False, "--allow-flagged", help="Run engines the accuracy gate flagged at export (refused by default)."
+    ),
+    allow_out_of_range: bool = typer.Option(
+        False,
+        "--allow-out-of-range",
+        help="Only warn when input values are far outside the engines' normalisation (refused by default).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Predict a scene from any subset of optical / SAR / DSM, picking the engine per tile."""
     from runtime import Predictor
 
-    predictor = Predictor(engines, backend=backend.lower(), precision=precision.lower(), threads=threads)
+    predictor = Predictor(
+        engines,
+        backend=backend.lower(),
+        precision=precision.lower(),
+        threads=threads,
+        allow_flagged=allow_flagged,
+    )
     try:
         summary = predictor.predict_scene(
             optical=optical,
@@ -71,6 +92,8 @@ def run(
             resume=resume,
             overviews=overviews,
             progress=progress,
+            cog=cog,
+            allow_out_of_range=allow_out_of_range,
         )
     finally:
         predictor.close()

@@ -28,8 +28,8 @@ from stars_edge.models.stars import (
 #: Model variants. "tiny" exists for tests (a 64x64 forward+backward in milliseconds); "edge" is the default,
 #: sized for 2 CPU cores and Jetson-class GPUs; "resnet50" follows the paper's backbone.
 MODEL_REGISTRY: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(encoder="tiny", specific_width=0.5, decoder_channels=16, psa_dim=16, psa_scale=0),
-    "edge": ModelConfig(encoder="edge", specific_width=0.5, decoder_channels=24, psa_dim=32, psa_scale=0),
+    "tiny": ModelConfig(encoder="tiny", specific_width=0.5, decoder_channels=16, psa_dim=16, psa_scale=1),
+    "edge": ModelConfig(encoder="edge", specific_width=0.5, decoder_channels=24, psa_dim=32, psa_scale=1),
     "resnet18": ModelConfig(
         encoder="resnet18",
         specific_width=0.25,

@@ -8,6 +8,7 @@ Missing modalities never run their stem or encoders: their features come from th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 from collections.abc import Mapping, Sequence
@@ -19,10 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stars_edge.errors import ConfigError, DataError
-from stars_edge.modalities import MODALITIES, Pattern
+from stars_edge.modalities import MODALITIES, Pattern, all_patterns
 from stars_edge.models.blocks import SCSE, ConvBNReLU
 from stars_edge.models.encoders import Encoder, EncoderBody, TimmEncoder, build_stem, get_arch
 from stars_edge.models.methods import get_method
+from stars_edge.models.pattern_norm import PATTERN_NORM_MODES, PatternNorm, active_pattern, pattern_norms
 
 #: Inputs must be multiples of this (the stride of the deepest feature map).
 INPUT_MULTIPLE = 32
@@ -44,12 +46,28 @@ class ModelConfig:
     decoder_channels: int = 32
     translator_kernel: int = 3
     translator_reduction: int = 1
+    translator_depth: int = 2
+    translation_scales: tuple[int, ...] = (2, 3)
     psa_dim: int = 32
-    psa_scale: int = 0
+    psa_scale: int = 1
     scse_reduction: int = 8
     timm_adapter_channels: int = 3
+    pattern_norm: str = "reestimate"
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "translation_scales", tuple(sorted({int(s) for s in self.translation_scales}))
+        )
+        if any(s not in (0, 1, 2, 3) for s in self.translation_scales):
+            raise ConfigError(
+                f"translation_scales must be scales 0..3 (stride 4, 8, 16, 32), got {self.translation_scales}"
+            )
+        if self.translator_depth < 1:
+            raise ConfigError(f"translator_depth must be >= 1, got {self.translator_depth}")
+        if self.pattern_norm not in PATTERN_NORM_MODES:
+            raise ConfigError(
+                f"unknown pattern_norm {self.pattern_norm!r}; valid: {', '.join(PATTERN_NORM_MODES)}"
+            )
         if not 0 < self.specific_width <= 4:
             raise ConfigError(f"specific_width must be in (0, 4], got {self.specific_width}")
         if self.specific_depth < 1:
@@ -77,14 +95,18 @@ class EncodedModality:
 class Translator(nn.Module):
     """T_{j->k}: a small conv mapping modality j's fused features to modality k's at one scale.
 
-    ``ConvBNReLU(C -> C / reduction, kernel)`` then a linear 1x1 conv back to C; wide backbones use a
-    reduction so that one translator per ordered pair and scale stays cheap.
+    ``depth`` x ``ConvBNReLU(-> C / reduction, kernel)`` then a linear 1x1 conv back to C: two 3x3 layers
+    see a 5x5 neighbourhood of the source, which is what predicting another sensor's content needs at the
+    deep scales; wide backbones use a reduction so that one translator per ordered pair and scale stays cheap.
     """
 
-    def __init__(self, channels: int, kernel: int = 3, reduction: int = 1) -> None:
+    def __init__(self, channels: int, kernel: int = 3, reduction: int = 1, depth: int = 1) -> None:
         super().__init__()
         hidden = max(channels // reduction, 8)
-        self.body = nn.Sequential(ConvBNReLU(channels, hidden, kernel), nn.Conv2d(hidden, channels, 1))
+        layers: list[nn.Module] = [
+            ConvBNReLU(channels if i == 0 else hidden, hidden, kernel) for i in range(depth)
+        ]
+        self.body = nn.Sequential(*layers, nn.Conv2d(hidden, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -126,6 +148,8 @@ class STARSModel(nn.Module):
         self.config = config
         self.classes = classes
         self.modalities: tuple[str, ...] = tuple(m for m in MODALITIES if m in in_channels)
+        #: Every availability pattern of this model, full pattern first.
+        self.patterns: tuple[Pattern, ...] = tuple(all_patterns(self.modalities))
         self.in_channels: dict[str, int] = {m: int(in_channels[m]) for m in self.modalities}
         self.fill = self.method_spec.fill
 
@@ -164,33 +188,52 @@ class STARSModel(nn.Module):
                 for m in self.modalities
             }
         )
+        #: Scales at which a missing modality is translated; at the others it is filled with zeros.
+        self.translation_scales: tuple[int, ...] = config.translation_scales
         self.translators = nn.ModuleDict()
         if self.fill == "translate" and len(self.modalities) > 1:
             for source in self.modalities:
                 for target in self.modalities:
                     if source != target:
-                        self.translators[translator_key(source, target)] = nn.ModuleList(
-                            [
-                                Translator(c, config.translator_kernel, config.translator_reduction)
-                                for c in shared_ch
-                            ]
+                        self.translators[translator_key(source, target)] = nn.ModuleDict(
+                            {
+                                str(i): Translator(
+                                    shared_ch[i],
+                                    config.translator_kernel,
+                                    config.translator_reduction,
+                                    config.translator_depth,
+                                )
+                                for i in self.translation_scales
+                            }
                         )
         n_mod = len(self.modalities)
         width = config.decoder_channels
+        names = [p.name for p in self.patterns]
+
+        def decoder_unit(in_ch: int, kernel: int) -> ConvBNReLU:
+            unit = ConvBNReLU(in_ch, width, kernel)
+            unit[1] = PatternNorm(width, names, config.pattern_norm)
+            return unit
+
         self.fusion = nn.ModuleList(
             [
-                nn.Sequential(SCSE(n_mod * c, config.scse_reduction), ConvBNReLU(n_mod * c, width, 1))
+                nn.Sequential(SCSE(n_mod * c, config.scse_reduction), decoder_unit(n_mod * c, 1))
                 for c in shared_ch
             ]
         )
-        self.smooth = ConvBNReLU(width, width, 3)
+        self.smooth = decoder_unit(width, 3)
         self.head = nn.Conv2d(width, classes, 1)
 
         self.psa_head: nn.Module | None = None
         if self.method_spec.psa:
             c = shared_ch[config.psa_scale]
+            # BatchNorm in the head keeps the hidden layer's variance up, so the embedding cannot fall into the
+            # all-equal state where PSA sits at its trivial value with a vanishing gradient (measured)
             self.psa_head = nn.Sequential(
-                nn.Conv2d(c, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, config.psa_dim, 1)
+                nn.Conv2d(c, c, 1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, config.psa_dim, 1),
             )
         self.modality_classifier: nn.Module | None = None
         if self.method_spec.shaspec_losses:
@@ -251,19 +294,20 @@ class STARSModel(nn.Module):
             encoded[m] = EncodedModality(shared=shared[m], specific=specific, fused=fused)
         return encoded
 
-    def translate(self, source: str, target: str, features: Sequence[Tensor]) -> list[Tensor]:
-        """T_{source->target} at every scale."""
-        translators = cast(nn.ModuleList, self.translators[translator_key(source, target)])
-        return [t(f) for t, f in zip(translators, features, strict=True)]
+    def translate(self, source: str, target: str, features: Sequence[Tensor]) -> dict[int, Tensor]:
+        """T_{source->target} at every translated scale (``{scale index: features}``)."""
+        translators = cast(nn.ModuleDict, self.translators[translator_key(source, target)])
+        return {i: translators[str(i)](features[i]) for i in self.translation_scales}
 
     def complete(
         self,
         encoded: Mapping[str, EncodedModality],
-        translations: Mapping[tuple[str, str], list[Tensor]] | None = None,
+        translations: Mapping[tuple[str, str], Mapping[int, Tensor]] | None = None,
     ) -> dict[str, list[Tensor]]:
         """Per-scale features for every model modality: real where present, filled where missing.
 
         ``translations`` reuses translations already computed (in training, for the translation loss).
+        A translating model fills only its ``translation_scales`` by translation, the others with zeros.
         """
         present = [m for m in self.modalities if m in encoded]
         out: dict[str, list[Tensor]] = {}
@@ -278,24 +322,35 @@ class STARSModel(nn.Module):
                     else self.translate(j, m, encoded[j].fused)
                     for j in present
                 ]
-                out[m] = _mean_lists(sources)
+                means = {i: _mean([s[i] for s in sources]) for i in self.translation_scales}
+                reference = encoded[present[0]].fused
+                out[m] = [means[i] if i in means else torch.zeros_like(f) for i, f in enumerate(reference)]
             elif self.fill == "shared":
                 out[m] = _mean_lists([encoded[j].shared for j in present])
             else:
                 out[m] = [torch.zeros_like(f) for f in encoded[present[0]].fused]
         return out
 
-    def decode(self, features: Mapping[str, Sequence[Tensor]]) -> Tensor:
-        """Concat modalities per scale -> SCSE -> 1x1 conv; FPN top-down to stride 4; head; upsample x4."""
-        laterals = [
-            fuse(torch.cat([features[m][i] for m in self.modalities], dim=1))
-            for i, fuse in enumerate(self.fusion)
-        ]
-        top = laterals[-1]
-        for lateral in reversed(laterals[:-1]):
-            top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
-        logits = self.head(self.smooth(top))
+    def decode(self, features: Mapping[str, Sequence[Tensor]], pattern: Pattern | None = None) -> Tensor:
+        """Concat modalities per scale -> SCSE -> 1x1 conv; FPN top-down to stride 4; head; upsample x4.
+
+        ``pattern`` (default: the full pattern) selects the decoder's per-pattern normalization.
+        """
+        name = (pattern or self.patterns[0]).name
+        with active_pattern(self, name) if self._pattern_norms else contextlib.nullcontext():
+            laterals = [
+                fuse(torch.cat([features[m][i] for m in self.modalities], dim=1))
+                for i, fuse in enumerate(self.fusion)
+            ]
+            top = laterals[-1]
+            for lateral in reversed(laterals[:-1]):
+                top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
+            logits = self.head(self.smooth(top))
         return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+
+    @property
+    def _pattern_norms(self) -> list[PatternNorm]:
+        return [n for n in pattern_norms(self) if n.per_pattern]
 
     def project(self, features: Sequence[Tensor]) -> Tensor:
         """PSA embedding (L2-normalised per pixel) of one modality's features at ``psa_scale``."""
@@ -307,12 +362,16 @@ class STARSModel(nn.Module):
     def forward_modalities(self, tensors: Sequence[Tensor], modalities: Sequence[str]) -> Tensor:
         """Logits from positional tensors (no shape checks: the export path, traced with symbolic shapes)."""
         encoded = self.encode(dict(zip(modalities, tensors, strict=True)))
-        return self.decode(self.complete(encoded))
+        return self.decode(self.complete(encoded), Pattern(tuple(modalities)))
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """Logits ``(N, classes, H, W)`` for whatever subset of modalities ``inputs`` holds."""
         pattern = self.check_inputs(inputs)
         return self.forward_modalities([inputs[m] for m in pattern], pattern.modalities)
+
+
+def _mean(items: Sequence[Tensor]) -> Tensor:
+    return items[0] if len(items) == 1 else torch.stack(list(items), dim=0).mean(dim=0)
 
 
 def _mean_lists(items: Sequence[Sequence[Tensor]]) -> list[Tensor]:

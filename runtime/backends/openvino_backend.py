@@ -1,0 +1,168 @@
+"""OpenVINO backend: the manifest's FP32 and Q/DQ INT8 ONNX files compiled for the CPU.
+
+Why it exists: ONNX Runtime's CPU provider cannot run a symmetric-int8 Q/DQ convnet as integer kernels on x86
+(its Relu fold needs a zero point at the range minimum, its s8xs8 kernels need AVX-VNNI-INT8), so the
+TensorRT-legal INT8 file is *slower* than FP32 there. OpenVINO reads the very same file and runs its
+convolutions as INT8 (VNNI / AMX), and its FP32 convolutions are faster too (oneDNN, blocked layouts).
+
+Compile settings are explicit: one stream, ``INFERENCE_NUM_THREADS`` = ``--threads``, latency hint, and an
+explicit ``INFERENCE_PRECISION_HINT`` (OpenVINO otherwise silently runs "FP32" models in BF16 on CPUs with
+AVX512-BF16 or AMX, which is not what the accuracy gate measured). ``precision_hint="bf16"`` opts in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stars_edge.errors import BackendUnavailableError, DataError, ManifestError
+
+#: ``precision_hint`` values and the OpenVINO element type names they map to.
+PRECISION_HINTS: dict[str, str] = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+
+_CORE: Any = None
+
+
+def _core() -> Any:
+    """One ``openvino.Core`` per process (OpenVINO recommends sharing it: plugins load once)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
+class OpenVINOCompileError(BackendUnavailableError):
+    """OpenVINO is installed but cannot compile this graph on this CPU (the caller may fall back)."""
+
+
+class OpenVINOBackend:
+    """One compiled model and one infer request per engine file, on the CPU."""
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        output_name: str = "logits",
+        precision_hint: str = "f32",
+        perf_counts: bool = False,
+    ) -> None:
+        if not self.is_available():
+            raise BackendUnavailableError(
+                "openvino is not installed; install it with `pip install stars-edge[openvino]` "
+                "or use --backend onnxruntime"
+            )
+        if precision_hint not in PRECISION_HINTS:
+            raise ManifestError(
+                f"unknown OpenVINO precision hint {precision_hint!r}; choose {', '.join(PRECISION_HINTS)}"
+            )
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ManifestError(
+                f"{self.path} does not exist; rebuild the engines with `stars-edge build-engines`"
+            )
+        core = _core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
+            raise ManifestError(
+                f"{self.path} cannot be read by OpenVINO ({_first_line(exc)}); rebuild it with "
+                "`stars-edge build-engines`"
+            ) from exc
+        outputs = [name for port in model.outputs for name in port.get_names()]
+        if output_name not in outputs:
+            raise ManifestError(
+                f"{self.path} has outputs {outputs}, expected {output_name!r}; rebuild it with "
+                "`stars-edge build-engines`"
+            )
+        self.input_names = tuple(port.get_any_name() for port in model.inputs)
+        # OpenVINO does not always reject a wrong band count (it may read past a smaller tensor): check here.
+        self._bands = {port.get_any_name(): _static_dim(port.get_partial_shape(), 1) for port in model.inputs}
+        self.output_name = output_name
+        self.precision_hint = PRECISION_HINTS[precision_hint]
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_PRECISION_HINT": self.precision_hint,
+            "PERF_COUNT": "YES" if perf_counts else "NO",
+        }
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self._compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # known on some AMD VMs: a CPU-plugin primitive the host cannot run
+            raise OpenVINOCompileError(
+                f"OpenVINO cannot compile {self.path} on this CPU ({_first_line(exc)}); "
+                "use --backend onnxruntime"
+            ) from exc
+        self._request = self._compiled.create_infer_request()
+        import openvino as ov
+
+        self.device = f"openvino {ov.get_version().split('-')[0]} CPU {self.precision_hint}"
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """True when openvino can be imported and offers a CPU device (nothing is compiled)."""
+        if importlib.util.find_spec("openvino") is None:
+            return False
+        try:
+            return "CPU" in _core().available_devices
+        except Exception:  # a broken install: treat as absent, ONNX Runtime takes over
+            return False
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Run one batch of named ``float32 (N, bands, H, W)`` inputs; returns ``logits``."""
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise DataError(f"{self.path} needs input(s) {', '.join(missing)}; got {', '.join(inputs)}")
+        feed = {name: np.ascontiguousarray(inputs[name], dtype=np.float32) for name in self.input_names}
+        wrong = [
+            f"{name} {tuple(array.shape)} (expected (N, {self._bands[name]}, H, W))"
+            for name, array in feed.items()
+            if array.ndim != 4 or self._bands[name] not in (None, array.shape[1])
+        ]
+        try:
+            if wrong:
+                raise ValueError("; ".join(wrong))
+            self._request.infer(feed)
+        except Exception as exc:  # shape or type mismatches surface as OpenVINO RuntimeErrors
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
+            raise DataError(
+                f"{self.path} rejected inputs {shapes}: {_first_line(exc)}; check that the rasters "
+                "match the bands the engines were built for"
+            ) from exc
+        return np.array(self._request.get_tensor(self.output_name).data, dtype=np.float32, copy=True)
+
+    def profile(self) -> dict[str, float]:
+        """Milliseconds per executed layer type of the last run (needs ``perf_counts=True``)."""
+        totals: dict[str, float] = {}
+        for info in self._request.profiling_info:
+            if info.real_time.total_seconds() <= 0:
+                continue
+            key = f"{info.node_type} ({info.exec_type})"
+            totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e3
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+    def close(self) -> None:
+        """Drop the request and the compiled model (OpenVINO frees them when collected)."""
+        self._request = None
+        self._compiled = None
+
+
+def _static_dim(shape: Any, index: int) -> int | None:
+    """Dimension ``index`` of an OpenVINO PartialShape when static, else None."""
+    if shape.rank.is_dynamic or len(shape) <= index or shape[index].is_dynamic:
+        return None
+    return int(shape[index].get_length())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,268 @@
+"""Tile scheduling: a reader thread prepares tiles; each pattern's engine runs where its pixels are.
+
+Per tile, the pattern with the most pixels runs on the whole tile (batched with other tiles of that
+pattern). Every other pattern runs only on windows around its pixels: the pixels' bounding boxes on a
+32-px cell grid, grown by the context margin and snapped to multiples of 32 (the engines' size multiple),
+so a cloud in a corner costs a corner-sized engine call, not a whole tile. When the windows would cover more
+than half the tile, the whole tile runs instead.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.engines import EngineSet
+from runtime.sources import TileSource
+from runtime.tiling import SIZE_MULTIPLE, Chunk, TileGrid
+from runtime.validity import CODE_PATTERNS, CODE_TO_INDEX, clean_tile, pixel_codes, prepare_inputs
+from stars_edge.modalities import ModalitySpec
+
+STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write")
+#: Above this fraction of the tile, a secondary pattern runs on the whole tile (one batched call).
+WINDOW_AREA_LIMIT = 0.5
+
+
+class Timer:
+    """Seconds per stage, safe to add to from the reader thread and the main thread."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] += seconds
+
+
+@dataclass
+class EngineUse:
+    """Engine calls and the pixels they processed, per pattern name (tiles and windows alike)."""
+
+    runs: dict[str, int] = field(default_factory=dict)
+    pixels: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, runs: int, pixels: int) -> None:
+        self.runs[name] = self.runs.get(name, 0) + runs
+        self.pixels[name] = self.pixels.get(name, 0) + pixels
+
+
+@dataclass
+class PreparedTile:
+    row: int
+    col: int
+    inputs: dict[str, np.ndarray]
+    codes: np.ndarray
+
+
+@dataclass
+class ReadSettings:
+    """How raw tiles become engine inputs."""
+
+    specs: Mapping[str, ModalitySpec]
+    min_valid: float
+    margin: int
+    fill: float = 0.0
+
+
+def prepare(
+    source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
+) -> PreparedTile:
+    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise."""
+    y, x = grid.origin(row, col)
+    start = time.perf_counter()
+    raw = source.read(y, x, grid.tile)
+    middle = time.perf_counter()
+    values, valid = clean_tile(raw)
+    codes = pixel_codes(valid, raw.inside, settings.min_valid, settings.margin)
+    inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill)
+    timer.add("read", middle - start)
+    timer.add("preprocess", time.perf_counter() - middle)
+    return PreparedTile(row, col, inputs, codes)
+
+
+_END = object()
+
+
+class Prefetcher:
+    """A reader thread filling a bounded queue with one chunk's prepared tiles, row-major from a row."""
+
+    def __init__(
+        self,
+        source: TileSource,
+        grid: TileGrid,
+        chunk: Chunk,
+        first_row: int,
+        settings: ReadSettings,
+        timer: Timer,
+        depth: int,
+    ) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._args = (source, grid, chunk, first_row, settings, timer)
+        self._thread = threading.Thread(target=self._work, name="stars-edge-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        source, grid, chunk, first_row, settings, timer = self._args
+        try:
+            for row in range(first_row, grid.rows):
+                for col in range(chunk.first_col, chunk.last_col + 1):
+                    if self._stop.is_set():
+                        return
+                    if not self._put(prepare(source, grid, row, col, settings, timer)):
+                        return
+            self._put(_END)
+        except BaseException as exc:  # handed to the main thread, which re-raises it
+            self._put(exc)
+
+    def get(self) -> PreparedTile:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item is _END:
+            raise RuntimeError("reader thread ended early")
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Numerically stable softmax in float32."""
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=axis, keepdims=True)
+    return shifted
+
+
+def pattern_windows(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, int]]:
+    """Windows ``(y0, y1, x0, x1)`` covering ``mask`` with ``margin`` px of context, on the 32-px grid.
+
+    Cells of 32 px holding a masked pixel are grouped into 8-connected components; the bounding box of each
+    component's pixels grows by the margin, is snapped outward to multiples of 32 and clipped to the tile;
+    overlapping windows merge.
+    """
+    size = mask.shape[0]
+    cell = SIZE_MULTIPLE
+    cells = np.asarray(mask.reshape(size // cell, cell, size // cell, cell).any(axis=(1, 3)))
+    boxes = [_grow(_tight(mask, box, cell), margin, cell, size) for box in _components(cells)]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
+                    boxes[i] = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
+def _tight(mask: np.ndarray, box: tuple[int, int, int, int], cell: int) -> tuple[int, int, int, int]:
+    """Pixel bounding box ``(y0, y1, x0, x1)`` of ``mask`` inside a component's cells."""
+    top, left = box[0] * cell, box[2] * cell
+    sub = mask[top : box[1] * cell, left : box[3] * cell]
+    rows, cols = np.flatnonzero(sub.any(axis=1)), np.flatnonzero(sub.any(axis=0))
+    return top + int(rows[0]), top + int(rows[-1]) + 1, left + int(cols[0]), left + int(cols[-1]) + 1
+
+
+def _grow(box: tuple[int, int, int, int], margin: int, cell: int, size: int) -> tuple[int, int, int, int]:
+    y0, y1, x0, x1 = box
+    snap_down = lambda v: max(0, (v - margin) // cell * cell)  # noqa: E731
+    snap_up = lambda v: min(size, -(-(v + margin) // cell) * cell)  # noqa: E731
+    return snap_down(y0), snap_up(y1), snap_down(x0), snap_up(x1)
+
+
+def _components(cells: np.ndarray) -> Iterator[tuple[int, int, int, int]]:
+    """Bounding boxes ``(r0, r1, c0, c1)`` (exclusive ends) of 8-connected True regions of a small grid."""
+    seen = np.zeros_like(cells)
+    rows, cols = cells.shape
+    for r, c in zip(*np.nonzero(cells), strict=True):
+        if seen[r, c]:
+            continue
+        stack = [(int(r), int(c))]
+        seen[r, c] = True
+        r0, r1, c0, c1 = int(r), int(r) + 1, int(c), int(c) + 1
+        while stack:
+            y, x = stack.pop()
+            r0, r1, c0, c1 = min(r0, y), max(r1, y + 1), min(c0, x), max(c1, x + 1)
+            for ny in range(max(0, y - 1), min(rows, y + 2)):
+                for nx in range(max(0, x - 1), min(cols, x + 2)):
+                    if cells[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        stack.append((ny, nx))
+        yield r0, r1, c0, c1
+
+
+def infer_tiles(
+    tiles: list[PreparedTile], engines: EngineSet, batch: int, margin: int, use: EngineUse
+) -> list[np.ndarray | None]:
+    """Per tile, probabilities composed per pixel from the engine of each pixel's pattern."""
+    whole: dict[int, list[int]] = {}
+    windows: list[tuple[int, int, tuple[int, int, int, int]]] = []
+    for index, tile in enumerate(tiles):
+        counts = np.bincount(tile.codes.ravel(), minlength=8)
+        found = [int(c) for c in np.flatnonzero(counts[1:]) + 1]
+        if not found:
+            continue
+        main = max(found, key=lambda c: (counts[c], -c))
+        whole.setdefault(main, []).append(index)
+        size = tile.codes.shape[0]
+        for code in found:
+            if code == main:
+                continue
+            boxes = pattern_windows(tile.codes == code, margin)
+            area = sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes)
+            if area > WINDOW_AREA_LIMIT * size * size:
+                whole.setdefault(code, []).append(index)
+            else:
+                windows.extend((index, code, box) for box in boxes)
+    composed: list[np.ndarray | None] = [None] * len(tiles)
+    for code in sorted(whole, key=lambda c: int(CODE_TO_INDEX[c])):
+        pattern = CODE_PATTERNS[code]
+        assert pattern is not None
+        members = whole[code]
+        for offset in range(0, len(members), batch):
+            part = members[offset : offset + batch]
+            inputs = {m: np.stack([tiles[i].inputs[m] for i in part]) for m in pattern}
+            probabilities = softmax(engines.run(pattern, inputs))
+            use.add(pattern.name, len(part), len(part) * tiles[part[0]].codes.size)
+            for slot, index in enumerate(part):
+                target = composed[index]
+                if target is None:  # the tile's first engine: take it whole, later ones patch their pixels
+                    composed[index] = probabilities[slot]
+                else:
+                    np.copyto(target, probabilities[slot], where=(tiles[index].codes == code)[None])
+    for index, code, (y0, y1, x0, x1) in windows:
+        pattern = CODE_PATTERNS[code]
+        assert pattern is not None
+        tile = tiles[index]
+        inputs = {m: np.ascontiguousarray(tile.inputs[m][None, :, y0:y1, x0:x1]) for m in pattern}
+        probabilities = softmax(engines.run(pattern, inputs))[0]
+        use.add(pattern.name, 1, (y1 - y0) * (x1 - x0))
+        target = composed[index]
+        assert target is not None
+        view = target[:, y0:y1, x0:x1]
+        np.copyto(view, probabilities, where=(tile.codes[y0:y1, x0:x1] == code)[None])
+    return composed

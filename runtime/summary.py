@@ -1,0 +1,178 @@
+"""What a run reports (``RunSummary``) and records about itself (output tags, the resume fingerprint)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.outputs import CLASS_NODATA, OutputSpec
+from stars_edge import __version__
+from stars_edge.modalities import ALL_PATTERNS, Pattern
+
+
+@dataclass
+class RunSummary:
+    """What a run did: pixels per pattern, tiles, engine calls and pixels, time per stage and throughput."""
+
+    height: int
+    width: int
+    tiles: int
+    engine_runs: dict[str, int]
+    pattern_pixels: dict[str, int]
+    stage_seconds: dict[str, float]
+    wall_seconds: float
+    backend: str
+    device: str
+    precision: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    resumed_from_row: int = 0
+    #: Pixels predicted by this call (fewer than height x width when it resumed an interrupted run).
+    processed_pixels: int | None = None
+    #: Pixels fed to each pattern's engine (whole tiles and windows around invalid regions).
+    engine_pixels: dict[str, int] = field(default_factory=dict)
+    tile_rows: int = 0
+    resumed: bool = False
+    chunks: int = 1
+    resumed_chunk: int = 0
+
+    @property
+    def megapixels_per_second(self) -> float:
+        """Throughput of this call over its wall time."""
+        pixels = self.height * self.width if self.processed_pixels is None else self.processed_pixels
+        return pixels / 1e6 / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "width": self.width,
+            "tiles": self.tiles,
+            "engine_runs": dict(self.engine_runs),
+            "engine_pixels": dict(self.engine_pixels),
+            "pattern_pixels": dict(self.pattern_pixels),
+            "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
+            "wall_seconds": round(self.wall_seconds, 4),
+            "megapixels_per_second": round(self.megapixels_per_second, 4),
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision,
+            "outputs": dict(self.outputs),
+            "resumed": self.resumed,
+            "resumed_from_row": self.resumed_from_row,
+            "tile_rows": self.tile_rows,
+            "chunks": self.chunks,
+            "resumed_chunk": self.resumed_chunk,
+            "processed_pixels": self.processed_pixels,
+        }
+
+    def format(self) -> str:
+        """A short human-readable report for the end of ``stars-edge run``."""
+        total = max(1, self.height * self.width)
+        resumed = ""
+        if self.resumed:
+            resumed = f", resumed at tile row {self.resumed_from_row} of {self.tile_rows}"
+            if self.chunks > 1:
+                resumed += f" (column chunk {self.resumed_chunk + 1} of {self.chunks})"
+        lines = [
+            f"scene {self.width}x{self.height} px, {self.tiles} tiles, {self.wall_seconds:.2f} s "
+            f"({self.megapixels_per_second:.3f} Mpx/s) on {self.device or self.backend}, {self.precision}"
+            + resumed,
+            "pixels per pattern:",
+        ]
+        for name, count in self.pattern_pixels.items():
+            lines.append(f"  {name:<16} {count:>12d}  {100.0 * count / total:5.1f} %")
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
+        lines.append(f"time per stage (s): {stages} (read/preprocess run in a reader thread, overlapping)")
+        runs = ", ".join(f"{k} {v}" for k, v in self.engine_runs.items()) or "none"
+        lines.append(f"engine runs (tiles and windows) per pattern: {runs}")
+        for kind, path in self.outputs.items():
+            lines.append(f"{kind}: {path}")
+        return "\n".join(lines)
+
+
+def count_names(counts: np.ndarray) -> dict[str, int]:
+    """Pixel counts per pattern index as ``{"none": n, pattern name: n, ...}``."""
+    names = {"none": int(counts[0])}
+    for pattern in ALL_PATTERNS:
+        if counts[pattern.index]:
+            names[pattern.name] = int(counts[pattern.index])
+    return names
+
+
+def names_to_counts(names: Mapping[str, int]) -> np.ndarray:
+    counts = np.zeros(len(ALL_PATTERNS) + 1, dtype=np.int64)
+    for name, count in names.items():
+        counts[0 if name == "none" else Pattern.parse(name).index] = count
+    return counts
+
+
+def output_specs(
+    targets: Mapping[str, Path],
+    common: Mapping[str, str],
+    classes: int,
+    class_names: tuple[str, ...],
+    probabilities_dtype: str,
+) -> list[OutputSpec]:
+    """The class map, and the optional pattern map and probabilities, with their tags."""
+    pattern_names = {"0": "none", **{str(p.index): p.name for p in ALL_PATTERNS}}
+    tags = {
+        "STARS_EDGE_VERSION": __version__,
+        **common,
+        "STARS_PATTERN_NAMES": json.dumps(pattern_names),
+        "STARS_CLASS_NAMES": json.dumps(list(class_names)),
+    }
+    content = f"class index, {CLASS_NODATA} = no valid modality"
+    specs = [
+        OutputSpec(
+            "classes",
+            targets["classes"],
+            1,
+            "uint8",
+            CLASS_NODATA,
+            {**tags, "STARS_CONTENT": content},
+            ("class",),
+        )
+    ]
+    if "patterns" in targets:
+        content = "Pattern.index of the engine behind each pixel, 0 = none"
+        specs.append(
+            OutputSpec(
+                "patterns",
+                targets["patterns"],
+                1,
+                "uint8",
+                0,
+                {**tags, "STARS_CONTENT": content},
+                ("pattern",),
+            )
+        )
+    if "probabilities" in targets:
+        uint8 = probabilities_dtype == "uint8"
+        content = "per-class probability; " + (
+            "uint8 = round(p * 255), all bands 0 = nodata" if uint8 else "float32, NaN = nodata"
+        )
+        specs.append(
+            OutputSpec(
+                "probabilities",
+                targets["probabilities"],
+                classes,
+                probabilities_dtype,
+                None if uint8 else float("nan"),
+                {**tags, "STARS_CONTENT": content, "STARS_SCALE": str(1 / 255 if uint8 else 1.0)},
+                tuple(class_names),
+            )
+        )
+    return specs
+
+
+def input_fingerprint(files: Mapping[str, Path]) -> dict[str, Any]:
+    """Path, size and mtime of every input file (a resumed run must read the same files)."""
+    inputs = {}
+    for name, path in files.items():
+        stat = path.stat()
+        inputs[name] = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return inputs

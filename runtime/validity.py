@@ -1,0 +1,169 @@
+"""Reading and validity: which modality each pixel may use, and what the engine sees where one is invalid.
+
+The rule (see docs/RUNTIME.md): a pixel uses a modality only if no invalid pixel of that modality lies within
+the engines' measured **context margin** (``Manifest.context_margin``), so its class never depends on what
+was put into invalid pixels. **Speckle** (invalid pixels not part of any fully invalid 3x3 square: dead
+pixels, single NaNs, thin scan-line dropouts) is filled with the mean of its valid 8-neighbours and then
+counted as valid: it costs no extra engine run and the filled value is a function of valid data only.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from runtime.sources import RawTile
+from stars_edge.errors import DataError
+from stars_edge.modalities import MODALITIES, ModalitySpec, Pattern
+
+#: Bit of each modality in a per-pixel pattern code (optical 1, sar 2, dsm 4).
+MODALITY_BITS: dict[str, int] = {m: 1 << i for i, m in enumerate(MODALITIES)}
+#: Pattern of each 3-bit code (None for 0), and its ``Pattern.index`` (0 for none).
+CODE_PATTERNS: tuple[Pattern | None, ...] = tuple(
+    Pattern(tuple(m for m in MODALITIES if code & MODALITY_BITS[m])) if code else None for code in range(8)
+)
+CODE_TO_INDEX = np.array([p.index if p is not None else 0 for p in CODE_PATTERNS], dtype=np.uint8)
+#: Context margin used when a manifest does not record one (engines exported before it was measured).
+DEFAULT_CONTEXT_MARGIN = 32
+#: A modality whose sampled median lies further than this many standard deviations from the manifest's
+#: normalisation mean is refused (unless allowed): uint16 DN instead of reflectance is ~10^4 std away.
+RANGE_LIMIT_STD = 20.0
+
+
+def box_any(mask: np.ndarray, radius: int) -> np.ndarray:
+    """True where ``mask`` has a True pixel within ``radius`` (Chebyshev distance): a square dilation.
+
+    Separable running sums over cumulative sums, so the cost does not depend on the radius.
+    """
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    out = mask.astype(np.int32)
+    for axis in (0, 1):
+        size = out.shape[axis]
+        padded = np.concatenate(
+            [np.zeros_like(out.take([0], axis=axis)), np.cumsum(out, axis=axis, dtype=np.int32)], axis=axis
+        )
+        hi = np.minimum(np.arange(size) + radius + 1, size)
+        lo = np.maximum(np.arange(size) - radius, 0)
+        out = padded.take(hi, axis=axis) - padded.take(lo, axis=axis)
+    return out > 0
+
+
+def speckle_mask(valid: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Invalid pixels inside the raster not covered by any 3x3 square without a valid pixel; each of them
+    has a valid 8-neighbour (padding and the area beyond the tile count as invalid)."""
+    invalid = ~valid & inside
+    if not invalid.any():
+        return invalid
+    core = ~box_any(valid, 1)  # centres of 3x3 squares with no valid pixel
+    return invalid & ~box_any(core, 1)
+
+
+def neighbour_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Mean of the valid 8-neighbours (and self) of every pixel, ``(bands, H, W)``; 0 where none is valid."""
+    weights = valid.astype(np.float64)
+    sums = np.empty(values.shape, dtype=np.float64)
+    counts = _box_sum(weights)
+    for band in range(values.shape[0]):
+        sums[band] = _box_sum(np.where(valid, values[band], 0.0))
+    return (sums / np.maximum(counts, 1.0)).astype(np.float32)
+
+
+def _box_sum(array: np.ndarray) -> np.ndarray:
+    padded = np.pad(array, 1)
+    height, width = array.shape
+    return sum(padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3))  # type: ignore[return-value]
+
+
+def clean_tile(raw: RawTile) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Physical values with speckle filled from valid neighbours, and validity with speckle counted valid."""
+    values: dict[str, np.ndarray] = {}
+    valid: dict[str, np.ndarray] = {}
+    for name, data in raw.values.items():
+        ok = raw.valid[name]
+        speckle = speckle_mask(ok, raw.inside)
+        if speckle.any():
+            filled = neighbour_mean(data, ok)
+            data = np.where(speckle[None], filled, data)
+            ok = ok | speckle
+        values[name], valid[name] = data, ok
+    return values, valid
+
+
+def pixel_codes(
+    valid: Mapping[str, np.ndarray], inside: np.ndarray, min_valid: float, margin: int
+) -> np.ndarray:
+    """Per-pixel 3-bit pattern codes of a tile (0 = no prediction).
+
+    A modality is *present* when its valid fraction over the tile's inside pixels reaches ``min_valid``.
+    A pixel takes the present modalities that have no invalid pixel within ``margin``; if none, any such
+    modality; if still none (every valid modality has a gap within the margin), the modalities valid at the
+    pixel: nothing else can predict it, and only those pixels see fill values through the receptive field.
+    """
+    codes = np.zeros(inside.shape, dtype=np.uint8)
+    inside_count = int(inside.sum())
+    if inside_count == 0:
+        return codes
+    fractions = {m: float(np.count_nonzero(v & inside)) / inside_count for m, v in valid.items()}
+    present = [m for m, f in fractions.items() if f >= min_valid] or [
+        m for m, f in fractions.items() if f > 0
+    ]
+    clean_any = np.zeros_like(codes)
+    valid_any = np.zeros_like(codes)
+    for name, ok in valid.items():
+        bit = np.uint8(MODALITY_BITS[name])
+        clean = ok & ~box_any(~ok & inside, margin)
+        clean_any |= np.where(clean, bit, np.uint8(0))
+        valid_any |= np.where(ok, bit, np.uint8(0))
+        if name in present:
+            codes |= np.where(clean, bit, np.uint8(0))
+    codes = np.where(codes == 0, clean_any, codes)
+    codes = np.where(codes == 0, valid_any, codes)
+    codes[~inside] = 0
+    return codes
+
+
+def prepare_inputs(
+    values: Mapping[str, np.ndarray],
+    valid: Mapping[str, np.ndarray],
+    inside: np.ndarray,
+    specs: Mapping[str, ModalitySpec],
+    fill: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Normalised ``float32 (bands, T, T)`` inputs: ``fill`` (0 = the band mean) where a modality is invalid
+    inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``)."""
+    prepared: dict[str, np.ndarray] = {}
+    for name, data in values.items():
+        normalised = specs[name].normalize(data)
+        np.copyto(normalised, np.float32(fill), where=(~valid[name] & inside)[None])
+        np.copyto(normalised, np.float32(0.0), where=~inside[None])
+        prepared[name] = normalised
+    return prepared
+
+
+def check_value_range(
+    samples: Mapping[str, tuple[np.ndarray, str]], specs: Mapping[str, ModalitySpec], allow: bool
+) -> None:
+    """Refuse (or, with ``allow``, warn about) modalities whose values are far outside the normalisation.
+
+    ``samples`` maps a modality to ``(valid values (bands, N), file name)``; the median of each band is
+    compared with the manifest's mean in units of its std.
+    """
+    for name, (data, where) in samples.items():
+        spec = specs[name]
+        if data.shape[-1] == 0:
+            continue
+        for band, (mean, std) in enumerate(zip(spec.mean, spec.std, strict=True)):
+            median = float(np.median(data[band]))
+            distance = abs(median - mean) / max(std, 1e-12)
+            if distance > RANGE_LIMIT_STD:
+                message = (
+                    f"{where}: {name} band {band + 1} ({spec.band_names[band]}) has median {median:.4g}, "
+                    f"{distance:.0f} std from the engines' normalisation mean {mean:.4g} (std {std:.4g}); "
+                    "rescale the data to the training units (e.g. DN / 10000) or pass --allow-out-of-range"
+                )
+                if not allow:
+                    raise DataError(message)
+                warnings.warn(message, stacklevel=2)

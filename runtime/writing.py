@@ -1,0 +1,156 @@
+"""Blending and writing: stream one column chunk's tile rows through the engines and the blender, and write
+the finished rows in whole block bands, checkpointing the journal as bands land on disk."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from runtime.blending import RowBands, RowBlender
+from runtime.engines import EngineSet
+from runtime.journal import CheckpointPolicy, Journal
+from runtime.outputs import GeoTiffSink
+from runtime.scheduling import EngineUse, Prefetcher, ReadSettings, Timer, infer_tiles
+from runtime.sources import TileSource
+from runtime.tiling import Chunk, TileGrid
+from runtime.validity import CODE_TO_INDEX
+from stars_edge.modalities import ALL_PATTERNS, Pattern
+
+
+def first_tile_row(grid: TileGrid, rows_written: int) -> int:
+    """The tile row whose finished rows contain raster row ``rows_written`` (where a resume restarts)."""
+    for row in range(grid.rows):
+        if grid.final_rows(row)[1] > rows_written:
+            return row
+    return grid.rows
+
+
+def stream_chunk(
+    source: TileSource,
+    grid: TileGrid,
+    chunk: Chunk,
+    engines: EngineSet,
+    settings: ReadSettings,
+    timer: Timer,
+    batch: int,
+    first_row: int,
+    classes: int,
+    probabilities: str | None,
+    patterns: Sequence[Pattern],
+    use: EngineUse,
+    on_tiles: Callable[[int], None] | None = None,
+) -> Generator[tuple[int, RowBands], None, None]:
+    """Yield ``(tile_row, finished rows)`` of one chunk from ``first_row`` on; a resume recomputes the row
+    before it (without yielding or counting it) to rebuild the overlap carry exactly."""
+    warmup = first_row - 1 if first_row > 0 else None
+    start_row = first_row if warmup is None else warmup
+    blender = RowBlender(grid, classes, probabilities, patterns, chunk)
+    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, 2 * batch + 2)
+    columns = chunk.last_col - chunk.first_col + 1
+    try:
+        for row in range(start_row, grid.rows):
+            blender.start_row(row, fresh=row == start_row)
+            for offset in range(0, columns, batch):
+                waited = time.perf_counter()
+                tiles = [prefetch.get() for _ in range(min(batch, columns - offset))]
+                timer.add("wait", time.perf_counter() - waited)
+                started = time.perf_counter()
+                probs = infer_tiles(
+                    tiles, engines, batch, settings.margin, use if row != warmup else EngineUse()
+                )
+                blended = time.perf_counter()
+                timer.add("inference", blended - started)
+                for tile, tile_probs in zip(tiles, probs, strict=True):
+                    blender.add(tile.col, tile_probs, CODE_TO_INDEX[tile.codes])
+                timer.add("blend", time.perf_counter() - blended)
+                if row != warmup and on_tiles is not None:
+                    on_tiles(len(tiles))
+            if row != warmup:
+                yield row, blender.finish_row()
+    finally:
+        prefetch.close()
+
+
+class BlockWriter:
+    """Collects one chunk's finished rows into one block band and writes it when full (each block exactly
+    once). The buffer is one block band of the chunk's width, allocated once: memory does not grow with the
+    scene, and a full band is contiguous, so it is written without another copy."""
+
+    def __init__(
+        self,
+        sink: GeoTiffSink,
+        chunk: Chunk,
+        height: int,
+        block: int,
+        rows_written: int,
+        probabilities: tuple[int, str] | None = None,
+    ) -> None:
+        self.sink = sink
+        self.chunk = chunk
+        self.height = height
+        self.block = block
+        self.next_row = rows_written
+        self.pixels_written = 0
+        self.counts = np.zeros(len(ALL_PATTERNS) + 1, dtype=np.int64)
+        width = chunk.x_stop - chunk.x_start
+        self._classes = np.empty((block, width), dtype=np.uint8)
+        self._patterns = np.empty((block, width), dtype=np.uint8)
+        self._probs = None
+        if probabilities is not None:
+            self._probs = np.empty((probabilities[0], block, width), dtype=probabilities[1])
+        self._filled = 0
+
+    def add(self, bands: RowBands) -> bool:
+        """Take a tile row's finished rows; returns True when a block band was written."""
+        rows = bands.classes.shape[0]
+        first = max(0, self.next_row + self._filled - bands.start)  # rows a resume recomputed: on disk
+        wrote = False
+        while first < rows:
+            size = min(self.block, self.height - self.next_row)
+            take = min(size - self._filled, rows - first)
+            at = self._filled
+            self._classes[at : at + take] = bands.classes[first : first + take]
+            self._patterns[at : at + take] = bands.patterns[first : first + take]
+            if self._probs is not None and bands.probabilities is not None:
+                self._probs[:, at : at + take] = bands.probabilities[:, first : first + take]
+            self._filled += take
+            first += take
+            if self._filled == size:
+                self._write(size)
+                wrote = True
+        return wrote
+
+    def _write(self, count: int) -> None:
+        full = count == self.block
+        data: dict[str, Any] = {
+            "classes": self._classes[None] if full else self._classes[None, :count],
+            "patterns": self._patterns[None] if full else self._patterns[None, :count],
+        }
+        if self._probs is not None:
+            data["probabilities"] = self._probs if full else self._probs[:, :count]
+        self.sink.write(self.next_row, self.chunk.x_start, data)
+        self.counts += np.bincount(self._patterns[:count].ravel(), minlength=self.counts.size)
+        self.pixels_written += count * self._classes.shape[1]
+        self._filled = 0
+        self.next_row += count
+
+
+def checkpoint(
+    sink: GeoTiffSink, journal: Journal, chunk: int, rows_written: int, names: dict[str, int]
+) -> None:
+    """Make the written blocks durable (flush + fsync), then record them in the journal atomically."""
+    sink.flush()
+    journal.chunk, journal.rows_written, journal.pattern_pixels = chunk, rows_written, names
+
+
+def save_progress(
+    sink: GeoTiffSink, journal: Journal, policy: CheckpointPolicy, writer: BlockWriter, names: dict[str, int]
+) -> None:
+    """A checkpoint after a written block band, when the policy says one is due."""
+    if policy.due():
+        checkpoint(sink, journal, writer.chunk.index, writer.next_row, names)
+        journal.save()
+        policy.reset()

@@ -1,0 +1,110 @@
+"""``stars-edge run-batch``: many scenes on Dask distributed, one engine set per worker, per-scene status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stars_edge.modalities import DEFAULT_MIN_VALID
+
+
+def run_batch(
+    engines: Path = typer.Option(..., "--engines", help="Folder with manifest.json and the engine files."),
+    scenes: Path = typer.Option(
+        ...,
+        "--scenes",
+        help="CSV with header id,optical,sar,dsm,cloud_mask (empty cell = modality absent, paths relative "
+        "to the CSV), or a STAC ItemCollection JSON.",
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out-dir", help="Writes <id>.tif, <id>.patterns.tif, summary.csv and summary.json here."
+    ),
+    asset: list[str] = typer.Option(
+        [],
+        "--asset",
+        help="STAC only: KIND=ASSET_KEY (KIND optical, sar, dsm or cloud_mask); repeatable. Default: the "
+        "asset named like the kind.",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Local cluster: worker processes (default: one per two cores)."
+    ),
+    threads_per_worker: int | None = typer.Option(
+        None, "--threads-per-worker", help="Local cluster: scenes run at once per worker (default 1)."
+    ),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="An existing Dask cluster, e.g. tcp://host:8786, instead of a local one."
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Skip scenes whose outputs exist and verify; continue interrupted scenes from their journal.",
+    ),
+    cog: bool = typer.Option(False, "--cog", help="Write Cloud Optimized GeoTIFFs (with overviews)."),
+    allow_flagged: bool = typer.Option(
+        False, "--allow-flagged", help="Run engines the accuracy gate flagged at export (refused by default)."
+    ),
+    allow_out_of_range: bool = typer.Option(
+        False,
+        "--allow-out-of-range",
+        help="Only warn when input values are far outside the engines' normalisation (refused by default).",
+    ),
+    probabilities: bool = typer.Option(
+        False, "--probabilities", help="Also write <id>.probabilities.tif (one band per class)."
+    ),
+    probabilities_dtype: str = typer.Option(
+        "uint8", "--probabilities-dtype", help="uint8 (round(p*255)) or float32 (NaN = nodata)."
+    ),
+    tile: int | None = typer.Option(
+        None, "--tile", help="Tile size in pixels (a multiple of 32); default: the manifest's tile size."
+    ),
+    overlap: int | None = typer.Option(
+        None, "--overlap", help="Pixels shared by neighbours (<= tile/2); default: tile/4, at most 64."
+    ),
+    batch: int = typer.Option(1, "--batch", help="Tiles per engine call (tiles are batched per pattern)."),
+    backend: str = typer.Option(
+        "auto", "--backend", help="auto (TensorRT if built for the worker's GPU), onnxruntime or tensorrt."
+    ),
+    precision: str = typer.Option("fp32", "--precision", help="Engine precision: fp32, fp16 or int8."),
+    min_valid: float = typer.Option(
+        DEFAULT_MIN_VALID, "--min-valid", help="A modality is used in a tile from this valid fraction on."
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="ONNX Runtime threads per scene (default: a host's cores / its task threads)."
+    ),
+    dashboard_address: str = typer.Option(
+        ":8787", "--dashboard-address", help="Local cluster: where the Dask dashboard listens."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over scenes."),
+) -> None:
+    """Predict every scene of a list on Dask (a local cluster or --scheduler); exit 1 if any scene failed."""
+    from runtime.batch import parse_assets
+    from runtime.batch import run_batch as run
+
+    result = run(
+        engines,
+        scenes,
+        out_dir,
+        workers=workers,
+        threads_per_worker=threads_per_worker,
+        scheduler=scheduler,
+        resume=resume,
+        cog=cog,
+        allow_flagged=allow_flagged,
+        allow_out_of_range=allow_out_of_range,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        backend=backend,
+        precision=precision,
+        min_valid=min_valid,
+        threads=threads,
+        probabilities=probabilities,
+        probabilities_dtype=probabilities_dtype.lower(),
+        assets=parse_assets(asset),
+        progress=progress,
+        dashboard_address=dashboard_address,
+    )
+    typer.echo(result.format())
+    if not result.ok:
+        raise typer.Exit(code=1)

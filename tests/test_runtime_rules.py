@@ -1,0 +1,176 @@
+"""Smaller rules of a run: CRS errors, value ranges, flagged and missing engines, the tile default, and
+manifests that cannot reach outside their folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import rasterio
+from affine import Affine
+from onnx import external_data_helper
+from test_runtime_support import build_engines, make_physical, random_weights, write_raster
+
+from runtime import Predictor
+from stars_edge.errors import DataError, ManifestError
+from stars_edge.io import sha256_file
+from stars_edge.manifest import load_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSFORM = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)
+LOCAL_CRS = 'LOCAL_CS["arbitrary",UNIT["metre",1],AXIS["x",EAST],AXIS["y",NORTH]]'
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Path:
+    return build_engines(tmp_path / "engines", random_weights(classes=3), classes=3)
+
+
+@pytest.fixture
+def rasters(tmp_path: Path) -> dict[str, Path]:
+    values = make_physical((64, 64), seed=2)
+    return {m: write_raster(tmp_path / f"{m}.tif", v, TRANSFORM) for m, v in values.items()}
+
+
+def _edit_manifest(folder: Path, change: object) -> None:
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)  # type: ignore[operator]
+    path.write_text(json.dumps(data))
+
+
+def test_incompatible_crs_is_one_line_at_the_command_line(
+    engines: Path, rasters: dict[str, Path], tmp_path: Path
+) -> None:
+    sar = write_raster(tmp_path / "local.tif", make_physical((64, 64))["sar"], TRANSFORM, crs=LOCAL_CRS)
+    done = subprocess.run(
+        [sys.executable, "-m", "stars_edge", "run", "--engines", str(engines),
+         "--optical", str(rasters["optical"]),
+         "--sar", str(sar), "--out", str(tmp_path / "out" / "p.tif"), "--no-progress"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "cannot be transformed" in done.stderr and "gdalwarp" in done.stderr
+    assert not (tmp_path / "out").exists()  # the output folder is created only once the inputs are valid
+
+
+def test_values_far_outside_the_normalisation_are_refused_unless_allowed(
+    engines: Path, tmp_path: Path
+) -> None:
+    values = make_physical((64, 64), seed=3)
+    dn = write_raster(
+        tmp_path / "dn.tif", (values["optical"].clip(0, None) * 10000).astype(np.uint16), TRANSFORM
+    )
+    predictor = Predictor(engines, backend="onnxruntime", threads=1)
+    with pytest.raises(DataError, match="allow-out-of-range") as error:
+        predictor.predict_scene(optical=dn, out=tmp_path / "p.tif", progress=False)
+    assert "\n" not in str(error.value) and "band 1" in str(error.value)
+    assert not (tmp_path / "p.tif").exists()
+    with pytest.warns(UserWarning, match="std from"):
+        predictor.predict_scene(optical=dn, out=tmp_path / "p.tif", progress=False, allow_out_of_range=True)
+    assert (tmp_path / "p.tif").exists()
+
+
+def test_flagged_engines_are_refused_unless_allowed(
+    engines: Path, rasters: dict[str, Path], tmp_path: Path
+) -> None:
+    def flag(data: dict) -> None:  # type: ignore[type-arg]
+        for entry in data["engines"]:
+            if entry["pattern"] == "optical":
+                entry["accuracy"] = {
+                    "miou": 40.0, "per_class_iou": {}, "agreement_with_fp32": 80.0, "miou_drop": 9.0,
+                    "gate": "flagged",
+                }  # fmt: skip
+
+    _edit_manifest(engines, flag)
+    with pytest.raises(ManifestError, match="allow-flagged"):
+        Predictor(engines, backend="onnxruntime").predict_scene(
+            optical=rasters["optical"], out=tmp_path / "p.tif", progress=False
+        )
+    Predictor(engines, backend="onnxruntime", allow_flagged=True).predict_scene(
+        optical=rasters["optical"], out=tmp_path / "p.tif", progress=False
+    )
+    # a run that needs no flagged engine is not affected
+    Predictor(engines, backend="onnxruntime").predict_scene(
+        sar=rasters["sar"], out=tmp_path / "s.tif", progress=False
+    )
+
+
+def test_only_the_engines_a_run_needs_are_verified_at_first_use(
+    engines: Path, rasters: dict[str, Path], tmp_path: Path
+) -> None:
+    (engines / "sar.fp32.onnx").unlink()
+    (engines / "optical+dsm.fp32.onnx").write_bytes(b"altered")
+    predictor = Predictor(engines, backend="onnxruntime", threads=1)
+    predictor.predict_scene(optical=rasters["optical"], out=tmp_path / "p.tif", progress=False)
+    loaded = [p.name for engines_set in predictor._engines.values() for p in engines_set.loaded]
+    assert loaded == ["optical"]
+    with pytest.raises(ManifestError, match="sha256"):
+        predictor.predict_scene(
+            optical=rasters["optical"], dsm=rasters["dsm"], out=tmp_path / "d.tif", progress=False
+        )
+
+
+def test_tile_defaults_to_the_manifest_tile(engines: Path, rasters: dict[str, Path], tmp_path: Path) -> None:
+    predictor = Predictor(engines, backend="onnxruntime", threads=1)
+    summary = predictor.predict_scene(optical=rasters["optical"], out=tmp_path / "p.tif", progress=False)
+    with rasterio.open(tmp_path / "p.tif") as dataset:
+        assert dataset.tags()["STARS_TILE"] == str(predictor.manifest.tile_size) == "64"
+        assert dataset.tags()["STARS_OVERLAP"] == "16"
+    assert summary.tiles == 1
+
+
+def test_engine_symlinked_out_of_the_folder_is_refused(
+    engines: Path, rasters: dict[str, Path], tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere.onnx"
+    (engines / "optical.fp32.onnx").rename(outside)
+    (engines / "optical.fp32.onnx").symlink_to(outside)
+    with pytest.raises(ManifestError, match="outside the engines folder"):
+        Predictor(engines, backend="onnxruntime").predict_scene(
+            optical=rasters["optical"], out=tmp_path / "p.tif", progress=False
+        )
+
+
+@pytest.mark.parametrize("path", ["/tmp/optical.onnx", "../optical.fp32.onnx", "sub/../../optical.onnx"])
+def test_engine_paths_that_climb_out_are_refused(engines: Path, path: str) -> None:
+    def move(data: dict) -> None:  # type: ignore[type-arg]
+        data["engines"][0]["path"] = path
+
+    _edit_manifest(engines, move)
+    with pytest.raises(ManifestError):
+        Predictor(engines, backend="onnxruntime")
+
+
+def test_onnx_external_data_outside_the_folder_is_refused(
+    engines: Path, rasters: dict[str, Path], tmp_path: Path
+) -> None:
+    path = engines / "optical.fp32.onnx"
+    model = onnx.load(str(path))
+    weight = next(t for t in model.graph.initializer if t.name == "weight")
+    data = weight.raw_data or np.asarray(onnx.numpy_helper.to_array(weight)).tobytes()
+    (tmp_path / "secret.bin").write_bytes(data)
+    external_data_helper.set_external_data(weight, location="../secret.bin", length=len(data))
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    path.write_bytes(model.SerializeToString())
+
+    def rehash(data: dict) -> None:  # type: ignore[type-arg]
+        for entry in data["engines"]:
+            if entry["path"] == path.name:
+                entry["sha256"] = sha256_file(path)
+
+    _edit_manifest(engines, rehash)
+    assert load_manifest(engines).select("optical", "fp32", "onnxruntime").path == path.name
+    with pytest.raises(ManifestError, match="external data"):
+        Predictor(engines, backend="onnxruntime").predict_scene(
+            optical=rasters["optical"], out=tmp_path / "p.tif", progress=False
+        )
