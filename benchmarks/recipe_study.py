@@ -91,7 +91,9 @@ def run(
         log = [json.loads(line) for line in result.log_path.read_text().splitlines()]
         last = [row for row in log if "total" in row][-1]
         scenes = synthetic_scenes(test_scenes, 256, TEST_SEED, config.synthetic_optical_bands)
-        test = SceneTileDataset(scenes, tile_size=256, specs=data.specs, augment=False, seed=0)
+        test = SceneTileDataset(
+            scenes, tile_size=256, specs=data.specs, augment=False, seed=0, modalities=tuple(data.specs)
+        )
         scores = evaluate_model(result.model, test, "all", 8, data.ignore_index)
         held_out_gains = _held_out_translation_gains(result.model, data.train, test)
     miou = {p: round(s.miou, 2) for p, s in scores.items()}

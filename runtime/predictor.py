@@ -26,7 +26,6 @@ from runtime.outputs import (
     CLASS_NODATA,
     GeoTiffSink,
     RasterGrid,
-    block_rows,
     build_overviews,
     check_not_inputs,
     check_output_target,
@@ -44,11 +43,11 @@ from runtime.sources import (
     gdal_cache_limit,
     tile_cache_bytes,
 )
-from runtime.summary import RunSummary, count_names, input_fingerprint, names_to_counts, output_specs
+from runtime.summary import RunSummary, count_names, input_fingerprint, output_specs
 from runtime.tiling import TileGrid, check_tiling, plan_chunks
 from runtime.validity import DEFAULT_CONTEXT_MARGIN, check_value_range
-from runtime.writing import BlockWriter, checkpoint, first_tile_row, save_progress, stream_chunk
-from stars_edge.errors import ConfigError, DataError, ManifestError, OutputError, StarsEdgeError
+from runtime.writing import SceneRun, stream_chunk
+from stars_edge.errors import ConfigError, DataError, ManifestError, OutputError
 from stars_edge.io import ensure_writable_dir
 from stars_edge.manifest import PRECISIONS, Manifest, load_manifest
 from stars_edge.modalities import DEFAULT_MIN_VALID, Pattern, all_patterns
@@ -315,7 +314,7 @@ class Predictor:
                     discard(outputs, journal_file)  # a partial left unreadable by a crash: start over
                     journal = Journal(journal_file, fingerprint)
                     sink = GeoTiffSink(raster, outputs, False)
-                run = _SceneRun(self, source, grid, engines, sink, journal, policy, batch, on_row_done)
+                run = SceneRun(self.classes, source, grid, engines, sink, journal, policy, batch, on_row_done)
                 run.execute(
                     plan_chunks(grid, chunk_width),
                     self._settings(min_valid),
@@ -413,101 +412,6 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _SceneRun:
-    """One scene's chunks, tile rows and block bands, with checkpoints and the unwinding rules."""
-
-    def __init__(
-        self,
-        predictor: Predictor,
-        source: RasterSource,
-        grid: TileGrid,
-        engines: EngineSet,
-        sink: GeoTiffSink,
-        journal: Journal,
-        policy: CheckpointPolicy,
-        batch: int,
-        on_row_done: Callable[[int], None] | None,
-    ) -> None:
-        self.predictor, self.source, self.grid, self.engines = predictor, source, grid, engines
-        self.sink, self.journal, self.policy, self.batch = sink, journal, policy, batch
-        self.on_row_done = on_row_done
-        self.timer = Timer()
-        self.use = EngineUse()
-        self.counts = names_to_counts(journal.pattern_pixels)
-        self.resumed = journal.started
-        self.resumed_chunk = journal.chunk
-        self.resumed_row = 0
-        self.pixels = 0
-        self.chunks = 1
-
-    def execute(
-        self, chunks: list[Any], settings: ReadSettings, probabilities: str | None, progress: bool
-    ) -> None:
-        from tqdm import tqdm
-
-        grid, journal = self.grid, self.journal
-        self.chunks = len(chunks)
-        block = block_rows(self.sink.grid)
-        patterns = all_patterns(self.source.modalities)
-        probs = None if probabilities is None else (self.predictor.classes, probabilities)
-        writer: BlockWriter | None = None
-        bar = tqdm(total=len(grid), unit="tile", disable=not progress, desc="stars-edge run")
-        try:
-            for chunk in chunks[journal.chunk :]:
-                done = journal.rows_written if chunk.index == journal.chunk else 0
-                first = first_tile_row(grid, done)
-                if chunk.index == self.resumed_chunk:
-                    self.resumed_row = first
-                writer = BlockWriter(self.sink, chunk, grid.height, block, done, probs)
-                base = self.counts.copy()
-                stream = stream_chunk(
-                    self.source, grid, chunk, self.engines, settings, self.timer, self.batch, first,
-                    self.predictor.classes, probabilities, patterns, self.use, bar.update,
-                )  # fmt: skip
-                for row, bands in stream:
-                    written = time.perf_counter()
-                    wrote = writer.add(bands)
-                    self.counts = base + writer.counts
-                    self.timer.add("write", time.perf_counter() - written)
-                    self.policy.tile_row_done()
-                    if wrote and writer.next_row < grid.height:
-                        save_progress(self.sink, journal, self.policy, writer, count_names(self.counts))
-                    if self.on_row_done is not None:
-                        self.on_row_done(row)
-                    del bands  # views into the blender's rows: keep them from outliving the chunk
-                self.pixels += writer.pixels_written
-                if chunk.index + 1 < len(chunks):
-                    checkpoint(self.sink, journal, chunk.index + 1, 0, count_names(self.counts))
-                    journal.save()
-                    self.policy.reset()
-                writer = None
-            self.sink.close()
-        except BaseException as exc:
-            self._unwind(exc, writer)
-            raise
-        finally:
-            bar.close()
-
-    def _unwind(self, exc: BaseException, writer: BlockWriter | None) -> None:
-        """An interruption or a failed write keeps what is durably written for ``--resume``; bad data
-        (which would fail again) removes the partial files and the journal."""
-        resumable = isinstance(exc, OutputError) or not isinstance(exc, StarsEdgeError)
-        try:
-            self.sink.close()
-        except OutputError:
-            return  # the last checkpoint's journal (if any) stays; a broken partial restarts on resume
-        if not resumable:
-            discard(self.sink.outputs, self.journal.path)
-            return
-        if writer is not None and (writer.next_row > 0 or writer.chunk.index > 0):
-            self.journal.chunk, self.journal.rows_written = writer.chunk.index, writer.next_row
-            self.journal.pattern_pixels = count_names(self.counts)
-        if self.journal.started:
-            self.journal.save()
-        else:
-            discard(self.sink.outputs, self.journal.path)
 
 
 def _json(value: Any) -> str:

@@ -79,6 +79,7 @@ class TrainConfig:
     psa_pixels_per_class: int = 32
     psa_temperature: float = 0.2
     psa_views: Literal["real", "real+translated"] = "real"
+    psa_modalities: tuple[str, ...] | None = None
     lambda_shaspec_align: float = 0.1
     lambda_shaspec_domain: float = 0.1
     pattern_schedule: Literal["all", "draw"] = "all"
@@ -134,6 +135,13 @@ class TrainConfig:
             raise ConfigError(f"tile_size must be a multiple of 32, got {self.tile_size}")
         if self.lr <= 0 or self.psa_temperature <= 0 or self.distill_temperature <= 0:
             raise ConfigError("lr, psa_temperature and distill_temperature must be positive")
+        if self.psa_modalities is not None:
+            unknown_psa = [m for m in self.psa_modalities if m not in self.modalities]
+            if unknown_psa or len(self.psa_modalities) < 2:
+                raise ConfigError(
+                    f"psa_modalities must name at least two of the trained modalities "
+                    f"({', '.join(self.modalities)}), got {', '.join(self.psa_modalities)}"
+                )
         if self.subset_weight < 0 or self.lambda_distill < 0:
             raise ConfigError("subset_weight and lambda_distill must be >= 0")
         if self.pattern_norm_batches < 0:
@@ -204,6 +212,7 @@ FIELD_HELP: dict[str, str] = {
     "psa_pixels_per_class": "PSA: pixels sampled per class present in a batch (K)",
     "psa_temperature": "PSA: contrastive temperature",
     "psa_views": "PSA views: real (each present modality) or real+translated (adds translated features)",
+    "psa_modalities": "modalities whose real features are PSA views (unset: every modality of the model)",
     "lambda_shaspec_align": "ShaSpec: weight of the L1 shared-feature alignment",
     "lambda_shaspec_domain": "ShaSpec: weight of the modality classification of specific features",
     "pattern_schedule": "all: supervise the full pattern and every proper subset each step; draw: the full "

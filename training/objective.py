@@ -97,9 +97,10 @@ class TrainingObjective(nn.Module):
             for key, value in translation_gains(translations, fused).items():
                 losses[key] = torch.tensor(value)
         if spec.psa and len(modalities) > 1:
-            views = {m: model.project(fused[m]) for m in modalities}
+            viewed = [m for m in modalities if cfg.psa_modalities is None or m in cfg.psa_modalities]
+            views = {m: model.project(fused[m]) for m in viewed}
             if cfg.psa_views == "real+translated":
-                for m in modalities:
+                for m in viewed:
                     alone = [p for p in completed_by_pattern if m not in Pattern.parse(p)]
                     if alone:
                         views[f"{m}~translated"] = model.project(completed_by_pattern[alone[0]][m])

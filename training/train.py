@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        nargs = "+" if field.name in ("modalities", "translation_scales") else None
+        nargs = "+" if field.name in ("modalities", "translation_scales", "psa_modalities") else None
         parser.add_argument(
             flag,
             dest=field.name,

@@ -227,8 +227,8 @@ class STARSModel(nn.Module):
         self.psa_head: nn.Module | None = None
         if self.method_spec.psa:
             c = shared_ch[config.psa_scale]
-            # BatchNorm in the head keeps the hidden layer's variance up, so the embedding cannot fall into the
-            # all-equal state where PSA sits at its trivial value with a vanishing gradient (measured)
+            # BatchNorm in the head keeps the hidden layer's variance up, so the embedding cannot fall into
+            # the all-equal state where PSA sits at its trivial value with a vanishing gradient (measured)
             self.psa_head = nn.Sequential(
                 nn.Conv2d(c, c, 1, bias=False),
                 nn.BatchNorm2d(c),
