@@ -193,7 +193,7 @@ def render_study(
     settings = study.settings.to_dict()
     header = {"machine": machine_info(study.settings.threads), "command": command}
     synthetic = [r for r in chosen.records if r["spec"]["experiment"] == "synthetic"]
-    main_records = [r for r in synthetic if float(r["spec"]["lambda_tr"]) == 1.0]
+    main_records = [r for r in synthetic if float(r["spec"]["lambda_tr"]) == targets.DEFAULT_LAMBDA_TR]
     sweep_records = [r for r in synthetic if r["spec"]["method"] in ("stars", "stars_no_stopgrad")]
     main = render.payload(main_records, "synthetic", settings, header, chosen.mixed)
     sweep = render.payload(sweep_records, "lambda_tr_sweep", settings, header, chosen.mixed)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.accuracy_targets import Target
+from benchmarks.accuracy_targets import DEFAULT_LAMBDA_TR, Target
 
 SCHEMA = "stars-edge/accuracy/v1"
 
@@ -214,11 +214,15 @@ def render_synthetic(
 
 
 def curves_by_method(records: Sequence[Mapping[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
-    """The validation curves of the main runs (lambda_tr 1), grouped by method."""
+    """The validation curves of the main runs (the default lambda_tr), grouped by method."""
     out: dict[str, list[list[dict[str, Any]]]] = {}
     for record in records:
         spec = record["spec"]
-        if spec["experiment"] == "synthetic" and float(spec["lambda_tr"]) == 1.0 and record.get("curve"):
+        if (
+            spec["experiment"] == "synthetic"
+            and float(spec["lambda_tr"]) == DEFAULT_LAMBDA_TR
+            and record.get("curve")
+        ):
             label = spec["method"] + (
                 "" if spec["method"] != "single_modality" else f" ({spec['modalities'][0]})"
             )

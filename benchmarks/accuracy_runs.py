@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.accuracy_targets import DEFAULT_LAMBDA_TR
 from benchmarks.common import BenchmarkError
 
 #: Seeds of test scenes start here; training scenes use 0.., validation scenes 100000.. (disjoint).
@@ -92,7 +93,7 @@ class RunSpec:
     experiment: str  # "synthetic" or "sen1floods11"
     method: str
     seed: int
-    lambda_tr: float = 1.0
+    lambda_tr: float = DEFAULT_LAMBDA_TR
     modalities: tuple[str, ...] = ("optical", "sar", "dsm")
 
     @property
@@ -122,7 +123,7 @@ def plan(settings: StudySettings, parts: Sequence[str] = PARTS) -> list[RunSpec]
         for seed in settings.seeds:
             for method in settings.methods:
                 if method == "single_modality":
-                    runs += [RunSpec("synthetic", method, seed, 1.0, (m,)) for m in MODALITIES]
+                    runs += [RunSpec("synthetic", method, seed, DEFAULT_LAMBDA_TR, (m,)) for m in MODALITIES]
                 else:
                     runs.append(RunSpec("synthetic", method, seed))
     if "sweep" in parts:
@@ -132,9 +133,9 @@ def plan(settings: StudySettings, parts: Sequence[str] = PARTS) -> list[RunSpec]
     if "sen1floods11" in parts:
         seed = settings.seeds[0]
         runs += [
-            RunSpec("sen1floods11", "stars", seed, 1.0, ("optical", "sar")),
-            RunSpec("sen1floods11", "zero_fill_dropout", seed, 1.0, ("optical", "sar")),
-            RunSpec("sen1floods11", "single_modality", seed, 1.0, ("sar",)),
+            RunSpec("sen1floods11", "stars", seed, DEFAULT_LAMBDA_TR, ("optical", "sar")),
+            RunSpec("sen1floods11", "zero_fill_dropout", seed, DEFAULT_LAMBDA_TR, ("optical", "sar")),
+            RunSpec("sen1floods11", "single_modality", seed, DEFAULT_LAMBDA_TR, ("sar",)),
         ]
     unique: dict[str, RunSpec] = {}
     for run in runs:

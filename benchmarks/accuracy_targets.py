@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+#: lambda_tr of the main table (the shipped default, ``TrainConfig.lambda_tr``); the sweep varies it.
+DEFAULT_LAMBDA_TR = 2.0
+
 MISSING_PATTERNS: tuple[str, ...] = ("optical+sar", "optical+dsm", "sar+dsm", "optical", "sar", "dsm")
 SINGLE: tuple[str, ...] = ("optical", "sar", "dsm")
 MIN_CLASS_PIXELS = 1000
@@ -44,24 +47,32 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def _cell(rows: Sequence[Mapping[str, Any]], method: str, pattern: str, lam: float = 1.0) -> float | None:
+def _cell(
+    rows: Sequence[Mapping[str, Any]], method: str, pattern: str, lam: float = DEFAULT_LAMBDA_TR
+) -> float | None:
     """Mean over seeds of one method's mIoU on one pattern (``None`` without rows)."""
     values = [
         float(r["miou"])
         for r in rows
         if r["method"] == method
         and r["pattern"] == pattern
-        and float(r.get("lambda_tr", 1.0)) == lam
+        and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == lam
         and r["miou"] is not None
     ]
     return float(np.mean(values)) if values else None
 
 
-def seed_means(rows: Sequence[Mapping[str, Any]], method: str, lam: float = 1.0) -> dict[int, float]:
+def seed_means(
+    rows: Sequence[Mapping[str, Any]], method: str, lam: float = DEFAULT_LAMBDA_TR
+) -> dict[int, float]:
     """Per seed, the method's mIoU averaged over the patterns it was scored on."""
     by_seed: dict[int, list[float]] = {}
     for r in rows:
-        if r["method"] == method and float(r.get("lambda_tr", 1.0)) == lam and r["miou"] is not None:
+        if (
+            r["method"] == method
+            and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == lam
+            and r["miou"] is not None
+        ):
             by_seed.setdefault(int(r["seed"]), []).append(float(r["miou"]))
     return {seed: float(np.mean(v)) for seed, v in sorted(by_seed.items())}
 
@@ -102,14 +113,18 @@ def psa_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
     paired: dict[tuple[str, int], Mapping[str, Any]] = {
         (r["pattern"], int(r["seed"])): r
         for r in rows
-        if r["method"] == "stars_no_psa" and float(r.get("lambda_tr", 1.0)) == 1.0
+        if r["method"] == "stars_no_psa" and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == DEFAULT_LAMBDA_TR
     }
     out = []
     for cls in PSA_CLASSES:
         diffs = []
         for r in rows:
             other = paired.get((r["pattern"], int(r["seed"])))
-            if r["method"] != "stars" or float(r.get("lambda_tr", 1.0)) != 1.0 or other is None:
+            if (
+                r["method"] != "stars"
+                or float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) != DEFAULT_LAMBDA_TR
+                or other is None
+            ):
                 continue
             a, b = r["per_class_iou"].get(cls), other["per_class_iou"].get(cls)
             if a is not None and b is not None:

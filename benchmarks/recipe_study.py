@@ -153,14 +153,14 @@ def _held_out_translation_gains(model: Any, train_tiles: Any, test_tiles: Any) -
 
 def render(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    patterns = list(rows[0]["miou"]) if rows else []
+    patterns = max((list(r["miou"]) for r in rows), key=len) if rows else []
     head = "| run | commit | s/step | mean | " + " | ".join(patterns) + " | psa / trivial | gain min |"
     lines = [head, "|" + " --- |" * (6 + len(patterns))]
     for r in rows:
         log = r["last_log"]
         psa = f"{log['psa']:.2f} / {log['psa_trivial']:.2f}" if "psa" in log else "-"
         gain = f"{log['translation_gain_min']:.2f}" if "translation_gain_min" in log else "-"
-        cells = " | ".join(f"{r['miou'][p]:.1f}" for p in patterns)
+        cells = " | ".join(f"{r['miou'][p]:.1f}" if p in r["miou"] else "" for p in patterns)
         lines.append(
             f"| {r['name']} (seed {r['seed']}) | {r['commit']} | {r['seconds_per_step']:.2f} | "
             f"{r['mean_miou']:.1f} | {cells} | {psa} | {gain} |"

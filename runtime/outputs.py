@@ -111,9 +111,11 @@ def gdal_errors(path: Path, action: str) -> Iterator[None]:
     """Turn any GDAL error signalled in the block (and any rasterio exception) into one ``OutputError``."""
     handler = _GdalErrors()
     logger = logging.getLogger("rasterio._env")
-    previous = logger.level
+    previous, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    # DEBUG is only for our handler: an application's root handler must not print GDAL's chatter
+    logger.propagate = False
     try:
         with rasterio.Env():
             yield
@@ -122,6 +124,7 @@ def gdal_errors(path: Path, action: str) -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+        logger.propagate = propagate
     if handler.messages:
         raise OutputError(_failure(path, action, handler.messages[0]))
 

@@ -349,6 +349,7 @@ class RasterSource:
                         f"{self.paths[name]}: reading rows {y}..{y + h} failed ({_one_line(exc)}); the file "
                         "is truncated or corrupt (or cannot be warped onto the grid), re-export it"
                     ) from exc
+                data = _apply_scale_offset(reader, bands, data)
                 tile[:, :h, :w] = data
                 mask[:h, :w] = stored & _finite_valid(data)
             values[name], valid[name] = tile, mask
@@ -381,6 +382,19 @@ class RasterSource:
         for dataset in reversed(self._opened):
             dataset.close()
         self._opened.clear()
+
+
+def _apply_scale_offset(reader: Any, bands: list[int], data: np.ndarray) -> np.ndarray:
+    """Physical values from stored ones where the file declares GDAL scale/offset (e.g. Sentinel-2 L2A:
+    uint16 DN with scale 1e-4): engines are trained on physical units. Validity is decided on the stored
+    values before this (nodata compares raw numbers)."""
+    scales = [float(reader.scales[b - 1]) for b in bands]
+    offsets = [float(reader.offsets[b - 1]) for b in bands]
+    if all(sc == 1.0 for sc in scales) and all(of == 0.0 for of in offsets):
+        return data
+    scale = np.asarray(scales, dtype=np.float32).reshape(-1, 1, 1)
+    offset = np.asarray(offsets, dtype=np.float32).reshape(-1, 1, 1)
+    return data * scale + offset
 
 
 def _crs_name(crs: Any) -> str:

@@ -175,17 +175,24 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     covered = pattern_map > 0
     overall = segmentation_scores(prediction, scene.label, classes, valid=covered)
     per_pattern: dict[str, dict[str, Any]] = {}
+    # timing only: engines the gate flagged are timed too (their verdict is reported, never silently run)
     latencies = {
-        p: Predictor(engines_dir, backend="onnxruntime", precision=p, threads=config.threads).measure_latency(
-            tile=config.tile, runs=config.latency_runs
-        )
+        p: Predictor(
+            engines_dir, backend="onnxruntime", precision=p, threads=config.threads, allow_flagged=True
+        ).measure_latency(tile=config.tile, runs=config.latency_runs)
         for p in config.precisions
+    }
+    from stars_edge.manifest import load_manifest
+
+    gates: dict[tuple[str, str], str] = {
+        (e.pattern.name, str(e.precision)): e.gate for e in load_manifest(engines_dir).engines
     }
     for pattern in ALL_PATTERNS:
         where = pattern_map == pattern.index
         row: dict[str, Any] = {
             "pixels": int(where.sum()),
             "latency_ms": {p: values.get(pattern.name) for p, values in latencies.items()},
+            "gate": {p: gates.get((pattern.name, p), "not_built") for p in config.precisions},
         }
         if where.any():
             row["miou"] = segmentation_scores(prediction, scene.label, classes, valid=where).miou
@@ -394,7 +401,11 @@ def render_report(
         "| --- | " + " | ".join("---:" for _ in config.precisions) + " | ---: | ---: |",
     ]
     for name, row in result.per_pattern.items():
-        latency_cells = [_number(row["latency_ms"].get(p), 1) for p in config.precisions]
+        latency_cells = [
+            _number(row["latency_ms"].get(p), 1)
+            + (" (gate: flagged)" if row.get("gate", {}).get(p) == "flagged" else "")
+            for p in config.precisions
+        ]
         lines.append(
             f"| `{name}` | {' | '.join(latency_cells)} | {row['pixels']:,} | {_number(row.get('miou'), 2)} |"
         )

@@ -202,7 +202,11 @@ def test_select_keeps_the_last_record_of_a_repeated_run(tmp_path: Path) -> None:
 
 
 def _rows(
-    method: str, mious: dict[str, float], seed: int = 0, lam: float = 1.0, **classes: float
+    method: str,
+    mious: dict[str, float],
+    seed: int = 0,
+    lam: float = accuracy_targets.DEFAULT_LAMBDA_TR,
+    **classes: float,
 ) -> list[dict]:
     per_class = {"car": 10.0, "building": 50.0, **classes}
     return [
@@ -312,3 +316,13 @@ def test_two_jobs_side_by_side_append_one_record_per_run(tmp_path: Path) -> None
     assert accuracy.main([*args, *files, "--jobs", "2"]) == 0
     assert sorted(r["spec"]["seed"] for r in ResultsLog(log).read()) == [0, 1]
     assert json.loads((out / "accuracy_synthetic.json").read_text())["seeds"] == [0, 1]
+
+
+def test_main_table_trains_with_the_shipped_lambda_tr() -> None:
+    """The study's main rows are the model users get: the harness's lambda_tr is TrainConfig's default."""
+    from benchmarks.accuracy_runs import RunSpec
+    from benchmarks.accuracy_targets import DEFAULT_LAMBDA_TR
+    from training.config import TrainConfig
+
+    assert TrainConfig().lambda_tr == DEFAULT_LAMBDA_TR
+    assert RunSpec("synthetic", "stars", 0).lambda_tr == DEFAULT_LAMBDA_TR

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from stars_edge.data import SceneTileDataset
+from stars_edge.errors import ConfigError
 from stars_edge.modalities import Pattern
 from stars_edge.models import STARSModel, create_model, export_module
 from stars_edge.models.pattern_norm import PatternNorm, estimate_pattern_statistics
@@ -106,19 +107,25 @@ def test_training_log_reports_psa_its_trivial_value_and_class_gaps(
     tmp_path: Path, tiny_data: TrainingData
 ) -> None:
     last = _last_losses(_train(tmp_path, tiny_data, "log", steps=10, log_every=5).log_path)
-    # three real views: log((V - 1) * S)
-    assert last["psa_trivial"] == pytest.approx(np.log(2 * last["psa_samples"]), rel=1e-5)
+    # two real views by default (optical, sar: dsm is no PSA view when two others are trained): log((V-1) * S)
+    assert last["psa_trivial"] == pytest.approx(np.log(1 * last["psa_samples"]), rel=1e-5)
     for key in ("psa", "psa_trivial", "translation_gain_min", "psa_gap_min", "distill", "seg_full"):
         assert key in last, key
     assert any(k.startswith("psa_gap/") for k in last)
     assert any(k.startswith("translation_gain/") for k in last)
+    final = (
+        json.loads(log_path.read_text().splitlines()[-1])
+        if (log_path := Path(tmp_path / "log" / "log.jsonl"))
+        else {}
+    )
+    assert final.get("final") is True and "psa_trivial" in final and "translation_gain_min" in final
 
 
 # ---------------------------------------------------------------------------------------- translation
 def test_trained_translators_beat_the_per_channel_mean_on_held_out_tiles(tmp_path: Path) -> None:
     """Held-out scenes, inference mode, against the constant a deployed model could use (the per-channel mean
     of the target on training tiles). On this 150-step tiny fixture most pairs clearly beat it; after the
-    demo's 600 `edge` steps every pair and scale does (docs/MODEL.md, held-out 0.15-0.70)."""
+    demo's 600 `edge` steps every pair does (docs/MODEL.md, held-out 0.28-0.70)."""
     fixture: dict[str, Any] = dict(
         TINY, tile_size=128, synthetic_size=256, synthetic_train_scenes=8, steps=150, lr=0.005, lambda_psa=0.0
     )
@@ -150,7 +157,7 @@ def test_trained_translators_beat_the_per_channel_mean_on_held_out_tiles(tmp_pat
     untrained = gains(create_model("tiny", BANDS, classes=model.classes).eval())
     assert len(trained) == 6 * len(model.translation_scales)
     assert np.mean(list(trained.values())) > 0.08, trained
-    assert sum(v > 0 for v in trained.values()) >= 8, trained
+    assert sum(v > 0 for v in trained.values()) >= 2 * len(trained) / 3, trained
     assert max(trained.values()) > 0.2, trained
     assert untrained["translation_gain_min"] < 0.0, untrained
 
@@ -165,6 +172,14 @@ def test_translation_gain_is_zero_for_the_mean_and_one_for_the_truth() -> None:
     assert gains["translation_gain/b->a/s0"] == pytest.approx(1.0, abs=1e-6)
     half = translation_gains({("a", "b"): {0: 0.5 * target}}, {"b": [target]})
     assert half["translation_gain/a->b/s0"] < 0.0  # scale matters: half the norm is worse than the mean
+
+
+def test_psa_views_leave_out_dsm_only_when_two_other_modalities_are_trained() -> None:
+    assert TrainConfig().psa_view_modalities() == ("optical", "sar")
+    assert TrainConfig(modalities=("optical", "dsm")).psa_view_modalities() == ("optical", "dsm")
+    assert TrainConfig(psa_modalities=("sar", "dsm")).psa_view_modalities() == ("sar", "dsm")
+    with pytest.raises(ConfigError, match="psa_modalities"):
+        TrainConfig(psa_modalities=("sar",))
 
 
 def test_untranslated_scales_have_no_translators() -> None:

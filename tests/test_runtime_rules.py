@@ -174,3 +174,25 @@ def test_onnx_external_data_outside_the_folder_is_refused(
         Predictor(engines, backend="onnxruntime").predict_scene(
             optical=rasters["optical"], out=tmp_path / "p.tif", progress=False
         )
+
+
+def test_geotiff_scale_and_offset_tags_give_physical_values(tmp_path: Path) -> None:
+    """A Sentinel-2-style uint16 file (DN with scale 1e-4) reads as the reflectance a float file holds."""
+    from rasterio.transform import from_origin
+
+    from runtime.sources import RasterSource
+    from stars_edge.modalities import ModalitySpec
+
+    rng = np.random.default_rng(0)
+    reflectance = rng.uniform(0.01, 0.5, size=(2, 64, 64)).astype(np.float32)
+    dn = np.round(reflectance * 10_000).astype(np.uint16)
+    profile = dict(driver="GTiff", height=64, width=64, crs="EPSG:32632", transform=from_origin(0, 64, 1, 1))
+    with rasterio.open(tmp_path / "float.tif", "w", count=2, dtype="float32", **profile) as dst:
+        dst.write(dn.astype(np.float32) / 10_000)
+    with rasterio.open(tmp_path / "dn.tif", "w", count=2, dtype="uint16", **profile) as dst:
+        dst.write(dn)
+        dst.scales = (1e-4, 1e-4)
+    specs = {"sar": ModalitySpec("sar", ("vv", "vh"), (0.0, 0.0), (1.0, 1.0))}
+    as_float = RasterSource({"sar": tmp_path / "float.tif"}, specs).read(0, 0, 64)
+    as_dn = RasterSource({"sar": tmp_path / "dn.tif"}, specs).read(0, 0, 64)
+    np.testing.assert_allclose(as_dn.values["sar"], as_float.values["sar"], rtol=1e-5, atol=1e-7)

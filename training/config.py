@@ -73,7 +73,7 @@ class TrainConfig:
     # losses
     seg_weight: float = 1.0
     dice_weight: float = 0.0
-    lambda_tr: float = 1.0
+    lambda_tr: float = 2.0
     translation_distance: Literal["standardized", "cosine", "mse", "l1"] = "standardized"
     lambda_psa: float = 1.0
     psa_pixels_per_class: int = 32
@@ -152,6 +152,13 @@ class TrainConfig:
 
         check_speed_options(self)
 
+    def psa_view_modalities(self) -> tuple[str, ...]:
+        """The modalities whose real features are PSA views (``psa_modalities`` or the default rule)."""
+        if self.psa_modalities is not None:
+            return tuple(m for m in self.modalities if m in self.psa_modalities)
+        others = tuple(m for m in self.modalities if m != "dsm")
+        return others if len(others) >= 2 else self.modalities
+
     def model_overrides(self) -> dict[str, Any]:
         """The ModelConfig fields this config sets explicitly."""
         return {k: getattr(self, k) for k in MODEL_OVERRIDE_KEYS if getattr(self, k) is not None}
@@ -212,7 +219,8 @@ FIELD_HELP: dict[str, str] = {
     "psa_pixels_per_class": "PSA: pixels sampled per class present in a batch (K)",
     "psa_temperature": "PSA: contrastive temperature",
     "psa_views": "PSA views: real (each present modality) or real+translated (adds translated features)",
-    "psa_modalities": "modalities whose real features are PSA views (unset: every modality of the model)",
+    "psa_modalities": "modalities whose real features are PSA views (unset: every modality but dsm when two "
+    "others are trained: height alone cannot tell most classes apart, measured in docs/MODEL.md)",
     "lambda_shaspec_align": "ShaSpec: weight of the L1 shared-feature alignment",
     "lambda_shaspec_domain": "ShaSpec: weight of the modality classification of specific features",
     "pattern_schedule": "all: supervise the full pattern and every proper subset each step; draw: the full "

@@ -229,14 +229,14 @@ def _train(
                 losses_seen = {k: float(all_reduce_mean(v, context).item()) for k, v in losses.items()}
                 record: dict[str, Any] = {
                     "step": done,
-                    "pattern": pattern.name,
+                    "pattern": pattern.name if config.pattern_schedule == "draw" else "all",
                     "lr": scheduler.get_last_lr()[0],
                     **losses_seen,
                 }
                 if config.diagnostics:
                     diagnostics = _diagnostics(model, batch, data.class_names, data.ignore_index)
                     record.update(diagnostics)
-                bar.set_postfix(loss=f"{losses_seen['total']:.3f}", pattern=pattern.name)
+                bar.set_postfix(loss=f"{losses_seen['total']:.3f}", psa=f"{losses_seen.get('psa', 0):.2f}")
                 if context.is_main:
                     _append_log(log_path, record)
             validate = (done % config.val_every == 0 or last) and data.val is not None
@@ -273,6 +273,15 @@ def _train(
             bar.update(1)
     finally:
         bar.close()
+    if context.is_main and losses_seen and start_step < config.steps:
+        # the log's last line carries the final losses and mechanism checks (psa, psa_trivial,
+        # translation_gain_min, psa_gap/...) after the last validation record
+        checks = {
+            k: v
+            for k, v in {**losses_seen, **diagnostics}.items()
+            if k.startswith(("psa", "translation_gain", "feature_std", "effective_rank"))
+        }
+        _append_log(log_path, {"step": config.steps, "final": True, **checks})
     model.eval()
     return TrainResult(
         checkpoint=checkpoint_path,

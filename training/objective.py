@@ -97,7 +97,7 @@ class TrainingObjective(nn.Module):
             for key, value in translation_gains(translations, fused).items():
                 losses[key] = torch.tensor(value)
         if spec.psa and len(modalities) > 1:
-            viewed = [m for m in modalities if cfg.psa_modalities is None or m in cfg.psa_modalities]
+            viewed = [m for m in modalities if m in cfg.psa_view_modalities()]
             views = {m: model.project(fused[m]) for m in viewed}
             if cfg.psa_views == "real+translated":
                 for m in viewed:

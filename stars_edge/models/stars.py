@@ -47,7 +47,7 @@ class ModelConfig:
     translator_kernel: int = 3
     translator_reduction: int = 1
     translator_depth: int = 2
-    translation_scales: tuple[int, ...] = (2, 3)
+    translation_scales: tuple[int, ...] = (3,)
     psa_dim: int = 32
     psa_scale: int = 1
     scse_reduction: int = 8
