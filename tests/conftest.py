@@ -65,3 +65,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not found at {SHARED_DATA} (only present in the project workspace)")
     return SHARED_DATA
+
+
+#: Prelude of a child-process script that makes ``import torch`` fail: the runtime, the batch code and the
+#: engine build from ONNX must work on a device without PyTorch.
+NO_TORCH_PRELUDE = """\
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+"""

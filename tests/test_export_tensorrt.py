@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import NO_TORCH_PRELUDE
 
 from export.onnx_export import export_onnx, simplify_onnx
 from export.tensorrt_build import TensorRTTarget, engine_file_name, tensorrt_status, timing_cache_name
@@ -98,14 +99,9 @@ def onnx_folder(tmp_path: Path) -> Path:
 
 def test_from_onnx_builds_gated_engines_on_the_target_without_torch(onnx_folder: Path) -> None:
     """`build-engines --from-onnx DIR --backend tensorrt` with torch blocked: engines, keyed cache, gate."""
-    script = f"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-        return None
-sys.meta_path.insert(0, _NoTorch())
+    script = (
+        NO_TORCH_PRELUDE
+        + f"""
 sys.path.insert(0, {str(PROJECT_ROOT / "tests")!r})
 from test_runtime_tensorrt_fake import install_fakes
 install_fakes()
@@ -120,6 +116,7 @@ assert "torch" not in sys.modules
 types = [sorted(b["types"]) for b in tensorrt.builds]
 print("TYPES", types)
 """
+    )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
     )

@@ -29,6 +29,7 @@ import pystac
 import pytest
 import rasterio
 from affine import Affine
+from conftest import NO_TORCH_PRELUDE
 from test_runtime_support import build_engines, make_physical, random_weights, write_raster
 
 from runtime import Predictor
@@ -379,14 +380,9 @@ def test_scene_lists_csv_and_stac(scenes: Path, tmp_path: Path) -> None:
 
 def test_batch_runs_scenes_without_torch(engines: Path, scenes: Path, tmp_path: Path) -> None:
     """A worker on a device without PyTorch: block torch, import Dask and the batch code, run a scene."""
-    script = f"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-        return None
-sys.meta_path.insert(0, _NoTorch())
+    script = (
+        NO_TORCH_PRELUDE
+        + f"""
 import distributed, runtime.batch, stars_edge.commands.run_batch
 from runtime.batch import BatchSettings, read_scenes, run_scene
 from stars_edge.io import sha256_file
@@ -398,6 +394,7 @@ assert result.status == "done", result.error
 assert "torch" not in sys.modules
 print("ok")
 """
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import NO_TORCH_PRELUDE
 from onnx import TensorProto, helper
 from test_runtime_support import build_engines, conv_engine, random_weights
 
@@ -171,14 +172,9 @@ def test_tensorrt_is_available_is_safe_to_call() -> None:
 
 def test_runtime_imports_and_predicts_without_torch(engines: Path) -> None:
     """A device without PyTorch: block torch entirely, then import the runtime and the CLI and predict."""
-    script = f"""
-import sys
-class _NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
-        return None
-sys.meta_path.insert(0, _NoTorch())
+    script = (
+        NO_TORCH_PRELUDE
+        + f"""
 import numpy as np
 import runtime, runtime.predictor, runtime.backends, stars_edge.commands.run
 from runtime import Predictor
@@ -189,6 +185,7 @@ assert classes.shape == (40, 40) and (patterns == 6).all()
 assert "torch" not in sys.modules
 print("ok")
 """
+    )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
     )

@@ -1,0 +1,42 @@
+"""Options that ``stars-edge run`` and ``stars-edge run-batch`` share: one definition, one help text."""
+
+from __future__ import annotations
+
+import typer
+
+from stars_edge.modalities import DEFAULT_MIN_VALID
+
+ENGINES = typer.Option(..., "--engines", help="Folder with manifest.json and the engine files.")
+TILE = typer.Option(
+    None, "--tile", help="Tile size in pixels (a multiple of 32); default: the manifest's tile size."
+)
+OVERLAP = typer.Option(
+    None, "--overlap", help="Pixels shared by neighbours (<= tile/2); default: tile/4, at most 64."
+)
+BATCH = typer.Option(1, "--batch", help="Tiles per engine call (tiles are batched per pattern).")
+BACKEND = typer.Option(
+    "auto",
+    "--backend",
+    help="auto (TensorRT engines built for this GPU, then ONNX Runtime on a GPU, then OpenVINO, then ONNX "
+    "Runtime CPU), onnxruntime, openvino or tensorrt.",
+)
+PRECISION = typer.Option("fp32", "--precision", help="Engine precision: fp32, fp16 or int8.")
+MIN_VALID = typer.Option(
+    DEFAULT_MIN_VALID,
+    "--min-valid",
+    help="A modality is used in a tile from this valid fraction on (pixel by pixel where partly valid).",
+)
+COG = typer.Option(
+    False, "--cog", help="Write Cloud Optimized GeoTIFFs (with overviews), built from the finished file."
+)
+ALLOW_FLAGGED = typer.Option(
+    False, "--allow-flagged", help="Run engines the accuracy gate flagged at export (refused by default)."
+)
+ALLOW_OUT_OF_RANGE = typer.Option(
+    False,
+    "--allow-out-of-range",
+    help="Only warn when input values are far outside the engines' normalisation (refused by default).",
+)
+PROBABILITIES_DTYPE = typer.Option(
+    "uint8", "--probabilities-dtype", help="uint8 (round(p*255), compact) or float32 (NaN = nodata)."
+)
