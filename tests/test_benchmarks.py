@@ -698,7 +698,7 @@ def test_report_renders_latency_and_accuracy_side_by_side(tmp_path: Path) -> Non
     # accuracy vs speed: the edge variant's STARS full-pattern mIoU against its fastest full-pattern engine
     fastest = 512 * 512 / 0.040 / 1e6
     assert f"| edge | 100 | 2 | 61.00 | {fastest:.2f} | int8 | onnxruntime | 1 |" in text
-    assert "notes.json: neither a latency nor an accuracy result" in text
+    assert "notes.json: not a known benchmark result" in text
     assert "| conv-only | 1.50x | 1.00 | 99.00 |" in text
     for name in ("latency_cpu.png", "accuracy_edge.png", "accuracy_vs_speed.png"):
         assert (results / name).stat().st_size > 1000
@@ -724,7 +724,7 @@ def test_report_refuses_when_there_is_nothing_to_render(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert report.main(["--out", str(tmp_path / "R.md"), str(tmp_path / "missing.json")]) == 1
-    assert "no latency or accuracy results" in capsys.readouterr().err
+    assert "no benchmark results" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ GPU section

@@ -10,6 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from export.concat_split import partial_sums
 from export.gate import predict
 from export.onnx_export import export_onnx, simplify_onnx
 from export.quantize import (
@@ -17,6 +18,7 @@ from export.quantize import (
     WEIGHTED_OPS,
     float_head_problems,
     head_nodes,
+    input_layers,
     quantize_int8,
     tensorrt_legality_problems,
     validate_calibration_tiles,
@@ -101,7 +103,7 @@ def test_int8_graph_is_tensorrt_legal(int8_graphs: dict[Pattern, Path], pattern:
         zero_point = initializers[node.input[2]]
         assert zero_point.data_type == onnx.TensorProto.INT8, node.name
         assert not numpy_helper.to_array(zero_point).any(), f"{node.name} has a non-zero zero point"
-    head = set(head_nodes(model))
+    head = set(head_nodes(model)) | set(input_layers(model))
     convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name not in head]
     assert convs and head
     dq_by_output = {n.output[0]: n for n in qdq if n.op_type == "DequantizeLinear"}
@@ -122,19 +124,24 @@ def test_int8_graph_is_tensorrt_legal(int8_graphs: dict[Pattern, Path], pattern:
 def test_tensorrt_placement_quantizes_layer_inputs_and_keeps_the_head_float(
     int8_graphs: dict[Pattern, Path], pattern: Pattern
 ) -> None:
-    """TensorRT's placement: DQ feeds every weighted layer and residual add; classifier and logits float."""
+    """TensorRT's placement: DQ feeds every weighted layer and residual add; classifier, logits and the
+    layers reading the raw inputs float."""
     model = onnx.load(str(int8_graphs[pattern]))
     producers = {out: node for node in model.graph.node for out in node.output}
     initializers = {i.name for i in model.graph.initializer}
     head = set(head_nodes(model))
+    sums = set(partial_sums(model))
+    assert sums, "no Concat -> Conv was split"
 
     def from_dq(tensor: str) -> bool:
         return tensor in producers and producers[tensor].op_type == "DequantizeLinear"
 
+    first = set(input_layers(model))
+    assert first and all(not from_dq(producers[n].input[0]) for n in producers if producers[n].name in first)
     for node in model.graph.node:
-        if node.op_type in WEIGHTED_OPS and node.name not in head:
+        if node.op_type in WEIGHTED_OPS and node.name not in head | first:
             assert from_dq(node.input[0]) and from_dq(node.input[1]), f"{node.name} inputs not quantized"
-        if node.op_type == "Add" and not any(i in initializers for i in node.input):
+        if node.op_type == "Add" and not any(i in initializers for i in node.input) and node.name not in sums:
             assert all(from_dq(i) for i in node.input), f"residual {node.name} inputs not quantized"
     classifier = [
         producers[n] for n in producers if producers[n].name in head and producers[n].op_type == "Conv"
@@ -280,8 +287,50 @@ def test_openvino_runs_the_qdq_graph_with_int8_convolutions_and_the_gate_covers_
     assert set(by_backend) == {"onnxruntime", "openvino"}
     drops = {name: b["miou_drop"] for name, b in by_backend.items()}
     assert joined["miou_drop"] == max(drops.values()) and joined["measured_on"] in drops
-    # measured: 81-84 % on this briefly trained model (ONNX Runtime: 95-96 %), 80-94 % on the demo's engines
-    assert by_backend["openvino"]["agreement_with_fp32"] >= 70.0
+    assert by_backend["openvino"]["agreement_with_fp32"] >= AGREEMENT_FLOOR
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=str)
+def test_openvino_and_onnxruntime_compute_the_same_int8_graph(
+    int8_graphs: dict[Pattern, Path], held_out: TileSet, pattern: Pattern
+) -> None:
+    """OpenVINO miscomputes a symmetric-int8 Concat feeding a convolution (export/concat_split.py); with the
+    Concat->Conv split both backends run the one Q/DQ file to the same logits, up to integer rounding."""
+    from export.ort_utils import make_session, run_logits
+    from runtime.backends import OpenVINOBackend
+
+    inputs = held_out.select(pattern.modalities)
+    reference = run_logits(make_session(int8_graphs[pattern]), inputs)
+    openvino = OpenVINOBackend(int8_graphs[pattern], threads=1).run(inputs)
+    relative = np.abs(openvino - reference).mean() / np.abs(reference).mean()
+    agreement = argmax_agreement(openvino.argmax(axis=1), reference.argmax(axis=1))
+    # measured with the split: relative 0.020-0.021, agreement 98.1-98.4 %; without it 0.18-0.23 and 85 %
+    assert relative < 0.06
+    assert agreement >= 95.0
+
+
+def test_concat_split_computes_the_same_function_without_a_conv_reading_a_concat(
+    fp32_graphs: dict[Pattern, Path], held_out: TileSet, tmp_path: Path
+) -> None:
+    from export.concat_split import convs_reading_concat, split_concat_convs
+    from export.ort_utils import make_session, run_logits
+
+    pattern = PATTERNS[0]
+    original = onnx.load(str(fp32_graphs[pattern]))
+    split, sums = split_concat_convs(original)
+    assert convs_reading_concat(original), "the fixture has no Concat -> Conv: nothing is tested"
+    assert not convs_reading_concat(split) and sums
+    assert not [
+        n
+        for n in split.graph.node
+        if n.op_type == "Concat" and n.output[0] not in {i for m in split.graph.node for i in m.input}
+    ]
+    onnx.checker.check_model(split)
+    onnx.save(split, tmp_path / "split.onnx")
+    inputs = held_out.select(pattern.modalities)
+    before = run_logits(make_session(fp32_graphs[pattern]), inputs)
+    after = run_logits(make_session(tmp_path / "split.onnx"), inputs)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
 
 
 def test_gate_flags_a_class_that_vanishes_behind_a_good_mean() -> None:

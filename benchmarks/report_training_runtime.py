@@ -1,0 +1,200 @@
+"""Markdown sections of ``benchmarks/report.py`` for training speed, ``run-batch`` throughput and peak memory.
+
+Results of ``benchmarks/train_speed.py`` (``stars-edge/train-speed/*``), ``benchmarks/batch.py``
+(``stars-edge/batch/*``) and ``benchmarks/runtime_memory.py`` (``"benchmark": "runtime peak RSS vs scene
+size"``). Each section shows the measured numbers, the ratios the benchmark itself reports, the machine and
+its load, and the command, so a reader can judge and reproduce them without opening the JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import fmt
+
+#: CPU flags that give bf16 arithmetic in hardware; without them ``--autocast bf16`` is emulated.
+BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+
+
+def quick_note(data: Mapping[str, Any]) -> list[str]:
+    """A warning for smoke runs: their settings are shrunk to test the harness, the numbers mean nothing."""
+    if not data.get("quick"):
+        return []
+    return [
+        "> **Quick smoke run** (`quick: true`): shrunk settings that only check the harness works; these "
+        "numbers are not measurements and must not be compared or quoted.",
+        "",
+    ]
+
+
+def _command(command: Any) -> str:
+    return f"- Command: `{command}`." if command else "- Command: not recorded in the file."
+
+
+def _machine(machine: Mapping[str, Any], load_note: str) -> str:
+    """Machine, CPU flags and the 1-minute load average, which says whether other work shared the cores."""
+    flags = ", ".join(machine.get("cpu_flags") or []) or "not recorded"
+    return (
+        f"- Machine: {machine.get('cpu_model')}, {machine.get('usable_cores')} usable cores, "
+        f"{machine.get('memory_gib')} GiB; CPU flags {flags}; 1-minute load average "
+        f"{machine.get('load_average_1m')} {load_note}."
+    )
+
+
+def _versions(machine: Mapping[str, Any]) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items() if v)
+    return [f"- Versions: {versions}."] if versions else []
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return f"{value / base:.2f}x" if value and base else "n/a"
+
+
+def train_speed_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """Steps/s of the accuracy study's recipe per speed option, against one-thread fp32."""
+    rows = data["rows"]
+    settings = data.get("settings") or {}
+    machine = data.get("machine") or {}
+    base = next((r["steps_per_s"] for r in rows if r["mode"] == "fp32" and r["threads"] == 1), None)
+    bf16 = [flag for flag in BF16_FLAGS if flag in (machine.get("cpu_flags") or [])]
+    lines = [
+        f"## Training speed: `{path.name}` ({data.get('written')}"
+        f"{', quick smoke run' if data.get('quick') else ''})",
+        "",
+        *quick_note(data),
+        _command(data.get("command")),
+        f"- Recipe timed: variant `{settings.get('variant')}`, method `{settings.get('method')}`, batch "
+        f"{settings.get('batch_size')}, {settings.get('tile_size')} px tiles from {settings.get('scenes')} "
+        f"synthetic scenes of {settings.get('scene_size')} px; {settings.get('steps')} timed steps after "
+        f"{settings.get('warmup')} warm-up steps, each mode in a fresh process.",
+        _machine(
+            machine,
+            f"at the start, before the timed runs (above {machine.get('usable_cores')} means other work "
+            "competed for the cores)",
+        ),
+        f"- bf16 in hardware: {'yes (' + ', '.join(bf16) + ')' if bf16 else 'no (bf16 is emulated)'}.",
+        *_versions(machine),
+        "",
+        "| mode | threads | layout | s / step | steps/s | x fp32 1 thread | final total loss |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['threads']} | {r['layout']} | {fmt(r['seconds_per_step'], 4) or 'n/a'} "
+            f"| {fmt(r['steps_per_s'], 3) or 'n/a'} | {_ratio(r['steps_per_s'], base)} "
+            f"| {fmt(r.get('final_total_loss'), 3)} |"
+        )
+    pair = [r["steps_per_s"] or 0.0 for r in rows if str(r["layout"]).startswith("side by side")]
+    if pair:
+        lines += [
+            "",
+            f"Two one-thread fp32 runs side by side: {sum(pair):.3f} steps/s together "
+            f"({_ratio(sum(pair), base)} one fp32 run alone on one thread).",
+        ]
+    return [*lines, ""]
+
+
+def batch_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``run-batch`` wall time and throughput against running the same scenes one by one."""
+    machine = data.get("machine") or {}
+    scenes = data.get("scenes") or []
+    size = data.get("scene_size")
+    megapixels = fmt((data.get("pixels") or 0) / 1e6)
+    lines = [
+        f"## Batch throughput (`run-batch`): `{path.name}` ({data.get('created')}"
+        f"{', quick smoke run' if data.get('quick') else ''})",
+        "",
+        *quick_note(data),
+        _command(data.get("command")),
+        f"- {len(scenes)} synthetic scenes of {size}x{size} px ({megapixels} Mpx in "
+        f"all; modality subsets {', '.join(str(s.get('modalities')) for s in scenes)}), tile "
+        f"{data.get('tile')}, overlap {data.get('overlap')}, {data.get('precision')} on "
+        f"{data.get('backend')}, engines `{data.get('engines')}`; median wall time of {data.get('repeats')} "
+        "rounds.",
+        _machine(
+            machine,
+            "when the result was written, just after the runs (the benchmark's own processes count in it, "
+            "so it cannot tell whether other work competed)",
+        ),
+        *_versions(machine),
+        "",
+        "| mode | workers | wall s (median) | wall s per round | scenes/min | Mpx/s | vs `stars-edge run` "
+        "loop | vs in-process loop | class maps identical |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in data["rows"]:
+        same = {None: "", True: "yes", False: "**no**"}[r.get("class_maps_identical_to_sequential")]
+        rounds = ", ".join(f"{v:.2f}" for v in r.get("wall_s", []))
+        lines.append(
+            f"| {r['mode']} | {r['workers']} | {r['wall_s_median']:.2f} | {rounds} | "
+            f"{r['scenes_per_minute']:.1f} | {r['mpx_per_s']:.2f} | "
+            f"{100 * r['overhead_vs_sequential_cli']:+.1f} % | "
+            f"{100 * r['overhead_vs_sequential_inprocess']:+.1f} % | {same} |"
+        )
+    lines += [
+        "",
+        "The two `vs` columns are wall-time overheads against running the scenes one by one (wall time / "
+        "sequential wall time - 1; negative is faster): a `stars-edge run` process per scene, and one "
+        "in-process `Predictor`.",
+    ]
+    return [*lines, ""]
+
+
+def memory_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """Peak RSS of ``predict_scene`` per scene size, and how it grows with width and with both sides."""
+    results = data["results"]
+    cache = data.get("gdal_cachemax_mb")
+    rerun = "python benchmarks/runtime_memory.py --sizes " + ",".join(
+        f"{r['height']}x{r['width']}" for r in results
+    )
+    rerun += "" if cache is None else f" --gdal-cachemax {cache}"
+    load = data.get("load_average_1m")
+    lines = [
+        f"## Runtime peak memory: `{path.name}` ({data.get('benchmark')})",
+        "",
+        *quick_note(data),
+        _command(data.get("command"))
+        if data.get("command")
+        else f"- Command: not recorded in the file; these settings are `{rerun}`.",
+        f"- Machine: {data.get('cores')} cores; CPU flags {data.get('cpu_flags')}; 1-minute load average "
+        f"{'not recorded' if load is None else load} (peak RSS does not depend on load; the seconds do). "
+        f"GDAL_CACHEMAX: {'the runtime sizing' if cache is None else f'{cache} MB'}. Peak RSS of the "
+        f"scene-writing parent process {fmt(data.get('parent_peak_rss_mib'), 1)} MiB; whole run "
+        f"{data.get('wall_seconds')} s.",
+        "",
+        "| scene (H x W) | Mpx | peak RSS (MiB) | seconds | chunks | engine runs |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in results:
+        runs = ", ".join(f"{k}: {v}" for k, v in (r.get("engine_runs") or {}).items())
+        lines.append(
+            f"| {r['height']} x {r['width']} | {r['height'] * r['width'] / 1e6:.1f} | "
+            f"{r['peak_rss_mib']:.1f} | {fmt(r.get('seconds'))} | {fmt(r.get('chunks'))} | {runs} |"
+        )
+    ratios: Mapping[str, Any] = data.get("ratios") or {}
+    if ratios:
+        lines += [
+            "",
+            "Peak RSS, larger scene / smaller: "
+            + "; ".join(f"{k}: {v:.3f}" for k, v in ratios.items())
+            + ".",
+        ]
+    return [*lines, ""]
+
+
+def training_runtime_sections(
+    train_speed: Sequence[tuple[Path, Mapping[str, Any]]],
+    batch: Sequence[tuple[Path, Mapping[str, Any]]],
+    memory: Sequence[tuple[Path, Mapping[str, Any]]],
+) -> list[str]:
+    """All three kinds in report order: training first, then the runtime's throughput and memory."""
+    lines: list[str] = []
+    for path, data in train_speed:
+        lines += train_speed_section(path, data)
+    for path, data in batch:
+        lines += batch_section(path, data)
+    for path, data in memory:
+        lines += memory_section(path, data)
+    return lines

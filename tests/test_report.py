@@ -1,0 +1,257 @@
+"""``benchmarks/report.py`` on the training-speed, ``run-batch`` and runtime-memory results.
+
+The payloads below have the exact shape ``benchmarks/train_speed.py``, ``benchmarks/batch.py`` and
+``benchmarks/runtime_memory.py`` write (copied from files they wrote, with round numbers), so a change in
+either the writers or the report that breaks the other shows up here. The files get names that say nothing
+about their kind: the report must tell them apart by their keys.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from benchmarks import report  # noqa: E402
+
+MACHINE: dict[str, Any] = {
+    "hostname": "vm",
+    "os": "Linux 6.0",
+    "python": "3.11.7",
+    "cpu_model": "Test EPYC",
+    "cpu_flags": ["avx2", "fma", "avx512f", "avx512_bf16"],
+    "logical_cores": 2,
+    "physical_cores": 2,
+    "usable_cores": 2,
+    "memory_gib": 23.5,
+    "threads": 1,
+    "load_average_1m": 1.24,
+    "versions": {"numpy": "2.4.6", "torch": "2.13.0+cpu", "tensorrt": None},
+}
+
+
+def _speed_row(mode: str, threads: int, per_step: float | None, layout: str = "alone") -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "threads": threads,
+        "seconds_per_step": per_step,
+        "steps_per_s": None if per_step is None else round(1.0 / per_step, 3),
+        "final_total_loss": 16.25,
+        "layout": layout,
+    }
+
+
+def train_speed_result(quick: bool = False) -> dict[str, Any]:
+    """What ``benchmarks/train_speed.py`` writes (schema ``stars-edge/train-speed/v1``)."""
+    return {
+        "schema": "stars-edge/train-speed/v1",
+        "written": "2026-11-30T12:04:43Z",
+        "command": "python benchmarks/train_speed.py --steps 30",
+        "quick": quick,
+        "settings": {
+            "variant": "edge",
+            "method": "stars",
+            "batch_size": 8,
+            "tile_size": 128,
+            "scene_size": 256,
+            "scenes": 2,
+            "steps": 30,
+            "warmup": 3,
+        },
+        "machine": MACHINE,
+        "rows": [
+            _speed_row("fp32", 1, 0.5),
+            _speed_row("channels_last", 1, 0.625),
+            _speed_row("bf16", 1, 0.4),
+            _speed_row("channels_last+bf16", 1, None),  # the writer's None: noise exceeded the timed steps
+            _speed_row("fp32", 2, 0.3333),
+            _speed_row("fp32", 1, 0.5263, "side by side (1 of 2)"),
+            _speed_row("fp32", 1, 0.5263, "side by side (2 of 2)"),
+        ],
+    }
+
+
+def _batch_row(mode: str, workers: int, wall: float, cli: float, inproc: float, same: Any) -> dict[str, Any]:
+    return {
+        "mode": mode,
+        "workers": workers,
+        "wall_s_median": wall,
+        "wall_s": [wall + 1.0, wall, wall - 0.5],
+        "scenes_per_minute": round(60.0 * 8 / wall, 2),
+        "mpx_per_s": round(33.554432 / wall, 3),
+        "overhead_vs_sequential_cli": cli,
+        "overhead_vs_sequential_inprocess": inproc,
+        "class_maps_identical_to_sequential": same,
+    }
+
+
+def batch_result(quick: bool = False) -> dict[str, Any]:
+    """What ``benchmarks/batch.py`` writes (schema ``stars-edge/batch/1``)."""
+    subsets = ("optical+sar+dsm", "optical+sar", "sar", "optical+dsm", "sar+dsm", "optical", "dsm")
+    return {
+        "schema": "stars-edge/batch/1",
+        "created": "2026-11-30T12:02:06+00:00",
+        "command": "benchmarks/batch.py --engines demo_out/engines --scenes 8 --size 2048 --workers 1,2",
+        "quick": quick,
+        "engines": "demo_out/engines",
+        "scenes": [{"id": f"s{i:02d}", "modalities": subsets[i % len(subsets)]} for i in range(8)],
+        "scene_size": 2048,
+        "pixels": 33554432,
+        "tile": 512,
+        "overlap": 64,
+        "precision": "fp32",
+        "backend": "onnxruntime",
+        "repeats": 3,
+        "machine": {**MACHINE, "threads": 0, "load_average_1m": 2.43},
+        "rows": [
+            _batch_row("sequential_cli", 1, 20.0, 0.0, 1.0, None),
+            _batch_row("sequential_inprocess", 1, 10.0, -0.5, 0.0, None),
+            _batch_row("batch_w1", 1, 16.0, -0.2, 0.6, False),
+            _batch_row("batch_w2", 2, 12.0, -0.4, 0.2, True),
+        ],
+    }
+
+
+def memory_result() -> dict[str, Any]:
+    """What ``benchmarks/runtime_memory.py`` writes (no schema; ``benchmark`` names it)."""
+    return {
+        "benchmark": "runtime peak RSS vs scene size",
+        "cpu_flags": "fma avx f16c avx2 avx512f avx512_vnni",
+        "cores": 2,
+        "gdal_cachemax_mb": 16,
+        "parent_peak_rss_mib": 890.44140625,
+        "wall_seconds": 164.1,
+        "results": [
+            {
+                "height": 1024,
+                "width": 2048,
+                "peak_rss_mib": 360.0,
+                "seconds": 1.84,
+                "chunks": 1,
+                "engine_runs": {"optical+sar": 15},
+            },
+            {
+                "height": 1024,
+                "width": 32768,
+                "peak_rss_mib": 414.0,
+                "seconds": 23.93,
+                "chunks": 8,
+                "engine_runs": {"optical+sar": 240},
+            },
+        ],
+        "ratios": {"width 32768 / 2048": 1.15},
+    }
+
+
+def _write(folder: Path, name: str, payload: Any) -> Path:
+    path = folder / name
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Report text split at its ``## `` headings: heading line -> the lines up to the next heading."""
+    parts: dict[str, str] = {}
+    for chunk in text.split("\n## ")[1:]:
+        heading, _, body = chunk.partition("\n")
+        parts[heading] = body
+    return parts
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> str:
+    """The report of one file of each new kind, a quick batch run and a JSON file of no known kind."""
+    results = tmp_path / "results"
+    results.mkdir()
+    paths = [
+        _write(results, "a.json", train_speed_result()),
+        _write(results, "b.json", batch_result(quick=True)),
+        _write(results, "c.json", memory_result()),
+        _write(results, "notes.json", {"hello": 1}),
+    ]
+    out = tmp_path / "REPORT.md"
+    assert report.main([*map(str, paths), "--out", str(out), "--plots", str(results)]) == 0
+    return out.read_text()
+
+
+def test_new_kinds_are_classified_by_their_keys_not_their_names(tmp_path: Path) -> None:
+    paths = [
+        _write(tmp_path, "x1.json", train_speed_result()),
+        _write(tmp_path, "x2.json", batch_result()),
+        _write(tmp_path, "x3.json", memory_result()),
+        _write(tmp_path, "train_speed.json", {"schema": "something/else", "rows": []}),
+    ]
+    found = report.collect(paths)
+    assert [p.name for p, _ in found.train_speed] == ["x1.json"]
+    assert [p.name for p, _ in found.batch] == ["x2.json"]
+    assert [p.name for p, _ in found.memory] == ["x3.json"]
+    assert not found.latency and not found.accuracy and not found.placement
+    assert found.skipped == ["train_speed.json: not a known benchmark result"]
+
+
+def test_unversioned_files_are_recognised_by_their_rows(tmp_path: Path) -> None:
+    speed, batch, memory = train_speed_result(), batch_result(), memory_result()
+    del speed["schema"], batch["schema"]
+    memory["benchmark"] = "renamed"
+    found = report.collect([_write(tmp_path, f"{i}.json", d) for i, d in enumerate((speed, batch, memory))])
+    assert (len(found.train_speed), len(found.batch), len(found.memory)) == (1, 1, 1)
+
+
+def test_train_speed_section_shows_rows_ratios_machine_and_command(rendered: str) -> None:
+    section = _sections(rendered)["Training speed: `a.json` (2026-11-30T12:04:43Z)"]
+    assert "- Command: `python benchmarks/train_speed.py --steps 30`." in section
+    assert "variant `edge`, method `stars`, batch 8, 128 px tiles" in section
+    assert "30 timed steps after 3 warm-up steps" in section
+    assert "CPU flags avx2, fma, avx512f, avx512_bf16; 1-minute load average 1.24 at the start" in section
+    assert "bf16 in hardware: yes (avx512_bf16)" in section
+    assert "torch 2.13.0+cpu" in section and "tensorrt" not in section
+    assert "| fp32 | 1 | alone | 0.5000 | 2.000 | 1.00x | 16.250 |" in section
+    assert "| bf16 | 1 | alone | 0.4000 | 2.500 | 1.25x | 16.250 |" in section
+    assert "| channels_last+bf16 | 1 | alone | n/a | n/a | n/a | 16.250 |" in section
+    assert "| fp32 | 2 | alone | 0.3333 | 3.000 | 1.50x | 16.250 |" in section
+    assert "side by side: 3.800 steps/s together (1.90x" in section
+    assert "Quick smoke run" not in section
+
+
+def test_batch_section_shows_overheads_and_flags_a_quick_run(rendered: str) -> None:
+    section = _sections(rendered)[
+        "Batch throughput (`run-batch`): `b.json` (2026-11-30T12:02:06+00:00, quick smoke run)"
+    ]
+    assert "**Quick smoke run**" in section and "not measurements" in section
+    assert "- Command: `benchmarks/batch.py --engines demo_out/engines --scenes 8" in section
+    assert "8 synthetic scenes of 2048x2048 px (33.55 Mpx in all" in section
+    assert (
+        "tile 512, overlap 64, fp32 on onnxruntime" in section and "median wall time of 3 rounds" in section
+    )
+    assert "1-minute load average 2.43 when the result was written" in section
+    assert (
+        "| sequential_cli | 1 | 20.00 | 21.00, 20.00, 19.50 | 24.0 | 1.68 | +0.0 % | +100.0 % |  |" in section
+    )
+    assert (
+        "| batch_w1 | 1 | 16.00 | 17.00, 16.00, 15.50 | 30.0 | 2.10 | -20.0 % | +60.0 % | **no** |" in section
+    )
+    assert "| batch_w2 | 2 | 12.00 | 13.00, 12.00, 11.50 | 40.0 | 2.80 | -40.0 % | +20.0 % | yes |" in section
+
+
+def test_memory_section_shows_peak_rss_ratios_and_settings(rendered: str) -> None:
+    section = _sections(rendered)["Runtime peak memory: `c.json` (runtime peak RSS vs scene size)"]
+    assert "`python benchmarks/runtime_memory.py --sizes 1024x2048,1024x32768 --gdal-cachemax 16`" in section
+    assert "2 cores; CPU flags fma avx f16c avx2 avx512f avx512_vnni" in section
+    assert "load average not recorded" in section and "GDAL_CACHEMAX: 16 MB" in section
+    assert "| 1024 x 2048 | 2.1 | 360.0 | 1.84 | 1 | optical+sar: 15 |" in section
+    assert "| 1024 x 32768 | 33.6 | 414.0 | 23.93 | 8 | optical+sar: 240 |" in section
+    assert "Peak RSS, larger scene / smaller: width 32768 / 2048: 1.150." in section
+    assert "Quick smoke run" not in section
+
+
+def test_new_kinds_are_no_longer_listed_as_not_rendered(rendered: str) -> None:
+    not_rendered = [line for line in rendered.splitlines() if line.startswith("Files not rendered")]
+    assert not_rendered == ["Files not rendered: notes.json: not a known benchmark result."]
+    assert "## Accuracy vs speed" in rendered  # the existing sections still render around the new ones
