@@ -9,6 +9,7 @@ The renderer refuses to mix code versions unless told to (``--allow-mixed``, the
 
     python benchmarks/accuracy.py --jobs 2                  # the study: two 1-thread runs side by side
     python benchmarks/accuracy.py --plan                    # which runs are done / to do for this code
+    python benchmarks/accuracy.py --jobs 2 --only @keys.txt # just these runs, most important first
     python benchmarks/accuracy.py --render                  # JSON, Markdown, plots and targets from the log
     python benchmarks/accuracy.py --quick --results-log /tmp/q.jsonl --out /tmp/q   # smoke (meaningless)
 
@@ -68,6 +69,7 @@ class Study:
     log: Path = RESULTS_LOG
     work: Path = Path("/tmp/stars_edge_accuracy")
     sen1floods11: Path = SEN1FLOODS11
+    only: tuple[str, ...] = ()  # run just these keys, in this order (empty: every pending run)
 
     @property
     def settings_id(self) -> str:
@@ -122,10 +124,21 @@ def run_one(
 
 
 def pending(study: Study) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(all runs of the study, the ones not yet logged for the current code and settings)."""
+    """(all runs of the study, the ones not yet logged for the current code and settings).
+
+    With ``study.only``, the pending runs are those keys, in that order: a study continued across sessions
+    runs what matters most first.
+    """
     runs = plan(study.settings, study.parts)
     done = ResultsLog(study.log).done_keys(code_fingerprint(), study.settings_id)
-    return runs, [r for r in runs if r.key not in done]
+    todo = [r for r in runs if r.key not in done]
+    if not study.only:
+        return runs, todo
+    by_key = {r.key: r for r in runs}
+    unknown = [key for key in study.only if key not in by_key]
+    if unknown:
+        raise BenchmarkError(f"no run {unknown[0]!r} in this study (--only); see --plan for the keys")
+    return runs, [by_key[key] for key in dict.fromkeys(study.only) if by_key[key] in todo]
 
 
 def _child(study: Study, run: RunSpec, settings_file: Path) -> int:
@@ -268,6 +281,14 @@ def _csv(text: str, kind: type = str) -> tuple[Any, ...]:
     return tuple(kind(v) for v in text.replace(",", " ").split())
 
 
+def _keys(text: str) -> tuple[str, ...]:
+    """``a,b`` or ``@file`` (one key per line, ``#`` comments) -> keys."""
+    if text.startswith("@"):
+        lines = Path(text[1:]).read_text().splitlines()
+        return tuple(k for k in (line.split("#")[0].strip() for line in lines) if k)
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
 def _option(text: str) -> tuple[str, Any]:
     import yaml
 
@@ -286,6 +307,13 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--plan", action="store_true", help="list the study's runs: done or to do")
     mode.add_argument("--jobs", type=int, default=1, help="runs side by side, one process each")
     mode.add_argument("--run-one", metavar="KEY", help=argparse.SUPPRESS)
+    mode.add_argument(
+        "--only",
+        type=_keys,
+        default=(),
+        metavar="KEYS",
+        help="run only these run keys (see --plan), in this order: comma-separated, or @FILE, one per line",
+    )
     mode.add_argument("--settings-file", type=Path, help="study settings as JSON (overrides settings flags)")
     s = parser.add_argument_group("study settings (the same flags identify the study for --render)")
     defaults = StudySettings()
@@ -334,7 +362,12 @@ def settings_from_args(args: argparse.Namespace) -> StudySettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     study = Study(
-        settings_from_args(args), tuple(args.parts), args.results_log, args.work_dir, args.sen1floods11
+        settings_from_args(args),
+        tuple(args.parts),
+        args.results_log,
+        args.work_dir,
+        args.sen1floods11,
+        args.only,
     )
     command = " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])])
     try:

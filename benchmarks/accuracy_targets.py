@@ -11,7 +11,7 @@ needs is ``n/a``, never a PASS. Means are over seeds (and patterns where stated)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +48,13 @@ def _verdict(ok: bool) -> str:
 
 
 def _cell(
-    rows: Sequence[Mapping[str, Any]], method: str, pattern: str, lam: float = DEFAULT_LAMBDA_TR
+    rows: Sequence[Mapping[str, Any]],
+    method: str,
+    pattern: str,
+    lam: float = DEFAULT_LAMBDA_TR,
+    seeds: Collection[int] | None = None,
 ) -> float | None:
-    """Mean over seeds of one method's mIoU on one pattern (``None`` without rows)."""
+    """Mean over ``seeds`` (default all) of one method's mIoU on one pattern (``None`` without rows)."""
     values = [
         float(r["miou"])
         for r in rows
@@ -58,8 +62,19 @@ def _cell(
         and r["pattern"] == pattern
         and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == lam
         and r["miou"] is not None
+        and (seeds is None or int(r["seed"]) in seeds)
     ]
     return float(np.mean(values)) if values else None
+
+
+def common_seeds(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[int]:
+    """Seeds every one of ``methods`` has rows for (at the shipped lambda_tr): compare like with like."""
+    sets = [{int(r["seed"]) for r in rows if r["method"] == m and r["miou"] is not None} for m in methods]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def _seeds_note(seeds: Sequence[int]) -> str:
+    return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def seed_means(
@@ -78,34 +93,38 @@ def seed_means(
 
 
 def single_modality_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
-    """STARS >= the model trained on that modality alone, on that modality's pattern."""
+    """STARS >= the model trained on that modality alone, on that modality's pattern (same seeds)."""
+    main = [r for r in rows if float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == DEFAULT_LAMBDA_TR]
     out = []
     for modality in SINGLE:
-        stars, single = _cell(rows, "stars", modality), _cell(rows, "single_modality", modality)
         name = f"STARS >= single-modality model on {modality}"
+        singles = [r for r in main if r["method"] != "single_modality" or r["pattern"] == modality]
+        seeds = common_seeds(singles, ("stars", "single_modality"))
+        stars = _cell(main, "stars", modality, seeds=seeds) if seeds else None
+        single = _cell(main, "single_modality", modality, seeds=seeds) if seeds else None
         if stars is None or single is None:
             out.append(Target(name, "n/a", "runs missing"))
         else:
-            out.append(
-                Target(
-                    name, _verdict(stars >= single), f"{stars:.2f} vs {single:.2f} ({stars - single:+.2f})"
-                )
-            )
+            detail = f"{stars:.2f} vs {single:.2f} ({stars - single:+.2f}; {_seeds_note(seeds)})"
+            out.append(Target(name, _verdict(stars >= single), detail))
     return out
 
 
 def baseline_targets(rows: Sequence[Mapping[str, Any]], baseline: str) -> Target:
-    """STARS > ``baseline`` on each of the six patterns with a missing modality."""
+    """STARS > ``baseline`` on each of the six patterns with a missing modality (same seeds)."""
     name = f"STARS > {baseline} on each of the 6 missing-modality patterns"
+    main = [r for r in rows if float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == DEFAULT_LAMBDA_TR]
+    seeds = common_seeds(main, ("stars", baseline))
     diffs = {}
     for pattern in MISSING_PATTERNS:
-        stars, other = _cell(rows, "stars", pattern), _cell(rows, baseline, pattern)
+        stars = _cell(main, "stars", pattern, seeds=seeds) if seeds else None
+        other = _cell(main, baseline, pattern, seeds=seeds) if seeds else None
         if stars is None or other is None:
             return Target(name, "n/a", f"runs missing ({pattern})")
         diffs[pattern] = stars - other
     wins = sum(d > 0 for d in diffs.values())
     detail = f"{wins}/6 patterns; " + ", ".join(f"{p} {d:+.2f}" for p, d in diffs.items())
-    return Target(name, _verdict(wins == len(MISSING_PATTERNS)), detail)
+    return Target(name, _verdict(wins == len(MISSING_PATTERNS)), f"{detail} ({_seeds_note(seeds)})")
 
 
 def psa_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
@@ -144,11 +163,24 @@ def psa_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
     return out
 
 
-def sweep_spread(rows: Sequence[Mapping[str, Any]], method: str, lambdas: Sequence[float]) -> float | None:
-    """max - min over lambda_tr of the mean (over seeds) of the mean mIoU over patterns."""
+def sweep_seeds(
+    rows: Sequence[Mapping[str, Any]], methods: Sequence[str], lambdas: Sequence[float]
+) -> list[int]:
+    """Seeds run at every lambda_tr for every one of ``methods``: a spread compares like with like."""
+    sets = [set(seed_means(rows, method, lam)) for method in methods for lam in lambdas]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+def sweep_spread(
+    rows: Sequence[Mapping[str, Any]],
+    method: str,
+    lambdas: Sequence[float],
+    seeds: Sequence[int] | None = None,
+) -> float | None:
+    """max - min over lambda_tr of the mean (over ``seeds``, default all) of the mean mIoU over patterns."""
     values = []
     for lam in lambdas:
-        means = seed_means(rows, method, lam)
+        means = {s: v for s, v in seed_means(rows, method, lam).items() if seeds is None or s in seeds}
         if not means:
             return None
         values.append(float(np.mean(list(means.values()))))
@@ -156,12 +188,19 @@ def sweep_spread(rows: Sequence[Mapping[str, Any]], method: str, lambdas: Sequen
 
 
 def stopgrad_target(rows: Sequence[Mapping[str, Any]], lambdas: Sequence[float]) -> Target:
-    """The lambda_tr spread of STARS is at most half that of STARS without stop-gradient."""
+    """The lambda_tr spread of STARS is at most half that of STARS without stop-gradient (same seeds)."""
     name = "stop-gradient: lambda_tr spread of stars <= half that of stars_no_stopgrad"
-    stars, free = sweep_spread(rows, "stars", lambdas), sweep_spread(rows, "stars_no_stopgrad", lambdas)
+    seeds = sweep_seeds(rows, ("stars", "stars_no_stopgrad"), lambdas)
+    stars = sweep_spread(rows, "stars", lambdas, seeds) if seeds else None
+    free = sweep_spread(rows, "stars_no_stopgrad", lambdas, seeds) if seeds else None
     if stars is None or free is None:
         return Target(name, "n/a", f"sweep runs missing (lambda_tr {', '.join(f'{v:g}' for v in lambdas)})")
-    return Target(name, _verdict(stars <= 0.5 * free), f"spread {stars:.2f} vs {free:.2f}")
+    return Target(
+        name,
+        _verdict(stars <= 0.5 * free),
+        f"spread {stars:.2f} vs {free:.2f} (seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))})",
+    )
 
 
 def int8_target(drops: Mapping[str, float] | None) -> Target:

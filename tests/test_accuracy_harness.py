@@ -6,6 +6,7 @@ many-hour study run across sessions without mixing code versions, not any accura
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from benchmarks.accuracy_store import (  # noqa: E402
     code_fingerprint,
     select_records,
 )
+from benchmarks.common import BenchmarkError  # noqa: E402
 from stars_edge.errors import ConfigError  # noqa: E402
 from stars_edge.modalities import ALL_PATTERNS  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -136,6 +138,20 @@ def test_rerun_skips_logged_runs_of_the_current_code_only(
     study.log.write_text(json.dumps({**record, "fingerprint": "older-code"}) + "\n")
     accuracy.run_study(study)
     assert [r["fingerprint"] for r in ResultsLog(study.log).read()] == ["older-code", code_fingerprint()]
+
+
+def test_only_runs_the_given_keys_in_the_given_order(tmp_path: Path) -> None:
+    study = _study(tmp_path, methods=("stars", "zero_fill_dropout"), seeds=(0, 1))
+    runs = plan(study.settings, ("main",))
+    wanted = (runs[3].key, runs[0].key)
+    ResultsLog(study.log).append(_record(study, runs[0], 40.0, code_fingerprint()))  # already done
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text(f"# most important first\n{wanted[0]}\n{wanted[1]}\n")
+    for only in (accuracy._keys(f"{wanted[0]},{wanted[1]}"), accuracy._keys(f"@{keys_file}")):
+        _, todo = accuracy.pending(dataclasses.replace(study, only=only))
+        assert [r.key for r in todo] == [wanted[0]]  # in order, done runs skipped
+    with pytest.raises(BenchmarkError, match="no run 'nope'"):
+        accuracy.pending(dataclasses.replace(study, only=("nope",)))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -263,6 +279,30 @@ def test_targets_pass_and_miss_with_the_numbers() -> None:
     # without the runs a target needs, it is n/a, never a PASS
     empty = accuracy_targets.evaluate([], [], (0.1, 1.0, 10.0))
     assert {t.status for t in empty} == {"n/a"}
+
+
+def test_stopgrad_spread_compares_only_seeds_run_at_every_lambda() -> None:
+    """A study continued across sessions has extra seeds at some lambdas: they must not enter the spread."""
+    sweep = []
+    for lam, stars, free in ((0.1, 60.0, 58.0), (1.0, 60.5, 60.0), (10.0, 60.2, 52.0)):
+        sweep += _rows("stars", {"sar": stars}, 0, lam) + _rows("stars_no_stopgrad", {"sar": free}, 0, lam)
+    sweep += _rows("stars", {"sar": 40.0}, 1, 0.1)  # seed 1 exists only at lambda 0.1
+    target = accuracy_targets.stopgrad_target(sweep, (0.1, 1.0, 10.0))
+    assert target.status == "PASS" and "spread 0.50 vs 8.00 (seed 0)" in target.detail
+    assert accuracy_targets.sweep_seeds(sweep, ("stars",), (0.1, 1.0)) == [0]
+
+
+def test_method_comparisons_use_the_seeds_both_methods_have() -> None:
+    """STARS has seeds 0-1, the specialist and zero-fill only seed 0: compare on seed 0 alone."""
+    patterns = [p.name for p in ALL_PATTERNS]
+    rows = _rows("stars", dict.fromkeys(patterns, 60.0), 0) + _rows("stars", dict.fromkeys(patterns, 50.0), 1)
+    rows += _rows("single_modality", {"sar": 59.0}, 0) + _rows(
+        "zero_fill_dropout", dict.fromkeys(patterns, 59.0), 0
+    )
+    (sar,) = [t for t in accuracy_targets.single_modality_targets(rows) if t.name.endswith("sar")]
+    assert sar.status == "PASS" and "60.00 vs 59.00" in sar.detail and "seed 0" in sar.detail
+    zero_fill = accuracy_targets.baseline_targets(rows, "zero_fill_dropout")
+    assert zero_fill.status == "PASS" and "6/6" in zero_fill.detail
 
 
 # --------------------------------------------------------------------------- speed options
