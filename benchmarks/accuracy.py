@@ -267,7 +267,8 @@ def _render_sen1floods11(
 
     data = render.payload(records, "sen1floods11_single_scene", settings, header, mixed)
     info = records[0].get("data", {})
-    text = render_real(data["rows"], info, render.settings_lines(data))
+    trained_on = "trained on the chip's left half only (no validation split)"
+    text = render_real(data["rows"], info, render.settings_lines(data, trained_on))
     return [
         write_json_atomic(
             out / "accuracy_sen1floods11.json",

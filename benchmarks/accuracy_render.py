@@ -145,14 +145,20 @@ def targets_table(targets: Sequence[Target]) -> list[str]:
     return lines
 
 
-def settings_lines(payload: Mapping[str, Any]) -> list[str]:
-    """What every run got, which code produced it, and a warning when code versions are mixed."""
+def settings_lines(payload: Mapping[str, Any], training_data: str | None = None) -> list[str]:
+    """What every run got, which code produced it, and a warning when code versions are mixed.
+
+    ``training_data`` replaces the synthetic study's training scenes in the text (the real-data check trains
+    on something else)."""
     s = payload["settings"]
     fingerprints = s.get("fingerprints", [])
+    data = training_data or (
+        f"{s['train_scenes']} training scenes of {s['train_scene_size']} px, validation every "
+        f"{s['val_every']} steps on {s['val_scenes']} scene(s)"
+    )
     lines = [
         f"Budget per run: variant `{s['variant']}`, {s['steps']} steps, batch {s['batch_size']}, "
-        f"{s['tile_size']} px tiles, lr {s['lr']} ({s['schedule']}), {s['train_scenes']} training scenes of "
-        f"{s['train_scene_size']} px, validation every {s['val_every']} steps on {s['val_scenes']} scene(s), "
+        f"{s['tile_size']} px tiles, lr {s['lr']} ({s['schedule']}), {data}, "
         f"{s['threads']} thread(s), channels_last {s['channels_last']}, autocast {s['autocast']}, extra "
         f"training options {s.get('train_options') or 'none'}.",
         "",
