@@ -15,7 +15,10 @@ alternating the modes, median wall time):
   start, engine loading once per worker, scheduling and the summary all included in the wall time).
 
 Overheads are wall-time ratios minus one against both sequential modes. The batch's class maps are checked
-byte for byte against the sequential ones. Writes JSON plus a Markdown table beside it.
+byte for byte against the sequential ones. Writes JSON plus a Markdown table beside it. The machine's
+1-minute load average is sampled before the scenes are written (``machine.load_average_1m``: did other work
+share the cores?) and again after the last run (``load_average_1m_end``: includes the benchmark's own
+workers).
 """
 
 from __future__ import annotations
@@ -33,14 +36,15 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/batch.py`: make `benchmarks.` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import BenchmarkError, machine_info
+from benchmarks.common import BenchmarkError, load_average, machine_info
 from stars_edge.errors import StarsEdgeError
 from stars_edge.io import sha256_file, write_json_atomic, write_text_atomic
 from stars_edge.modalities import Pattern
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
-RESULT_SCHEMA = "stars-edge/batch/1"
+#: /2: ``machine.load_average_1m`` is sampled at the start (/1 sampled it after the runs); adds the end load.
+RESULT_SCHEMA = "stars-edge/batch/2"
 #: Modality subsets given to the scenes in turn: every pattern once, the full one first.
 SUBSETS: tuple[str, ...] = (
     "optical+sar+dsm",
@@ -146,8 +150,16 @@ def _same_maps(a: Path, b: Path, ids: Sequence[str]) -> bool:
 
 
 def run_benchmark(plan: argparse.Namespace, echo: Any = print) -> dict[str, Any]:
+    """Time every mode on the same scenes; the machine and its load are read before any work starts.
+
+    Sampled after the runs, the load would count the benchmark's own workers and could not tell whether
+    other work competed for the cores; the end load is kept too, labelled as such.
+    """
     from runtime.batch import read_scenes
 
+    start_load = load_average()
+    machine = machine_info(threads=0)
+    machine["load_average_1m"] = start_load
     plan.workdir.mkdir(parents=True, exist_ok=True)
     listing = write_scenes(plan.workdir, plan.scenes, plan.size)
     scenes = read_scenes(listing)
@@ -203,12 +215,14 @@ def run_benchmark(plan: argparse.Namespace, echo: Any = print) -> dict[str, Any]
         "precision": plan.precision,
         "backend": plan.backend,
         "repeats": plan.repeats,
-        "machine": machine_info(threads=0),
+        "machine": machine,
+        "load_average_1m_end": load_average(),
         "rows": rows,
     }
 
 
 def render_markdown(result: dict[str, Any]) -> str:
+    """The Markdown beside the JSON: the setup, the machine and its loads, then one row per mode."""
     machine = result["machine"]
     lines = [
         f"# run-batch throughput ({result['created']})",
@@ -220,7 +234,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{result['overlap']}, {result['precision']}, median of {result['repeats']} rounds; "
         f"{machine['cpu_model']}, {machine['usable_cores']} usable cores, flags "
         f"{' '.join(machine['cpu_flags'])}, "
-        f"load {machine['load_average_1m']} at the start.",
+        f"1-minute load average {machine['load_average_1m']} at the start (before the scenes were "
+        f"written), {result.get('load_average_1m_end')} at the end (counts the benchmark's own workers).",
         "",
         "| mode | workers | wall s | scenes/min | Mpx/s | vs `stars-edge run` loop | vs in-process loop "
         "| maps identical |",

@@ -96,6 +96,17 @@ def train_speed_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _batch_load_note(data: Mapping[str, Any]) -> str:
+    """Schema 1 sampled the load after the runs; schema 2 samples it first and the end load apart."""
+    if str(data.get("schema", "")).endswith("/1"):
+        return (
+            "when the result was written, just after the runs (the benchmark's own processes count in it, "
+            "so it cannot tell whether other work competed)"
+        )
+    end = data.get("load_average_1m_end")
+    return f"at the start, before the scenes were written ({end} at the end, counting its own workers)"
+
+
 def batch_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     """``run-batch`` wall time and throughput against running the same scenes one by one."""
     machine = data.get("machine") or {}
@@ -113,11 +124,7 @@ def batch_section(path: Path, data: Mapping[str, Any]) -> list[str]:
         f"{data.get('tile')}, overlap {data.get('overlap')}, {data.get('precision')} on "
         f"{data.get('backend')}, engines `{data.get('engines')}`; median wall time of {data.get('repeats')} "
         "rounds.",
-        _machine(
-            machine,
-            "when the result was written, just after the runs (the benchmark's own processes count in it, "
-            "so it cannot tell whether other work competed)",
-        ),
+        _machine(machine, _batch_load_note(data)),
         *_versions(machine),
         "",
         "| mode | workers | wall s (median) | wall s per round | scenes/min | Mpx/s | vs `stars-edge run` "
@@ -142,6 +149,13 @@ def batch_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _flags(flags: Any) -> str:
+    """Older memory results store the flags as one string, newer ones as a list like every other result."""
+    if isinstance(flags, str):
+        return flags or "not recorded"
+    return ", ".join(flags or []) or "not recorded"
+
+
 def memory_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     """Peak RSS of ``predict_scene`` per scene size, and how it grows with width and with both sides."""
     results = data["results"]
@@ -158,7 +172,8 @@ def memory_section(path: Path, data: Mapping[str, Any]) -> list[str]:
         _command(data.get("command"))
         if data.get("command")
         else f"- Command: not recorded in the file; these settings are `{rerun}`.",
-        f"- Machine: {data.get('cores')} cores; CPU flags {data.get('cpu_flags')}; 1-minute load average "
+        f"- Machine: {data.get('cores')} cores; CPU flags {_flags(data.get('cpu_flags'))}; 1-minute load "
+        "average at the start "
         f"{'not recorded' if load is None else load} (peak RSS does not depend on load; the seconds do). "
         f"GDAL_CACHEMAX: {'the runtime sizing' if cache is None else f'{cache} MB'}. Peak RSS of the "
         f"scene-writing parent process {fmt(data.get('parent_peak_rss_mib'), 1)} MiB; whole run "

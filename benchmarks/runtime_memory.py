@@ -11,7 +11,10 @@ busy machine; the timings it also prints do.
     python benchmarks/runtime_memory.py --out benchmarks/results/runtime_memory.json
     python benchmarks/runtime_memory.py --gdal-cachemax 16 \
         --out benchmarks/results/runtime_memory_cache16.json
-    python benchmarks/runtime_memory.py --sizes 256x512,256x4096 --out /tmp/smoke.json   # smoke test
+    python benchmarks/runtime_memory.py --quick   # smoke test: 256x512 and 256x4096, written to the temp dir
+
+The JSON records the command, whether it was a ``--quick`` smoke run, the machine (``machine_info``) and
+the 1-minute load average sampled before the first scene is written (``load_average_1m``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+if __package__ in (None, ""):  # run as `python benchmarks/runtime_memory.py`: make `benchmarks.` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import load_average, machine_info
+from stars_edge.io import write_json_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = "1024x2048,1024x32768,4096x4096,8192x8192"
+#: ``--quick``: two small scenes that check the harness end to end in seconds (numbers not measurements).
+QUICK_SIZES = "256x512,256x4096"
 CHILD = """
 import json, sys, time
 from runtime import Predictor
@@ -135,6 +149,8 @@ def write_scene(folder: Path, height: int, width: int) -> tuple[Path, Path]:
 def measure(
     sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None
 ) -> list[dict[str, object]]:
+    """Peak RSS per scene, each predicted in a fresh child so one scene's high-water mark cannot leak into
+    the next."""
     engines = build_engines(work / "engines")
     results = []
     for height, width in sizes:
@@ -172,46 +188,87 @@ def ratios(results: list[dict[str, object]]) -> dict[str, float]:
     return {name: by_size[a] / by_size[b] for name, (a, b) in pairs.items() if a in by_size and b in by_size}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated HxW scenes")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runtime_memory.json")
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``HxW,HxW`` into (height, width) pairs, refusing anything else so a typo fails before any work."""
+    sizes = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise SystemExit(f"--sizes: {item!r} is not HxW with positive integers (e.g. 1024x2048)")
+        sizes.append((int(parts[0]), int(parts[1])))
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; a function so tests can parse the same options the script does."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default=None, help=f"comma-separated HxW scenes (default {DEFAULT_SIZES})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result JSON (default benchmarks/results/runtime_memory.json; with --quick: in the temp dir)",
+    )
     parser.add_argument(
         "--gdal-cachemax",
         type=int,
         default=None,
         help="GDAL_CACHEMAX (MB) for the runs; default: the runtime's sizing",
     )
-    args = parser.parse_args()
-    sizes = [tuple(int(v) for v in item.split("x")) for item in args.sizes.split(",")]
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: scenes {QUICK_SIZES} unless --sizes is given (numbers not measurements)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Measure every scene and return the result, machine and start load sampled before any work.
+
+    The load is read first: once scenes are written and children run, the benchmark's own processes count
+    in it, and it could no longer say whether other work shared the cores.
+    """
+    start_load = load_average()
+    machine = machine_info(threads=1)
+    machine["load_average_1m"] = start_load
+    sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="stars-edge-memory-") as work:
-        results = measure(sizes, Path(work), args.gdal_cachemax)  # type: ignore[arg-type]
-    report = {
+        results = measure(sizes, Path(work), args.gdal_cachemax)
+    return {
         "benchmark": "runtime peak RSS vs scene size",
-        "cpu_flags": _cpu_flags(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "quick": bool(args.quick),
+        "cpu_flags": machine["cpu_flags"],
         "cores": os.cpu_count(),
+        "load_average_1m": start_load,
+        "machine": machine,
         "gdal_cachemax_mb": args.gdal_cachemax,
         "parent_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "wall_seconds": round(time.time() - started, 1),
         "results": results,
         "ratios": ratios(results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and write its JSON atomically (a killed run never leaves a half-written file)."""
+    args = build_parser().parse_args(argv)
+    command = " ".join(["python benchmarks/runtime_memory.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.out is None:
+        args.out = (
+            Path(tempfile.gettempdir()) / "stars_edge_runtime_memory_quick.json"
+            if args.quick
+            else ROOT / "benchmarks" / "results" / "runtime_memory.json"
+        )
+    report = run(args, command)
+    write_json_atomic(args.out, report)
     print(json.dumps(report["ratios"]))
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                wanted = ("avx", "avx2", "avx512f", "avx512_vnni", "amx_tile", "fma", "f16c")
-                return " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
-    except OSError:
-        pass
-    return "unknown"
+    print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -244,7 +244,7 @@ def test_memory_section_shows_peak_rss_ratios_and_settings(rendered: str) -> Non
     section = _sections(rendered)["Runtime peak memory: `c.json` (runtime peak RSS vs scene size)"]
     assert "`python benchmarks/runtime_memory.py --sizes 1024x2048,1024x32768 --gdal-cachemax 16`" in section
     assert "2 cores; CPU flags fma avx f16c avx2 avx512f avx512_vnni" in section
-    assert "load average not recorded" in section and "GDAL_CACHEMAX: 16 MB" in section
+    assert "load average at the start not recorded" in section and "GDAL_CACHEMAX: 16 MB" in section
     assert "| 1024 x 2048 | 2.1 | 360.0 | 1.84 | 1 | optical+sar: 15 |" in section
     assert "| 1024 x 32768 | 33.6 | 414.0 | 23.93 | 8 | optical+sar: 240 |" in section
     assert "Peak RSS, larger scene / smaller: width 32768 / 2048: 1.150." in section
@@ -255,3 +255,16 @@ def test_new_kinds_are_no_longer_listed_as_not_rendered(rendered: str) -> None:
     not_rendered = [line for line in rendered.splitlines() if line.startswith("Files not rendered")]
     assert not_rendered == ["Files not rendered: notes.json: not a known benchmark result."]
     assert "## Accuracy vs speed" in rendered  # the existing sections still render around the new ones
+
+
+def test_newer_batch_and_memory_results_say_when_the_load_was_sampled(tmp_path: Path) -> None:
+    """batch/2 samples the load before its work (and again at the end); memory flags are a list now."""
+    from benchmarks.report_training_runtime import batch_section, memory_section
+
+    batch = {**batch_result(), "schema": "stars-edge/batch/2", "load_average_1m_end": 3.5}
+    batch["machine"] = {**batch["machine"], "load_average_1m": 0.25}
+    text = "\n".join(batch_section(tmp_path / "b.json", batch))
+    assert "load average 0.25 at the start, before the scenes were written (3.5 at the end" in text
+    memory = {**memory_result(), "cpu_flags": ["avx2", "fma"], "load_average_1m": 0.5}
+    text = "\n".join(memory_section(tmp_path / "c.json", memory))
+    assert "CPU flags avx2, fma; 1-minute load average at the start 0.5" in text
