@@ -4,7 +4,8 @@ The encoders run once on all modalities; every pattern's output (missing modalit
 way), the translation, distillation, PSA and ShaSpec losses all reuse those features.
 
 Pattern schedule (``pattern_schedule``): ``all`` (default) decodes the full pattern and every proper subset
-in every step, each subset supervised by the labels and distilled from the full pattern's logits; ``draw``
+in every step, each subset supervised by the labels (and, with ``lambda_distill`` > 0, distilled from the
+full pattern's logits; off by default because it cost accuracy on every pattern); ``draw``
 decodes the full pattern and one drawn pattern (the old schedule, where a single modality got about one step
 in eight).
 """
