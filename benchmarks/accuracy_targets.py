@@ -167,7 +167,10 @@ def sweep_seeds(
     rows: Sequence[Mapping[str, Any]], methods: Sequence[str], lambdas: Sequence[float]
 ) -> list[int]:
     """Seeds run at every lambda_tr for every one of ``methods``: a spread compares like with like."""
-    sets = [set(seed_means(rows, method, lam)) for method in methods for lam in lambdas]
+    sets = [
+        set(common_seeds([r for r in rows if float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == lam], methods))
+        for lam in lambdas
+    ]
     return sorted(set.intersection(*sets)) if sets else []
 
 
