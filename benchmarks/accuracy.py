@@ -163,9 +163,11 @@ def _child(study: Study, run: RunSpec, settings_file: Path) -> int:
 def run_study(study: Study, jobs: int = 1) -> int:
     """Run every pending run (``jobs`` processes side by side, else in this process); failed runs count."""
     runs, todo = pending(study)
+    logged = len(ResultsLog(study.log).done_keys(code_fingerprint(), study.settings_id))
+    chosen = f" of the {len(study.only)} chosen (--only)" if study.only else ""
     print(
-        f"study {study.settings_id}: {len(runs)} runs, {len(runs) - len(todo)} already logged for this code, "
-        f"{len(todo)} to run -> {study.log}",
+        f"study {study.settings_id}: {len(runs)} runs, {logged} already logged for this code, "
+        f"{len(todo)}{chosen} to run -> {study.log}",
         flush=True,
     )
     if jobs <= 1:
@@ -186,7 +188,7 @@ def render_study(
     out: Path,
     fingerprint: str | None = None,
     allow_mixed: bool = False,
-    int8_manifest: Path | None = None,
+    int8_manifest: Sequence[Path] = (),
     command: str = "",
 ) -> list[targets.Target]:
     """Write the result JSONs, Markdown and plots from the log; return the evaluated targets."""
@@ -215,7 +217,7 @@ def render_study(
     curves = render.curves_by_method(main_records)
     plot = render.plot_curves(curves, out / "accuracy_synthetic_curves.png")
     main["curves_plot"] = plot.name if plot else None
-    drops = targets.int8_drops_from_manifest(int8_manifest) if int8_manifest else None
+    drops = targets.int8_drops_from_manifests(int8_manifest) if int8_manifest else None
     evaluated = targets.evaluate(
         main["rows"],
         sweep["rows"],
@@ -341,7 +343,12 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-mixed", action="store_true", help="render runs of several code versions, labelled"
     )
     io.add_argument(
-        "--int8-manifest", type=Path, help="engine folder whose manifest has the INT8 gate results"
+        "--int8-manifest",
+        type=Path,
+        action="append",
+        default=[],
+        help="engine folder whose manifest has the INT8 gate results; repeat for several checkpoints (the "
+        "worst drop per pattern counts)",
     )
     return parser
 

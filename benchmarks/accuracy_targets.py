@@ -11,7 +11,7 @@ needs is ``n/a``, never a PASS. Means are over seeds (and patterns where stated)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,14 +287,15 @@ def evaluate(
     ]
 
 
-def int8_drops_from_manifest(folder: Any) -> dict[str, float]:
-    """Per pattern, the worst mIoU drop of an INT8 engine against FP32 as the export gate measured it."""
+def int8_drops_from_manifests(folders: Iterable[Any]) -> dict[str, float]:
+    """Per pattern, the worst mIoU drop of an INT8 engine against FP32 as the export gate measured it, over
+    every engine folder given (one per checkpoint)."""
     from stars_edge.manifest import load_manifest
 
-    manifest = load_manifest(folder, verify=False)
     drops: dict[str, float] = {}
-    for entry in manifest.engines:
-        drop = entry.accuracy.get("miou_drop") if entry.accuracy is not None else None
-        if entry.precision == "int8" and drop is not None:
-            drops[entry.pattern.name] = max(drops.get(entry.pattern.name, float("-inf")), float(drop))
+    for folder in folders:
+        for entry in load_manifest(folder, verify=False).engines:
+            drop = entry.accuracy.get("miou_drop") if entry.accuracy is not None else None
+            if entry.precision == "int8" and drop is not None:
+                drops[entry.pattern.name] = max(drops.get(entry.pattern.name, float("-inf")), float(drop))
     return drops

@@ -12,9 +12,9 @@ the recorded sha256. The manifest is saved after every pattern, so an interrupte
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,28 @@ import onnx
 from tqdm import tqdm
 
 from export import gate
+from export.accuracy_control import CONTROL_MARGIN, MIN_CONTROL_TILES, ControlTiles, control_int8
+from export.build_options import (
+    DEFAULT_TILE,
+    BuildOptions,
+    describe_normalization,
+    entry_options,
+    tool_versions,
+)
 from export.context_margin import measure_manifest_margin
 from export.fp16 import convert_to_fp16
 from export.onnx_export import check_parity, export_onnx, simplify_onnx
-from export.quantize import CALIBRATION_METHODS, DEFAULT_PLACEMENT, PLACEMENTS, quantize_int8
-from export.tiles import SYNTHETIC, TileSet, check_disjoint, load_tiles
-from stars_edge.errors import ConfigError, ExportError, ManifestError
+from export.quantize import quantize_int8
+from export.tiles import TileSet, check_disjoint, load_tiles
+from stars_edge.errors import ExportError, ManifestError
 from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
 from stars_edge.manifest import (
-    BACKENDS,
     MANIFEST_NAME,
     PRECISIONS,
-    Backend,
     EngineAccuracy,
     EngineEntry,
     Manifest,
     ModelInfo,
-    Precision,
     engine_inputs,
     load_manifest,
     save_manifest,
@@ -47,53 +52,6 @@ from stars_edge.modalities import Pattern, parse_patterns
 
 #: Worst FP32-vs-PyTorch difference accepted at export (logits); a bigger one means a broken export.
 PARITY_TOLERANCE = 1e-3
-DEFAULT_TILE = 512
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything ``stars-edge build-engines`` takes; defaults are the CLI's."""
-
-    checkpoint: Path
-    out: Path
-    patterns: str | Sequence[str] = "all"
-    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-    calib_data: str = SYNTHETIC
-    calib_tiles: int = 32
-    calib_method: str = "minmax"
-    placement: str = DEFAULT_PLACEMENT
-    gate_data: str = SYNTHETIC
-    gate_tiles: int = 16
-    gate_budget: float = gate.DEFAULT_BUDGET
-    backend: Backend = "onnxruntime"
-    strict: bool = False
-    opset: int = 17
-    tile: int | None = None  # None: the checkpoint's tile size
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
-        object.__setattr__(self, "out", Path(self.out))
-        object.__setattr__(self, "precisions", tuple(self.precisions))
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
-        if unknown or not self.precisions:
-            raise ConfigError(
-                f"unknown precision {unknown[0] if unknown else ''!r}; choose {', '.join(PRECISIONS)}"
-            )
-        if self.calib_method not in CALIBRATION_METHODS:
-            raise ConfigError(
-                f"unknown --calib-method {self.calib_method!r}; choose {', '.join(CALIBRATION_METHODS)}"
-            )
-        if self.placement not in PLACEMENTS:
-            raise ConfigError(f"unknown INT8 placement {self.placement!r}; choose {', '.join(PLACEMENTS)}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
-        if self.gate_budget < 0:
-            raise ConfigError(f"--gate-budget must be >= 0 mIoU points, got {self.gate_budget}")
-        if self.tile is not None and (self.tile < 32 or self.tile % 32):
-            raise ConfigError(f"--tile must be a positive multiple of 32, got {self.tile}")
-        if self.calib_tiles < 1 or self.gate_tiles < 1:
-            raise ConfigError("--calib-tiles and --gate-tiles must be at least 1")
 
 
 @dataclass
@@ -108,49 +66,6 @@ class BuildReport:
     refused: list[str] = field(default_factory=list)
     not_measured: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of the packages that shape the artifacts (recorded in the manifest)."""
-    versions = {}
-    for package in ("stars-edge", "torch", "onnx", "onnxruntime", "onnxslim", "numpy", "tensorrt"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def describe_normalization(model: Any, meta: Any) -> str:
-    """How this checkpoint's per-pattern decoder normalization was obtained (recorded per engine)."""
-    mode = getattr(model.config, "pattern_norm", "shared")
-    if len(model.patterns) == 1:
-        return "single-pattern model: its own BatchNorm statistics"
-    if mode == "reestimate":
-        batches = meta.config.get("pattern_norm_batches", "?") if meta.config else "?"
-        return f"per-pattern statistics re-estimated in inference mode on {batches} training batches"
-    if mode == "learned":
-        return "per-pattern BatchNorm (statistics and affine) learned in training"
-    return "one set of BatchNorm statistics shared by all patterns (ablation)"
-
-
-def _entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str, Any]:
-    """The options an artifact depends on; a change in any of them makes it out of date."""
-    common: dict[str, Any] = {
-        "opset": options.opset,
-        "tile": tile,
-        "gate_data": options.gate_data,
-        "gate_tiles": options.gate_tiles,
-        "gate_budget": options.gate_budget,
-    }
-    if precision == "int8":
-        common.update(
-            calib_data=options.calib_data,
-            calib_tiles=options.calib_tiles,
-            calib_method=options.calib_method,
-            placement=options.placement,
-        )
-    return common
 
 
 class _Builder:
@@ -187,6 +102,7 @@ class _Builder:
         self.report = BuildReport(self.out / MANIFEST_NAME, self.manifest)
         self._gate_tiles: TileSet | None = None
         self._calib_tiles: TileSet | None = None
+        self._control_tiles: TileSet | None = None
 
     # ------------------------------------------------------------------ reuse
     def _previous_manifest(self) -> Manifest | None:
@@ -222,11 +138,35 @@ class _Builder:
     @property
     def calib_tiles(self) -> TileSet:
         if self._calib_tiles is None:
-            self._calib_tiles = load_tiles(
-                self.options.calib_data, self.specs, self.options.calib_tiles, self.tile, "calibration"
-            )
-            check_disjoint(self._calib_tiles, self.gate_tiles)
+            self._load_calibration_source()
+        assert self._calib_tiles is not None
         return self._calib_tiles
+
+    @property
+    def control_tiles(self) -> TileSet | None:
+        """Tiles after the calibration tiles in the same source (None when accuracy control is off)."""
+        if self._calib_tiles is None:
+            self._load_calibration_source()
+        return self._control_tiles
+
+    def _load_calibration_source(self) -> None:
+        """Calibration tiles, then control tiles from the same source; a source too small for the control
+        tiles gives fewer of them, or none (accuracy control off, with a note) below ``MIN_CONTROL_TILES``."""
+        calibration, control = self.options.calib_tiles, self.options.control_tiles
+        tiles = load_tiles(
+            self.options.calib_data, self.specs, calibration + control, self.tile, "calibration", calibration
+        )
+        self._calib_tiles = tiles.subset(slice(0, calibration))
+        check_disjoint(self._calib_tiles, self.gate_tiles)
+        available = len(tiles) - calibration
+        if control and available < MIN_CONTROL_TILES:
+            self.report.notes.append(
+                f"INT8 accuracy control off: {tiles.source} has {available} tile(s) beyond the {calibration} "
+                f"calibration tiles, {MIN_CONTROL_TILES} needed (lower --calib-tiles or give more data)"
+            )
+        elif control:
+            self._control_tiles = tiles.subset(slice(calibration, None))
+            check_disjoint(self._control_tiles, self.gate_tiles)
 
     # ------------------------------------------------------------------ building
     def run(self) -> BuildReport:
@@ -262,7 +202,7 @@ class _Builder:
     def _onnx_entry(
         self, pattern: Pattern, precision: str, reference: dict[Pattern, gate.Predictions]
     ) -> EngineEntry | None:
-        options = {**_entry_options(self.options, precision, self.tile), "normalization": self.normalization}
+        options = {**entry_options(self.options, precision, self.tile), "normalization": self.normalization}
         reused = self._reusable(pattern, precision, "onnxruntime", options)
         if reused is not None:
             self._record(reused, reused=True)
@@ -284,6 +224,7 @@ class _Builder:
         reference: dict[Pattern, gate.Predictions],
     ) -> EngineEntry:
         """Write the candidate beside its final name; it replaces the final file only if the gate lets it."""
+        quantization: dict[str, Any] = {}
         with atomic_path(self.out / name) as candidate:
             if precision == "fp32":
                 self._export_fp32(pattern, candidate)
@@ -292,10 +233,7 @@ class _Builder:
                 if precision == "fp16":
                     onnx.save(convert_to_fp16(onnx.load(str(source))), str(candidate))
                 else:
-                    inputs = self.calib_tiles.select(pattern.modalities)
-                    quantize_int8(
-                        source, candidate, inputs, self.options.calib_method, self.options.placement
-                    )
+                    quantization = self._quantize(pattern, source, candidate)
             accuracy = self._measure(pattern, precision, candidate, reference)
             if accuracy["gate"] == "flagged" and self.options.strict:
                 label = f"{pattern} {precision}/onnxruntime"
@@ -315,7 +253,44 @@ class _Builder:
                 tile_size=self.tile,
                 accuracy=accuracy,
                 options=options,
+                quantization=quantization,
             )
+
+    def _quantize(self, pattern: Pattern, source: Path, target: Path) -> dict[str, Any]:
+        """INT8 graph of ``pattern``; with control tiles, its costliest layers stay float."""
+        inputs = self.calib_tiles.select(pattern.modalities)
+        control = self.control_tiles
+        with tempfile.TemporaryDirectory(prefix="stars-int8-") as scratch:
+            ranges = Path(scratch) / "ranges.json"
+
+            def quantize(float_nodes: Sequence[str], path: Path) -> Path:
+                return quantize_int8(
+                    source, path, inputs, self.options.calib_method, self.options.placement,
+                    float_nodes=float_nodes, ranges_cache=ranges,
+                )  # fmt: skip
+
+            if control is None or not self.options.max_float_layers:
+                quantize((), target)
+                return {}
+            if not (control.labels != self.meta.ignore_index).any():
+                self.log(
+                    f"{pattern} int8: accuracy control off: control tiles of {control.source} have no labels"
+                )
+                quantize((), target)
+                return {}
+            tiles = ControlTiles(
+                control.select(pattern.modalities), control.labels, self.meta.classes, self.meta.ignore_index
+            )
+            result = control_int8(
+                quantize, source, target, tiles, self.options.gate_budget * CONTROL_MARGIN,
+                self.options.max_float_layers, progress=lambda line: self.log(f"{pattern} int8: {line}"),
+            )  # fmt: skip
+        if result.float_layers:
+            self.log(
+                f"{pattern} int8: {len(result.float_layers)} layer(s) kept float; control-tile mIoU drop "
+                f"{result.drop_before:.2f} -> {result.drop_after:.2f}"
+            )
+        return result.to_dict()
 
     def _export_fp32(self, pattern: Pattern, target: Path) -> None:
         from stars_edge.models import export_module

@@ -98,11 +98,12 @@ def split_concat_convs(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[st
             sums.append(add.name)
             running = total
         replaced_weights.add(node.input[1])
+    # Dropping an unread Concat frees no initializer (a Concat of weights is not rewritten), so one read set
+    # serves both clean-ups.
     read = {name for node in rewritten for name in node.input} | {out.name for out in graph.output}
     kept = [n for n in rewritten if n.op_type != "Concat" or any(out in read for out in n.output)]
     del graph.node[:]
     graph.node.extend(kept)
-    read = {name for node in kept for name in node.input}
     unused = [init for init in graph.initializer if init.name in replaced_weights and init.name not in read]
     for init in unused:
         graph.initializer.remove(init)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -41,6 +43,13 @@ CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
 CALIBRATION_METHODS: tuple[CalibrationMethodName, ...] = get_args(CalibrationMethodName)
 #: Fewer tiles than this give ranges set by a handful of pixels: refuse rather than ship a fragile INT8.
 MIN_CALIBRATION_TILES = 4
+#: Percentile: on the study's `stars` checkpoint its INT8 graphs are closer to FP32 on the calibration tiles
+#: than min-max's for all 7 patterns (benchmarks/results/int8_calibration.md); entropy is far worse.
+DEFAULT_CALIBRATION_METHOD: CalibrationMethodName = "percentile"
+#: Entropy calibration: histogram bins, and the bins ONNX Runtime's KL search merges a candidate range into
+#: (TensorRT uses 2048 and 128; 255, int8's symmetric grid, measured far worse: docs/EXPORT.md).
+ENTROPY_HISTOGRAM_BINS = 2048
+ENTROPY_QUANTIZED_BINS = 128
 
 
 @dataclass(frozen=True)
@@ -168,11 +177,18 @@ def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
     tiles: Mapping[str, np.ndarray],
-    method: str = "minmax",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     placement: str = DEFAULT_PLACEMENT,
     batch: int = 4,
+    float_nodes: Sequence[str] = (),
+    ranges_cache: Path | None = None,
 ) -> Path:
-    """Write a TensorRT-legal Q/DQ INT8 copy of a (simplified) FP32 graph, calibrated on ``tiles``."""
+    """Write a TensorRT-legal Q/DQ INT8 copy of a (simplified) FP32 graph, calibrated on ``tiles``.
+
+    ``float_nodes`` stay unquantized on top of the placement's own (``export/accuracy_control.py`` picks
+    them). ``ranges_cache``: a file for the calibrated ranges; written when absent, read when present, so
+    re-quantizing with other ``float_nodes`` skips calibration. It must belong to this graph and method.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if placement not in PLACEMENTS:
@@ -182,7 +198,7 @@ def quantize_int8(
     chosen = PLACEMENTS[placement]
     if chosen.relu_as_leaky:
         model = relu_as_leaky_relu(model)
-    excluded = partial_sums + (head_nodes(model) if chosen.float_head else [])
+    excluded = partial_sums + list(float_nodes) + (head_nodes(model) if chosen.float_head else [])
     if chosen.float_inputs:
         excluded += input_layers(model)
     if chosen.residual_adds_only:
@@ -198,12 +214,20 @@ def quantize_int8(
     }
     if chosen.inputs_only:
         extra_options["OpTypesToExcludeOutputQuantization"] = list(chosen.op_types or [])
-    with atomic_path(out_path) as tmp, _quiet():
+    with (
+        atomic_path(out_path) as tmp,
+        _quiet(),
+        tempfile.TemporaryDirectory(prefix="stars-calib-") as scratch,
+    ):
         try:
+            if method == "entropy" and not (ranges_cache and ranges_cache.is_file()):
+                ranges = entropy_ranges(model, chosen.op_types, reader, Path(scratch))
+                ranges_cache = Path(shutil.copyfile(ranges, ranges_cache)) if ranges_cache else ranges
             quantize_static(
                 model,
                 str(tmp),
-                calibration_data_reader=reader,
+                calibration_data_reader=None if ranges_cache and ranges_cache.is_file() else reader,
+                calibration_cache_path=ranges_cache,
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
@@ -221,12 +245,79 @@ def quantize_int8(
                 f"INT8 quantisation of {fp32_path} failed: {type(exc).__name__}: {exc}"
             ) from exc
         quantized = onnx.load(str(tmp))
+        if float_nodes:
+            read_float_inputs(quantized, float_nodes)
+            onnx.save(quantized, str(tmp))
         problems = tensorrt_legality_problems(quantized)
         if chosen.float_head:
             problems += float_head_problems(quantized)
         if problems:
             raise ExportError(f"INT8 graph for {fp32_path} is not TensorRT-legal: {'; '.join(problems[:3])}")
     return out_path
+
+
+def entropy_ranges(
+    model: onnx.ModelProto, op_types: tuple[str, ...] | None, reader: TileCalibrationReader, scratch: Path
+) -> Path:
+    """Entropy (KL) calibration at TensorRT's histogram resolution; returns a ranges file for quantize_static.
+
+    ``quantize_static`` builds its entropy calibrator with 128 histogram bins and 128 quantized bins, which
+    leaves the KL search a single candidate threshold (the full range): its "entropy" INT8 file was
+    byte-identical to min-max. It passes no bin count through, so the calibrator runs here with
+    ``ENTROPY_HISTOGRAM_BINS`` and its ranges reach ``quantize_static`` as a calibration cache. ONNX
+    Runtime's KL search clips hard on this model (docs/EXPORT.md has the numbers); it is not the default.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    source = scratch / "model.onnx"
+    onnx.save(model, str(source))
+    calibrator = create_calibrator(
+        source,
+        list(op_types or set(QLinearOpsRegistry) | set(QDQRegistry)),
+        augmented_model_path=str(scratch / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={
+            "symmetric": True,
+            "num_bins": ENTROPY_HISTOGRAM_BINS,
+            "num_quantized_bins": ENTROPY_QUANTIZED_BINS,
+        },
+    )
+    reader.rewind()
+    calibrator.collect_data(reader)
+    ranges = scratch / "entropy_ranges.json"
+    save_tensors_data(calibrator.compute_data(), ranges)
+    return ranges
+
+
+def read_float_inputs(model: onnx.ModelProto, names: Sequence[str]) -> None:
+    """Make the named nodes read their activations before quantization, in place.
+
+    ``quantize_static`` excludes a node from quantization but still routes every reader of a quantized
+    tensor through its Q/DQ pair, so an excluded conv that shares its input with a quantized one would still
+    see int8-rounded values. Here each such input is rewired to the float tensor the QuantizeLinear reads;
+    Q/DQ nodes that no longer have readers are removed.
+    """
+    wanted = set(names)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        for index, name in enumerate(node.input):
+            dequantize = producers.get(name)
+            if dequantize is None or dequantize.op_type != "DequantizeLinear":
+                continue
+            quantize = producers.get(dequantize.input[0])
+            if quantize is not None and quantize.op_type == "QuantizeLinear":  # an activation, not a weight
+                node.input[index] = quantize.input[0]
+    outputs = {out.name for out in model.graph.output}
+    for op_type in ("DequantizeLinear", "QuantizeLinear"):
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        unread = [
+            n for n in model.graph.node if n.op_type == op_type and not any(o in read for o in n.output)
+        ]
+        for node in unread:
+            model.graph.node.remove(node)
 
 
 def _named_nodes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -36,6 +36,10 @@ class TileSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def subset(self, index: slice) -> TileSet:
+        """Some of the tiles (same source)."""
+        return TileSet({m: a[index] for m, a in self.inputs.items()}, self.labels[index], self.source)
+
     def select(self, modalities: Sequence[str]) -> dict[str, np.ndarray]:
         """The inputs of one pattern, in its order."""
         return {m: self.inputs[m] for m in modalities}
@@ -74,11 +78,14 @@ def load_tiles(
     count: int,
     tile: int,
     purpose: str = "calibration",
+    at_least: int | None = None,
 ) -> TileSet:
     """``count`` tiles of ``tile`` pixels from ``source`` (``"synthetic"`` or a dataset folder).
 
     ``purpose`` is ``"calibration"`` (training split / calibration seeds) or ``"gate"`` (held-out split /
     gate seeds). Invalid pixels are set to the modality mean (0 after normalisation) and ignored in labels.
+    A source with fewer tiles is an error, unless ``at_least`` is given: then any number from ``at_least``
+    to ``count`` is accepted.
     """
     if count < 1:
         raise DataError(f"asked for {count} {purpose} tiles; ask for at least one")
@@ -93,11 +100,16 @@ def load_tiles(
         splits = ("train", "all") if purpose == "calibration" else ("test", "val")
         scenes = _dataset_scenes(root, specs, splits)
         name = str(root)
-    return _cut_tiles(scenes, specs, count, tile, name)
+    return _cut_tiles(scenes, specs, count, tile, name, count if at_least is None else at_least)
 
 
 def _cut_tiles(
-    scenes: Iterator[_RawScene], specs: Mapping[str, ModalitySpec], count: int, tile: int, name: str
+    scenes: Iterator[_RawScene],
+    specs: Mapping[str, ModalitySpec],
+    count: int,
+    tile: int,
+    name: str,
+    at_least: int,
 ) -> TileSet:
     inputs: dict[str, list[np.ndarray]] = {m: [] for m in specs}
     labels: list[np.ndarray] = []
@@ -118,6 +130,8 @@ def _cut_tiles(
                 labels.append(label)
                 if len(labels) == count:
                     return TileSet({m: np.stack(v) for m, v in inputs.items()}, np.stack(labels), name)
+    if labels and len(labels) >= at_least:
+        return TileSet({m: np.stack(v) for m, v in inputs.items()}, np.stack(labels), name)
     raise DataError(
         f"{name} yields only {len(labels)} tile(s) of {tile} px, {count} requested; "
         "lower --calib-tiles / --gate-tiles or --tile, or give a larger dataset"

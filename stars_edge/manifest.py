@@ -76,6 +76,9 @@ class EngineEntry:
     tensorrt_version: str | None = None
     compute_capability: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: How an INT8 graph was made beyond its options: the layers accuracy control kept float and the
+    #: control-tile mIoU drops before/after (export/accuracy_control.py); empty otherwise.
+    quantization: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -121,6 +124,8 @@ class EngineEntry:
             "accuracy": dict(self.accuracy) if self.accuracy is not None else None,
             "options": dict(self.options),
         }
+        if self.quantization:
+            data["quantization"] = dict(self.quantization)
         if self.backend == "tensorrt":
             data["tensorrt_version"] = self.tensorrt_version
             data["compute_capability"] = self.compute_capability
@@ -145,6 +150,7 @@ class EngineEntry:
                 tensorrt_version=data.get("tensorrt_version"),
                 compute_capability=data.get("compute_capability"),
                 options=dict(data.get("options", {})),
+                quantization=dict(data.get("quantization", {})),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ManifestError(f"invalid engine entry {dict(data)!r}: {exc}") from exc

@@ -366,3 +366,34 @@ def test_main_table_trains_with_the_shipped_lambda_tr() -> None:
 
     assert TrainConfig().lambda_tr == DEFAULT_LAMBDA_TR
     assert RunSpec("synthetic", "stars", 0).lambda_tr == DEFAULT_LAMBDA_TR
+
+
+def test_int8_target_takes_the_worst_drop_over_every_manifest(tmp_path: Path) -> None:
+    from stars_edge.manifest import (
+        EngineAccuracy,
+        EngineEntry,
+        Manifest,
+        ModelInfo,
+        engine_inputs,
+        save_manifest,
+    )
+    from stars_edge.modalities import DEFAULT_SPECS, Pattern
+
+    for folder, dsm_drop in (("seed0", 0.3), ("seed1", 0.7)):
+        model = ModelInfo("tiny", "stars", "ab" * 32, 2, ("background", "building"))
+        manifest = Manifest(model=model, modalities=dict(DEFAULT_SPECS), tile_size=128)
+        for pattern, drop in (("dsm", dsm_drop), ("sar", 0.1)):
+            parsed = Pattern.parse(pattern)
+            accuracy = EngineAccuracy(
+                miou=50.0, per_class_iou={}, agreement_with_fp32=95.0, miou_drop=drop, gate="pass"
+            )
+            inputs = engine_inputs(parsed, DEFAULT_SPECS)
+            path = f"{pattern}.int8.onnx"
+            entry = EngineEntry(parsed, "int8", "onnxruntime", path, "0" * 64, inputs, 128, accuracy=accuracy)
+            manifest.add(entry)
+        save_manifest(manifest, tmp_path / folder)
+    drops = accuracy_targets.int8_drops_from_manifests([tmp_path / "seed0", tmp_path / "seed1"])
+    assert drops == {"dsm": 0.7, "sar": 0.1}
+    assert accuracy_targets.int8_target(drops).status == "MISS"
+    only_seed0 = accuracy_targets.int8_drops_from_manifests([tmp_path / "seed0"])
+    assert accuracy_targets.int8_target(only_seed0).status == "PASS"

@@ -6,14 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 import torch
 
 import export.build as build_module
+from export.accuracy_control import quantized_convs
 from export.build import BuildOptions, build_engines
 from export.gate import Predictions
 from stars_edge.checkpoint import CheckpointMeta, save_checkpoint
-from stars_edge.data.synthetic import CLASS_NAMES, synthetic_specs
+from stars_edge.data.synthetic import CLASS_NAMES, generate_dataset, synthetic_specs
 from stars_edge.errors import ConfigError
 from stars_edge.manifest import EngineAccuracy, load_manifest
 from stars_edge.models import create_model
@@ -23,10 +25,11 @@ PATTERNS = "optical+sar,dsm"
 
 
 def small(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
-    """Options for a build that takes seconds: 64 px tiles, 4 calibration and 2 gate tiles."""
+    """Options for a build that takes seconds: 64 px tiles, 4 calibration, 2 gate tiles, no INT8 control."""
     settings: dict[str, Any] = {
         "patterns": PATTERNS,
         "calib_tiles": 4,
+        "control_tiles": 0,
         "gate_tiles": 2,
         "tile": 64,
         "progress": False,
@@ -71,7 +74,7 @@ def test_build_writes_verified_manifest_with_accuracy(built: tuple[Path, build_m
     assert entry.inputs == ({"name": "optical", "bands": 4}, {"name": "sar", "bands": 2})
     assert entry.accuracy is not None and set(entry.accuracy["per_class_iou"]) == set(CLASS_NAMES)
     assert entry.accuracy["gate"] in ("pass", "flagged")
-    assert entry.options["calib_method"] == "minmax"
+    assert entry.options["calib_method"] == "percentile"
     assert manifest.select("dsm", "fp32").accuracy["agreement_with_fp32"] == 100.0  # type: ignore[index]
     assert manifest.model.checkpoint_sha256 and manifest.tile_size == 64
     assert {"onnx", "onnxruntime", "torch"} <= set(manifest.tools)
@@ -84,14 +87,52 @@ def test_rerun_skips_up_to_date_and_rebuilds_changed(
     again = build_engines(small(checkpoint, out))
     assert not again.built and len(again.skipped) == 6
     (out / "dsm.fp16.onnx").write_bytes(b"altered")
-    changed = build_engines(small(checkpoint, out, calib_method="percentile"))
+    changed = build_engines(small(checkpoint, out, calib_method="minmax"))
     assert sorted(changed.built) == [
         "dsm fp16/onnxruntime",
         "dsm int8/onnxruntime",
         "optical+sar int8/onnxruntime",
     ]
     manifest = load_manifest(out)
-    assert manifest.select("dsm", "int8").options["calib_method"] == "percentile"
+    assert manifest.select("dsm", "int8").options["calib_method"] == "minmax"
+
+
+def test_int8_accuracy_control_keeps_layers_float_and_records_them(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A negative target forces accuracy control to act; what it did reaches the manifest and the file."""
+    monkeypatch.setattr(build_module, "CONTROL_MARGIN", -1.0)
+    options = small(
+        checkpoint, tmp_path, patterns="dsm", precisions=("int8",), control_tiles=4, max_float_layers=2
+    )
+    lines: list[str] = []
+    build_engines(options, log=lines.append)
+    entry = load_manifest(tmp_path).select("dsm", "int8")
+    assert entry.options["control_tiles"] == 4 and entry.options["max_float_layers"] == 2
+    record = entry.quantization
+    assert record["control_target"] == -1.0
+    assert record["control_miou_drop_after"] <= record["control_miou_drop_before"]
+    assert len(record["float_layers"]) <= 2
+    assert any("ranked" in line or "float layer(s)" in line for line in lines), lines
+    quantized = set(quantized_convs(onnx.load(str(tmp_path / entry.path))))
+    assert quantized and not quantized & set(record["float_layers"])
+    off = build_engines(small(checkpoint, tmp_path / "off", patterns="dsm", precisions=("int8",)))
+    assert not off.manifest.select("dsm", "int8").quantization
+
+
+def test_int8_accuracy_control_off_with_a_note_when_the_source_is_too_small(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """Calibration takes the train split's 4 tiles; none are left for control: a note, not an error."""
+    data = tmp_path / "data"
+    generate_dataset(data, scenes=3, size=128, seed=5, progress=False)
+    report = build_engines(
+        small(checkpoint, tmp_path / "e", patterns="dsm", precisions=("int8",), calib_data=str(data)),
+        control_tiles=32,
+        gate_data=str(data),
+    )
+    assert any("INT8 accuracy control off" in note and "0 tile(s)" in note for note in report.notes)
+    assert not report.manifest.select("dsm", "int8").quantization
 
 
 def test_strict_refuses_a_flagged_precision(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -66,7 +67,10 @@ def _manifest(folder: Path) -> Manifest:
         tools={"onnx": "1.0"},
     )
     manifest.add(_entry(folder, "sar", "fp32"))
-    manifest.add(_entry(folder, "sar", "int8", gate="flagged"))
+    quantized = _entry(folder, "sar", "int8", gate="flagged")
+    manifest.add(
+        dataclasses.replace(quantized, quantization={"float_layers": ["/dsm/Conv"], "control_target": 0.5})
+    )
     manifest.add(_entry(folder, "optical+sar+dsm", "fp32"))
     manifest.add(_entry(folder, "optical+sar+dsm", "int8"))
     manifest.add(_entry(folder, "optical+sar+dsm", "fp16", backend="tensorrt"))
@@ -86,6 +90,8 @@ def test_round_trip_preserves_every_field(tmp_path: Path) -> None:
     assert (trt.tensorrt_version, trt.compute_capability) == ("10.9.0", "8.9")
     assert loaded.engine_path(trt) == tmp_path.resolve() / trt.path
     assert load_manifest(path) == manifest  # the file path works as well as the folder
+    assert loaded.select("sar", "int8").quantization["float_layers"] == ["/dsm/Conv"]
+    assert "quantization" not in loaded.select("sar", "fp32").to_dict()  # written only when there is some
 
 
 def test_altered_engine_is_refused(tmp_path: Path) -> None:

@@ -40,7 +40,23 @@ def build_engines(
         32, "--calib-tiles", min=1, help="Number of calibration tiles per pattern."
     ),
     calib_method: str = typer.Option(
-        "minmax", "--calib-method", help="INT8 range calibration: minmax, entropy or percentile."
+        "percentile",
+        "--calib-method",
+        help="INT8 range calibration: percentile (99.999th of |x|), minmax or entropy (KL, 2048 bins).",
+    ),
+    control_tiles: int = typer.Option(
+        32,
+        "--control-tiles",
+        min=0,
+        help="INT8 accuracy control: tiles after the calibration tiles (same source, not the gate's) "
+        "on which the layers that cost the most accuracy are found and kept float; 0 turns it off.",
+    ),
+    max_float_layers: int = typer.Option(
+        8,
+        "--max-float-layers",
+        min=0,
+        help="Most layers INT8 accuracy control may keep float per pattern (it stops at the fewest that "
+        "keep the control-tile mIoU loss within half the --gate-budget).",
     ),
     gate_data: str = typer.Option(
         "synthetic",
@@ -94,6 +110,8 @@ def build_engines(
         calib_data=calib_data,
         calib_tiles=calib_tiles,
         calib_method=calib_method.lower(),
+        control_tiles=control_tiles,
+        max_float_layers=max_float_layers,
         placement=placement or DEFAULT_PLACEMENT,
         gate_data=gate_data,
         gate_tiles=gate_tiles,

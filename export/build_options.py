@@ -1,0 +1,119 @@
+"""What ``stars-edge build-engines`` takes (``BuildOptions``), and what each artifact's freshness depends on.
+
+Kept apart from ``export/build.py`` (which does the building) so the options, their validation and the
+per-artifact option record read in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from export import gate
+from export.accuracy_control import DEFAULT_MAX_FLOAT_LAYERS
+from export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_PLACEMENT, PLACEMENTS
+from export.tiles import SYNTHETIC
+from stars_edge.errors import ConfigError
+from stars_edge.manifest import BACKENDS, PRECISIONS, Backend, Precision
+
+DEFAULT_TILE = 512
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``stars-edge build-engines`` takes; defaults are the CLI's."""
+
+    checkpoint: Path
+    out: Path
+    patterns: str | Sequence[str] = "all"
+    precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+    calib_data: str = SYNTHETIC
+    calib_tiles: int = 32
+    calib_method: str = DEFAULT_CALIBRATION_METHOD
+    #: Tiles from the calibration source, after the calibration tiles, on which INT8 accuracy control picks
+    #: the layers to keep float (0: off). Disjoint from the gate's tiles.
+    control_tiles: int = 32
+    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS
+    placement: str = DEFAULT_PLACEMENT
+    gate_data: str = SYNTHETIC
+    gate_tiles: int = 16
+    gate_budget: float = gate.DEFAULT_BUDGET
+    backend: Backend = "onnxruntime"
+    strict: bool = False
+    opset: int = 17
+    tile: int | None = None  # None: the checkpoint's tile size
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "precisions", tuple(self.precisions))
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or not self.precisions:
+            raise ConfigError(
+                f"unknown precision {unknown[0] if unknown else ''!r}; choose {', '.join(PRECISIONS)}"
+            )
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise ConfigError(
+                f"unknown --calib-method {self.calib_method!r}; choose {', '.join(CALIBRATION_METHODS)}"
+            )
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"unknown INT8 placement {self.placement!r}; choose {', '.join(PLACEMENTS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
+        if self.gate_budget < 0:
+            raise ConfigError(f"--gate-budget must be >= 0 mIoU points, got {self.gate_budget}")
+        if self.tile is not None and (self.tile < 32 or self.tile % 32):
+            raise ConfigError(f"--tile must be a positive multiple of 32, got {self.tile}")
+        if self.calib_tiles < 1 or self.gate_tiles < 1:
+            raise ConfigError("--calib-tiles and --gate-tiles must be at least 1")
+        if self.control_tiles < 0 or self.max_float_layers < 0:
+            raise ConfigError("--control-tiles and --max-float-layers must be >= 0 (0 turns control off)")
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the packages that shape the artifacts (recorded in the manifest)."""
+    versions = {}
+    for package in ("stars-edge", "torch", "onnx", "onnxruntime", "onnxslim", "numpy", "tensorrt"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def describe_normalization(model: Any, meta: Any) -> str:
+    """How this checkpoint's per-pattern decoder normalization was obtained (recorded per engine)."""
+    mode = getattr(model.config, "pattern_norm", "shared")
+    if len(model.patterns) == 1:
+        return "single-pattern model: its own BatchNorm statistics"
+    if mode == "reestimate":
+        batches = meta.config.get("pattern_norm_batches", "?") if meta.config else "?"
+        return f"per-pattern statistics re-estimated in inference mode on {batches} training batches"
+    if mode == "learned":
+        return "per-pattern BatchNorm (statistics and affine) learned in training"
+    return "one set of BatchNorm statistics shared by all patterns (ablation)"
+
+
+def entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str, Any]:
+    """The options an artifact depends on; a change in any of them makes it out of date."""
+    common: dict[str, Any] = {
+        "opset": options.opset,
+        "tile": tile,
+        "gate_data": options.gate_data,
+        "gate_tiles": options.gate_tiles,
+        "gate_budget": options.gate_budget,
+    }
+    if precision == "int8":
+        common.update(
+            calib_data=options.calib_data,
+            calib_tiles=options.calib_tiles,
+            calib_method=options.calib_method,
+            placement=options.placement,
+            control_tiles=options.control_tiles,
+            max_float_layers=options.max_float_layers,
+        )
+    return common

@@ -1,0 +1,54 @@
+"""A briefly trained tiny STARS model and its FP32 ONNX graphs, shared by the INT8 test modules.
+
+An untrained model has near-tied logits, where any rounding flips the argmax, so INT8 tests need one that
+has learned something; ~2 s of training on the calibration tiles is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.onnx_export import export_onnx, simplify_onnx
+from export.tiles import TileSet
+from stars_edge.data.synthetic import synthetic_specs
+from stars_edge.modalities import ALL_PATTERNS, Pattern
+from stars_edge.models import STARSModel, create_model, export_module
+
+SPECS = synthetic_specs(4)
+BANDS = {m: s.bands for m, s in SPECS.items()}
+TILE = 64
+
+
+def train_tiny(tiles: TileSet, steps: int = 150) -> STARSModel:
+    """``steps`` Adam steps on ``tiles``, cycling through every pattern; returned in eval mode."""
+    torch.manual_seed(0)
+    model = create_model("tiny", BANDS, classes=7)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    inputs = {m: torch.from_numpy(a) for m, a in tiles.inputs.items()}
+    labels = torch.from_numpy(tiles.labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for step in range(steps):
+        batch = torch.randint(0, len(tiles), (8,), generator=generator)
+        pattern = ALL_PATTERNS[step % len(ALL_PATTERNS)]
+        logits = model({m: inputs[m][batch] for m in pattern})
+        loss = torch.nn.functional.cross_entropy(logits, labels[batch], ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def export_fp32(model: STARSModel, patterns: Iterable[Pattern], folder: Path) -> dict[Pattern, Path]:
+    """Simplified FP32 ONNX graph per pattern, as the build writes them."""
+    paths = {}
+    for pattern in patterns:
+        path = folder / f"{pattern}.fp32.onnx"
+        export_onnx(export_module(model, pattern), pattern, BANDS, path)
+        simplify_onnx(path)
+        paths[pattern] = path
+    return paths
