@@ -214,7 +214,8 @@ def render_synthetic(
     if main.get("curves_plot"):
         out += ["## Validation curves", "", f"![validation mIoU]({main['curves_plot']})", ""]
     if sweep and len({r["lambda_tr"] for r in sweep.get("rows", [])}) > 1:
-        srows = [dict(r, run=f"{r['method']} λ_tr={r['lambda_tr']:g}") for r in sweep["rows"]]
+        ordered = sorted(sweep["rows"], key=lambda r: (r["method"] != "stars", r["method"], r["lambda_tr"]))
+        srows = [dict(r, run=f"{r['method']} λ_tr={r['lambda_tr']:g}") for r in ordered]
         out += ["## lambda_tr sweep (stars vs stars_no_stopgrad)", "", *pivot(srows, row_key="run"), ""]
     return "\n".join(out) + "\n"
 
