@@ -150,23 +150,31 @@ class _Builder:
         return self._control_tiles
 
     def _load_calibration_source(self) -> None:
-        """Calibration tiles, then control tiles from the same source; a source too small for the control
-        tiles gives fewer of them, or none (accuracy control off, with a note) below ``MIN_CONTROL_TILES``."""
-        calibration, control = self.options.calib_tiles, self.options.control_tiles
+        """Calibration tiles, then control tiles from the same source. Accuracy control is off (no control
+        tiles) when asked (``--control-tiles 0`` or ``--max-float-layers 0``), and off with a note when the
+        source has fewer than ``MIN_CONTROL_TILES`` beyond the calibration tiles or they carry no labels."""
+        calibration = self.options.calib_tiles
+        control = self.options.control_tiles if self.options.max_float_layers else 0
         tiles = load_tiles(
             self.options.calib_data, self.specs, calibration + control, self.tile, "calibration", calibration
         )
         self._calib_tiles = tiles.subset(slice(0, calibration))
         check_disjoint(self._calib_tiles, self.gate_tiles)
-        available = len(tiles) - calibration
-        if control and available < MIN_CONTROL_TILES:
+        if not control:
+            return
+        rest = tiles.subset(slice(calibration, None))
+        if len(rest) < MIN_CONTROL_TILES:
             self.report.notes.append(
-                f"INT8 accuracy control off: {tiles.source} has {available} tile(s) beyond the {calibration} "
+                f"INT8 accuracy control off: {tiles.source} has {len(rest)} tile(s) beyond the {calibration} "
                 f"calibration tiles, {MIN_CONTROL_TILES} needed (lower --calib-tiles or give more data)"
             )
-        elif control:
-            self._control_tiles = tiles.subset(slice(calibration, None))
-            check_disjoint(self._control_tiles, self.gate_tiles)
+        elif not (rest.labels != self.meta.ignore_index).any():
+            self.report.notes.append(
+                f"INT8 accuracy control off: the control tiles of {tiles.source} have no labels"
+            )
+        else:
+            self._control_tiles = rest
+            check_disjoint(rest, self.gate_tiles)
 
     # ------------------------------------------------------------------ building
     def run(self) -> BuildReport:
@@ -269,13 +277,7 @@ class _Builder:
                     float_nodes=float_nodes, ranges_cache=ranges,
                 )  # fmt: skip
 
-            if control is None or not self.options.max_float_layers:
-                quantize((), target)
-                return {}
-            if not (control.labels != self.meta.ignore_index).any():
-                self.log(
-                    f"{pattern} int8: accuracy control off: control tiles of {control.source} have no labels"
-                )
+            if control is None:
                 quantize((), target)
                 return {}
             tiles = ControlTiles(

@@ -129,13 +129,17 @@ def _cut_tiles(
                 )
                 labels.append(label)
                 if len(labels) == count:
-                    return TileSet({m: np.stack(v) for m, v in inputs.items()}, np.stack(labels), name)
+                    return _stacked(inputs, labels, name)
     if labels and len(labels) >= at_least:
-        return TileSet({m: np.stack(v) for m, v in inputs.items()}, np.stack(labels), name)
+        return _stacked(inputs, labels, name)
     raise DataError(
         f"{name} yields only {len(labels)} tile(s) of {tile} px, {count} requested; "
         "lower --calib-tiles / --gate-tiles or --tile, or give a larger dataset"
     )
+
+
+def _stacked(inputs: Mapping[str, list[np.ndarray]], labels: list[np.ndarray], name: str) -> TileSet:
+    return TileSet({m: np.stack(v) for m, v in inputs.items()}, np.stack(labels), name)
 
 
 def _synthetic_scenes(specs: Mapping[str, ModalitySpec], tile: int, seed_base: int) -> Iterator[_RawScene]:

@@ -1,4 +1,5 @@
-"""A briefly trained tiny STARS model and its FP32 ONNX graphs, shared by the INT8 test modules.
+"""Tiny STARS models for the export tests: an untrained checkpoint, and a briefly trained model with its FP32
+ONNX graphs for the INT8 tests.
 
 An untrained model has near-tied logits, where any rounding flips the argmax, so INT8 tests need one that
 has learned something; ~2 s of training on the calibration tiles is enough.
@@ -14,13 +15,30 @@ import torch
 
 from export.onnx_export import export_onnx, simplify_onnx
 from export.tiles import TileSet
-from stars_edge.data.synthetic import synthetic_specs
+from stars_edge.checkpoint import CheckpointMeta, save_checkpoint
+from stars_edge.data.synthetic import CLASS_NAMES, synthetic_specs
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 from stars_edge.models import STARSModel, create_model, export_module
 
 SPECS = synthetic_specs(4)
 BANDS = {m: s.bands for m, s in SPECS.items()}
 TILE = 64
+
+
+def save_untrained_checkpoint(path: Path) -> Path:
+    """An untrained ``tiny`` STARS checkpoint over the synthetic modalities, tile size ``TILE``."""
+    torch.manual_seed(0)
+    model = create_model("tiny", BANDS, classes=len(CLASS_NAMES))
+    meta = CheckpointMeta(
+        variant="tiny",
+        method="stars",
+        in_channels=BANDS,
+        classes=len(CLASS_NAMES),
+        class_names=CLASS_NAMES,
+        specs=SPECS,
+        tile_size=TILE,
+    )
+    return save_checkpoint(path, model, meta)
 
 
 def train_tiny(tiles: TileSet, steps: int = 150) -> STARSModel:

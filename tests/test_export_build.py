@@ -8,19 +8,16 @@ from typing import Any
 
 import onnx
 import pytest
-import torch
+from int8_models import save_untrained_checkpoint
 
 import export.build as build_module
 from export.accuracy_control import quantized_convs
 from export.build import BuildOptions, build_engines
 from export.gate import Predictions
-from stars_edge.checkpoint import CheckpointMeta, save_checkpoint
-from stars_edge.data.synthetic import CLASS_NAMES, generate_dataset, synthetic_specs
+from stars_edge.data.synthetic import CLASS_NAMES, generate_dataset
 from stars_edge.errors import ConfigError
 from stars_edge.manifest import EngineAccuracy, load_manifest
-from stars_edge.models import create_model
 
-BANDS = {"optical": 4, "sar": 2, "dsm": 1}
 PATTERNS = "optical+sar,dsm"
 
 
@@ -39,18 +36,7 @@ def small(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tiny", BANDS, classes=len(CLASS_NAMES))
-    meta = CheckpointMeta(
-        variant="tiny",
-        method="stars",
-        in_channels=BANDS,
-        classes=len(CLASS_NAMES),
-        class_names=CLASS_NAMES,
-        specs=synthetic_specs(4),
-        tile_size=64,
-    )
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model, meta)
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,17 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from int8_models import save_untrained_checkpoint  # noqa: E402
+
 from benchmarks import int8_calibration  # noqa: E402
 from export.build import build_engines  # noqa: E402
-from stars_edge.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
-from stars_edge.data.synthetic import CLASS_NAMES, synthetic_specs  # noqa: E402
-from stars_edge.models import create_model  # noqa: E402
-
-BANDS = {"optical": 4, "sar": 2, "dsm": 1}
 
 
 def test_compares_methods_on_an_fp32_build(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    meta = CheckpointMeta(
-        variant="tiny",
-        method="stars",
-        in_channels=BANDS,
-        classes=len(CLASS_NAMES),
-        class_names=CLASS_NAMES,
-        specs=synthetic_specs(4),
-        tile_size=64,
-    )
-    checkpoint = save_checkpoint(tmp_path / "tiny.pt", create_model("tiny", BANDS, len(CLASS_NAMES)), meta)
+    checkpoint = save_untrained_checkpoint(tmp_path / "tiny.pt")
     engines = tmp_path / "engines"
     build_engines(checkpoint=checkpoint, out=engines, patterns="sar", precisions=("fp32",), progress=False)
     out = tmp_path / "result"
