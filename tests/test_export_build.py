@@ -121,6 +121,32 @@ def test_int8_accuracy_control_off_with_a_note_when_the_source_is_too_small(
     assert not report.manifest.select("dsm", "int8").quantization
 
 
+def test_int8_accuracy_control_off_with_a_note_when_the_control_tiles_have_no_labels(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """Unlabelled imagery still calibrates; control, which scores against labels, turns off with a note."""
+    data = tmp_path / "unlabelled"
+    generate_dataset(data, scenes=8, size=128, seed=5, progress=False)
+    index = json.loads((data / "index.json").read_text())
+    for scene in index["scenes"]:
+        (data / scene["path"] / scene["files"].pop("label")).unlink()
+    (data / "index.json").write_text(json.dumps(index))
+    report = build_engines(
+        small(
+            checkpoint,
+            tmp_path / "e",
+            patterns="dsm",
+            precisions=("int8",),
+            calib_data=str(data),
+            control_tiles=8,
+            max_float_layers=2,
+        )
+    )
+    assert any("INT8 accuracy control off" in n and "no labels" in n for n in report.notes), report.notes
+    entry = report.manifest.select("dsm", "int8")
+    assert not entry.quantization and entry.accuracy is not None
+
+
 def test_strict_refuses_a_flagged_precision(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
