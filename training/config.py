@@ -24,6 +24,8 @@ MODEL_OVERRIDE_KEYS: tuple[str, ...] = (
     "translator_depth",
     "translation_scales",
     "pattern_norm",
+    "trunk_norm",
+    "decoder",
 )
 
 
@@ -46,6 +48,8 @@ class TrainConfig:
     translator_depth: int | None = None
     translation_scales: tuple[int, ...] | None = None
     pattern_norm: Literal["reestimate", "learned", "shared"] | None = None
+    trunk_norm: Literal["shared", "modality"] | None = None
+    decoder: Literal["shared", "per_pattern"] | None = None
     pattern_norm_batches: int = 16
     # data
     data: str = "synthetic"
@@ -187,6 +191,10 @@ FIELD_HELP: dict[str, str] = {
     "translation_scales": "override the scales translated (0..3 = stride 4..32); others are zero-filled",
     "pattern_norm": "decoder normalization per pattern: reestimate (after training, on training batches), "
     "learned (one BatchNorm per pattern in training) or shared (one set for all patterns: the ablation)",
+    "trunk_norm": "shared trunk normalization: shared (one BatchNorm for the mixture of modalities, the "
+    "default) or modality (one BatchNorm per modality, the convolutions still shared)",
+    "decoder": "shared (one decoder for every pattern, the default) or per_pattern (one decoder per "
+    "availability pattern; each exported engine holds only its own, so inference costs the same)",
     "pattern_norm_batches": "training batches used to re-estimate per-pattern statistics (end of training "
     "and before each validation)",
     "data": "'synthetic' (scenes generated in memory) or a dataset folder",

@@ -24,10 +24,24 @@ from stars_edge.modalities import MODALITIES, Pattern, all_patterns
 from stars_edge.models.blocks import SCSE, ConvBNReLU
 from stars_edge.models.encoders import Encoder, EncoderBody, TimmEncoder, build_stem, get_arch
 from stars_edge.models.methods import get_method
-from stars_edge.models.pattern_norm import PATTERN_NORM_MODES, PatternNorm, active_pattern, pattern_norms
+from stars_edge.models.modality_norm import (
+    TRUNK_NORM_MODES,
+    active_modality,
+    modality_norms,
+    use_modality_norms,
+)
+from stars_edge.models.pattern_norm import (
+    PATTERN_NORM_MODES,
+    PatternNorm,
+    active_pattern,
+    pattern_key,
+    pattern_norms,
+)
 
 #: Inputs must be multiples of this (the stride of the deepest feature map).
 INPUT_MULTIPLE = 32
+#: ``shared``: one decoder for all patterns; ``per_pattern``: one per pattern (an engine holds only its own).
+DECODER_MODES: tuple[str, ...] = ("shared", "per_pattern")
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,8 @@ class ModelConfig:
     scse_reduction: int = 8
     timm_adapter_channels: int = 3
     pattern_norm: str = "reestimate"
+    trunk_norm: str = "shared"
+    decoder: str = "shared"
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -68,6 +84,10 @@ class ModelConfig:
             raise ConfigError(
                 f"unknown pattern_norm {self.pattern_norm!r}; valid: {', '.join(PATTERN_NORM_MODES)}"
             )
+        if self.trunk_norm not in TRUNK_NORM_MODES:
+            raise ConfigError(f"unknown trunk_norm {self.trunk_norm!r}; valid: {', '.join(TRUNK_NORM_MODES)}")
+        if self.decoder not in DECODER_MODES:
+            raise ConfigError(f"unknown decoder {self.decoder!r}; valid: {', '.join(DECODER_MODES)}")
         if not 0 < self.specific_width <= 4:
             raise ConfigError(f"specific_width must be in (0, 4], got {self.specific_width}")
         if self.specific_depth < 1:
@@ -174,7 +194,11 @@ class STARSModel(nn.Module):
                 stems[m] = build_stem(arch, bands)
                 specific[m] = EncoderBody(specific_arch, arch.stem_channels)
         self.stems = nn.ModuleDict(stems)
+        per_modality = config.trunk_norm == "modality" and len(self.in_channels) > 1
+        if per_modality and not use_modality_norms(shared, self.modalities):
+            raise ConfigError(f"trunk_norm 'modality': encoder {config.encoder!r} has no BatchNorm2d")
         self.shared = shared
+        self._trunk_norms = modality_norms(shared)
         self.specific = nn.ModuleDict(specific)
         shared_ch: list[int] = list(shared.feature_channels)  # type: ignore[arg-type]
         specific_ch: list[int] = list(next(iter(specific.values())).feature_channels)  # type: ignore[arg-type]
@@ -210,19 +234,26 @@ class STARSModel(nn.Module):
         width = config.decoder_channels
         names = [p.name for p in self.patterns]
 
-        def decoder_unit(in_ch: int, kernel: int) -> ConvBNReLU:
-            unit = ConvBNReLU(in_ch, width, kernel)
-            unit[1] = PatternNorm(width, names, config.pattern_norm)
-            return unit
+        def decoder_parts(patterns: list[str]) -> tuple[nn.ModuleList, nn.Module, nn.Conv2d]:
+            def unit(in_ch: int, kernel: int) -> ConvBNReLU:
+                layer = ConvBNReLU(in_ch, width, kernel)
+                layer[1] = PatternNorm(width, patterns, config.pattern_norm)
+                return layer
 
-        self.fusion = nn.ModuleList(
-            [
-                nn.Sequential(SCSE(n_mod * c, config.scse_reduction), decoder_unit(n_mod * c, 1))
-                for c in shared_ch
-            ]
-        )
-        self.smooth = decoder_unit(width, 3)
-        self.head = nn.Conv2d(width, classes, 1)
+            fusion = nn.ModuleList(
+                [nn.Sequential(SCSE(n_mod * c, config.scse_reduction), unit(n_mod * c, 1)) for c in shared_ch]
+            )
+            return fusion, unit(width, 3), nn.Conv2d(width, classes, 1)
+
+        #: One decoder per pattern (``decoder="per_pattern"``), keyed by ``pattern_key``; else empty.
+        self.pattern_decoders = nn.ModuleDict()
+        if config.decoder == "per_pattern" and len(names) > 1:
+            for name in names:
+                fusion, smooth, head = decoder_parts([name])
+                parts = {"fusion": fusion, "smooth": smooth, "head": head}
+                self.pattern_decoders[pattern_key(name)] = nn.ModuleDict(parts)
+        else:
+            self.fusion, self.smooth, self.head = decoder_parts(names)
 
         self.psa_head: nn.Module | None = None
         if self.method_spec.psa:
@@ -272,12 +303,18 @@ class STARSModel(nn.Module):
     def encode(self, inputs: Mapping[str, Tensor]) -> dict[str, EncodedModality]:
         """Run stems, the shared trunk and the specific branches for the present modalities only.
 
-        In training the shared trunk sees all modalities in one batch, so its BatchNorm statistics are the
+        With ``trunk_norm="modality"`` the trunk runs once per modality with that modality's BatchNorms.
+        Otherwise, in training, it sees all modalities in one batch, so its BatchNorm statistics are the
         mixture it will use at inference; in eval mode (and export) each modality runs on its own.
         """
         present = [m for m in self.modalities if m in inputs]
         stems = {m: self.stems[m](inputs[m]) for m in present}
-        if self.training and len(present) > 1:
+        if self._trunk_norms:
+            shared = {}
+            for m in present:
+                with active_modality(self._trunk_norms, m):
+                    shared[m] = self.shared(stems[m])
+        elif self.training and len(present) > 1:
             joint = self.shared(torch.cat([stems[m] for m in present], dim=0))
             chunks = [f.chunk(len(present), dim=0) for f in joint]
             shared = {m: [c[i] for c in chunks] for i, m in enumerate(present)}
@@ -334,18 +371,24 @@ class STARSModel(nn.Module):
     def decode(self, features: Mapping[str, Sequence[Tensor]], pattern: Pattern | None = None) -> Tensor:
         """Concat modalities per scale -> SCSE -> 1x1 conv; FPN top-down to stride 4; head; upsample x4.
 
-        ``pattern`` (default: the full pattern) selects the decoder's per-pattern normalization.
+        ``pattern`` (default: the full pattern) selects the decoder's per-pattern normalization, or the
+        pattern's own decoder with ``decoder="per_pattern"``.
         """
         name = (pattern or self.patterns[0]).name
+        if self.pattern_decoders:
+            parts = cast(nn.ModuleDict, self.pattern_decoders[pattern_key(name)])
+            fusion, smooth, head = parts["fusion"], parts["smooth"], parts["head"]
+        else:
+            fusion, smooth, head = self.fusion, self.smooth, self.head
         with active_pattern(self, name) if self._pattern_norms else contextlib.nullcontext():
             laterals = [
                 fuse(torch.cat([features[m][i] for m in self.modalities], dim=1))
-                for i, fuse in enumerate(self.fusion)
+                for i, fuse in enumerate(cast(nn.ModuleList, fusion))
             ]
             top = laterals[-1]
             for lateral in reversed(laterals[:-1]):
                 top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
-            logits = self.head(self.smooth(top))
+            logits = head(smooth(top))
         return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
 
     @property
