@@ -52,6 +52,36 @@ def _parse_sets(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def demo_budget_settings(steps: int, seed: int, threads: int, output_dir: Path) -> dict[str, Any]:
+    """The demo's training recipe as TrainConfig settings (before ``--set`` overrides)."""
+    return {
+        "variant": "edge",
+        "synthetic_size": 256,
+        "synthetic_train_scenes": 16,
+        "synthetic_val_scenes": 1,
+        "tile_size": 128,
+        "batch_size": 8,
+        "steps": steps,
+        "seed": seed,
+        "threads": threads,
+        "output_dir": str(output_dir),
+        "val_every": steps,
+        "checkpoint_every": steps,
+        "log_every": 25,
+    }
+
+
+def held_out_tiles(data: Any, count: int, optical_bands: int) -> Any:
+    """``count`` held-out 256 px scenes (seeds from TEST_SEED), one evaluation tile per scene."""
+    from stars_edge.data import SceneTileDataset
+    from training.data import synthetic_scenes
+
+    scenes = synthetic_scenes(count, 256, TEST_SEED, optical_bands)
+    return SceneTileDataset(
+        scenes, tile_size=256, specs=data.specs, augment=False, seed=0, modalities=tuple(data.specs)
+    )
+
+
 def run(
     name: str, sets: dict[str, str], steps: int, seed: int, test_scenes: int, threads: int
 ) -> dict[str, Any]:
@@ -59,29 +89,14 @@ def run(
     import torch
 
     from stars_edge.config import load_config
-    from stars_edge.data import SceneTileDataset
     from training.config import TrainConfig
-    from training.data import build_training_data, synthetic_scenes
+    from training.data import build_training_data
     from training.evaluation import evaluate_model
     from training.loop import train
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as work:
-        base: dict[str, Any] = {
-            "variant": "edge",
-            "synthetic_size": 256,
-            "synthetic_train_scenes": 16,
-            "synthetic_val_scenes": 1,
-            "tile_size": 128,
-            "batch_size": 8,
-            "steps": steps,
-            "seed": seed,
-            "threads": threads,
-            "output_dir": str(Path(work) / "run"),
-            "val_every": steps,
-            "checkpoint_every": steps,
-            "log_every": 25,
-        }
+        base = demo_budget_settings(steps, seed, threads, Path(work) / "run")
         base.update(sets)
         config = load_config(TrainConfig, None, base)
         data = build_training_data(config)
@@ -90,10 +105,7 @@ def run(
         seconds = time.perf_counter() - start
         log = [json.loads(line) for line in result.log_path.read_text().splitlines()]
         last = [row for row in log if "total" in row][-1]
-        scenes = synthetic_scenes(test_scenes, 256, TEST_SEED, config.synthetic_optical_bands)
-        test = SceneTileDataset(
-            scenes, tile_size=256, specs=data.specs, augment=False, seed=0, modalities=tuple(data.specs)
-        )
+        test = held_out_tiles(data, test_scenes, config.synthetic_optical_bands)
         scores = evaluate_model(result.model, test, "all", 8, data.ignore_index)
         held_out_gains = _held_out_translation_gains(result.model, data.train, test)
     miou = {p: round(s.miou, 2) for p, s in scores.items()}
