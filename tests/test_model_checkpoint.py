@@ -53,6 +53,20 @@ def test_round_trip_gives_identical_outputs_and_metadata(tmp_path: Path) -> None
         assert torch.equal(model(inputs), loaded(inputs))
 
 
+@pytest.mark.parametrize("option", [{"decoder": "per_pattern"}, {"trunk_norm": "modality"}])
+def test_round_trip_keeps_the_model_options(tmp_path: Path, option: dict[str, str]) -> None:
+    torch.manual_seed(0)
+    model = create_model("tiny", BANDS, classes=3, **option)
+    model.train()
+    model({m: torch.randn(2, b, 64, 64) for m, b in BANDS.items()})
+    model.eval()
+    loaded, meta = load_checkpoint(save_checkpoint(tmp_path / "ckpt.pt", model, _meta(model)))
+    assert all(meta.model_kwargs[k] == v for k, v in option.items())
+    inputs = {"optical": torch.randn(1, 4, 64, 64)}
+    with torch.no_grad():
+        assert torch.equal(model(inputs), loaded(inputs))
+
+
 def test_missing_corrupt_and_foreign_files_are_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
