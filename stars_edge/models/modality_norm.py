@@ -13,11 +13,12 @@ once per modality, never on a batch that mixes them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
 from stars_edge.errors import ConfigError
+from stars_edge.models.pattern_norm import activated
 
 TRUNK_NORM_MODES: tuple[str, ...] = ("shared", "modality")
 
@@ -59,14 +60,6 @@ def modality_norms(module: nn.Module) -> list[ModalityNorm]:
     return [m for m in module.modules() if isinstance(m, ModalityNorm)]
 
 
-@contextlib.contextmanager
-def active_modality(norms: Sequence[ModalityNorm], modality: str) -> Iterator[None]:
+def active_modality(norms: Sequence[ModalityNorm], modality: str) -> contextlib.AbstractContextManager[None]:
     """Within the block, every norm in ``norms`` uses ``modality``'s BatchNorm."""
-    previous = [n.active for n in norms]
-    for norm in norms:
-        norm.active = modality
-    try:
-        yield
-    finally:
-        for norm, before in zip(norms, previous, strict=True):
-            norm.active = before
+    return activated(norms, modality)

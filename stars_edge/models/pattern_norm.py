@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -97,18 +98,28 @@ def pattern_norms(module: nn.Module) -> list[PatternNorm]:
     return [m for m in module.modules() if isinstance(m, PatternNorm)]
 
 
+class Switchable(Protocol):
+    """A norm that keeps one set of parameters per key and uses the ``active`` one."""
+
+    active: str | None
+
+
 @contextlib.contextmanager
-def active_pattern(module: nn.Module, name: str | None) -> Iterator[None]:
-    """Within the block, every ``PatternNorm`` under ``module`` uses pattern ``name``'s statistics."""
-    norms = pattern_norms(module)
+def activated(norms: Sequence[Switchable], key: str | None) -> Iterator[None]:
+    """Within the block, every norm in ``norms`` uses ``key``; each gets its previous key back after."""
     previous = [n.active for n in norms]
     for norm in norms:
-        norm.active = name
+        norm.active = key
     try:
         yield
     finally:
-        for norm, name_before in zip(norms, previous, strict=True):
-            norm.active = name_before
+        for norm, key_before in zip(norms, previous, strict=True):
+            norm.active = key_before
+
+
+def active_pattern(module: nn.Module, name: str | None) -> contextlib.AbstractContextManager[None]:
+    """Within the block, every ``PatternNorm`` under ``module`` uses pattern ``name``'s statistics."""
+    return activated(pattern_norms(module), name)
 
 
 @contextlib.contextmanager
