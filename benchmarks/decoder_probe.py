@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.recipe_study import _commit, _parse_sets, demo_budget_settings, held_out_tiles  # noqa: E402
+from stars_edge.modalities import IGNORE_INDEX  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "decoder_probe.jsonl"
 DECODER = ("fusion.", "smooth.", "head.", "pattern_decoders.")
@@ -55,7 +56,7 @@ def fine_tune(
     prefixes: tuple[str, ...],
     steps: int,
     seed: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Any:
     """A copy of ``model`` trained ``steps`` more steps on ``modality`` alone; only ``prefixes`` train and
     every BatchNorm keeps its statistics (eval mode)."""

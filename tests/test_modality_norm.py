@@ -1,15 +1,12 @@
-"""trunk_norm="modality": one BatchNorm per modality in the shared trunk, through training and export."""
+"""trunk_norm="modality": one BatchNorm per modality in the shared trunk (export: test_model_export.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
 from stars_edge.errors import ConfigError
-from stars_edge.models import create_model, export_module
+from stars_edge.models import create_model
 from stars_edge.models.modality_norm import ModalityNorm, active_modality, modality_norms
 
 BANDS = {"optical": 4, "sar": 2, "dsm": 1}
@@ -73,30 +70,3 @@ def test_training_gathers_statistics_per_modality_and_inference_uses_them() -> N
         optical_after = model.encode({"optical": inputs["optical"]})["optical"].shared[0]
     torch.testing.assert_close(sar_before, sar_after)
     assert not torch.allclose(optical_before, optical_after)
-
-
-def test_each_pattern_exports_with_its_modalities_norms_folded(tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    torch.manual_seed(0)
-    model = create_model("tiny", BANDS, classes=3, trunk_norm="modality").train()
-    model({m: torch.randn(4, b, 64, 64) * (i + 1) for i, (m, b) in enumerate(BANDS.items())})
-    model.eval()
-    for pattern in ("sar", "optical+dsm"):
-        module = export_module(model, pattern)
-        names = pattern.split("+")
-        example = tuple(torch.randn(1, BANDS[n], 64, 64) for n in names)
-        path = tmp_path / f"{pattern}.onnx"
-        torch.onnx.export(
-            module,
-            example,
-            str(path),
-            input_names=names,
-            output_names=["logits"],
-            opset_version=17,
-            dynamo=False,
-        )
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        (got,) = session.run(["logits"], {n: x.numpy() for n, x in zip(names, example, strict=True)})
-        with torch.no_grad():
-            want = module(*example).numpy()
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)

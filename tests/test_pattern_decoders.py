@@ -10,15 +10,13 @@ import torch
 from stars_edge.errors import ConfigError
 from stars_edge.models import create_model, export_module
 
-onnx = pytest.importorskip("onnx")
-
-BANDS = {"optical": 4, "sar": 2, "dsm": 1}
+pytest.importorskip("onnx")
+from onnx_checks import BANDS, conv_count, export_legacy
 
 
 def _conv_count(module: torch.nn.Module, names: list[str], path: Path) -> int:
-    example = tuple(torch.randn(1, BANDS[n], 64, 64) for n in names)
-    torch.onnx.export(module, example, str(path), input_names=names, opset_version=17, dynamo=False)
-    return sum(node.op_type == "Conv" for node in onnx.load(str(path)).graph.node)
+    export_legacy(module, names, path)
+    return conv_count(path)
 
 
 def test_the_default_decoder_is_shared_and_keeps_its_parameter_names() -> None:
