@@ -11,7 +11,7 @@ DEMO_OUT ?= demo_out
 TORCH_CPU := torch==2.13.0
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 
-.PHONY: venv demo demo-quick test test-all lint format clean
+.PHONY: venv demo demo-quick test test-all lint format clean gpu-check
 
 venv: $(STAMP)
 
@@ -35,6 +35,13 @@ test: venv
 
 test-all: venv
 	$(BIN)/python -m pytest --run-slow
+
+# First run on a machine with an NVIDIA GPU (docs/EXPORT.md): inventory, TensorRT engines, GPU tests, INT8 gate,
+# latency, one results file. It installs and downloads nothing (such a machine may have no network): it runs
+# with .venv's Python when there is one, else $(PYTHON), and reports what is missing.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -262,10 +262,13 @@ def benchmark_onnxruntime(
     providers: Sequence[str] = ("CPUExecutionProvider",),
     device: str = "cpu",
     skipped: list[str] | None = None,
+    backend_name: str = "onnxruntime",
 ) -> list[dict[str, Any]]:
     """Time every ONNX Runtime engine of the manifest through the runtime's own backend class.
 
     An engine that cannot load or run is recorded in ``skipped`` with the reason and the others go on.
+    ``backend_name`` labels the rows (``onnxruntime-tensorrt`` for the TensorRT provider, so its rows are not
+    mistaken for the CUDA provider's).
     """
     from tqdm import tqdm
 
@@ -273,7 +276,7 @@ def benchmark_onnxruntime(
 
     entries = selected_entries(manifest, plan, "onnxruntime")
     rows: list[dict[str, Any]] = []
-    progress = tqdm(total=len(entries) * len(plan.batches), desc=f"onnxruntime {device}", unit="config")
+    progress = tqdm(total=len(entries) * len(plan.batches), desc=f"{backend_name} {device}", unit="config")
     for entry in entries:
         try:
             backend = OnnxRuntimeBackend(
@@ -283,6 +286,16 @@ def benchmark_onnxruntime(
             _skip(skipped, f"{entry.describe()} ({device}): {exc}", echo)
             progress.update(len(plan.batches))
             continue
+        if providers[0] not in backend.providers:  # ONNX Runtime falls back silently when a provider fails
+            _skip(
+                skipped,
+                f"{entry.describe()} ({backend_name} {device}): onnxruntime did not enable {providers[0]} "
+                f"(active: {', '.join(backend.providers)})",
+                echo,
+            )
+            backend.close()
+            progress.update(len(plan.batches))
+            continue
         try:
             rows += _engine_rows(
                 backend,
@@ -290,7 +303,7 @@ def benchmark_onnxruntime(
                 entry,
                 plan,
                 flops_cache,
-                backend_name="onnxruntime",
+                backend_name=backend_name,
                 device=device,
                 tile=plan.tile,
                 threads=plan.threads,

@@ -1,5 +1,5 @@
-"""The GPU section: TensorRT engines through the runtime's backend, ONNX Runtime's CUDA provider, PyTorch
-on CUDA; and, where there is no GPU, why not."""
+"""The GPU section: TensorRT engines through the runtime's backend, ONNX Runtime's CUDA and TensorRT
+providers, PyTorch on CUDA; and, where there is no GPU, why not."""
 
 from __future__ import annotations
 
@@ -64,9 +64,10 @@ def benchmark_gpu(
     echo: Echo = print,
     skipped: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """TensorRT engines through the runtime's TensorRT backend, ONNX files on ONNX Runtime's CUDA provider,
-    and PyTorch eager on CUDA; every call is synchronised (the backend waits on its stream, torch uses
-    ``cuda.synchronize``), so times are completion times including host<->device copies for engines."""
+    """TensorRT engines through the runtime's TensorRT backend, ONNX files on ONNX Runtime's CUDA and
+    TensorRT providers, and PyTorch eager on CUDA; every call is synchronised (the backend waits on its
+    stream, torch uses ``cuda.synchronize``), so times are completion times including host<->device copies
+    for engines."""
     from runtime.backends import TensorRTBackend, gpu_compute_capability
 
     rows: list[dict[str, Any]] = []
@@ -105,6 +106,19 @@ def benchmark_gpu(
     if "CUDAExecutionProvider" in info.get("onnxruntime_providers", []):
         rows += benchmark_onnxruntime(
             manifest, plan, None, flops_cache, echo, ("CUDAExecutionProvider",), "cuda", skipped
+        )
+    if "TensorrtExecutionProvider" in info.get("onnxruntime_providers", []):
+        # The same ONNX files through ONNX Runtime's TensorRT provider (CUDA for what it does not take).
+        rows += benchmark_onnxruntime(
+            manifest,
+            plan,
+            None,
+            flops_cache,
+            echo,
+            ("TensorrtExecutionProvider", "CUDAExecutionProvider"),
+            "cuda",
+            skipped,
+            backend_name="onnxruntime-tensorrt",
         )
     if plan.checkpoint is not None:
         import torch

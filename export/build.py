@@ -34,7 +34,8 @@ from export.context_margin import measure_manifest_margin
 from export.fp16 import convert_to_fp16
 from export.onnx_export import check_parity, export_onnx, simplify_onnx
 from export.quantize import quantize_int8
-from export.tiles import TileSet, check_disjoint, load_tiles
+from export.tiles import TileSet, check_disjoint, load_tiles, sample_physical
+from stars_edge.contract import ModalityContract, contract_disagrees, contract_from_values
 from stars_edge.errors import ExportError, ManifestError
 from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
 from stars_edge.manifest import (
@@ -195,8 +196,30 @@ class _Builder:
             if precision == precisions[-1]:
                 save_manifest(self.manifest, self.out)
         self.manifest.context_margin = measure_manifest_margin(self.manifest, self.log)  # docs/RUNTIME.md
+        self.manifest.input_contract = self._input_contract()
         save_manifest(self.manifest, self.out)
         return self.report
+
+    def _input_contract(self) -> dict[str, ModalityContract]:
+        """Units and training quantiles per band (``stars_edge.contract``), from the calibration source.
+
+        A source whose medians sit far from the checkpoint's normalisation is not the training
+        distribution (e.g. the synthetic default for a model trained on real data): then the runtime
+        falls back to the normalisation, and the log says so.
+        """
+        values, source = sample_physical(self.options.calib_data, self.specs, self.tile)
+        contracts: dict[str, ModalityContract] = {}
+        for modality, spec in self.specs.items():
+            contract = contract_from_values(spec, values[modality], source, minimum=1)
+            off = contract_disagrees(contract, spec)
+            if off is not None:
+                self.log(
+                    f"input contract: {modality} of {source} does not look like the training data "
+                    f"({off}); the runtime checks {modality} against the normalisation only"
+                )
+                continue
+            contracts[modality] = contract
+        return contracts
 
     def _record(self, entry: EngineEntry, reused: bool) -> None:
         self.manifest.add(entry)

@@ -51,23 +51,31 @@ class TensorRTTarget:
 
 
 def tensorrt_status() -> tuple[TensorRTTarget | None, str]:
-    """``(target, "")`` where TensorRT and a CUDA GPU are usable, else ``(None, reason)``."""
+    """``(target, "")`` where TensorRT and a CUDA GPU are usable, else ``(None, reason)``.
+
+    Both are checked even when the first fails, so one run on a new machine names everything missing.
+    """
+    reasons = []
     try:
         import tensorrt as trt
     except Exception as exc:  # ImportError, or the bindings failing to find libnvinfer
-        return None, f"the tensorrt Python package is not usable here ({type(exc).__name__}: {exc})"
-    major = int(str(trt.__version__).split(".")[0])
-    if major < 10:
-        return None, f"TensorRT {trt.__version__} is too old; stars-edge needs TensorRT >= 10"
+        trt = None
+        reasons.append(f"the tensorrt Python package is not usable here ({type(exc).__name__}: {exc})")
+    if trt is not None and int(str(trt.__version__).split(".")[0]) < 10:
+        reasons.append(f"TensorRT {trt.__version__} is too old; stars-edge needs TensorRT >= 10")
     try:
         capability = _compute_capability()
     except Exception as exc:  # no driver, no device, no cuda-python: all mean "no usable GPU"
-        return None, f"no CUDA GPU is usable ({type(exc).__name__}: {exc})"
+        reasons.append(f"no CUDA GPU is usable ({type(exc).__name__}: {exc})")
+    if reasons or trt is None:
+        return None, "; ".join(reasons)
     return TensorRTTarget(str(trt.__version__), capability), ""
 
 
 def _compute_capability(device: int = 0) -> str:
     """Compute capability of ``device`` via cuda-python (the bindings NVIDIA's samples use)."""
+    from runtime.backends.tensorrt_backend import describe_cuda_error
+
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
@@ -75,10 +83,10 @@ def _compute_capability(device: int = 0) -> str:
     attr = cudart.cudaDeviceAttr
     err, major = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device)
     if int(err) != 0:
-        raise RuntimeError(f"cudaDeviceGetAttribute failed with error {err}")
+        raise RuntimeError(describe_cuda_error(cudart, err, "cudaDeviceGetAttribute"))
     err, minor = cudart.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device)
     if int(err) != 0:
-        raise RuntimeError(f"cudaDeviceGetAttribute failed with error {err}")
+        raise RuntimeError(describe_cuda_error(cudart, err, "cudaDeviceGetAttribute"))
     return f"{major}.{minor}"
 
 

@@ -103,6 +103,47 @@ def load_tiles(
     return _cut_tiles(scenes, specs, count, tile, name, count if at_least is None else at_least)
 
 
+#: Scenes and valid pixels per scene sampled for the input contract (``sample_physical``).
+CONTRACT_SCENES = 8
+CONTRACT_PIXELS_PER_SCENE = 20_000
+
+
+def sample_physical(
+    source: str | Path,
+    specs: Mapping[str, ModalitySpec],
+    tile: int,
+    scenes: int = CONTRACT_SCENES,
+    per_scene: int = CONTRACT_PIXELS_PER_SCENE,
+) -> tuple[dict[str, np.ndarray], str]:
+    """Valid physical values ``{modality: (bands, N)}`` of the calibration source's first ``scenes`` scenes
+    (the training distribution, read with the same rules as the calibration tiles), and the source's name.
+
+    Why: the input contract (``stars_edge.contract``) records what the training data looks like in physical
+    units; normalised tiles cannot give it (invalid pixels are filled there).
+    """
+    if str(source) == SYNTHETIC:
+        iterator: Iterator[_RawScene] = _synthetic_scenes(specs, tile, CALIBRATION_SEED_BASE)
+        name = f"synthetic calibration scenes (seeds from {CALIBRATION_SEED_BASE})"
+    else:
+        iterator = _dataset_scenes(Path(source), specs, ("train", "all"))
+        name = str(source)
+    rng = np.random.default_rng(0)
+    values: dict[str, list[np.ndarray]] = {m: [] for m in specs}
+    used = 0
+    for scene in iterator:
+        for modality in specs:
+            pixels = scene.images[modality][:, scene.valid[modality]]
+            if pixels.shape[1] > per_scene:
+                pixels = pixels[:, rng.choice(pixels.shape[1], per_scene, replace=False)]
+            values[modality].append(pixels.astype(np.float32))
+        used += 1
+        if used == scenes:
+            break
+    if used == 0:
+        raise DataError(f"{name} has no scene to sample the input contract from")
+    return {m: np.concatenate(v, axis=1) for m, v in values.items()}, f"{name}, {used} scene(s)"
+
+
 def _cut_tiles(
     scenes: Iterator[_RawScene],
     specs: Mapping[str, ModalitySpec],

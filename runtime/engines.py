@@ -8,10 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import Backend, TensorRTBackend, gpu_compute_capability, manifest_backend, open_backend
+from runtime.backends import (
+    MANIFEST_BACKEND,
+    Backend,
+    TensorRTBackend,
+    gpu_compute_capability,
+    manifest_backend,
+    open_backend,
+)
 from stars_edge.errors import ConfigError, ManifestError
 from stars_edge.io import sha256_file
-from stars_edge.manifest import EngineEntry, Manifest
+from stars_edge.manifest import BACKENDS, PRECISIONS, EngineEntry, Manifest
 from stars_edge.modalities import Pattern
 
 #: A protobuf ``StringStringEntryProto`` with key "location": how ONNX names a tensor's external data file.
@@ -80,9 +87,12 @@ class EngineSet:
         precision: str,
         threads: int | None = None,
         allow_flagged: bool = False,
+        requested: str | None = None,
     ) -> None:
         self.manifest = manifest
         self.backend = backend
+        #: The ``--backend`` that resolved to ``backend`` (e.g. ``auto``), named in errors.
+        self.requested = requested or backend
         self.precision = precision
         self.threads = threads
         self.allow_flagged = allow_flagged
@@ -92,7 +102,10 @@ class EngineSet:
     def entry(self, pattern: Pattern) -> EngineEntry:
         """The manifest entry that serves ``pattern`` (TensorRT: built by this TensorRT for this GPU)."""
         if self.backend != "tensorrt":
-            chosen = self.manifest.select(pattern, self.precision, manifest_backend(self.backend))
+            files = manifest_backend(self.backend)
+            if not self.manifest.find(pattern, self.precision, files):
+                raise ManifestError(self._missing(pattern, files))
+            chosen = self.manifest.select(pattern, self.precision, files)
         else:
             chosen = self._tensorrt_entry(pattern)
         if chosen.gate == "flagged" and not self.allow_flagged:
@@ -101,6 +114,39 @@ class EngineSet:
                 "export; use another --precision or pass --allow-flagged to run it anyway"
             )
         return chosen
+
+    def _missing(self, pattern: Pattern, files: str) -> str:
+        """One line: no ``precision`` engine for ``pattern`` on the backend that was chosen, the precisions
+        the manifest holds for each backend, and what to do."""
+        chosen = (
+            self.backend if self.requested == self.backend else f"{self.backend} (chosen by --backend auto)"
+        )
+        held: dict[str, list[str]] = {
+            kind: [
+                p
+                for p in PRECISIONS
+                if any(e.backend == kind and e.precision == p for e in self.manifest.engines)
+            ]
+            for kind in BACKENDS
+        }
+        if self.precision in held[files]:
+            having = [str(q) for q in self.manifest.patterns if self.manifest.find(q, self.precision, files)]
+            problem = f"its {self.precision} {_kind_name(files)} cover only {', '.join(having)}"
+        else:
+            problem = " and ".join(
+                f"{', '.join(held[kind])} {_kind_name(kind)}" if held[kind] else f"no {_kind_name(kind)}"
+                for kind in BACKENDS
+            )
+            problem = f"the manifest has {problem}"
+        others = [p for p in PRECISIONS if p != self.precision and self.manifest.find(pattern, p, files)]
+        fixes = [f"run with --precision {' or '.join(others)}"] if others else []
+        if files != "tensorrt" and self.precision in held["tensorrt"]:
+            fixes.append("run with --backend tensorrt on the GPU they were built for")
+        fixes.append(f"build them with `stars-edge build-engines --precision fp32,{self.precision}`")
+        return (
+            f"{self.manifest.root} has no engine for {pattern} in {self.precision} to run on {chosen}; "
+            f"{problem}; {', or '.join(fixes)}"
+        )
 
     def _tensorrt_entry(self, pattern: Pattern) -> EngineEntry:
         capability = gpu_compute_capability()
@@ -163,3 +209,10 @@ class EngineSet:
         for engine in self._loaded.values():
             engine.close()
         self._loaded.clear()
+
+
+def _kind_name(kind: str) -> str:
+    """What a manifest backend's files are, and which runtime backends run them (OpenVINO runs ONNX too)."""
+    noun = "TensorRT engines" if kind == "tensorrt" else "ONNX files"
+    readers = [name for name, files in MANIFEST_BACKEND.items() if files == kind]
+    return f"{noun} (for {' and '.join(readers)})" if len(readers) > 1 else noun

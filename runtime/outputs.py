@@ -11,9 +11,11 @@ turned into a Cloud Optimized GeoTIFF, and fsynced with its folder; then it is r
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import resource
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +49,16 @@ def journal_path(target: Path) -> Path:
 def check_output_target(target: Path) -> Path:
     """Refuse targets that cannot be written before any work starts; creates nothing.
 
+    A target (and its hidden partial) must be a regular file or a new path: a directory, device node, FIFO or
+    socket is refused (the partial would be renamed over a device such as ``/dev/null``, and a FIFO blocks).
     A missing folder is fine when its nearest existing ancestor is a writable folder (it is created only
     once the inputs are valid, ``prepare_output_folder``).
     """
     target = Path(target)
-    if target.exists() and target.is_dir():
+    if target.is_dir():
         raise OutputError(f"{target} is a directory; pass a file path such as {target / 'prediction.tif'}")
+    check_regular_or_new(target)
+    check_regular_or_new(partial_path(target))
     ancestor = target.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -63,6 +69,30 @@ def check_output_target(target: Path) -> Path:
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputError(f"{target} exists and is not writable; remove it or choose another path")
     return target
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_or_new(path: Path) -> Path:
+    """Refuse an output path that exists as anything but a regular file (after links): writing it would
+    replace a device node, block on a FIFO or fail on a directory or socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise os_failure(path, "checking", exc) from exc
+    if stat.S_ISREG(mode):
+        return path
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    raise OutputError(f"output {path} is {kind}; outputs must be regular files or new paths, choose another")
 
 
 def check_not_inputs(outputs: Mapping[str, Path], inputs: Sequence[str | os.PathLike[str]]) -> None:
@@ -139,22 +169,35 @@ def _innermost(exc: BaseException) -> str:
     return text
 
 
-def _failure(path: Path, action: str, message: str) -> str:
-    """One line: the file, GDAL's message, the likely cause (disk full, file size limit) and the fix."""
+def _failure(path: Path, action: str, message: str, error: int | None = None) -> str:
+    """One line: the file, the system's or GDAL's message, the likely cause (disk full, file size limit)
+    and the fix. ``error`` is the errno when known (EFBIG, ENOSPC, EDQUOT name the cause directly)."""
     line = message.strip().splitlines()[0] if message.strip() else "unknown GDAL error"
     line = line.removeprefix("GDAL signalled an error: ")
     causes = []
-    with contextlib.suppress(OSError):
-        stats = os.statvfs(path.parent)
-        if stats.f_bavail * stats.f_frsize < 1 << 20:
-            causes.append("no space left on device")
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if soft != resource.RLIM_INFINITY:
+    if error == errno.ENOSPC:
+        causes.append("no space left on device")
+    elif error == errno.EDQUOT:
+        causes.append("disk quota exceeded")
+    elif error == errno.EFBIG and soft != resource.RLIM_INFINITY:
+        causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
+    elif error is None:
         with contextlib.suppress(OSError):
-            if not path.exists() or path.stat().st_size + (1 << 20) >= soft:
-                causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
+            stats = os.statvfs(path.parent)
+            if stats.f_bavail * stats.f_frsize < 1 << 20:
+                causes.append("no space left on device")
+        if soft != resource.RLIM_INFINITY:
+            with contextlib.suppress(OSError):
+                if not path.exists() or path.stat().st_size + (1 << 20) >= soft:
+                    causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
     cause = f": {'; '.join(causes)}" if causes else ""
     return f"{action} {path} failed ({line}{cause}); free disk space or fix the folder, then rerun"
+
+
+def os_failure(path: Path, action: str, exc: OSError) -> OutputError:
+    """An ``OSError`` of a file operation as one ``OutputError`` line naming the file and the cause."""
+    return OutputError(_failure(Path(path), action, exc.strerror or str(exc), exc.errno))
 
 
 @dataclass
@@ -191,6 +234,8 @@ class GeoTiffSink:
     def __init__(self, grid: RasterGrid, outputs: list[OutputSpec], resume: bool) -> None:
         self.grid = grid
         self.outputs = outputs
+        #: A write, flush or close failed: what the partials hold past the last checkpoint is not durable.
+        self.broken = False
         self._datasets: dict[str, Any] = {}
         try:
             for spec in outputs:
@@ -234,8 +279,12 @@ class GeoTiffSink:
             data = bands[spec.kind]
             dataset = self._datasets[spec.kind]
             window = Window(col_start, row_start, data.shape[-1], data.shape[-2])
-            with gdal_errors(partial_path(spec.target), f"writing rows {row_start}.. of"):
-                dataset.write(data, window=window)
+            try:
+                with gdal_errors(partial_path(spec.target), f"writing rows {row_start}.. of"):
+                    dataset.write(data, window=window)
+            except OutputError:
+                self.broken = True
+                raise
 
     def flush(self) -> None:
         """Close every partial (GDAL writes its directory), fsync it, and reopen it for more blocks."""
@@ -258,6 +307,7 @@ class GeoTiffSink:
             except OutputError as exc:
                 failure = failure or exc
         if failure is not None:
+            self.broken = True
             raise failure
 
     def abandon(self) -> None:
@@ -293,9 +343,14 @@ def validate_partial(spec: OutputSpec, grid: RasterGrid) -> None:
 
 
 def make_cog(spec: OutputSpec) -> None:
-    """Rewrite a finished partial as a Cloud Optimized GeoTIFF (internal overviews, 256 px blocks)."""
+    """Rewrite a finished partial as a Cloud Optimized GeoTIFF (internal overviews, 256 px blocks).
+
+    Idempotent, so an interrupted finalisation can simply run again: the COG is written beside the partial
+    and renamed onto it only when complete, and a partial that already is a COG gives the same COG.
+    """
     path = partial_path(spec.target)
     cog = path.with_name(path.name + ".cog")
+    cog.unlink(missing_ok=True)  # what a killed conversion left behind
     try:
         with gdal_errors(cog, "writing the COG"):
             rasterio.shutil.copy(
@@ -309,12 +364,18 @@ def make_cog(spec: OutputSpec) -> None:
                 BIGTIFF="IF_SAFER",
             )
         os.replace(cog, path)
+    except OSError as exc:
+        raise os_failure(path, "replacing with its COG", exc) from exc
     finally:
         cog.unlink(missing_ok=True)
 
 
 def commit(outputs: list[OutputSpec], grid: RasterGrid, cog: bool = False) -> None:
-    """Validate, (COG,) fsync and rename every partial onto its target, the main class map last."""
+    """Validate, (COG,) fsync and rename every partial onto its target, the main class map last.
+
+    Safe to interrupt anywhere and run again on the outputs still pending (``pending``): each step either
+    leaves the partial as it was or replaces it atomically by an equivalent one.
+    """
     ordered = sorted(outputs, key=lambda s: s.kind == "classes")
     for spec in ordered:
         if cog:
@@ -322,6 +383,7 @@ def commit(outputs: list[OutputSpec], grid: RasterGrid, cog: bool = False) -> No
         validate_partial(spec, grid)
         fsync_path(partial_path(spec.target))
     for spec in ordered:
+        check_regular_or_new(spec.target)  # it may have been replaced while the scene ran
         try:
             os.replace(partial_path(spec.target), spec.target)
             fsync_path(spec.target.parent)
@@ -329,6 +391,16 @@ def commit(outputs: list[OutputSpec], grid: RasterGrid, cog: bool = False) -> No
             raise OutputError(
                 f"renaming onto {spec.target} failed ({exc.strerror}); check the folder"
             ) from exc
+
+
+def pending(outputs: list[OutputSpec]) -> list[OutputSpec]:
+    """The outputs an interrupted finalisation has not renamed yet: those whose partial still exists."""
+    return [spec for spec in outputs if partial_path(spec.target).exists()]
+
+
+def committed(spec: OutputSpec) -> bool:
+    """Whether an interrupted finalisation already renamed this output: its partial gone, its target there."""
+    return not partial_path(spec.target).exists() and spec.target.is_file()
 
 
 def discard(outputs: list[OutputSpec], journal: Path | None = None) -> None:

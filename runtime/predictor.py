@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from runtime.engines import EngineSet
 from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
 from runtime.outputs import (
     CLASS_NODATA,
-    GeoTiffSink,
     RasterGrid,
     build_overviews,
     check_not_inputs,
@@ -45,7 +45,7 @@ from runtime.sources import (
 )
 from runtime.summary import RunSummary, count_names, input_fingerprint, output_specs
 from runtime.tiling import TileGrid, check_tiling, plan_chunks
-from runtime.validity import DEFAULT_CONTEXT_MARGIN, check_value_range
+from runtime.validity import DEFAULT_CONTEXT_MARGIN, check_inputs
 from runtime.writing import SceneRun, stream_chunk
 from stars_edge.errors import ConfigError, DataError, ManifestError, OutputError
 from stars_edge.io import ensure_writable_dir
@@ -143,17 +143,36 @@ class Predictor:
         backend = resolve_backend_name(self.requested_backend, self.manifest, tuple(patterns), self.precision)
         engines = self._engines.get(backend)
         if engines is None:
-            engines = EngineSet(self.manifest, backend, self.precision, self.threads, self.allow_flagged)
+            engines = EngineSet(
+                self.manifest,
+                backend,
+                self.precision,
+                self.threads,
+                self.allow_flagged,
+                requested=self.requested_backend,
+            )
             self._engines[backend] = engines
         engines.check(tuple(patterns), tile)
         return engines
+
+    def _check_contract(self, samples: Mapping[str, tuple[np.ndarray, str]], allow: bool) -> list[str]:
+        """Refuse inputs that fail the input contract; with ``allow``, warn and return the messages."""
+        contracts = {m: self.manifest.contract(m) for m in samples}
+        accepted = check_inputs(samples, contracts, allow)
+        for message in accepted:
+            warnings.warn(message, UserWarning, stacklevel=3)
+        return accepted
 
     def _settings(self, min_valid: float) -> ReadSettings:
         return ReadSettings(self.manifest.modalities, min_valid, self.context_margin, self.fill_value)
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
-        tile = tile or self.manifest.tile_size
-        return tile, min(64, tile // 4) if overlap is None else overlap
+        """``tile`` (None: the manifest's) and ``overlap`` (None: a quarter tile, at most 64), checked: 0 or
+        a negative size is refused, never taken for "default"."""
+        tile = self.manifest.tile_size if tile is None else tile
+        overlap = min(64, tile // 4) if overlap is None else overlap
+        check_tiling(tile, overlap)
+        return tile, overlap
 
     def predict_arrays(
         self,
@@ -165,10 +184,12 @@ class Predictor:
         batch: int = 1,
         min_valid: float = DEFAULT_MIN_VALID,
         chunk_width: int | None = None,
+        allow_out_of_range: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Class map ``uint8 (H, W)`` (255 = nodata) and pattern map ``uint8 (H, W)`` (0 = none) of
         in-memory physical ``(bands, H, W)`` arrays; NaN/inf and ``valid == False`` pixels are invalid.
-        ``tile`` defaults to the manifest's tile size, ``overlap`` to a quarter tile (at most 64)."""
+        ``tile`` defaults to the manifest's tile size, ``overlap`` to a quarter tile (at most 64). Arrays
+        are tested against the engines' input contract like files (``allow_out_of_range`` warns instead)."""
         tile, overlap = self._tiling(tile, overlap)
         _check_run_options(tile, overlap, batch, min_valid)
         source = ArraySource(inputs, valid, cloud_mask)
@@ -177,6 +198,7 @@ class Predictor:
             self.manifest.modalities,
             {m: f"input array {m!r}" for m in source.modalities},
         )
+        self._check_contract(source.sample_values(), allow_out_of_range)
         patterns = all_patterns(source.modalities)
         engines = self._engine_set(patterns, tile)
         grid = TileGrid(source.height, source.width, tile, overlap)
@@ -225,16 +247,22 @@ class Predictor:
         on_row_done: Callable[[int], None] | None = None,
         cog: bool = False,
         allow_out_of_range: bool = False,
+        bands: Mapping[str, Sequence[str]] | None = None,
+        dtm: str | os.PathLike[str] | None = None,
         chunk_width: int | None = CHUNK_WIDTH,
         checkpoint_rows: int | None = None,
         checkpoint_seconds: float | None = None,
+        overwrite: bool = False,
     ) -> RunSummary:
         """Predict a scene from GeoTIFFs and write ``out`` (and the optional pattern map / probabilities).
 
         The first given raster (optical, SAR, DSM order) is the reference grid. ``tile`` defaults to the
         manifest's tile size. ``on_row_done(row)`` is called after each tile row is blended (an exception
         there interrupts the run, which ``resume=True`` then continues). ``cog`` writes Cloud Optimized
-        GeoTIFFs. Values far outside the manifest's normalisation are refused unless ``allow_out_of_range``.
+        GeoTIFFs. Inputs that fail the engines' input contract (``stars_edge.contract``: wrong units, band
+        order or height reference) are refused unless ``allow_out_of_range`` (then they are warnings).
+        ``bands`` picks file bands per modality (``{"optical": ("2", "3", "4", "8")}``, numbers or band
+        descriptions); ``dtm`` is a terrain model subtracted from ``dsm`` (altitude -> height above ground).
         """
         began = time.perf_counter()
         tile, overlap = self._tiling(tile, overlap)
@@ -251,17 +279,22 @@ class Predictor:
         if len(set(resolved)) != len(resolved):
             raise OutputError("--out, --pattern-map and --probabilities must be different files")
         paths = {"optical": optical, "sar": sar, "dsm": dsm}
-        given = [p for p in (optical, sar, dsm, cloud_mask) if p is not None]
+        given = [p for p in (optical, sar, dsm, cloud_mask, dtm) if p is not None]
         check_not_inputs(chosen, given)
         policy = CheckpointPolicy(
             checkpoint_rows or CHECKPOINT_ROWS, checkpoint_seconds or CHECKPOINT_SECONDS
         )
         with terminate_as_interrupt(), gdal_cache_limit(tile_cache_bytes(given, tile)):
             source = RasterSource(
-                {k: v for k, v in paths.items() if v is not None}, self.manifest.modalities, cloud_mask
+                {k: v for k, v in paths.items() if v is not None},
+                self.manifest.modalities,
+                cloud_mask,
+                bands=bands,
+                dtm=dtm,
             )
             try:
-                check_value_range(source.sample_values(), self.manifest.modalities, allow_out_of_range)
+                accepted = self._check_contract(source.sample_values(), allow_out_of_range)
+                input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 patterns = all_patterns(source.modalities)
                 engines = self._engine_set(patterns, tile)
                 grid = TileGrid(source.height, source.width, tile, overlap)
@@ -282,6 +315,8 @@ class Predictor:
                 files = dict(source.paths)
                 if source.cloud_path is not None:
                     files["cloud_mask"] = source.cloud_path
+                if source.dtm_path is not None:
+                    files["dtm"] = source.dtm_path
                 fingerprint = {
                     "model": {
                         "checkpoint_sha256": self.manifest.model.checkpoint_sha256,
@@ -292,6 +327,7 @@ class Predictor:
                     "precision": self.precision,
                     "backend": engines.backend,
                     "inputs": input_fingerprint(files),
+                    "bands": source.band_indexes,
                     "tile": tile,
                     "overlap": overlap,
                     "min_valid": min_valid,
@@ -299,22 +335,13 @@ class Predictor:
                     "chunk_width": chunk_width,
                     "outputs": {s.kind: [str(s.target.resolve()), s.dtype] for s in outputs},
                 }
-                journal_file = journal_path(chosen["classes"])
-                if resume:
-                    journal = Journal.resume_or_new(journal_file, fingerprint, outputs)
-                else:
-                    discard(outputs, journal_file)
-                    journal = Journal(journal_file, fingerprint)
+                journal = Journal.open(
+                    journal_path(chosen["classes"]), fingerprint, outputs, resume=resume, overwrite=overwrite
+                )
                 raster = RasterGrid(grid.height, grid.width, source.crs, source.transform)
-                try:
-                    sink = GeoTiffSink(raster, outputs, journal.started)
-                except OutputError:
-                    if not journal.started:
-                        raise
-                    discard(outputs, journal_file)  # a partial left unreadable by a crash: start over
-                    journal = Journal(journal_file, fingerprint)
-                    sink = GeoTiffSink(raster, outputs, False)
-                run = SceneRun(self.classes, source, grid, engines, sink, journal, policy, batch, on_row_done)
+                run = SceneRun(
+                    self.classes, source, grid, engines, raster, outputs, journal, policy, batch, on_row_done
+                )
                 run.execute(
                     plan_chunks(grid, chunk_width),
                     self._settings(min_valid),
@@ -328,9 +355,9 @@ class Predictor:
                         "nodata, masked, NaN or clouded); check the inputs and their nodata values"
                     )
                 if overviews and not cog:
-                    build_overviews(outputs)
-                commit(outputs, raster, cog=cog)
-                journal.path.unlink(missing_ok=True)
+                    build_overviews(run.pending)
+                commit(run.pending, raster, cog=cog)
+                journal.remove()
             finally:
                 source.close()
         return RunSummary(
@@ -352,6 +379,7 @@ class Predictor:
             chunks=run.chunks,
             resumed_chunk=run.resumed_chunk,
             processed_pixels=run.pixels,
+            input_notes=input_notes,
         )
 
     def measure_latency(
@@ -368,8 +396,7 @@ class Predictor:
         backend is chosen as for a scene. For quick reports (the demo); ``benchmarks/latency.py`` measures
         formally.
         """
-        tile = tile or self.manifest.tile_size
-        check_tiling(tile, 0)
+        tile, _ = self._tiling(tile, 0)
         if runs < 1 or warmup < 0 or batch < 1:
             raise ConfigError(f"runs and batch must be >= 1 and warmup >= 0, got {runs}, {batch}, {warmup}")
         if patterns is None:

@@ -17,11 +17,13 @@ from typing import Any, Protocol
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import CRSError, RasterioError, RasterioIOError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from runtime.bands import BandPlan, plan_bands
+from runtime.georef import georeferencing_problem
 from stars_edge.errors import DataError
 from stars_edge.modalities import MODALITIES, ModalitySpec
 
@@ -54,8 +56,9 @@ GDAL_CACHE_MB = 32
 GDAL_CACHE_MAX_MB = 512
 #: Tiles' worth of blocks kept: the current tile's and its right neighbour's, with headroom for the LRU.
 CACHED_TILE_WINDOWS = 3
-#: Windows (per side) and their size sampled to check a modality's value range before a run.
-RANGE_SAMPLES = 3
+#: Windows (per side) and their size sampled to check each modality against the input contract before a
+#: run: 25 windows of 64 px, up to 102 k pixels spread over the scene.
+RANGE_SAMPLES = 5
 RANGE_SAMPLE_PX = 64
 
 
@@ -70,7 +73,7 @@ def tile_cache_bytes(paths: Sequence[str | os.PathLike[str]], tile: int) -> int:
     total = 0
     for path in paths:
         try:
-            with rasterio.open(path) as dataset:
+            with rasterio.open(gdal_path(path)) as dataset:
                 block_rows, block_cols = dataset.block_shapes[0] if dataset.block_shapes else (1, 1)
                 itemsize = max(np.dtype(dtype).itemsize for dtype in dataset.dtypes)
                 total += (tile + block_rows) * (tile + block_cols) * dataset.count * itemsize
@@ -156,6 +159,19 @@ class ArraySource:
     def band_counts(self) -> dict[str, int]:
         return {m: int(a.shape[0]) for m, a in self._values.items()}
 
+    def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
+        """Valid values ``(bands, N)`` of each modality on a regular grid of about ``RANGE_SAMPLES**2 x
+        RANGE_SAMPLE_PX**2`` pixels (the same budget as a file's sample), for the input contract."""
+        step = max(1, int(np.sqrt(self.height * self.width / (RANGE_SAMPLES * RANGE_SAMPLE_PX) ** 2)))
+        samples: dict[str, tuple[np.ndarray, str]] = {}
+        for name, array in self._values.items():
+            grid = array[:, ::step, ::step].astype(np.float32)
+            ok = _finite_valid(grid)
+            if name in self._valid:
+                ok &= self._valid[name][::step, ::step]
+            samples[name] = (grid[:, ok], f"input array {name!r}")
+        return samples
+
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = _clip(y, x, size, self.height, self.width)
         inside = np.zeros((size, size), dtype=bool)
@@ -212,6 +228,8 @@ class RasterSource:
         paths: Mapping[str, str | os.PathLike[str]],
         specs: Mapping[str, ModalitySpec],
         cloud_mask: str | os.PathLike[str] | None = None,
+        bands: Mapping[str, Sequence[str]] | None = None,
+        dtm: str | os.PathLike[str] | None = None,
     ) -> None:
         self.modalities = tuple(m for m in MODALITIES if paths.get(m) is not None)
         if not self.modalities:
@@ -220,10 +238,19 @@ class RasterSource:
             raise DataError(
                 f"--cloud-mask {cloud_mask} applies to optical, but no --optical raster was given"
             )
+        if dtm is not None and "dsm" not in self.modalities:
+            raise DataError(f"--dtm {dtm} is subtracted from the DSM, but no --dsm raster was given")
+        unused = sorted(set(bands or {}) - set(self.modalities))
+        if unused:
+            raise DataError(f"--bands names {', '.join(unused)}, but no such input raster was given")
         self.paths = {m: Path(p) for m, p in paths.items() if p is not None and m in self.modalities}
         self.cloud_path = Path(cloud_mask) if cloud_mask is not None else None
+        self.dtm_path = Path(dtm) if dtm is not None else None
         self._opened: list[Any] = []
         self._readers: dict[str, Any] = {}
+        self._plans: dict[str, BandPlan] = {}
+        #: What the source decided about the inputs (band order, selections), for the run summary.
+        self.notes: list[str] = []
         try:
             reference = self._open(self.paths[self.modalities[0]])
             self.reference_path = self.paths[self.modalities[0]]
@@ -231,34 +258,60 @@ class RasterSource:
             self.transform = reference.transform
             self.height, self.width = int(reference.height), int(reference.width)
             self._readers[self.modalities[0]] = reference
+            originals = {self.modalities[0]: reference}
             for name in self.modalities[1:]:
-                self._readers[name] = self._on_grid(self._open(self.paths[name]), reference)
+                originals[name] = self._open(self.paths[name])
+                self._readers[name] = self._on_grid(originals[name], reference)
             self._cloud = None
             if self.cloud_path is not None:
                 self._cloud = self._on_grid(self._open(self.cloud_path), reference, nearest=True)
-            check_band_counts(self.band_counts(), specs, {m: str(p) for m, p in self.paths.items()})
+            self._dtm = None
+            if self.dtm_path is not None:
+                self._dtm = self._on_grid(self._open(self.dtm_path), reference)
+                if self._band_plan_count(self._dtm) != 1:
+                    raise DataError(f"{self.dtm_path} has {self._dtm.count} bands; a terrain model has one")
+            for name in self.modalities:
+                spec = specs.get(name)
+                if spec is None:
+                    raise DataError(
+                        f"{self.paths[name]}: the engines take no {name} input (they know "
+                        f"{', '.join(specs) or 'none'}); drop --{name}"
+                    )
+                reader = self._readers[name]
+                descriptions = list(originals[name].descriptions) + [None] * reader.count
+                plan = plan_bands(
+                    str(self.paths[name]),
+                    spec,
+                    reader.count,
+                    descriptions[: reader.count],
+                    _alpha_band(reader),
+                    (bands or {}).get(name),
+                )
+                self._plans[name] = plan
+                if plan.note:
+                    self.notes.append(f"{name}: {plan.note}")
         except BaseException:
             self.close()
             raise
 
     def _open(self, path: Path) -> Any:
-        if not path.is_file():
-            raise DataError(f"{path} does not exist; check the path")
+        text = gdal_path(path)
+        if not text.startswith("/vsi"):
+            if path.is_dir():
+                raise DataError(f"{path} is a directory; pass a raster file (e.g. a GeoTIFF) inside it")
+            if not path.is_file():
+                raise DataError(f"{path} does not exist; check the path")
         try:
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(text)
         except RasterioIOError as exc:
-            raise DataError(f"{path} is not a readable raster ({exc}); re-export it as a GeoTIFF") from exc
-        self._opened.append(dataset)
-        try:
-            crs = dataset.crs
-            if crs is not None:
-                crs.to_wkt()
-        except (CRSError, RasterioError) as exc:
             raise DataError(
-                f"{path} has an unreadable CRS ({_one_line(exc)}); fix it with gdal_edit.py -a_srs"
+                f"{path} is not a readable raster ({_one_line(exc)}); check the path, or re-export it as a "
+                "GeoTIFF"
             ) from exc
-        if crs is None:
-            raise DataError(f"{path} has no CRS; georeference it (e.g. gdal_edit.py -a_srs) first")
+        self._opened.append(dataset)
+        problem = georeferencing_problem(dataset)
+        if problem is not None:
+            raise DataError(problem)
         return dataset
 
     def _on_grid(self, dataset: Any, reference: Any, nearest: bool = False) -> Any:
@@ -291,8 +344,8 @@ class RasterSource:
             "height": reference.height,
             "resampling": Resampling.nearest if nearest else Resampling.bilinear,
         }
-        if dataset.nodata is None:
-            options["add_alpha"] = True
+        if dataset.nodata is None and _alpha_band(dataset) is None:
+            options["add_alpha"] = True  # the footprint: outside it nothing was measured
         try:
             vrt = WarpedVRT(dataset, **options)
         except Exception as exc:  # CRSError, CPLE_* (rasterio._err, not public)
@@ -303,16 +356,17 @@ class RasterSource:
         self._opened.append(vrt)
         return vrt
 
-    def _band_count(self, name: str) -> int:
-        reader = self._readers[name]
-        return int(reader.count - (1 if self._has_alpha(reader) else 0))
-
     @staticmethod
-    def _has_alpha(reader: Any) -> bool:
-        return bool(reader.count > 1 and reader.colorinterp[-1] == ColorInterp.alpha)
+    def _band_plan_count(reader: Any) -> int:
+        return int(reader.count - (1 if _alpha_band(reader) is not None else 0))
 
     def band_counts(self) -> dict[str, int]:
-        return {m: self._band_count(m) for m in self.modalities}
+        return {m: len(self._plans[m].indexes) for m in self.modalities}
+
+    @property
+    def band_indexes(self) -> dict[str, list[int]]:
+        """The 1-based file bands read per modality, in the engines' order (part of a run's identity)."""
+        return {m: list(self._plans[m].indexes) for m in self.modalities}
 
     @staticmethod
     def _stored_validity(reader: Any, bands: list[int], window: Any, data: np.ndarray) -> np.ndarray:
@@ -337,13 +391,16 @@ class RasterSource:
         valid: dict[str, np.ndarray] = {}
         for name in self.modalities:
             reader = self._readers[name]
-            bands = list(range(1, self._band_count(name) + 1))
+            plan = self._plans[name]
+            bands = list(plan.indexes)
             tile = np.zeros((len(bands), size, size), dtype=np.float32)
             mask = np.zeros((size, size), dtype=bool)
             if h and w:
                 try:
                     data = reader.read(bands, window=window, out_dtype="float32")
                     stored = self._stored_validity(reader, bands, window, data)
+                    if plan.alpha is not None:
+                        stored &= reader.read(plan.alpha, window=window) > 0
                 except RasterioError as exc:
                     raise DataError(
                         f"{self.paths[name]}: reading rows {y}..{y + h} failed ({_one_line(exc)}); the file "
@@ -353,6 +410,21 @@ class RasterSource:
                 tile[:, :h, :w] = data
                 mask[:h, :w] = stored & _finite_valid(data)
             values[name], valid[name] = tile, mask
+        if self._dtm is not None and h and w and "dsm" in values:
+            try:
+                terrain = self._dtm.read(1, window=window, out_dtype="float32")
+                terrain_band = [1]
+                terrain_valid = self._stored_validity(self._dtm, terrain_band, window, terrain[None])
+                alpha = _alpha_band(self._dtm)
+                if alpha is not None:
+                    terrain_valid &= self._dtm.read(alpha, window=window) > 0
+            except RasterioError as exc:
+                raise DataError(
+                    f"{self.dtm_path}: reading rows {y}..{y + h} failed ({_one_line(exc)}); re-export it"
+                ) from exc
+            terrain = _apply_scale_offset(self._dtm, terrain_band, terrain[None])[0]
+            values["dsm"][0, :h, :w] -= terrain
+            valid["dsm"][:h, :w] &= terrain_valid & np.isfinite(terrain)
         if self._cloud is not None and h and w and "optical" in valid:
             try:
                 clouds = self._cloud.read(1, window=window)
@@ -382,6 +454,56 @@ class RasterSource:
         for dataset in reversed(self._opened):
             dataset.close()
         self._opened.clear()
+
+
+#: GDAL virtual file systems whose next path component is a local archive or file (``/vsizip//a/b.zip/x``).
+_ARCHIVE_PREFIXES = ("/vsizip/", "/vsitar/", "/vsigzip/", "/vsi7z/", "/vsirar/")
+
+
+def gdal_path(path: str | os.PathLike[str]) -> str:
+    """The path as GDAL must see it. ``pathlib`` folds the double slash of ``/vsizip//abs/a.zip/x.tif``
+    (and of ``/vsicurl/https://``), which turns an absolute archive path into a relative one; restore it."""
+    text = os.fspath(path)
+    for prefix in _ARCHIVE_PREFIXES:
+        if text.startswith(prefix) and not text.startswith(prefix + "/"):
+            rest = text[len(prefix) :]
+            parts = rest.split("/")
+            for end in range(1, len(parts) + 1):
+                candidate = "/" + "/".join(parts[:end])
+                if os.path.isfile(candidate):
+                    return prefix + candidate + rest[len(candidate) - 1 :]
+    for scheme in ("https:/", "http:/", "s3:/", "gs:/"):
+        marker = "/" + scheme
+        if marker in text and marker + "/" not in text:
+            return text.replace(marker, marker + "/", 1)
+    return text
+
+
+def local_file(path: str | os.PathLike[str]) -> Path | None:
+    """The local file behind a path: itself, the archive of a ``/vsizip/``-style path, None for remote or
+    in-memory ``/vsi`` paths (a resumed run compares its size and mtime)."""
+    text = gdal_path(path)
+    for prefix in _ARCHIVE_PREFIXES:
+        if text.startswith(prefix + "/"):
+            parts = text[len(prefix) :].split("/")
+            for end in range(2, len(parts) + 1):
+                candidate = Path("/".join(parts[:end]))
+                if candidate.is_file():
+                    return candidate
+            return None
+    return None if text.startswith("/vsi") else Path(text)
+
+
+def _alpha_band(reader: Any) -> int | None:
+    """The 1-based band GDAL flags as alpha (``ColorInterp.alpha``, e.g. ``gdalwarp -dstalpha``), if any.
+
+    An alpha band is a mask whatever its position or the band count: 0 = nothing measured there. GDAL's
+    own mask flags do not always say so (a float GeoTIFF's or a warped VRT's alpha reads as all-valid
+    through ``read_masks``), so the runtime applies it itself."""
+    for index, interp in enumerate(reader.colorinterp):
+        if interp == ColorInterp.alpha and reader.count > 1:
+            return index + 1
+    return None
 
 
 def _apply_scale_offset(reader: Any, bands: list[int], data: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from runtime.outputs import CLASS_NODATA, OutputSpec
+from runtime.sources import gdal_path, local_file
 from stars_edge import __version__
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 
@@ -39,6 +40,8 @@ class RunSummary:
     resumed: bool = False
     chunks: int = 1
     resumed_chunk: int = 0
+    #: What the run decided about its inputs (bands reordered or selected) and contract warnings it accepted.
+    input_notes: list[str] = field(default_factory=list)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -67,6 +70,7 @@ class RunSummary:
             "chunks": self.chunks,
             "resumed_chunk": self.resumed_chunk,
             "processed_pixels": self.processed_pixels,
+            "input_notes": list(self.input_notes),
         }
 
     def format(self) -> str:
@@ -79,8 +83,8 @@ class RunSummary:
                 resumed += f" (column chunk {self.resumed_chunk + 1} of {self.chunks})"
         lines = [
             f"scene {self.width}x{self.height} px, {self.tiles} tiles, {self.wall_seconds:.2f} s "
-            f"({self.megapixels_per_second:.3f} Mpx/s) on {self.device or self.backend}, {self.precision}"
-            + resumed,
+            f"({self.megapixels_per_second:.3f} Mpx/s) with {self.device or self.backend}, "
+            f"{self.precision} engines" + resumed,
             "pixels per pattern:",
         ]
         for name, count in self.pattern_pixels.items():
@@ -91,6 +95,7 @@ class RunSummary:
         lines.append(f"engine runs (tiles and windows) per pattern: {runs}")
         for kind, path in self.outputs.items():
             lines.append(f"{kind}: {path}")
+        lines.extend(f"input: {note}" for note in self.input_notes)
         return "\n".join(lines)
 
 
@@ -171,8 +176,16 @@ def output_specs(
 
 def input_fingerprint(files: Mapping[str, Path]) -> dict[str, Any]:
     """Path, size and mtime of every input file (a resumed run must read the same files)."""
-    inputs = {}
+    inputs: dict[str, Any] = {}
     for name, path in files.items():
-        stat = path.stat()
-        inputs[name] = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        local = local_file(path)
+        if local is None:  # remote or in-memory: only its name can be compared
+            inputs[name] = {"path": gdal_path(path)}
+            continue
+        stat = local.stat()
+        inputs[name] = {
+            "path": gdal_path(path) if gdal_path(path).startswith("/vsi") else str(local.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
     return inputs

@@ -9,12 +9,12 @@ counted as valid: it costs no extra engine run and the filled value is a functio
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
 from runtime.sources import RawTile
+from stars_edge.contract import ModalityContract, check_values, describe_sample
 from stars_edge.errors import DataError
 from stars_edge.modalities import MODALITIES, ModalitySpec, Pattern
 
@@ -27,9 +27,6 @@ CODE_PATTERNS: tuple[Pattern | None, ...] = tuple(
 CODE_TO_INDEX = np.array([p.index if p is not None else 0 for p in CODE_PATTERNS], dtype=np.uint8)
 #: Context margin used when a manifest does not record one (engines exported before it was measured).
 DEFAULT_CONTEXT_MARGIN = 32
-#: A modality whose sampled median lies further than this many standard deviations from the manifest's
-#: normalisation mean is refused (unless allowed): uint16 DN instead of reflectance is ~10^4 std away.
-RANGE_LIMIT_STD = 20.0
 
 
 def box_any(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -143,27 +140,28 @@ def prepare_inputs(
     return prepared
 
 
-def check_value_range(
-    samples: Mapping[str, tuple[np.ndarray, str]], specs: Mapping[str, ModalitySpec], allow: bool
-) -> None:
-    """Refuse (or, with ``allow``, warn about) modalities whose values are far outside the normalisation.
+def check_inputs(
+    samples: Mapping[str, tuple[np.ndarray, str]],
+    contracts: Mapping[str, ModalityContract],
+    allow: bool,
+) -> list[str]:
+    """Test each modality's sampled values against the engines' input contract (``stars_edge.contract``).
 
-    ``samples`` maps a modality to ``(valid values (bands, N), file name)``; the median of each band is
-    compared with the manifest's mean in units of its std.
+    ``samples`` maps a modality to ``(valid physical values (bands, N), file name)``. A mismatch is a
+    ``DataError`` naming the file, what the data looks like and the fix; with ``allow`` it is returned as
+    a warning line instead (the caller prints it).
     """
+    warnings: list[str] = []
     for name, (data, where) in samples.items():
-        spec = specs[name]
-        if data.shape[-1] == 0:
+        contract = contracts[name]
+        verdict = check_values(data, contract)
+        if verdict.problem is None:
             continue
-        for band, (mean, std) in enumerate(zip(spec.mean, spec.std, strict=True)):
-            median = float(np.median(data[band]))
-            distance = abs(median - mean) / max(std, 1e-12)
-            if distance > RANGE_LIMIT_STD:
-                message = (
-                    f"{where}: {name} band {band + 1} ({spec.band_names[band]}) has median {median:.4g}, "
-                    f"{distance:.0f} std from the engines' normalisation mean {mean:.4g} (std {std:.4g}); "
-                    "rescale the data to the training units (e.g. DN / 10000) or pass --allow-out-of-range"
-                )
-                if not allow:
-                    raise DataError(message)
-                warnings.warn(message, stacklevel=2)
+        fix = verdict.explanation.fix if verdict.explanation is not None else "check its units and band order"
+        message = f"{where}: {name} {verdict.problem} ({describe_sample(data, contract)}); {fix}" + (
+            "" if allow else "; or pass --allow-out-of-range if the data is right"
+        )
+        if not allow:
+            raise DataError(message)
+        warnings.append(message)
+    return warnings

@@ -3,6 +3,7 @@ the finished rows in whole block bands, checkpointing the journal as bands land 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
@@ -12,7 +13,15 @@ import numpy as np
 from runtime.blending import RowBands, RowBlender
 from runtime.engines import EngineSet
 from runtime.journal import CheckpointPolicy, Journal
-from runtime.outputs import GeoTiffSink, block_rows, discard
+from runtime.outputs import (
+    GeoTiffSink,
+    OutputSpec,
+    RasterGrid,
+    block_rows,
+    discard,
+    pending,
+    validate_partial,
+)
 from runtime.scheduling import EngineUse, Prefetcher, ReadSettings, Timer, infer_tiles
 from runtime.sources import TileSource
 from runtime.summary import count_names, names_to_counts
@@ -159,7 +168,13 @@ def save_progress(
 
 
 class SceneRun:
-    """One scene's chunks, tile rows and block bands, with checkpoints and the unwinding rules."""
+    """One scene's chunks, tile rows and block bands, with checkpoints and the unwinding rules.
+
+    It opens the partial files itself (reopening them on a resume, starting over when they cannot be read)
+    and, once every row is on disk, marks the journal finished before anything finalises the outputs: an
+    interruption during overviews, COG translation or the renames then resumes by finalising again
+    (``pending``) instead of reopening partials that are COGs already or were renamed.
+    """
 
     def __init__(
         self,
@@ -167,15 +182,20 @@ class SceneRun:
         source: TileSource,
         grid: TileGrid,
         engines: EngineSet,
-        sink: GeoTiffSink,
+        raster: RasterGrid,
+        outputs: list[OutputSpec],
         journal: Journal,
         policy: CheckpointPolicy,
         batch: int,
         on_row_done: Callable[[int], None] | None,
     ) -> None:
         self.classes, self.source, self.grid, self.engines = classes, source, grid, engines
-        self.sink, self.journal, self.policy, self.batch = sink, journal, policy, batch
+        self.raster, self.outputs = raster, outputs
+        self.journal, self.policy, self.batch = journal, policy, batch
         self.on_row_done = on_row_done
+        self.sink: GeoTiffSink | None = None
+        #: Outputs still to finalise: all of them, unless an interrupted finalisation renamed some already.
+        self.pending: list[OutputSpec] = list(outputs)
         self.timer = Timer()
         self.use = EngineUse()
         self.counts = names_to_counts(journal.pattern_pixels)
@@ -192,62 +212,108 @@ class SceneRun:
 
         grid, journal = self.grid, self.journal
         self.chunks = len(chunks)
-        block = block_rows(self.sink.grid)
+        journal.height, journal.width, journal.chunks = grid.height, grid.width, len(chunks)
+        if journal.finished and self._finished_partials_sound():
+            self.pending = pending(self.outputs)
+            self.resumed_row = grid.rows
+            return
+        block = block_rows(self.raster)
         patterns = all_patterns(self.source.modalities)
         probs = None if probabilities is None else (self.classes, probabilities)
         writer: BlockWriter | None = None
         bar = tqdm(total=len(grid), unit="tile", disable=not progress, desc="stars-edge run")
         try:
+            sink = self.sink = self._open_sink()
             for chunk in chunks[journal.chunk :]:
                 done = journal.rows_written if chunk.index == journal.chunk else 0
                 first = first_tile_row(grid, done)
                 if chunk.index == self.resumed_chunk:
                     self.resumed_row = first
-                writer = BlockWriter(self.sink, chunk, grid.height, block, done, probs)
+                writer = BlockWriter(sink, chunk, grid.height, block, done, probs)
                 base = self.counts.copy()
                 stream = stream_chunk(
                     self.source, grid, chunk, self.engines, settings, self.timer, self.batch, first,
                     self.classes, probabilities, patterns, self.use, bar.update,
                 )  # fmt: skip
-                for row, bands in stream:
-                    written = time.perf_counter()
-                    wrote = writer.add(bands)
-                    self.counts = base + writer.counts
-                    self.timer.add("write", time.perf_counter() - written)
-                    self.policy.tile_row_done()
-                    if wrote and writer.next_row < grid.height:
-                        save_progress(self.sink, journal, self.policy, writer, count_names(self.counts))
-                    if self.on_row_done is not None:
-                        self.on_row_done(row)
-                    del bands  # views into the blender's rows: keep them from outliving the chunk
+                with contextlib.closing(stream):  # an interruption stops the reader thread here
+                    for row, bands in stream:
+                        written = time.perf_counter()
+                        wrote = writer.add(bands)
+                        self.counts = base + writer.counts
+                        self.timer.add("write", time.perf_counter() - written)
+                        self.policy.tile_row_done()
+                        if wrote and writer.next_row < grid.height:
+                            save_progress(sink, journal, self.policy, writer, count_names(self.counts))
+                        if self.on_row_done is not None:
+                            self.on_row_done(row)
+                        del bands  # views into the blender's rows: keep them from outliving the chunk
                 self.pixels += writer.pixels_written
                 if chunk.index + 1 < len(chunks):
-                    checkpoint(self.sink, journal, chunk.index + 1, 0, count_names(self.counts))
+                    checkpoint(sink, journal, chunk.index + 1, 0, count_names(self.counts))
                     journal.save()
                     self.policy.reset()
                 writer = None
-            self.sink.close()
+            sink.close()
+            journal.chunk, journal.rows_written = len(chunks) - 1, grid.height
+            journal.pattern_pixels, journal.finished = count_names(self.counts), True
+            journal.save()
         except BaseException as exc:
             self._unwind(exc, writer)
             raise
         finally:
             bar.close()
 
+    def _open_sink(self) -> GeoTiffSink:
+        """The partial files, reopened when resuming; a partial left unreadable (e.g. by a crash during its
+        directory write) is discarded with the journal and the scene starts over."""
+        try:
+            return GeoTiffSink(self.raster, self.outputs, self.journal.started)
+        except OutputError:
+            if not self.journal.started:
+                raise
+        self._start_over()
+        return GeoTiffSink(self.raster, self.outputs, False)
+
+    def _finished_partials_sound(self) -> bool:
+        """Whether the partials of a finished journal are whole (every block reads); if not, start over."""
+        try:
+            for spec in pending(self.outputs):
+                validate_partial(spec, self.raster)
+        except OutputError:
+            self._start_over()
+            return False
+        return True
+
+    def _start_over(self) -> None:
+        discard(self.outputs, self.journal.path)
+        self.journal.restart()
+        self.counts = names_to_counts({})
+        self.resumed, self.resumed_chunk = False, 0
+
     def _unwind(self, exc: BaseException, writer: BlockWriter | None) -> None:
         """An interruption or a failed write keeps what is durably written for ``--resume``; bad data
-        (which would fail again) removes the partial files and the journal."""
+        (which would fail again) removes the partial files and the journal. A journal that cannot be saved
+        here leaves the last checkpoint's, and ``exc`` stays the error that is reported."""
         resumable = isinstance(exc, OutputError) or not isinstance(exc, StarsEdgeError)
-        try:
-            self.sink.close()
-        except OutputError:
-            return  # the last checkpoint's journal (if any) stays; a broken partial restarts on resume
+        if self.sink is not None:
+            try:
+                self.sink.close()
+                broken = self.sink.broken
+            except OutputError:
+                broken = True
+            if broken:  # a failed write, flush or close: only what the last checkpoint recorded is durable
+                if not self.journal.path.is_file():  # and there is none: the partials are worth nothing
+                    discard(self.outputs)
+                return  # the last checkpoint's journal stays; a partial it cannot reopen restarts on resume
         if not resumable:
-            discard(self.sink.outputs, self.journal.path)
+            discard(self.outputs, self.journal.path)
             return
         if writer is not None and (writer.next_row > 0 or writer.chunk.index > 0):
             self.journal.chunk, self.journal.rows_written = writer.chunk.index, writer.next_row
             self.journal.pattern_pixels = count_names(self.counts)
         if self.journal.started:
-            self.journal.save()
-        else:
-            discard(self.sink.outputs, self.journal.path)
+            with contextlib.suppress(OutputError):
+                self.journal.save()
+            if self.journal.path.is_file():
+                return  # this point's journal, or the last checkpoint's if it could not be saved
+        discard(self.outputs, self.journal.path)  # no journal describes the partials: they are worth nothing

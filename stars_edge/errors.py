@@ -35,3 +35,13 @@ class BackendUnavailableError(StarsEdgeError):
 
 class OutputError(StarsEdgeError):
     """An output path cannot be written."""
+
+
+class Interrupted(StarsEdgeError):
+    """Ctrl-C or SIGTERM stopped a command after it saved what it could; the message says where it stopped.
+
+    The CLI prints it with the command that continues the work (the same command with ``--resume``) and exits
+    with code 130 (128 + SIGINT), as a shell does for an interrupted command.
+    """
+
+    exit_code = 130

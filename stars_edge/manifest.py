@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, cast, get_args
 
+from stars_edge.contract import ModalityContract, contract_from_spec, contracts_from_dict
 from stars_edge.errors import ConfigError, ManifestError
 from stars_edge.io import ensure_writable_dir, sha256_file, write_json_atomic
 from stars_edge.modalities import ALL_PATTERNS, MODALITIES, ModalitySpec, Pattern
@@ -211,6 +212,14 @@ class Manifest:
     #: Pixels around an invalid region that a fill value can influence through the engines' receptive
     #: field (measured at export by ``export.context_margin``); None in manifests written before it.
     context_margin: int | None = None
+    #: What each modality's bands must look like (units, training quantiles: ``stars_edge.contract``);
+    #: empty in manifests written before it, where ``contract`` falls back to the normalisation.
+    input_contract: dict[str, ModalityContract] = field(default_factory=dict)
+
+    def contract(self, modality: str) -> ModalityContract:
+        """One modality's input contract: recorded at export, else approximated from its normalisation."""
+        recorded = self.input_contract.get(modality)
+        return recorded if recorded is not None else contract_from_spec(self.modalities[modality])
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.modalities if m not in MODALITIES]
@@ -331,6 +340,11 @@ class Manifest:
             "engines": [entry.to_dict() for entry in sorted(self.engines, key=_entry_order)],
             "tools": dict(self.tools),
             **({"context_margin": int(self.context_margin)} if self.context_margin is not None else {}),
+            **(
+                {"input_contract": {m: c.to_dict() for m, c in self.input_contract.items()}}
+                if self.input_contract
+                else {}
+            ),
         }
 
     @classmethod
@@ -356,6 +370,7 @@ class Manifest:
                 tools={str(k): str(v) for k, v in data.get("tools", {}).items()},
                 root=root,
                 context_margin=None if data.get("context_margin") is None else int(data["context_margin"]),
+                input_contract=contracts_from_dict(data.get("input_contract", {})),
             )
         except ManifestError as exc:
             raise ManifestError(f"{where}: {exc}") from exc

@@ -469,6 +469,33 @@ def test_an_engine_that_cannot_load_is_skipped_with_its_reason(engine_folder: Pa
     assert "cannot be loaded by onnxruntime" in skipped[0]
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_a_gpu_provider_onnxruntime_did_not_enable_gives_no_rows(engine_folder: Path) -> None:
+    """ONNX Runtime silently runs on the next provider when one fails to load (e.g. the TensorRT provider
+    against another TensorRT release): such a run must be skipped, not timed under the provider's label."""
+    import onnxruntime
+
+    from stars_edge.manifest import load_manifest
+
+    if "TensorrtExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT provider")
+    plan = latency.BenchmarkPlan(
+        engines=engine_folder, tile=32, batches=(1,), threads=1, timing=latency.TimingPlan.quick(),
+        patterns=(Pattern.parse("sar"),), precisions=("fp32",),
+    )  # fmt: skip
+    skipped: list[str] = []
+    providers = ("TensorrtExecutionProvider", "CPUExecutionProvider")
+    rows = latency.benchmark_onnxruntime(
+        load_manifest(engine_folder), plan, None, {}, print, providers, "cuda", skipped,
+        backend_name="onnxruntime-tensorrt",
+    )  # fmt: skip
+    assert rows == []
+    assert skipped == [
+        "sar fp32/onnxruntime (onnxruntime-tensorrt cuda): onnxruntime did not enable "
+        "TensorrtExecutionProvider (active: CPUExecutionProvider)"
+    ]
+
+
 def test_pytorch_eager_rows_use_the_same_inputs_and_flops(engine_folder: Path) -> None:
     pytest.importorskip("torch")
     from stars_edge.manifest import load_manifest

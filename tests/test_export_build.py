@@ -244,3 +244,21 @@ def test_keyword_form_matches_the_options_form(checkpoint: Path, tmp_path: Path)
     )
     assert report.built == ["dsm fp32/onnxruntime"]
     assert report.manifest_path == tmp_path / "manifest.json"
+
+
+def test_manifest_records_the_input_contract_of_the_calibration_data(
+    built: tuple[Path, build_module.BuildReport],
+) -> None:
+    """Units and quantiles per band, from the calibration source's physical values (not normalised)."""
+    out, _ = built
+    manifest = load_manifest(out)
+    assert set(manifest.input_contract) == {"optical", "sar", "dsm"}
+    sar = manifest.input_contract["sar"]
+    assert sar.units == "dB" and [b.name for b in sar.bands] == ["vv", "vh"]
+    assert sar.measured and "synthetic calibration scenes" in sar.source
+    vv, vh = sar.bands
+    assert vv.at(50.0) > vh.at(50.0)  # co-pol above cross-pol, in dB
+    assert -25.0 < vh.at(50.0) < vv.at(50.0) < -5.0
+    assert list(vv.quantiles) == sorted(vv.quantiles)
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["input_contract"]["dsm"]["bands"][0]["name"] == "height"

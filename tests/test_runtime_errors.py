@@ -103,7 +103,7 @@ def test_rasters_that_do_not_overlap(predictor: Predictor, rasters: dict[str, Pa
 
 def test_wrong_band_count(predictor: Predictor, tmp_path: Path) -> None:
     three = write_raster(tmp_path / "rgb.tif", make_physical((64, 64))["optical"][:3], TRANSFORM)
-    with pytest.raises(DataError, match=r"3 band.*expect 4 optical") as error:
+    with pytest.raises(DataError, match=r"3 data band.*expect 4 optical") as error:
         predictor.predict_scene(optical=three, out=tmp_path / "pred.tif", progress=False)
     _assert_one_line(error)
     with pytest.raises(DataError, match="expect 2 sar"):

@@ -71,9 +71,10 @@ def test_values_far_outside_the_normalisation_are_refused_unless_allowed(
     predictor = Predictor(engines, backend="onnxruntime", threads=1)
     with pytest.raises(DataError, match="allow-out-of-range") as error:
         predictor.predict_scene(optical=dn, out=tmp_path / "p.tif", progress=False)
-    assert "\n" not in str(error.value) and "band 1" in str(error.value)
+    assert "\n" not in str(error.value) and "looks like reflectance x 10000" in str(error.value)
+    assert "gdal_edit.py -scale 0.0001" in str(error.value) and str(dn) in str(error.value)
     assert not (tmp_path / "p.tif").exists()
-    with pytest.warns(UserWarning, match="std from"):
+    with pytest.warns(UserWarning, match="looks like reflectance x 10000"):
         predictor.predict_scene(optical=dn, out=tmp_path / "p.tif", progress=False, allow_out_of_range=True)
     assert (tmp_path / "p.tif").exists()
 

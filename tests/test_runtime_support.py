@@ -209,6 +209,7 @@ def make_physical(shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray
     height, width = shape
     return {
         "optical": rng.normal(0.12, 0.05, (4, height, width)).astype(np.float32),
-        "sar": rng.normal(-12.0, 4.0, (2, height, width)).astype(np.float32),
+        # co-polarised above cross-polarised, as on Earth (the input contract checks it)
+        "sar": rng.normal((-10.0, -17.0), 4.0, (height, width, 2)).transpose(2, 0, 1).astype(np.float32),
         "dsm": rng.normal(5.0, 8.0, (1, height, width)).astype(np.float32),
     }

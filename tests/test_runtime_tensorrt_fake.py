@@ -361,7 +361,7 @@ def test_backend_splits_batches_and_frees_buffers(fake_gpu: _FakeCudaRuntime, tm
     assert TensorRTBackend.is_available() and engine.max_batch == 4
     assert (
         engine.input_names == ("optical", "sar")
-        and engine.device == f"tensorrt {FAKE_VERSION} sm{FAKE_CAPABILITY}"
+        and engine.device == f"tensorrt {FAKE_VERSION} on GPU 0 (compute capability {FAKE_CAPABILITY})"
     )
     onnx_folder = build_engines(tmp_path / "onnx", weights, classes=3, patterns=(pattern,))
     reference = OnnxRuntimeBackend(onnx_folder / "optical+sar.fp32.onnx")

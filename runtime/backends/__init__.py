@@ -24,7 +24,7 @@ from pathlib import Path
 from runtime.backends.base import Backend
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.backends.openvino_backend import OpenVINOBackend
-from runtime.backends.tensorrt_backend import TensorRTBackend, gpu_compute_capability
+from runtime.backends.tensorrt_backend import TensorRTBackend, cuda_status, gpu_compute_capability
 from stars_edge.errors import BackendUnavailableError, ConfigError, ManifestError
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import Pattern
@@ -48,6 +48,7 @@ __all__ = [
     "OnnxRuntimeBackend",
     "OpenVINOBackend",
     "TensorRTBackend",
+    "cuda_status",
     "gpu_compute_capability",
     "manifest_backend",
     "open_backend",
@@ -95,10 +96,10 @@ def resolve_backend_name(
     if requested not in BACKEND_CHOICES:
         raise ConfigError(f"unknown backend {requested!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     if requested == "tensorrt":
-        if not TensorRTBackend.is_available():
+        reason = TensorRTBackend.unavailable_reason()
+        if reason is not None:
             raise BackendUnavailableError(
-                "--backend tensorrt needs the tensorrt and cuda-python packages and an NVIDIA GPU; "
-                "use --backend onnxruntime or auto"
+                f"--backend tensorrt cannot run here: {reason}; use --backend onnxruntime or auto"
             )
         return "tensorrt"
     if requested == "openvino":

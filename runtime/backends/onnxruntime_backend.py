@@ -135,7 +135,7 @@ class OnnxRuntimeBackend:
             )
         self.output_name = output_name
         self.providers = tuple(self._session.get_providers())
-        self.device = "onnxruntime " + ",".join(p.removesuffix("ExecutionProvider") for p in self.providers)
+        self.device = _describe_device(ort.__version__, self.providers, device_id)
 
     @classmethod
     def is_available(cls) -> bool:
@@ -171,3 +171,15 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the session (onnxruntime frees its memory when the session is collected)."""
         self._session = None
+
+
+def _describe_device(version: str, providers: Sequence[str], device_id: int) -> str:
+    """Where a session runs, plainly: ``onnxruntime 1.20.1 on CPU`` or ``onnxruntime 1.20.1 on GPU 0
+    (TensorRT, CUDA execution providers; CPU for the rest)``."""
+    names = [p.removesuffix("ExecutionProvider").replace("Tensorrt", "TensorRT") for p in providers]
+    gpu = [name for name in names if name != "CPU"]
+    if not gpu:
+        return f"onnxruntime {version} on CPU"
+    rest = "; CPU for the rest" if "CPU" in names else ""
+    plural = "s" if len(gpu) > 1 else ""
+    return f"onnxruntime {version} on GPU {device_id} ({', '.join(gpu)} execution provider{plural}{rest})"

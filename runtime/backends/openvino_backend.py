@@ -105,7 +105,10 @@ class OpenVINOBackend:
         self._request = self._compiled.create_infer_request()
         import openvino as ov
 
-        self.device = f"openvino {ov.get_version().split('-')[0]} CPU {self.precision_hint}"
+        # The hint is the precision of the float layers (an INT8 file's quantized convolutions stay int8).
+        self.device = (
+            f"openvino {ov.get_version().split('-')[0]} on CPU (float layers in {self.precision_hint})"
+        )
 
     @classmethod
     def is_available(cls) -> bool:

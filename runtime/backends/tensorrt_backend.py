@@ -26,8 +26,34 @@ def _cudart() -> Any:
     """cuda-python's CUDA runtime bindings (``cuda.bindings.runtime``; older releases ``cuda.cudart``)."""
     try:
         return importlib.import_module("cuda.bindings.runtime")
-    except ImportError:
-        return importlib.import_module("cuda.cudart")
+    except ImportError as exc:
+        try:
+            return importlib.import_module("cuda.cudart")
+        except ImportError:
+            raise exc from None  # name the current layout, not the legacy one
+
+
+#: cuda-python error names that mean "this machine has no usable NVIDIA driver or GPU", with what to do.
+_NO_GPU_ERRORS = {
+    "cudaErrorInsufficientDriver": "no NVIDIA driver is loaded, or it is older than the CUDA runtime of this "
+    "cuda-python: on a GPU machine install or upgrade the NVIDIA driver (or a cuda-python matching it)",
+    "cudaErrorNoDevice": "the NVIDIA driver sees no CUDA GPU: check `nvidia-smi` and CUDA_VISIBLE_DEVICES",
+    "cudaErrorCallRequiresNewerDriver": "the NVIDIA driver is older than this cuda-python needs: upgrade it",
+}
+
+
+def describe_cuda_error(cudart: Any, err: Any, what: str) -> str:
+    """One line naming the failed call, the error and what it means, e.g. that no driver/GPU is present."""
+    texts = []
+    for getter in ("cudaGetErrorName", "cudaGetErrorString"):
+        try:
+            value = getattr(cudart, getter)(err)[1]
+            texts.append(value.decode() if isinstance(value, bytes) else str(value))
+        except Exception:  # stand-ins and old releases may lack the getters
+            texts.append(str(err))
+    name, text = texts
+    meaning = _NO_GPU_ERRORS.get(name, "check the GPU and its driver (`nvidia-smi`)")
+    return f"{what} failed with {name} ({text}): {meaning}"
 
 
 def _check(result: Any, what: str) -> Any:
@@ -35,10 +61,27 @@ def _check(result: Any, what: str) -> Any:
     cudart = _cudart()
     err, *values = result if isinstance(result, tuple) else (result,)
     if err != cudart.cudaError_t.cudaSuccess:
-        raise BackendUnavailableError(f"CUDA call {what} failed with {err}; check the GPU and its driver")
+        raise BackendUnavailableError(f"CUDA call {describe_cuda_error(cudart, err, what)}")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def cuda_status() -> tuple[int, str]:
+    """``(number of CUDA GPUs, "")`` through cuda-python, or ``(0, reason)`` saying why none is usable."""
+    try:
+        cudart = _cudart()
+    except ImportError as exc:
+        return 0, f"cuda-python is not installed ({exc}); `pip install cuda-python`"
+    except Exception as exc:  # installed but unloadable (a broken or mismatched build)
+        return 0, f"cuda-python cannot be loaded ({type(exc).__name__}: {exc})"
+    try:
+        count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    except BackendUnavailableError as exc:
+        return 0, f"no CUDA GPU is usable: {exc}"
+    if not count:
+        return 0, "no CUDA GPU is usable: cudaGetDeviceCount found none"
+    return int(count), ""
 
 
 def gpu_compute_capability(device: int = 0) -> str | None:
@@ -66,11 +109,9 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, path: str | Path, device_index: int = 0) -> None:
-        if not self.is_available():
-            raise BackendUnavailableError(
-                "TensorRT is not usable here (needs the tensorrt and cuda-python packages and an NVIDIA "
-                "GPU); use --backend onnxruntime"
-            )
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailableError(f"TensorRT is not usable here: {reason}; use --backend onnxruntime")
         import tensorrt as trt
 
         self._trt = trt
@@ -102,20 +143,28 @@ class TensorRTBackend:
         self._stream = _check(self._cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._buffers: dict[str, _Buffer] = {}
         capability = gpu_compute_capability(device_index)
-        self.device = f"tensorrt {trt.__version__} sm{capability}"
+        self.device = f"tensorrt {trt.__version__} on GPU {device_index} (compute capability {capability})"
 
     @classmethod
     def is_available(cls) -> bool:
         """True when tensorrt and cuda-python import and at least one CUDA GPU answers."""
-        if importlib.util.find_spec("tensorrt") is None or importlib.util.find_spec("cuda") is None:
-            return False
-        try:
-            importlib.import_module("tensorrt")
-            cudart = _cudart()
-            count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-        except Exception:
-            return False
-        return bool(count)
+        return cls.unavailable_reason() is None
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None where this backend can run, else all reasons it cannot (tensorrt, cuda-python, GPU)."""
+        reasons = []
+        if importlib.util.find_spec("tensorrt") is None:
+            reasons.append("the tensorrt package is not installed (`pip install stars-edge[tensorrt]`)")
+        else:
+            try:
+                importlib.import_module("tensorrt")
+            except Exception as exc:  # ImportError, or the bindings failing to find libnvinfer
+                reasons.append(f"tensorrt cannot be imported ({type(exc).__name__}: {exc})")
+        count, reason = cuda_status()
+        if not count:
+            reasons.append(reason)
+        return "; ".join(reasons) or None
 
     @staticmethod
     def version() -> str | None:

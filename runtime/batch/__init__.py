@@ -10,12 +10,13 @@ for scene in result.scenes:
 Dask is imported only when a batch runs, so ``runtime`` itself does not need it.
 """
 
-from runtime.batch.runner import BatchResult, local_cluster_size, run_batch
+from runtime.batch.runner import BatchInterrupted, BatchResult, local_cluster_size, run_batch
 from runtime.batch.scenes import Scene, parse_assets, read_scenes
 from runtime.batch.summary import SceneResult
 from runtime.batch.task import BatchSettings, output_paths, record_path, run_scene, verify_scene
 
 __all__ = [
+    "BatchInterrupted",
     "BatchResult",
     "BatchSettings",
     "Scene",

@@ -5,18 +5,26 @@ scene list), submits one task per scene, follows them with a progress bar and wr
 scene's own failure comes back as a ``failed`` result; a worker process that dies is replaced (by its
 nanny) and Dask runs its scene again elsewhere, so only a scene that kills its worker repeatedly (Dask's
 ``allowed-failures``, 3 by default) is failed for that.
+
+Every exit after the cluster is up writes the summary, Ctrl-C and SIGTERM included: the client stops
+following the scenes, writes the summary of those that finished, stops the cluster and raises
+``BatchInterrupted`` (a ``KeyboardInterrupt`` carrying the result). Local worker processes never see a
+terminal's Ctrl-C (SIGINT stays blocked in them), so only the client unwinds, without their tracebacks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +33,11 @@ from tqdm import tqdm
 from runtime.backends import BACKEND_CHOICES
 from runtime.batch.scenes import INPUT_KINDS, Scene, check_scenes, read_scenes
 from runtime.batch.summary import SceneResult, one_line, write_summary
-from runtime.batch.task import BatchSettings, RowHook, run_scene
+from runtime.batch.task import BatchSettings, RowHook, output_paths, run_scene
+from runtime.outputs import check_regular_or_new, journal_path
+from runtime.predictor import terminate_as_interrupt
 from runtime.tiling import check_tiling
-from stars_edge.errors import BackendUnavailableError, ConfigError
+from stars_edge.errors import BackendUnavailableError, ConfigError, OutputError
 from stars_edge.io import ensure_writable_dir, sha256_file
 from stars_edge.manifest import PRECISIONS, load_manifest, manifest_file
 from stars_edge.modalities import DEFAULT_MIN_VALID
@@ -48,6 +58,10 @@ class BatchResult:
     summary_csv: Path
     summary_json: Path
     dashboard: str | None = None
+    #: Scenes of the list without a result: what an interrupted batch left (in the list's order).
+    unfinished: list[str] = field(default_factory=list)
+    #: Why the summary could not be written (one line), or None when it was.
+    summary_error: str | None = None
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.scenes)
@@ -55,7 +69,20 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         """Every scene done or skipped (the CLI's exit code 0)."""
-        return all(r.ok for r in self.scenes)
+        return all(r.ok for r in self.scenes) and not self.unfinished
+
+    def stopped(self) -> str:
+        """One line for an interrupted batch: how far it got and where its summary is."""
+        total = len(self.scenes) + len(self.unfinished)
+        line = (
+            f"stopped after {len(self.scenes)} of {total} scenes ({self.count('done')} done, "
+            f"{self.count('skipped')} skipped, {self.count('failed')} failed); "
+        )
+        if self.summary_error is None:
+            line += f"summary: {self.summary_csv}"
+        else:
+            line += f"no summary ({self.summary_error})"
+        return line + "; scenes that were running continue from their journals"
 
     def format(self) -> str:
         """A short report for the end of ``stars-edge run-batch``."""
@@ -66,8 +93,18 @@ class BatchResult:
             f"{self.count('failed')} failed in {self.seconds:.1f} s ({rate:.2f} Mpx/s)"
         ]
         lines += [f"  failed {r.id}: {r.error}" for r in self.scenes if r.status == "failed"]
-        lines.append(f"summary: {self.summary_csv} and {self.summary_json.name}")
+        if self.summary_error is None:
+            lines.append(f"summary: {self.summary_csv} and {self.summary_json.name}")
         return "\n".join(lines)
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a batch after its summary was written; ``result`` holds the scenes that
+    finished and those that did not (``stopped()`` says it in one line)."""
+
+    def __init__(self, result: BatchResult) -> None:
+        super().__init__(result.stopped())
+        self.result = result
 
 
 def _stderr(message: str) -> None:
@@ -101,7 +138,11 @@ def _check_options(
     min_valid: float,
     threads: int | None,
     probabilities_dtype: str,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> None:
+    if resume and overwrite:
+        raise ConfigError("--resume continues interrupted scenes and --overwrite discards them; pass one")
     if scheduler is not None and (workers is not None or threads_per_worker is not None):
         raise ConfigError("--workers/--threads-per-worker start a local cluster; drop them with --scheduler")
     for name, value in (
@@ -127,6 +168,25 @@ def _check_options(
         raise ConfigError(f"--probabilities-dtype must be uint8 or float32, got {probabilities_dtype!r}")
 
 
+def _check_outputs(
+    out: Path, scenes: list[Scene], probabilities: bool, resume: bool, overwrite: bool
+) -> None:
+    """Before any cluster starts: the summary files must be regular files or new, and journals that
+    interrupted scenes left are refused unless ``--resume`` continues or ``--overwrite`` discards them."""
+    check_regular_or_new(out / "summary.csv")
+    check_regular_or_new(out / "summary.json")
+    if resume or overwrite:
+        return
+    journals = [journal_path(output_paths(out, s.id, probabilities)["classes"]) for s in scenes]
+    left = [path for path in journals if path.exists()]
+    if left:
+        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
+        raise OutputError(
+            f"{left[0]}{more} hold the progress of interrupted scenes; pass --resume to continue them or "
+            "--overwrite to start them over"
+        )
+
+
 def _absolute(scene: Scene) -> Scene:
     """Local relative paths made absolute: worker processes may run in another directory."""
     fixed = {}
@@ -144,6 +204,7 @@ def run_batch(
     threads_per_worker: int | None = None,
     scheduler: str | Client | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     cog: bool = False,
     tile: int | None = None,
     overlap: int | None = None,
@@ -185,6 +246,8 @@ def run_batch(
         min_valid,
         threads,
         probabilities_dtype,
+        resume,
+        overwrite,
     )
     if isinstance(scenes, (str, os.PathLike)):
         listed = read_scenes(scenes, assets)
@@ -193,8 +256,11 @@ def run_batch(
         listed = check_scenes(list(scenes))
         source = "python"
     listed = [_absolute(scene) for scene in listed]
-    load_manifest(Path(engines), verify=False)  # a missing or unreadable manifest fails here, once
+    manifest = load_manifest(Path(engines), verify=False)  # a missing or unreadable manifest fails here, once
+    if tile is None and overlap is not None:  # the manifest's tile: check the overlap here, not per scene
+        check_tiling(manifest.tile_size, overlap)
     out = ensure_writable_dir(out_dir).resolve()
+    _check_outputs(out, listed, probabilities, resume, overwrite)
     try:
         import distributed
     except ImportError as exc:
@@ -203,60 +269,99 @@ def run_batch(
         ) from exc
 
     log = log or (lambda message: None)
-    client, cluster, dashboard = _connect(
-        distributed, scheduler, workers, threads_per_worker, dashboard_address
+    settings = BatchSettings(
+        engines=str(Path(engines).resolve()),
+        manifest_sha256=sha256_file(manifest_file(Path(engines))),
+        out_dir=str(out),
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        min_valid=min_valid,
+        probabilities=probabilities,
+        probabilities_dtype=probabilities_dtype,
+        cog=cog,
+        resume=resume,
+        overwrite=overwrite,
+        allow_flagged=allow_flagged,
+        allow_out_of_range=allow_out_of_range,
     )
     results: dict[str, SceneResult] = {}
-    settings: BatchSettings | None = None
     nthreads: dict[str, int] = {}
-    address = "local" if cluster is not None else str(client.scheduler.address)
+    client = cluster = dashboard = None
+    address = "local"
+    interrupted: KeyboardInterrupt | None = None
+    with terminate_as_interrupt():
+        try:
+            client, cluster, dashboard = _connect(
+                distributed, scheduler, workers, threads_per_worker, dashboard_address
+            )
+            address = "local" if cluster is not None else str(client.scheduler.address)
+            nthreads = client.nthreads()
+            host_threads: dict[str, int] = {}
+            for worker_address, count in nthreads.items():
+                host = worker_address.split("://")[-1].rsplit(":", 1)[0]
+                host_threads[host] = host_threads.get(host, 0) + count
+            if dashboard:
+                hint = "" if importlib.util.find_spec("bokeh") else " (install bokeh>=3.1 for its plots)"
+                log(f"Dask dashboard: {dashboard}{hint}")
+            log(f"{len(listed)} scenes on {len(nthreads)} workers, {sum(nthreads.values())} task threads")
+            settings = dataclasses.replace(settings, host_threads=host_threads)
+            # Journals left before this batch were refused above (or the user chose): any journal a task
+            # finds without --resume is its own, from an attempt on a worker that died, so it starts over.
+            tasks = dataclasses.replace(settings, overwrite=not resume)
+            _schedule(distributed, client, listed, tasks, on_row_done, progress, log, results)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (handled alike): summarise, then stop
+            interrupted = exc
+        finally:
+            seconds = time.perf_counter() - began
+            ordered = [results[scene.id] for scene in listed if scene.id in results]
+            unfinished = [scene.id for scene in listed if scene.id not in results]
+            csv_path, json_path = out / "summary.csv", out / "summary.json"
+            summary_error = None
+            if client is not None or interrupted is not None:
+                recorded = {
+                    **settings.public(),
+                    "scene_list": source,
+                    "scheduler": address,
+                    "workers": len(nthreads),
+                    "task_threads": sum(nthreads.values()),
+                }
+                try:
+                    write_summary(out, ordered, seconds, recorded, unfinished=unfinished)
+                except OutputError as exc:
+                    summary_error = str(exc)
+            _stop(client, cluster, scheduler, quiet=interrupted is not None)
+    result = BatchResult(ordered, seconds, csv_path, json_path, dashboard, unfinished, summary_error)
+    if interrupted is not None:
+        raise BatchInterrupted(result) from interrupted
+    return result
+
+
+def _stop(client: Any, cluster: Any, scheduler: Any, quiet: bool) -> None:
+    """Close our client and local cluster. ``quiet``: the batch was interrupted with scenes still running, so
+    the local workers' complaints while the cluster goes away under them (lost heartbeats, closed comms)
+    are silenced: the summary and the one-line report say what happened."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    if quiet and cluster is not None and client is not None:
+        with contextlib.suppress(Exception):
+            client.run(_quiet_logs)
+        _quiet_logs()
     try:
-        nthreads = client.nthreads()
-        host_threads: dict[str, int] = {}
-        for worker_address, count in nthreads.items():
-            host = worker_address.split("://")[-1].rsplit(":", 1)[0]
-            host_threads[host] = host_threads.get(host, 0) + count
-        if dashboard:
-            hint = "" if importlib.util.find_spec("bokeh") else " (install bokeh>=3.1 for its plots)"
-            log(f"Dask dashboard: {dashboard}{hint}")
-        log(f"{len(listed)} scenes on {len(nthreads)} workers, {sum(nthreads.values())} task threads")
-        settings = BatchSettings(
-            engines=str(Path(engines).resolve()),
-            manifest_sha256=sha256_file(manifest_file(Path(engines))),
-            out_dir=str(out),
-            backend=backend,
-            precision=precision,
-            threads=threads,
-            tile=tile,
-            overlap=overlap,
-            batch=batch,
-            min_valid=min_valid,
-            probabilities=probabilities,
-            probabilities_dtype=probabilities_dtype,
-            cog=cog,
-            resume=resume,
-            allow_flagged=allow_flagged,
-            allow_out_of_range=allow_out_of_range,
-            host_threads=host_threads,
-        )
-        _schedule(distributed, client, listed, settings, on_row_done, progress, log, results)
-    finally:
-        if client is not scheduler:
+        if client is not None and client is not scheduler:
             client.close()
         if cluster is not None:
             cluster.close()
-        seconds = time.perf_counter() - began
-        ordered = [results[scene.id] for scene in listed if scene.id in results]
-        if settings is not None:  # an interrupted batch still records the scenes that finished
-            recorded = {
-                **settings.public(),
-                "scene_list": source,
-                "scheduler": address,
-                "workers": len(nthreads),
-                "task_threads": sum(nthreads.values()),
-            }
-            csv_path, json_path = write_summary(out, ordered, seconds, recorded)
-    return BatchResult(ordered, seconds, csv_path, json_path, dashboard)
+    finally:
+        logger.setLevel(level)
+
+
+def _quiet_logs() -> None:
+    """Only critical messages from Dask in this process (a worker of a local cluster being stopped)."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _connect(
@@ -287,16 +392,46 @@ def _connect(
             ) from exc
         return client, None, None
     count, per_worker = local_cluster_size(workers, threads_per_worker)
-    cluster = distributed.LocalCluster(
-        n_workers=count,
-        threads_per_worker=per_worker,
-        processes=True,
-        # None would still bind the scheduler's HTTP server to the default :8787; a free port never clashes
-        dashboard_address=":0" if dashboard_address is None else dashboard_address,
-        silence_logs=logging.ERROR,
-    )
-    dashboard = cluster.dashboard_link if dashboard_address is not None else None
-    return distributed.Client(cluster, set_as_default=False), cluster, dashboard
+    cluster = None
+    try:
+        with _sigint_blocked():
+            cluster = distributed.LocalCluster(
+                n_workers=count,
+                threads_per_worker=per_worker,
+                processes=True,
+                # None would still bind the scheduler's HTTP server to the default :8787; a free port
+                # never clashes
+                dashboard_address=":0" if dashboard_address is None else dashboard_address,
+                silence_logs=logging.ERROR,
+            )
+        dashboard = cluster.dashboard_link if dashboard_address is not None else None
+        return distributed.Client(cluster, set_as_default=False), cluster, dashboard
+    except BaseException:  # e.g. a Ctrl-C pressed while the cluster started, delivered on unblocking
+        if cluster is not None:
+            cluster.close()
+        raise
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread while a local cluster starts. The cluster's threads inherit the mask, and
+    so do the worker processes they start, now or later to replace one that died: a terminal's Ctrl-C
+    (sent to the whole process group) then reaches only this process, which stops the batch and the
+    cluster, instead of every worker printing its own traceback. A Ctrl-C pressed meanwhile is delivered
+    when the mask is restored."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # multiprocessing's resource tracker unblocks SIGINT in the thread that first starts it (the
+    # cluster's loop thread, undoing the inherited mask): start it here first
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _schedule(

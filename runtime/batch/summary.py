@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stars_edge.io import write_json_atomic, write_text_atomic
+from runtime.outputs import check_regular_or_new, os_failure
+from stars_edge.io import write_text_atomic
 from stars_edge.modalities import ALL_PATTERNS
 
 STATUSES: tuple[str, ...] = ("done", "failed", "skipped")
@@ -116,14 +119,27 @@ def write_summary(
     results: list[SceneResult],
     seconds: float,
     settings: dict[str, Any],
+    unfinished: Sequence[str] = (),
 ) -> tuple[Path, Path]:
-    """Write ``summary.csv`` and ``summary.json`` in ``out_dir``, each atomically."""
+    """Write ``summary.csv`` and ``summary.json`` in ``out_dir``, each atomically. ``unfinished``: the scenes
+    of an interrupted batch without a result (``summary.json`` lists them; ``interrupted`` is then true).
+    A file that cannot be written is an ``OutputError`` naming it and the cause."""
     out_dir = Path(out_dir)
-    csv_path = write_text_atomic(out_dir / "summary.csv", csv_text(results))
     payload = {
         "totals": totals(results, seconds),
         "settings": settings,
+        "interrupted": bool(unfinished),
+        "unfinished": list(unfinished),
         "scenes": [r.to_dict() for r in results],
     }
-    json_path = write_json_atomic(out_dir / "summary.json", payload)
-    return csv_path, json_path
+    files = {
+        out_dir / "summary.csv": csv_text(results),
+        out_dir / "summary.json": json.dumps(payload, indent=2) + "\n",
+    }
+    for path, text in files.items():
+        check_regular_or_new(path)
+        try:
+            write_text_atomic(path, text)
+        except OSError as exc:
+            raise os_failure(path, "writing the batch summary", exc) from exc
+    return out_dir / "summary.csv", out_dir / "summary.json"

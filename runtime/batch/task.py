@@ -27,6 +27,7 @@ import rasterio.errors
 from runtime import Predictor
 from runtime.batch.scenes import MODALITIES, Scene
 from runtime.batch.summary import SceneResult, one_line
+from runtime.outputs import check_regular_or_new, os_failure
 from stars_edge.errors import ManifestError
 from stars_edge.io import sha256_file, write_json_atomic
 from stars_edge.manifest import manifest_file
@@ -57,6 +58,9 @@ class BatchSettings:
     probabilities_dtype: str = "uint8"
     cog: bool = False
     resume: bool = False
+    #: Start over scenes whose interrupted runs left a journal (``run_batch`` sends it to the tasks when not
+    #: resuming: journals left before the batch were refused or the user passed ``--overwrite``).
+    overwrite: bool = False
     allow_flagged: bool = False
     allow_out_of_range: bool = False
     #: Worker threads per host when the batch started, to size ONNX Runtime's threads when ``threads`` is
@@ -210,6 +214,7 @@ def run_scene(scene: Scene, settings: BatchSettings, on_row_done: RowHook | None
                 batch=settings.batch,
                 min_valid=settings.min_valid,
                 resume=settings.resume,
+                overwrite=settings.overwrite,
                 progress=False,
                 on_row_done=hook,
                 cog=settings.cog,
@@ -290,7 +295,11 @@ def write_record(
         "outputs": outputs,
         "result": result.to_dict(),
     }
-    return write_json_atomic(record_path(settings.out_dir, scene.id), record)
+    path = check_regular_or_new(record_path(settings.out_dir, scene.id))
+    try:
+        return write_json_atomic(path, record)
+    except OSError as exc:
+        raise os_failure(path, "writing the checksum sidecar", exc) from exc
 
 
 def verify_scene(scene: Scene, settings: BatchSettings) -> dict[str, Any] | None:
@@ -300,6 +309,8 @@ def verify_scene(scene: Scene, settings: BatchSettings) -> dict[str, Any] | None
     (size, CRS, transform) the recorded one and the grid of the scene's reference input.
     """
     path = record_path(settings.out_dir, scene.id)
+    if not path.is_file():  # missing, or not a regular file (a FIFO would block the read)
+        return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -10,22 +10,32 @@ from stars_edge.commands.run_options import (
     ALLOW_FLAGGED,
     ALLOW_OUT_OF_RANGE,
     BACKEND,
+    BANDS,
     BATCH,
     COG,
     ENGINES,
     MIN_VALID,
     OVERLAP,
+    OVERWRITE,
     PRECISION,
     PROBABILITIES_DTYPE,
     TILE,
 )
+from stars_edge.errors import Interrupted
 
 
 def run(
     engines: Path = ENGINES,
     optical: Path | None = typer.Option(None, "--optical", help="Optical GeoTIFF (bands as in manifest)."),
     sar: Path | None = typer.Option(None, "--sar", help="SAR GeoTIFF (e.g. VV/VH in dB)."),
-    dsm: Path | None = typer.Option(None, "--dsm", help="DSM GeoTIFF (heights in metres)."),
+    dsm: Path | None = typer.Option(
+        None, "--dsm", help="DSM GeoTIFF: height above ground in metres (a normalised DSM), or see --dtm."
+    ),
+    dtm: Path | None = typer.Option(
+        None,
+        "--dtm",
+        help="Terrain model (DTM) subtracted from --dsm, when the DSM holds altitude above a datum.",
+    ),
     cloud_mask: Path | None = typer.Option(
         None,
         "--cloud-mask",
@@ -48,15 +58,20 @@ def run(
     precision: str = PRECISION,
     min_valid: float = MIN_VALID,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
+    overwrite: bool = OVERWRITE,
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
     overviews: bool = typer.Option(False, "--overviews", help="Add internal overviews to the outputs."),
     cog: bool = COG,
     allow_flagged: bool = ALLOW_FLAGGED,
     allow_out_of_range: bool = ALLOW_OUT_OF_RANGE,
+    bands: list[str] | None = BANDS,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Predict a scene from any subset of optical / SAR / DSM, picking the engine per tile."""
     from runtime import Predictor
+    from runtime.bands import parse_band_selection
+    from runtime.journal import describe
+    from runtime.outputs import journal_path
 
     predictor = Predictor(
         engines,
@@ -80,11 +95,16 @@ def run(
             batch=batch,
             min_valid=min_valid,
             resume=resume,
+            overwrite=overwrite,
             overviews=overviews,
             progress=progress,
             cog=cog,
             allow_out_of_range=allow_out_of_range,
+            bands=parse_band_selection(bands),
+            dtm=dtm,
         )
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (handled alike): the journal on disk says where it stopped
+        raise Interrupted(describe(journal_path(out))) from None
     finally:
         predictor.close()
     typer.echo(summary.format())

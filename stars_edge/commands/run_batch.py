@@ -15,10 +15,12 @@ from stars_edge.commands.run_options import (
     ENGINES,
     MIN_VALID,
     OVERLAP,
+    OVERWRITE,
     PRECISION,
     PROBABILITIES_DTYPE,
     TILE,
 )
+from stars_edge.errors import Interrupted, OutputError
 
 
 def run_batch(
@@ -52,6 +54,7 @@ def run_batch(
         "--resume",
         help="Skip scenes whose outputs exist and verify; continue interrupted scenes from their journal.",
     ),
+    overwrite: bool = OVERWRITE,
     cog: bool = COG,
     allow_flagged: bool = ALLOW_FLAGGED,
     allow_out_of_range: bool = ALLOW_OUT_OF_RANGE,
@@ -74,33 +77,41 @@ def run_batch(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over scenes."),
 ) -> None:
     """Predict every scene of a list on Dask (a local cluster or --scheduler); exit 1 if any scene failed."""
-    from runtime.batch import parse_assets
+    from runtime.batch import BatchInterrupted, parse_assets
     from runtime.batch import run_batch as run
 
-    result = run(
-        engines,
-        scenes,
-        out_dir,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        scheduler=scheduler,
-        resume=resume,
-        cog=cog,
-        allow_flagged=allow_flagged,
-        allow_out_of_range=allow_out_of_range,
-        tile=tile,
-        overlap=overlap,
-        batch=batch,
-        backend=backend,
-        precision=precision,
-        min_valid=min_valid,
-        threads=threads,
-        probabilities=probabilities,
-        probabilities_dtype=probabilities_dtype.lower(),
-        assets=parse_assets(asset),
-        progress=progress,
-        dashboard_address=dashboard_address,
-    )
+    try:
+        result = run(
+            engines,
+            scenes,
+            out_dir,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            scheduler=scheduler,
+            resume=resume,
+            overwrite=overwrite,
+            cog=cog,
+            allow_flagged=allow_flagged,
+            allow_out_of_range=allow_out_of_range,
+            tile=tile,
+            overlap=overlap,
+            batch=batch,
+            backend=backend,
+            precision=precision,
+            min_valid=min_valid,
+            threads=threads,
+            probabilities=probabilities,
+            probabilities_dtype=probabilities_dtype.lower(),
+            assets=parse_assets(asset),
+            progress=progress,
+            dashboard_address=dashboard_address,
+        )
+    except BatchInterrupted as exc:  # Ctrl-C or SIGTERM, after the summary was written
+        raise Interrupted(exc.result.stopped()) from None
+    except KeyboardInterrupt:  # pressed again while the cluster stopped; the summary was written before
+        raise Interrupted(f"stopped while the cluster shut down; summary in {out_dir}") from None
     typer.echo(result.format())
+    if result.summary_error is not None:
+        raise OutputError(result.summary_error)
     if not result.ok:
         raise typer.Exit(code=1)

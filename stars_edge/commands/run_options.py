@@ -35,8 +35,22 @@ ALLOW_FLAGGED = typer.Option(
 ALLOW_OUT_OF_RANGE = typer.Option(
     False,
     "--allow-out-of-range",
-    help="Only warn when input values are far outside the engines' normalisation (refused by default).",
+    help="Only warn when an input fails the engines' input contract (wrong-looking units, band order or "
+    "height reference: docs/RUNTIME.md); refused by default.",
+)
+BANDS = typer.Option(
+    None,
+    "--bands",
+    help="Which file bands feed a modality, in the engines' order, by number or band description; repeat "
+    "per modality: --bands optical=2,3,4,8 --bands sar=VV,VH. Default: all bands, reordered or selected by "
+    "their descriptions where they name the engines' bands.",
 )
 PROBABILITIES_DTYPE = typer.Option(
     "uint8", "--probabilities-dtype", help="uint8 (round(p*255), compact) or float32 (NaN = nodata)."
+)
+OVERWRITE = typer.Option(
+    False,
+    "--overwrite",
+    help="Start over when an interrupted run of the same outputs left a resume journal (its progress is "
+    "discarded); without it such a rerun is refused, with --resume it continues.",
 )
