@@ -85,8 +85,8 @@ def check_regular_or_new(path: Path) -> Path:
     replace a device node, block on a FIFO or fail on a directory or socket."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return path
+    except (FileNotFoundError, NotADirectoryError):
+        return path  # new (a folder on the way that is a file is refused with its own message)
     except OSError as exc:
         raise os_failure(path, "checking", exc) from exc
     if stat.S_ISREG(mode):

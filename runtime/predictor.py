@@ -263,6 +263,8 @@ class Predictor:
         order or height reference) are refused unless ``allow_out_of_range`` (then they are warnings).
         ``bands`` picks file bands per modality (``{"optical": ("2", "3", "4", "8")}``, numbers or band
         descriptions); ``dtm`` is a terrain model subtracted from ``dsm`` (altitude -> height above ground).
+        Where an interrupted run left a journal for ``out``, ``resume`` continues it and ``overwrite``
+        discards it; with neither the run is refused (``OutputError``), so no progress is lost silently.
         """
         began = time.perf_counter()
         tile, overlap = self._tiling(tile, overlap)

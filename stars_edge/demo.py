@@ -166,6 +166,7 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
         probabilities=probabilities_path,
         tile=config.tile,
         overlap=config.overlap,
+        overwrite=True,  # the demo remakes everything: an interrupted earlier demo's journal is discarded
     )
     timings["inference"] = time.perf_counter() - start
 

@@ -6,6 +6,7 @@ writes fail with EFBIG as on a full disk), and runs are killed with SIGKILL / SI
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -135,7 +136,9 @@ def _limit(size: int) -> object:
 
 @pytest.mark.parametrize(
     ("limit", "probabilities"),
-    [(0, True), (30_000, True), (6_000, False)],  # nothing at all; fails in a write; fails at flush/close
+    # nothing at all; `ulimit -f 1` (the first checkpoint's flush fails, then the journal cannot be written
+    # either: it was 79 lines of chained tracebacks); fails in a write; fails at flush/close
+    [(0, True), (1024, False), (30_000, True), (6_000, False)],
 )
 def test_failing_writes_exit_1_with_one_line_and_nothing_under_the_final_name(
     engines: Path, scene: dict[str, Path], tmp_path: Path, limit: int, probabilities: bool
@@ -149,20 +152,36 @@ def test_failing_writes_exit_1_with_one_line_and_nothing_under_the_final_name(
     ]  # fmt: skip
     if probabilities:
         command += ["--probabilities", str(tmp_path / "prob.tif"), "--probabilities-dtype", "float32"]
-    done = subprocess.run(
-        command,
+    run = functools.partial(
+        subprocess.run,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=_limit(limit),
     )
+    done = run(command, preexec_fn=_limit(limit))
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 1, done.stderr
     assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
     assert ".partial" in errors[0] and "file size limit" in errors[0], errors[0]
     assert not out.exists() and not (tmp_path / "prob.tif").exists()
+    journal = journal_path(out)
+    if journal.exists():  # what it records is on disk: those rows read back from the partial
+        rows = json.loads(journal.read_text())["rows_written"]
+        with rasterio.open(partial_path(out)) as dataset:
+            dataset.read(window=((0, rows), (0, SIZE[1])))
+    else:  # nothing to resume from: no partial left behind either
+        assert not partial_path(out).exists()
+    resumed = run([*command, "--resume"])  # once there is room again, the same command continues
+    assert resumed.returncode == 0, resumed.stderr
+    whole = tmp_path / "whole"
+    Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
+        optical=scene["optical"], sar=scene["sar"], out=whole / "pred.tif", tile=TILE, overlap=OVERLAP,
+        progress=False,
+    )  # fmt: skip
+    with rasterio.open(out) as got, rasterio.open(whole / "pred.tif") as want:
+        np.testing.assert_array_equal(got.read(), want.read())
 
 
 def test_output_that_is_an_input_is_refused_before_writing(

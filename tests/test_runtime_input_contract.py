@@ -256,6 +256,16 @@ def test_an_alpha_band_masks_the_data_whatever_the_band_count(
     assert np.isin(patterns[:, 140:], with_optical).mean() > 0.9
 
 
+def _assert_sar_only_on_the_left(engines: Path, tmp_path: Path, **inputs: object) -> None:
+    """SAR measured on the left half only: no pixel right of it may use SAR, most left of it do."""
+    _run(engines, tmp_path, **inputs)
+    with rasterio.open(tmp_path / "patterns.tif") as dataset:
+        patterns = dataset.read(1)
+    with_sar = [p.index for p in ALL_PATTERNS if "sar" in p]
+    assert not np.isin(patterns[:, 132:], with_sar).any()
+    assert np.isin(patterns[:, :120], with_sar).mean() > 0.8
+
+
 def test_a_warped_secondary_is_invalid_outside_its_footprint(
     engines: Path, scene: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -270,12 +280,7 @@ def test_a_warped_secondary_is_invalid_outside_its_footprint(
         transform=shifted,
     ) as out:  # fmt: skip
         out.write(left.astype(np.float32))
-    _run(engines, tmp_path, optical=scene["optical"], sar=path)
-    with rasterio.open(tmp_path / "patterns.tif") as dataset:
-        patterns = dataset.read(1)
-    with_sar = [p.index for p in ALL_PATTERNS if "sar" in p]
-    assert not np.isin(patterns[:, 132:], with_sar).any()
-    assert np.isin(patterns[:, :120], with_sar).mean() > 0.8
+    _assert_sar_only_on_the_left(engines, tmp_path, optical=scene["optical"], sar=path)
 
 
 def test_four_band_uint8_with_alpha_explains_the_band_count(engines: Path, tmp_path: Path) -> None:
@@ -357,3 +362,38 @@ def test_arrays_are_held_to_the_same_contract(engines: Path) -> None:
         predictor.predict_arrays({"sar": linear}, tile=64)
     with pytest.warns(UserWarning, match="looks like linear power"):
         predictor.predict_arrays({"sar": linear}, tile=64, allow_out_of_range=True)
+
+
+def test_a_warped_secondary_keeps_its_own_alpha_band(
+    engines: Path, scene: dict[str, Path], tmp_path: Path
+) -> None:
+    """SAR with an alpha band (right half 0) on another grid: the warp carries the alpha, the run uses it."""
+    with rasterio.open(scene["sar"]) as dataset:
+        data, transform, crs = dataset.read(), dataset.transform, dataset.crs
+    alpha = np.full(data.shape[1:], 255, dtype=np.float32)
+    alpha[:, 128:] = 0
+    path = tmp_path / "sar_alpha.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=256, height=256, count=3, dtype="float32", crs=crs,
+        transform=transform * transform.translation(0.5, 0.5),
+    ) as out:  # fmt: skip
+        out.colorinterp = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.alpha]
+        out.write(np.concatenate([np.where(data == -9999, -15.0, data), alpha[None]]).astype(np.float32))
+    _assert_sar_only_on_the_left(engines, tmp_path, optical=scene["optical"], sar=path)
+
+
+def test_gcp_only_rasters_get_the_gdalwarp_advice(engines: Path, tmp_path: Path) -> None:
+    from rasterio.control import GroundControlPoint
+
+    path = tmp_path / "raw.tif"
+    gcps = [
+        GroundControlPoint(r, c, 500000 + c, 5600000 - r) for r, c in ((0, 0), (0, 63), (63, 0), (63, 63))
+    ]
+    with rasterio.open(
+        path, "w", driver="GTiff", width=64, height=64, count=2, dtype="float32", gcps=gcps,
+        crs="EPSG:32631",
+    ) as out:  # fmt: skip
+        out.write(np.full((2, 64, 64), -12.0, dtype=np.float32))
+    with pytest.raises(DataError, match=r"ground control points.*gdalwarp") as error:
+        _run(engines, tmp_path, sar=path)
+    assert "gdal_edit.py -a_srs" not in str(error.value)

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -330,14 +331,33 @@ def run_batch(
                     "task_threads": sum(nthreads.values()),
                 }
                 try:
-                    write_summary(out, ordered, seconds, recorded, unfinished=unfinished)
+                    with _signals_ignored():  # a batch being stopped still writes it (milliseconds)
+                        write_summary(out, ordered, seconds, recorded, unfinished=unfinished)
                 except OutputError as exc:
                     summary_error = str(exc)
-            _stop(client, cluster, scheduler, quiet=interrupted is not None)
+            try:
+                _stop(client, cluster, scheduler, quiet=interrupted is not None)
+            except KeyboardInterrupt as exc:  # pressed again while the cluster stopped: stop waiting
+                interrupted = interrupted or exc
     result = BatchResult(ordered, seconds, csv_path, json_path, dashboard, unfinished, summary_error)
     if interrupted is not None:
         raise BatchInterrupted(result) from interrupted
     return result
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are ignored in the block (in the main thread, where handlers live)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: not installed from Python, cannot be restored from it
+                signal.signal(sig, handler)
 
 
 def _stop(client: Any, cluster: Any, scheduler: Any, quiet: bool) -> None:

@@ -108,8 +108,8 @@ def run_batch(
         )
     except BatchInterrupted as exc:  # Ctrl-C or SIGTERM, after the summary was written
         raise Interrupted(exc.result.stopped()) from None
-    except KeyboardInterrupt:  # pressed again while the cluster stopped; the summary was written before
-        raise Interrupted(f"stopped while the cluster shut down; summary in {out_dir}") from None
+    except KeyboardInterrupt:  # before the cluster started (once it did, run_batch says where it stopped)
+        raise Interrupted("stopped before any scene started; nothing was written") from None
     typer.echo(result.format())
     if result.summary_error is not None:
         raise OutputError(result.summary_error)
