@@ -445,3 +445,32 @@ def test_batch_benchmark_smoke(engines: Path, tmp_path: Path) -> None:
     assert all(row["scenes_per_minute"] > 0 and row["mpx_per_s"] > 0 for row in result["rows"])
     assert [s["modalities"] for s in result["scenes"]] == ["optical+sar+dsm", "optical+sar"]
     assert "| batch_w1 | 1 |" in bench.render_markdown(result)
+
+
+def test_bands_and_a_terrain_model_reach_every_scene(
+    engines: Path, scenes: Path, reference: Path, cluster: Any, tmp_path: Path
+) -> None:
+    """A ``dtm`` column and ``--bands``: optical stored in reverse band order, the DSM as altitude over
+    a 300 m terrain; the batch gives the reference maps of the plain inputs."""
+    data = scenes.parent / "data"
+    with rasterio.open(data / "od_opt.tif") as dataset:
+        reversed_optical = dataset.read()[::-1]
+    with rasterio.open(data / "od_dsm.tif") as dataset:
+        heights = dataset.read()
+    write_raster(tmp_path / "opt_reversed.tif", reversed_optical, TRANSFORM)
+    write_raster(tmp_path / "altitude.tif", heights + 300.0, TRANSFORM)
+    write_raster(tmp_path / "dtm.tif", np.full_like(heights, 300.0), TRANSFORM)
+    listing = tmp_path / "scenes.csv"
+    listing.write_text(
+        "id,optical,dsm,cloud_mask,dtm\n"
+        f"optical_dsm,opt_reversed.tif,altitude.tif,{data / 'od_clouds.tif'},dtm.tif\n"
+    )
+    result = _batch(engines, listing, tmp_path / "out", cluster, bands={"optical": ("4", "3", "2", "1")})
+    assert result.count("done") == 1, [r.error for r in result.scenes]
+    for name in ("optical_dsm.tif", "optical_dsm.patterns.tif"):
+        with rasterio.open(tmp_path / "out" / name) as got, rasterio.open(reference / name) as expected:
+            assert np.array_equal(got.read(), expected.read())
+    _batch(engines, listing, tmp_path / "again", cluster)  # without --bands the bands stay reversed
+    with rasterio.open(tmp_path / "again" / "optical_dsm.tif") as got:
+        with rasterio.open(reference / "optical_dsm.tif") as expected:
+            assert not np.array_equal(got.read(), expected.read())

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,6 +221,7 @@ def run_batch(
     dashboard_address: str | None = ":8787",
     allow_flagged: bool = False,
     allow_out_of_range: bool = False,
+    bands: Mapping[str, Sequence[str]] | None = None,
     on_row_done: RowHook | None = None,
     log: Callable[[str], None] | None = _stderr,
 ) -> BatchResult:
@@ -288,6 +289,7 @@ def run_batch(
         overwrite=overwrite,
         allow_flagged=allow_flagged,
         allow_out_of_range=allow_out_of_range,
+        bands=tuple((m, tuple(b)) for m, b in (bands or {}).items()),
     )
     results: dict[str, SceneResult] = {}
     nthreads: dict[str, int] = {}

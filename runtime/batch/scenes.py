@@ -18,8 +18,9 @@ from pathlib import Path
 from stars_edge.errors import ConfigError, DataError
 from stars_edge.modalities import MODALITIES
 
-#: Columns of a scene CSV: the id, the three modalities and the optical cloud mask.
-INPUT_KINDS: tuple[str, ...] = (*MODALITIES, "cloud_mask")
+#: Columns of a scene CSV: the id, the three modalities, the optical cloud mask and the terrain model
+#: subtracted from the DSM (``--dtm`` of ``stars-edge run``).
+INPUT_KINDS: tuple[str, ...] = (*MODALITIES, "cloud_mask", "dtm")
 COLUMNS: tuple[str, ...] = ("id", *INPUT_KINDS)
 #: Scene ids become file names (``OUT/<id>.tif``): letters, digits, ``.``, ``_`` and ``-`` only.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -35,10 +36,11 @@ class Scene:
     sar: str | None = None
     dsm: str | None = None
     cloud_mask: str | None = None
+    dtm: str | None = None
 
     @property
     def inputs(self) -> dict[str, str]:
-        """The given inputs, by kind (``optical``, ``sar``, ``dsm``, ``cloud_mask``)."""
+        """The given inputs, by kind (``optical``, ``sar``, ``dsm``, ``cloud_mask``, ``dtm``)."""
         return {k: v for k in INPUT_KINDS if (v := getattr(self, k)) is not None}
 
     @property
@@ -87,6 +89,8 @@ def check_scenes(scenes: Sequence[Scene], where: str = "scene list") -> list[Sce
             )
         if scene.cloud_mask is not None and scene.optical is None:
             raise ConfigError(f"{where}: scene {scene.id!r} has a cloud_mask but no optical input")
+        if scene.dtm is not None and scene.dsm is None:
+            raise ConfigError(f"{where}: scene {scene.id!r} has a dtm but no dsm input to subtract it from")
     return list(scenes)
 
 

@@ -63,6 +63,8 @@ class BatchSettings:
     overwrite: bool = False
     allow_flagged: bool = False
     allow_out_of_range: bool = False
+    #: ``--bands`` of every scene: ``(("optical", ("2", "3", "4", "8")),)`` (a tuple, so settings hash).
+    bands: tuple[tuple[str, tuple[str, ...]], ...] = ()
     #: Worker threads per host when the batch started, to size ONNX Runtime's threads when ``threads`` is
     #: None (cores of the host / task threads on it).
     host_threads: dict[str, int] = field(default_factory=dict)
@@ -79,6 +81,7 @@ class BatchSettings:
             "min_valid": self.min_valid,
             "probabilities": self.probabilities_dtype if self.probabilities else None,
             "cog": self.cog,
+            **({"bands": [[m, list(b)] for m, b in self.bands]} if self.bands else {}),
         }
 
     def public(self) -> dict[str, Any]:
@@ -205,6 +208,8 @@ def run_scene(scene: Scene, settings: BatchSettings, on_row_done: RowHook | None
                 sar=scene.sar,
                 dsm=scene.dsm,
                 cloud_mask=scene.cloud_mask,
+                dtm=scene.dtm,
+                bands=dict(settings.bands) or None,
                 out=targets["classes"],
                 pattern_map=targets["patterns"],
                 probabilities=targets.get("probabilities"),

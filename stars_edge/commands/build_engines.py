@@ -84,6 +84,14 @@ def build_engines(
     placement: str = typer.Option(
         "", "--int8-placement", help="Which ops get Q/DQ (see docs/EXPORT.md); default: the measured fastest."
     ),
+    quantizer: str = typer.Option(
+        "ours",
+        "--quantizer",
+        help="Who writes the INT8 Q/DQ graph: ours (TensorRT-legal, calibrated by --calib-method, placed by "
+        "--int8-placement), nncf (OpenVINO's NNCF; uint8 activations, not for --backend tensorrt; "
+        "pip install 'stars-edge[nncf]') or modelopt (NVIDIA ModelOpt, run from its own venv: make "
+        "modelopt-venv). Every one goes through the same gate; see docs/EXPORT.md.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Export ONNX per pattern (FP32/FP16/INT8), gate accuracy, build TensorRT engines where asked."""
@@ -113,6 +121,7 @@ def build_engines(
         control_tiles=control_tiles,
         max_float_layers=max_float_layers,
         placement=placement or DEFAULT_PLACEMENT,
+        quantizer=quantizer.lower(),
         gate_data=gate_data,
         gate_tiles=gate_tiles,
         gate_budget=gate_budget,

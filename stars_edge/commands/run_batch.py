@@ -10,6 +10,7 @@ from stars_edge.commands.run_options import (
     ALLOW_FLAGGED,
     ALLOW_OUT_OF_RANGE,
     BACKEND,
+    BANDS,
     BATCH,
     COG,
     ENGINES,
@@ -28,8 +29,8 @@ def run_batch(
     scenes: Path = typer.Option(
         ...,
         "--scenes",
-        help="CSV with header id,optical,sar,dsm,cloud_mask (empty cell = modality absent, paths relative "
-        "to the CSV), or a STAC ItemCollection JSON.",
+        help="CSV with header id,optical,sar,dsm,cloud_mask,dtm (empty cell = modality absent, paths "
+        "relative to the CSV), or a STAC ItemCollection JSON.",
     ),
     out_dir: Path = typer.Option(
         ..., "--out-dir", help="Writes <id>.tif, <id>.patterns.tif, summary.csv and summary.json here."
@@ -37,8 +38,8 @@ def run_batch(
     asset: list[str] = typer.Option(
         [],
         "--asset",
-        help="STAC only: KIND=ASSET_KEY (KIND optical, sar, dsm or cloud_mask); repeatable. Default: the "
-        "asset named like the kind.",
+        help="STAC only: KIND=ASSET_KEY (KIND optical, sar, dsm, cloud_mask or dtm); repeatable. Default: "
+        "the asset named like the kind.",
     ),
     workers: int | None = typer.Option(
         None, "--workers", help="Local cluster: worker processes (default: one per two cores)."
@@ -58,6 +59,7 @@ def run_batch(
     cog: bool = COG,
     allow_flagged: bool = ALLOW_FLAGGED,
     allow_out_of_range: bool = ALLOW_OUT_OF_RANGE,
+    bands: list[str] | None = BANDS,
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write <id>.probabilities.tif (one band per class)."
     ),
@@ -77,6 +79,7 @@ def run_batch(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over scenes."),
 ) -> None:
     """Predict every scene of a list on Dask (a local cluster or --scheduler); exit 1 if any scene failed."""
+    from runtime.bands import parse_band_selection
     from runtime.batch import BatchInterrupted, parse_assets
     from runtime.batch import run_batch as run
 
@@ -93,6 +96,7 @@ def run_batch(
             cog=cog,
             allow_flagged=allow_flagged,
             allow_out_of_range=allow_out_of_range,
+            bands=parse_band_selection(bands),
             tile=tile,
             overlap=overlap,
             batch=batch,
