@@ -286,7 +286,7 @@ class Predictor:
         policy = CheckpointPolicy(
             checkpoint_rows or CHECKPOINT_ROWS, checkpoint_seconds or CHECKPOINT_SECONDS
         )
-        with terminate_as_interrupt(), gdal_cache_limit(tile_cache_bytes(given, tile)):
+        with terminate_as_interrupt(), gdal_cache_limit(tile_cache_bytes(given, tile, chunk_width)):
             source = RasterSource(
                 {k: v for k, v in paths.items() if v is not None},
                 self.manifest.modalities,

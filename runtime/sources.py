@@ -49,25 +49,26 @@ class TileSource(Protocol):
     def close(self) -> None: ...
 
 
-#: GDAL block cache for a run, unless GDAL_CACHEMAX is set: at least this, and enough for the blocks around
-#: a few neighbouring tiles (``tile_cache_bytes``), so that overlapping tiles do not decompress the same
-#: blocks again. Independent of the scene's size, so memory stays flat as scenes grow.
+#: GDAL block cache for a run, unless GDAL_CACHEMAX is set: enough for every block a column chunk's tile
+#: row touches and the next tile row reuses (``tile_cache_bytes``), between these bounds. Independent of
+#: the scene's height; bounded in width by the column chunk, so memory stays flat as scenes grow.
 GDAL_CACHE_MB = 32
 GDAL_CACHE_MAX_MB = 512
-#: Tiles' worth of blocks kept: the current tile's and its right neighbour's, with headroom for the LRU.
-CACHED_TILE_WINDOWS = 3
 #: Windows (per side) and their size sampled to check each modality against the input contract before a
 #: run: 25 windows of 64 px, up to 102 k pixels spread over the scene.
 RANGE_SAMPLES = 5
 RANGE_SAMPLE_PX = 64
 
 
-def tile_cache_bytes(paths: Sequence[str | os.PathLike[str]], tile: int) -> int:
-    """Bytes of decoded blocks that one tile window can touch across the inputs: (tile + block)^2 each.
+def tile_cache_bytes(
+    paths: Sequence[str | os.PathLike[str]], tile: int, chunk_width: int | None = None
+) -> int:
+    """Bytes of decoded blocks one tile row of a column chunk touches and the next tile row reuses.
 
-    A window that straddles block edges touches up to four blocks per band, and its right neighbour shares
-    half of them; when they stay cached each block is decompressed about once instead of up to four times
-    (measured: 8192^2 three-modality scene, 512 px deflate blocks, end-to-end 2.3 -> 3.5 Mpx/s).
+    A tile row reads ``tile`` rows that straddle up to two block rows; the next tile row starts ``stride``
+    lower and reads the same blocks again. Keeping ``tile + 2 x block`` rows by ``chunk + tile + block``
+    columns decodes each block about once (measured on a 4096 px Sentinel-2-like scene, 512 px deflate
+    blocks: reader CPU 5.6 s at a 34 MB cache, 2.2 s at 96 MB; decoding every block once costs 1.3 s).
     Unreadable files count 0: their error comes later, with a proper message, from ``RasterSource``.
     """
     total = 0
@@ -76,17 +77,19 @@ def tile_cache_bytes(paths: Sequence[str | os.PathLike[str]], tile: int) -> int:
             with rasterio.open(gdal_path(path)) as dataset:
                 block_rows, block_cols = dataset.block_shapes[0] if dataset.block_shapes else (1, 1)
                 itemsize = max(np.dtype(dtype).itemsize for dtype in dataset.dtypes)
-                total += (tile + block_rows) * (tile + block_cols) * dataset.count * itemsize
+                width = dataset.width if chunk_width is None else min(dataset.width, chunk_width + tile)
+                rows = min(dataset.height, tile + 2 * block_rows)
+                total += rows * (width + block_cols) * dataset.count * itemsize
         except (RasterioError, OSError):
             continue
     return total
 
 
 @contextlib.contextmanager
-def gdal_cache_limit(tile_bytes: int = 0) -> Iterator[None]:
-    """Size GDAL's block cache for a run: ``CACHED_TILE_WINDOWS`` tiles' worth of blocks, between
-    ``GDAL_CACHE_MB`` and ``GDAL_CACHE_MAX_MB``. GDAL's own default (5 % of RAM) ignores the layout."""
-    wanted = -(-CACHED_TILE_WINDOWS * tile_bytes // (1024 * 1024))
+def gdal_cache_limit(wanted_bytes: int = 0) -> Iterator[None]:
+    """Size GDAL's block cache for a run: ``wanted_bytes`` (``tile_cache_bytes``), between ``GDAL_CACHE_MB``
+    and ``GDAL_CACHE_MAX_MB``. GDAL's own default (5 % of RAM) ignores the layout."""
+    wanted = -(-wanted_bytes // (1024 * 1024))
     megabytes = min(max(GDAL_CACHE_MB, wanted), GDAL_CACHE_MAX_MB)
     options = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": megabytes * 1024 * 1024}
     with rasterio.Env(**options):
