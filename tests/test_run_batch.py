@@ -471,6 +471,23 @@ def test_bands_and_a_terrain_model_reach_every_scene(
         with rasterio.open(tmp_path / "out" / name) as got, rasterio.open(reference / name) as expected:
             assert np.array_equal(got.read(), expected.read())
     _batch(engines, listing, tmp_path / "again", cluster)  # without --bands the bands stay reversed
-    with rasterio.open(tmp_path / "again" / "optical_dsm.tif") as got:
-        with rasterio.open(reference / "optical_dsm.tif") as expected:
-            assert not np.array_equal(got.read(), expected.read())
+    again, plain = tmp_path / "again" / "optical_dsm.tif", reference / "optical_dsm.tif"
+    with rasterio.open(again) as got, rasterio.open(plain) as expected:
+        assert not np.array_equal(got.read(), expected.read())
+
+
+def test_real_chips_run_in_a_batch(engines: Path, shared_data: Path, cluster: Any, tmp_path: Path) -> None:
+    """Sen1Floods11 S1 (VV,VH dB) alone, and with the S2 chip given its scale tag and --bands 2,3,4,8."""
+    folder = shared_data / "sen1floods11_sample"
+    s2, s1 = folder / "Spain_7370579_S2Hand.tif", folder / "Spain_7370579_S1Hand.tif"
+    if not (s2.is_file() and s1.is_file()):
+        pytest.skip(f"Sen1Floods11 chip not found in {folder}")
+    with rasterio.open(s2) as dataset:
+        profile, data = dataset.profile, dataset.read()
+    with rasterio.open(tmp_path / "s2.tif", "w", **profile) as out:
+        out.write(data)
+        out.scales = (1e-4,) * data.shape[0]
+    listing = tmp_path / "scenes.csv"
+    listing.write_text(f"id,optical,sar\nsar_only,,{s1}\nboth,s2.tif,{s1}\n")
+    result = _batch(engines, listing, tmp_path / "out", cluster, bands={"optical": ("2", "3", "4", "8")})
+    assert result.count("done") == 2, [r.error for r in result.scenes]

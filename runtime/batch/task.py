@@ -209,7 +209,7 @@ def run_scene(scene: Scene, settings: BatchSettings, on_row_done: RowHook | None
                 dsm=scene.dsm,
                 cloud_mask=scene.cloud_mask,
                 dtm=scene.dtm,
-                bands=dict(settings.bands) or None,
+                bands={m: b for m, b in settings.bands if m in scene.modalities} or None,
                 out=targets["classes"],
                 pattern_map=targets["patterns"],
                 probabilities=targets.get("probabilities"),
