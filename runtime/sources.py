@@ -55,9 +55,11 @@ class TileSource(Protocol):
 GDAL_CACHE_MB = 32
 GDAL_CACHE_MAX_MB = 512
 #: Windows (per side) and their size sampled to check each modality against the input contract before a
-#: run: 25 windows of 64 px, up to 102 k pixels spread over the scene.
-RANGE_SAMPLES = 5
-RANGE_SAMPLE_PX = 64
+#: run: 9 windows of 128 px (147 k pixels) spread over the scene, each starting on a block of the reference
+#: (decoding is the cost, not the pixels: 25 unaligned 64 px windows decoded all 16 blocks of a 2048 px
+#: scene with 512 px blocks, 0.33 s; 9 aligned ones decode 9).
+RANGE_SAMPLES = 3
+RANGE_SAMPLE_PX = 128
 
 
 def tile_cache_bytes(
@@ -441,12 +443,16 @@ class RasterSource:
 
     def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
         """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene (a quick
-        look at the value range, read with the same validity rules as the tiles)."""
+        look at the value range, read with the same validity rules as the tiles). Windows start on the
+        reference's block grid, so each decodes one block per band rather than up to four."""
         samples: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
         size = min(RANGE_SAMPLE_PX, self.height, self.width)
+        reference = self._readers[self.modalities[0]]
+        block_rows, block_cols = reference.block_shapes[0] if reference.block_shapes else (1, 1)
         for fy in np.linspace(0, 1, RANGE_SAMPLES):
             for fx in np.linspace(0, 1, RANGE_SAMPLES):
-                y, x = int(fy * (self.height - size)), int(fx * (self.width - size))
+                y = _block_aligned(fy * (self.height - size), block_rows, self.height - size)
+                x = _block_aligned(fx * (self.width - size), block_cols, self.width - size)
                 raw = self.read(y, x, size)
                 for name in self.modalities:
                     samples[name].append(raw.values[name][:, raw.valid[name]])
@@ -495,6 +501,13 @@ def local_file(path: str | os.PathLike[str]) -> Path | None:
                     return candidate
             return None
     return None if text.startswith("/vsi") else Path(text)
+
+
+def _block_aligned(position: float, block: int, limit: int) -> int:
+    """``position`` snapped down to a multiple of ``block`` (when blocks are smaller than the raster), at
+    most ``limit``."""
+    snapped = int(position) // block * block if block > 1 else int(position)
+    return max(0, min(snapped, limit))
 
 
 def _alpha_band(reader: Any) -> int | None:
