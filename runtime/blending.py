@@ -67,9 +67,12 @@ class RowBlender:
         self.classes = classes
         self.probabilities = probabilities
         self.window = blend_window(grid.tile, grid.overlap)
-        self._indices = np.array(sorted(p.index for p in patterns), dtype=np.uint8)
-        self._channel_of = {int(index): classes + k for k, index in enumerate(self._indices)}
-        self._channels = classes + len(self._indices)
+        self._declared = {p.index for p in patterns}
+        # Pattern channels are added when a pattern first appears (in index order, so ties resolve as if
+        # all were there): a scene with one or two patterns blends 1-2 weight channels, not 7.
+        self._indices = np.zeros(0, dtype=np.uint8)
+        self._channel_of: dict[int, int] = {}
+        self._channels = classes
         self.chunk = chunk or plan_chunks(grid, None)[0]
         self._x0 = self.chunk.first_col * grid.stride
         self._width = (self.chunk.last_col - self.chunk.first_col) * grid.stride + grid.tile
@@ -111,6 +114,11 @@ class RowBlender:
         grid, t, o, s = self.grid, self.grid.tile, self.grid.overlap, self.grid.stride
         c = self.classes
         x0 = col * s - self._x0
+        present = np.zeros(0, dtype=np.intp)
+        if probabilities is not None:
+            present = np.flatnonzero(np.bincount(pattern_index.ravel(), minlength=8)[1:]) + 1
+            for index in present:
+                self._add_channel(int(index))
         local = np.zeros((self._channels, t, t), dtype=np.float32)
         first = 0 if col == self.chunk.first_col else o
         local[:, :o, first:] = self._carry[:, :, x0 + first : x0 + t]
@@ -119,11 +127,8 @@ class RowBlender:
         if probabilities is not None:
             weights = self.window * (pattern_index > 0)
             local[:c] += probabilities * weights
-            present = np.flatnonzero(np.bincount(pattern_index.ravel(), minlength=8)[1:]) + 1
             for index in present:
-                channel = self._channel_of.get(int(index))
-                if channel is None:
-                    raise ConfigError(f"pattern index {index} was not declared to the blender")
+                channel = self._channel_of[int(index)]
                 if len(present) == 1:
                     local[channel] += weights
                 else:
@@ -137,16 +142,33 @@ class RowBlender:
             self._carry[:, :, x0 : x0 + cols_final] = local[:, s:t, :cols_final]
         self._col_carry = None if last_col else local[:, :, s:t].copy()
 
+    def _add_channel(self, index: int) -> None:
+        """Give pattern ``index`` a weight channel (zero so far) at its place in index order."""
+        if index in self._channel_of:
+            return
+        if index not in self._declared:
+            raise ConfigError(f"pattern index {index} was not declared to the blender")
+        position = int(np.searchsorted(self._indices, index))
+        self._indices = np.insert(self._indices, position, index)
+        self._carry = np.insert(self._carry, self.classes + position, 0.0, axis=0)
+        if self._col_carry is not None:
+            self._col_carry = np.insert(self._col_carry, self.classes + position, 0.0, axis=0)
+        self._channel_of = {int(i): self.classes + k for k, i in enumerate(self._indices)}
+        self._channels += 1
+
     def _finalize(self, block: np.ndarray, x0: int) -> None:
         c = self.classes
-        weight = block[c:].sum(axis=0)
-        covered = weight > 0
         width = block.shape[-1]
+        weight = block[c:].sum(axis=0)  # zeros while no pattern has a channel
+        covered = weight > 0
         classes = argmax_channels(block[:c])
         classes[~covered] = CLASS_NODATA
         self._classes[:, x0 : x0 + width] = classes
-        strongest = self._indices[argmax_channels(block[c:])]
-        self._patterns[:, x0 : x0 + width] = np.where(covered, strongest, 0)
+        if self._channels > c:
+            strongest = self._indices[argmax_channels(block[c:])]
+            self._patterns[:, x0 : x0 + width] = np.where(covered, strongest, 0)
+        else:
+            self._patterns[:, x0 : x0 + width] = 0
         if self._probs is not None:
             safe = np.where(covered, weight, 1.0)
             probs = block[:c] / safe

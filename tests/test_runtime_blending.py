@@ -100,3 +100,24 @@ def test_argmax_channels_matches_numpy_including_ties() -> None:
 
     stack = np.random.default_rng(3).integers(0, 4, size=(6, 40, 50)).astype(np.float32)  # many ties
     np.testing.assert_array_equal(argmax_channels(stack), np.argmax(stack, axis=0))
+
+
+def test_blender_carries_only_the_patterns_that_appeared_and_ties_go_to_the_lower_index() -> None:
+    """Weight channels are added as patterns appear (a full-pattern scene blends 1, not 7), kept in pattern
+    index order whatever order they came in, so exact ties resolve as they did with all 7 declared."""
+    tile, overlap, classes = 32, 8, 2
+    grid = TileGrid(32, 56, tile, overlap)  # one row of two tiles sharing an 8 px overlap
+    blender = RowBlender(grid, classes)
+    probabilities = np.full((classes, tile, tile), 0.5, dtype=np.float32)
+    blender.start_row(0, fresh=True)
+    blender.add(0, probabilities, np.full((tile, tile), 5, dtype=np.uint8))
+    assert blender._channels == classes + 1
+    blender.add(1, probabilities, np.full((tile, tile), 2, dtype=np.uint8))
+    assert blender._channels == classes + 2
+    assert blender._indices.tolist() == [2, 5]  # pattern 5 came first
+    patterns = blender.finish_row().patterns
+    assert set(np.unique(patterns[:, :20])) == {5} and set(np.unique(patterns[:, 36:])) == {2}
+    with pytest.raises(ConfigError, match="not declared"):
+        RowBlender(grid, classes, patterns=(Pattern.parse("sar"),)).add(
+            0, probabilities, np.full((tile, tile), 1, dtype=np.uint8)
+        )
