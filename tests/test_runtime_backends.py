@@ -243,3 +243,21 @@ def test_measure_latency_times_every_pattern(engines: Path) -> None:
     assert set(predictor.measure_latency(tile=32, runs=1, patterns=["sar"])) == {"sar"}
     with pytest.raises(ManifestError, match="no int8 engine"):
         Predictor(engines, precision="int8").measure_latency(tile=32, runs=1)
+
+
+def test_openvino_keeps_compiled_models_in_the_user_cache(
+    engines: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compiled once, loaded from the cache by the next run (a blob appears); an unwritable cache folder
+    only means compiling from scratch."""
+    from runtime.backends.openvino_backend import CACHE_ENV, OpenVINOBackend, compiled_model_cache
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    inputs = {"sar": np.random.default_rng(0).normal(size=(1, 2, 32, 32)).astype(np.float32)}
+    first = OpenVINOBackend(engines / "sar.fp32.onnx", threads=1).run(inputs)
+    assert list((tmp_path / "cache" / "openvino").glob("*.blob"))
+    np.testing.assert_array_equal(OpenVINOBackend(engines / "sar.fp32.onnx", threads=1).run(inputs), first)
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "file"))
+    assert compiled_model_cache() is None
+    OpenVINOBackend(engines / "sar.fp32.onnx", threads=1).run(inputs)

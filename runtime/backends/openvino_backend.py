@@ -13,6 +13,7 @@ AVX512-BF16 or AMX, which is not what the accuracy gate measured). ``precision_h
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,25 @@ from stars_edge.errors import BackendUnavailableError, DataError, ManifestError
 PRECISION_HINTS: dict[str, str] = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 
 _CORE: Any = None
+#: Where OpenVINO keeps compiled models between runs (``STARS_EDGE_CACHE_DIR``, else the user cache).
+CACHE_ENV = "STARS_EDGE_CACHE_DIR"
+
+
+def compiled_model_cache() -> Path | None:
+    """The folder for OpenVINO's compiled-model cache, created if needed; None where it cannot be (a
+    read-only home): compiling then simply starts from scratch each run.
+
+    Why: compiling is per run and per pattern (0.46 s per INT8 pattern measured on the edge engines; a
+    tiny FP32 engine 0.118 s cold, 0.041 s from the cache), a visible share of a scene's time."""
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "stars-edge"
+    )
+    folder = Path(base) / "openvino"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 def _core() -> Any:
@@ -95,6 +115,9 @@ class OpenVINOBackend:
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
+        cache = compiled_model_cache()
+        if cache is not None:
+            config["CACHE_DIR"] = str(cache)
         try:
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # known on some AMD VMs: a CPU-plugin primitive the host cannot run
