@@ -11,7 +11,7 @@ DEMO_OUT ?= demo_out
 TORCH_CPU := torch==2.13.0
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
 
-.PHONY: venv demo demo-quick test test-all lint format clean gpu-check
+.PHONY: venv demo demo-quick test test-all lint format clean gpu-check modelopt-venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,25 @@ GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 gpu-check:
 	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
+# NVIDIA ModelOpt for `build-engines --quantizer modelopt`, in its own virtualenv (docs/EXPORT.md): the
+# nvidia-modelopt[onnx] extra pins onnx 1.21, onnxruntime-gpu 1.24 and cupy-cuda12x, which clash with the
+# export extra. So: the package without its dependencies, plus only what its ONNX INT8 path imports (found with
+# `python -X importtime`), with onnxruntime's CPU build; torch because modelopt.onnx.quantization.qdq_utils
+# imports it at module level. The export calls it as a subprocess.
+MODELOPT_VENV ?= .venv-modelopt
+MODELOPT_DEPS := 'onnx~=1.21.0' 'onnxruntime~=1.24.2' 'onnx-graphsurgeon>=0.6.1' ml_dtypes lief nvidia-ml-py \
+	onnxslim onnxscript pydot numpy packaging pyyaml tqdm
+modelopt-venv: $(MODELOPT_VENV)/.installed
+
+$(MODELOPT_VENV)/.installed:
+	$(PYTHON) -m venv $(MODELOPT_VENV)
+	$(MODELOPT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MODELOPT_VENV)/bin/python -m pip install --quiet $(TORCH_CPU)
+	$(MODELOPT_VENV)/bin/python -m pip install --quiet --no-deps nvidia-modelopt==0.47.0
+	$(MODELOPT_VENV)/bin/python -m pip install --quiet $(MODELOPT_DEPS)
+	$(MODELOPT_VENV)/bin/python -c "import modelopt.onnx.quantization"
+	touch $@
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,4 +72,4 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MODELOPT_VENV) $(DEMO_OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -33,7 +33,8 @@ from export.build_options import (
 from export.context_margin import measure_manifest_margin
 from export.fp16 import convert_to_fp16
 from export.onnx_export import check_parity, export_onnx, simplify_onnx
-from export.quantize import quantize_int8
+from export.quantize import tensorrt_legality_problems
+from export.quantizers import quantize_with, require_quantizer, tensorrt_refusal
 from export.tiles import TileSet, check_disjoint, load_tiles, sample_physical
 from stars_edge.contract import ModalityContract, contract_disagrees, contract_from_values
 from stars_edge.errors import ExportError, ManifestError
@@ -186,6 +187,8 @@ class _Builder:
             from export.from_onnx import require_tensorrt
 
             trt_target = require_tensorrt()  # asked for and absent: an error before anything is built
+        if "int8" in precisions and self.options.quantizer != "ours":
+            require_quantizer(self.options.quantizer)  # same: NNCF or ModelOpt's venv missing
         progress = tqdm(jobs, desc="build engines", unit="engine", disable=not self.options.progress)
         reference: dict[Pattern, gate.Predictions] = {}
         for pattern, precision in progress:
@@ -295,14 +298,14 @@ class _Builder:
             ranges = Path(scratch) / "ranges.json"
 
             def quantize(float_nodes: Sequence[str], path: Path) -> Path:
-                return quantize_int8(
-                    source, path, inputs, self.options.calib_method, self.options.placement,
-                    float_nodes=float_nodes, ranges_cache=ranges,
+                return quantize_with(
+                    self.options.quantizer, source, path, inputs, float_nodes, self.options.calib_method,
+                    self.options.placement, ranges_cache=ranges,
                 )  # fmt: skip
 
             if control is None:
                 quantize((), target)
-                return {}
+                return self._tensorrt_check(pattern, target)
             tiles = ControlTiles(
                 control.select(pattern.modalities), control.labels, self.meta.classes, self.meta.ignore_index
             )
@@ -315,7 +318,25 @@ class _Builder:
                 f"{pattern} int8: {len(result.float_layers)} layer(s) kept float; control-tile mIoU drop "
                 f"{result.drop_before:.2f} -> {result.drop_after:.2f}"
             )
-        return result.to_dict()
+        return {**result.to_dict(), **self._tensorrt_check(pattern, target)}
+
+    def _tensorrt_check(self, pattern: Pattern, path: Path) -> dict[str, Any]:
+        """Vendor INT8 graphs against TensorRT's Q/DQ rules (ours checks its own while quantizing).
+
+        ModelOpt's must pass (it is TensorRT's quantizer); NNCF's uint8 activations cannot, which is recorded
+        in the entry's ``quantization`` (``--backend tensorrt`` refuses ``--quantizer nncf`` up front).
+        """
+        if self.options.quantizer == "ours":
+            return {}
+        problems = tensorrt_legality_problems(onnx.load(str(path)))
+        if not problems:
+            return {}
+        if tensorrt_refusal(self.options.quantizer) is None:
+            raise ExportError(
+                f"{pattern}: the {self.options.quantizer} INT8 graph is not TensorRT-legal: "
+                f"{'; '.join(problems[:3])}"
+            )
+        return {"tensorrt_legal": False, "tensorrt_problems": [*problems[:3], f"({len(problems)} in all)"]}
 
     def _export_fp32(self, pattern: Pattern, target: Path) -> None:
         from stars_edge.models import export_module

@@ -15,6 +15,7 @@ from typing import Any
 from export import gate
 from export.accuracy_control import DEFAULT_MAX_FLOAT_LAYERS
 from export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_PLACEMENT, PLACEMENTS
+from export.quantizers import DEFAULT_QUANTIZER, QUANTIZERS, tensorrt_refusal
 from export.tiles import SYNTHETIC
 from stars_edge.errors import ConfigError
 from stars_edge.manifest import BACKENDS, PRECISIONS, Backend, Precision
@@ -38,6 +39,9 @@ class BuildOptions:
     control_tiles: int = 32
     max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS
     placement: str = DEFAULT_PLACEMENT
+    #: Who writes the INT8 Q/DQ graph: ``ours`` (export/quantize.py), ``nncf`` or ``modelopt``
+    #: (export/quantizers.py); the same gate measures each.
+    quantizer: str = DEFAULT_QUANTIZER
     gate_data: str = SYNTHETIC
     gate_tiles: int = 16
     gate_budget: float = gate.DEFAULT_BUDGET
@@ -64,6 +68,11 @@ class BuildOptions:
             raise ConfigError(f"unknown INT8 placement {self.placement!r}; choose {', '.join(PLACEMENTS)}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"unknown --quantizer {self.quantizer!r}; choose {', '.join(QUANTIZERS)}")
+        refusal = tensorrt_refusal(self.quantizer) if "int8" in self.precisions else None
+        if self.backend == "tensorrt" and refusal is not None:
+            raise ConfigError(refusal)
         if self.gate_budget < 0:
             raise ConfigError(f"--gate-budget must be >= 0 mIoU points, got {self.gate_budget}")
         if self.tile is not None and (self.tile < 32 or self.tile % 32):
@@ -109,11 +118,12 @@ def entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str,
     }
     if precision == "int8":
         common.update(
+            quantizer=options.quantizer,
             calib_data=options.calib_data,
             calib_tiles=options.calib_tiles,
-            calib_method=options.calib_method,
-            placement=options.placement,
             control_tiles=options.control_tiles,
             max_float_layers=options.max_float_layers,
         )
+        if options.quantizer == "ours":  # the vendors calibrate and place Q/DQ their own way
+            common.update(calib_method=options.calib_method, placement=options.placement)
     return common

@@ -21,6 +21,7 @@ from typing import Any
 
 from export import gate
 from export.build import BuildReport
+from export.quantizers import tensorrt_refusal
 from export.tensorrt_build import (
     TensorRTTarget,
     build_tensorrt_engine,
@@ -185,6 +186,10 @@ def build_engines_from_onnx(
             f"{folder / MANIFEST_NAME} lists no ONNX engines; export them with build-engines first"
         )
     for source in sources:
+        refusal = tensorrt_refusal(str(source.options.get("quantizer", "ours")))
+        if source.precision == "int8" and refusal is not None:
+            report.notes.append(f"{source.describe()}: no TensorRT engine; {refusal}")
+            continue
         entry, reused = tensorrt_entry(source, folder, manifest, target, manifest, tiles, log)
         label = entry.describe()
         if entry.gate == "flagged" and strict and not reused:

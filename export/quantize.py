@@ -424,13 +424,14 @@ def tensorrt_legality_problems(model: onnx.ModelProto) -> list[str]:
     """Everything that would stop TensorRT consuming this Q/DQ graph as-is (empty list: legal).
 
     Checks: zero points are int8 zeros; no int32 (bias) dequantisation; Conv weights dequantised per
-    output channel (axis 0) with one scale per channel.
+    output channel (axis 0) with one scale per channel, stored as int8 (ours, NNCF) or quantized from a
+    float constant by a QuantizeLinear (ModelOpt; TensorRT folds it).
     """
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     problems: list[str] = []
-    dequantized_weights: dict[str, onnx.NodeProto] = {}
+    dequantized_weights: dict[str, tuple[onnx.NodeProto, str]] = {}  # DQ output -> (DQ, weight)
     for node in graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
@@ -447,17 +448,23 @@ def tensorrt_legality_problems(model: onnx.ModelProto) -> list[str]:
             )
         elif np.any(numpy_helper.to_array(zero_point) != 0):
             problems.append(f"{node.name}: non-zero zero point (asymmetric quantisation)")
-        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
-            dequantized_weights[node.output[0]] = node
+        if node.op_type == "DequantizeLinear":
+            source = producers.get(node.input[0])
+            if node.input[0] in initializers:
+                dequantized_weights[node.output[0]] = (node, node.input[0])
+            elif source and source.op_type == "QuantizeLinear" and source.input[0] in initializers:
+                # Q -> DQ of a float constant (ModelOpt's form): TensorRT folds the Q into the weights
+                dequantized_weights[node.output[0]] = (node, source.input[0])
     for node in graph.node:
         if node.op_type != "Conv":
             continue
-        dq = dequantized_weights.get(node.input[1])
-        if dq is None:
+        found = dequantized_weights.get(node.input[1])
+        if found is None:
             if node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear":
                 problems.append(f"{node.name}: weight dequantised from a non-constant tensor")
             continue
-        weight = initializers[dq.input[0]]
+        dq, weight_name = found
+        weight = initializers[weight_name]
         scale = numpy_helper.to_array(initializers[dq.input[1]])
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         if scale.size != weight.dims[0] or (scale.size > 1 and axis != 0):
