@@ -47,6 +47,7 @@ from benchmarks.latency_engines import (
 )
 from benchmarks.latency_gpu import benchmark_gpu, gpu_info
 from benchmarks.latency_plan import (
+    ARRAYS_MAX_SIZE,
     LOADED_PER_CORE,
     RESULT_SCHEMA,
     RESULTS_DIR,
@@ -96,6 +97,10 @@ def run_benchmark(plan: BenchmarkPlan, echo: Echo = print) -> dict[str, Any]:
             f"WARNING: load average {machine['load_average_1m']} on {machine['usable_cores']} cores: the "
             "machine is busy, this run's timings and ratios will be flagged as not fair"
         )
+    echo(
+        f"machine: {machine['cpu_model']}, {machine['usable_cores']} usable cores, {plan.threads} threads; "
+        f"CPU flags: {', '.join(machine['cpu_flags']) or 'n/a'}; load average {machine['load_average_1m']}"
+    )
     echo(f"engines: {manifest.root} ({manifest.describe_engines()})")
     echo(f"measuring FP32 sgemm rate with {plan.threads} threads")
     rates = [measure_matmul_gflops(plan.threads, plan.matmul_size, 3 if plan.quick else 5, "numpy")]
@@ -145,6 +150,8 @@ def run_benchmark(plan: BenchmarkPlan, echo: Echo = print) -> dict[str, Any]:
             for e in manifest.engines
         ],
         "tile": plan.tile,
+        # the tile the runtime uses when none is given (the manifest's), for the default-tile INT8 target
+        "default_tile": manifest.tile_size,
         "batches": list(plan.batches),
         "timing": {
             "warmup": plan.timing.warmup,
@@ -256,8 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e-scene",
         default="full",
         choices=tuple(E2E_SCENES),
-        help="End-to-end scene: full (every modality valid) or gaps (clouds and a missing SAR swath, so "
-        "tiles run several engines).",
+        help="End-to-end scene: full (every modality valid), gaps (clouds and a missing SAR swath, so "
+        "tiles run several engines), clouds (about 10 %% cloud), s2like (full stored like Sentinel-2: uint16 "
+        "+ scale tag, DEFLATE; also runs s2like_clouds at the largest size) or s2like_clouds.",
+    )
+    parser.add_argument(
+        "--e2e-arrays-max-size",
+        type=int,
+        default=ARRAYS_MAX_SIZE,
+        help="Largest end-to-end scene also run from in-memory arrays for arrays_fraction (default "
+        f"{ARRAYS_MAX_SIZE}; its arrays take about 30 bytes per pixel; 0 skips the arrays runs).",
     )
     parser.add_argument("--overlap", type=int, default=64, help="Tile overlap in px for the end-to-end run.")
     parser.add_argument(
@@ -320,6 +335,10 @@ def parse_plan(argv: Sequence[str] | None = None) -> BenchmarkPlan:
     batches = _int_list(args.batch, "--batch")
     if 0 in batches:
         raise BenchmarkError("--batch sizes must be at least 1")
+    if args.e2e_arrays_max_size < 0:
+        raise BenchmarkError(
+            f"--e2e-arrays-max-size takes a size in px (0: no arrays run), got {args.e2e_arrays_max_size}"
+        )
     sizes: tuple[int, ...]
     if args.e2e_size is None:
         sizes = (512, 1024) if args.quick else (4096, 8192)
@@ -339,6 +358,7 @@ def parse_plan(argv: Sequence[str] | None = None) -> BenchmarkPlan:
         e2e_overlap=args.overlap,
         e2e_batch=args.e2e_batch,
         e2e_scene=args.e2e_scene,
+        e2e_arrays_max_size=args.e2e_arrays_max_size,
         e2e_precision=args.e2e_precision,
         e2e_backend=args.e2e_backend,
         gdal_threads=args.gdal_threads,

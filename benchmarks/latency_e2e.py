@@ -1,11 +1,15 @@
 """End to end: ``runtime.Predictor`` streaming a synthetic scene, in a child process for its own peak RSS.
 
-Three scenes: ``full`` (every modality valid, one engine per tile), ``gaps`` (clouds and a missing SAR swath,
-so tiles mix patterns per pixel) and ``s2like``: the ``full`` scene stored the way Sentinel-2 products are,
-optical as uint16 digital numbers with a 1e-4 scale, every raster DEFLATE-compressed with a predictor
-(horizontal differencing for integers, floating-point for SAR and DSM) in 512 px internal tiles. Decoding
-then costs real CPU, which is what the end-to-end target is about; GDAL decodes with ``GDAL_NUM_THREADS``
-threads where the machine has cores to spare (``--gdal-threads``).
+Scenes: ``full`` (every modality valid, one engine per tile), ``gaps`` (clouds and a missing SAR swath, so
+tiles mix patterns per pixel), ``clouds`` (about 10 % cloud, flagged in the cloud mask) and ``s2like`` /
+``s2like_clouds``: ``full`` / ``clouds`` stored the way Sentinel-2 products are, optical as uint16 digital
+numbers with a 1e-4 scale, every raster DEFLATE-compressed with a predictor (horizontal differencing for
+integers, floating-point for SAR and DSM) in 512 px internal tiles. Decoding then costs real CPU, which is
+what the end-to-end target is about; GDAL decodes with ``GDAL_NUM_THREADS`` threads where the machine has
+cores to spare (``--gdal-threads``). ``s2like`` also runs ``s2like_clouds`` at the largest size.
+
+After each scene the same child measures its CPU floor and, up to ``--e2e-arrays-max-size``, the same scene
+from in-memory arrays (``benchmarks.latency_floor``).
 """
 
 from __future__ import annotations
@@ -20,20 +24,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkError
-from benchmarks.latency_plan import FULL_PATTERN, PROJECT_ROOT, BenchmarkPlan, Echo
+from benchmarks.common import BenchmarkError, load_average, where_time_goes
+from benchmarks.latency_floor import floor_timing, fraction_summary
+from benchmarks.latency_plan import FULL_PATTERN, PROJECT_ROOT, BenchmarkPlan, Echo, timing_kwargs
 from stars_edge.errors import StarsEdgeError
 from stars_edge.io import write_json_atomic
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import ALL_PATTERNS
 
 #: Synthetic end-to-end scenes: ``full`` has every modality valid everywhere (one engine per tile); ``gaps``
-#: has clouds (flagged in ``cloud_mask.tif``) and a missing SAR swath, so tiles mix patterns per pixel.
+#: has clouds (flagged in ``cloud_mask.tif``) and a missing SAR swath, so tiles mix patterns per pixel;
+#: ``clouds`` has about 10 % cloud; the ``s2like`` kinds re-store another kind (``S2LIKE_SOURCES``).
 E2E_SCENES: dict[str, dict[str, Any]] = {
     "full": {},
     "gaps": {"cloud_cover": 0.15, "sar_gap": 0.2},
+    "clouds": {"cloud_cover": 0.10},
     "s2like": {},
+    "s2like_clouds": {},
 }
+#: Sentinel-2-like scenes and the synthetic scene each one re-stores.
+S2LIKE_SOURCES: dict[str, str] = {"s2like": "full", "s2like_clouds": "clouds"}
+#: Scenes that also run a cloudy variant at the largest size (issue 21's targets need both).
+CLOUDY_VARIANTS: dict[str, str] = {"s2like": "s2like_clouds"}
 #: Sentinel-2 L2A stores reflectance as uint16 digital numbers: reflectance = DN * 1e-4.
 S2_SCALE = 1e-4
 
@@ -49,10 +61,10 @@ def scene_paths(workdir: Path, size: int, seed: int, kind: str = "full") -> dict
     done = folder / "complete.json"
     if done.is_file():
         return {k: Path(v) for k, v in json.loads(done.read_text()).items()}
-    if kind == "s2like":
+    if kind in S2LIKE_SOURCES:
         paths = {
             m: store_sentinel2_like(p, folder / p.name, m)
-            for m, p in scene_paths(workdir, size, seed).items()
+            for m, p in scene_paths(workdir, size, seed, S2LIKE_SOURCES[kind]).items()
         }
         write_json_atomic(done, {k: str(v) for k, v in paths.items()})
         return paths
@@ -64,7 +76,8 @@ def scene_paths(workdir: Path, size: int, seed: int, kind: str = "full") -> dict
 
 
 def store_sentinel2_like(source: Path, target: Path, modality: str) -> Path:
-    """Rewrite one raster as Sentinel-2 products are stored (see the module docstring), block by block."""
+    """Rewrite one raster as Sentinel-2 products are stored (see the module docstring), block by block; a
+    cloud mask stays uint8 (DEFLATE, horizontal predictor), as a product's mask does."""
     import numpy as np
     import rasterio
 
@@ -72,15 +85,16 @@ def store_sentinel2_like(source: Path, target: Path, modality: str) -> Path:
     with rasterio.open(source) as src:
         profile = src.profile.copy()
         integer = modality == "optical"
+        mask = modality == "cloud_mask"
         profile.update(
             driver="GTiff",
             tiled=True,
             blockxsize=512,
             blockysize=512,
             compress="deflate",
-            predictor=2 if integer else 3,
+            predictor=2 if integer or mask else 3,
             zlevel=6,
-            dtype="uint16" if integer else "float32",
+            dtype="uint16" if integer else ("uint8" if mask else "float32"),
             nodata=0 if integer else src.nodata,
             BIGTIFF="IF_SAFER",
         )
@@ -119,24 +133,29 @@ def _peak_rss_mib(ru_maxrss_mib: float) -> float:
 
 
 def e2e_child_main(spec_json: str) -> None:
-    """Entry point of the child process: one ``predict_scene`` call, then its timings and own peak RSS."""
+    """Entry point of the child process: one ``predict_scene`` call, its timings and own peak RSS; then
+    (``spec["floor"]``) the run's CPU floor and the arrays run (``benchmarks.latency_floor``)."""
     import resource
 
     spec = json.loads(spec_json)
     from runtime import Predictor
 
-    try:
-        start = time.perf_counter()
+    def make_predictor() -> Predictor:
         # timing only: an engine the accuracy gate flagged is timed like the others (its verdict is in
         # the manifest and the engine rows), it is not what a user would ship
-        predictor = Predictor(
+        return Predictor(
             spec["engines"],
             backend=spec["backend"],
             precision=spec["precision"],
             threads=spec["threads"],
             allow_flagged=True,
         )
+
+    try:
+        start = time.perf_counter()
+        predictor = make_predictor()
         loaded = time.perf_counter()
+        cpu = time.process_time()
         summary = predictor.predict_scene(
             progress=True,
             batch=spec["batch"],
@@ -151,15 +170,35 @@ def e2e_child_main(spec_json: str) -> None:
             allow_out_of_range=bool(spec.get("allow_out_of_range", False)),
         )
         done = time.perf_counter()
+        cpu_seconds = time.process_time() - cpu
+        predictor.close()
+        # the scene's own peak, before the floor's measurements load more engines and the arrays
+        peak = _peak_rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if spec.get("scene_done_flag"):
+            Path(spec["scene_done_flag"]).touch()
+        result: dict[str, Any] = {
+            "load_s": loaded - start,
+            "predict_s": done - loaded,
+            "cpu_s": cpu_seconds,
+            "maxrss_mib": peak,
+            "summary": summary.to_dict(),
+        }
+        if spec.get("floor"):
+            from benchmarks.latency_floor import measure_floor, scene_files
+
+            result.update(
+                measure_floor(
+                    make_predictor,
+                    predictor.manifest,
+                    result["summary"],
+                    scene_files(spec),
+                    spec,
+                    done - loaded,
+                )
+            )
     except StarsEdgeError as exc:
         print("E2E_ERROR " + str(exc).replace("\n", " "), flush=True)
         return
-    result = {
-        "load_s": loaded - start,
-        "predict_s": done - loaded,
-        "maxrss_mib": _peak_rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "summary": summary.to_dict(),
-    }
     print("E2E_RESULT " + json.dumps(result, default=str), flush=True)
 
 
@@ -179,11 +218,14 @@ def _run_e2e_child(spec: dict[str, Any]) -> dict[str, Any]:
         child = subprocess.Popen(command, stdout=log, stderr=None, text=True, env=env)
         watched = psutil.Process(child.pid)
         sampled_peak = 0
+        # sampled until the scene is done: the floor's measurements and the arrays run come after it
+        scene_done = Path(spec["scene_done_flag"]) if spec.get("scene_done_flag") else None
         while child.poll() is None:
-            try:
-                sampled_peak = max(sampled_peak, watched.memory_info().rss)
-            except psutil.NoSuchProcess:
-                break
+            if scene_done is None or not scene_done.exists():
+                try:
+                    sampled_peak = max(sampled_peak, watched.memory_info().rss)
+                except psutil.NoSuchProcess:
+                    break
             time.sleep(0.05)
         wall = time.perf_counter() - started
         log.seek(0)
@@ -229,9 +271,13 @@ def benchmark_e2e(
     """``predict_scene`` on synthetic scenes of each ``plan.e2e_sizes``: Mpx/s, stage times, peak RSS, and
     how the throughput compares with engine-only throughput of the same engines, tile and batch.
 
-    Two comparisons: the raw ratio of scene Mpx/s to engine-only Mpx/s (overlapping tiles make the runtime
-    compute some pixels twice, so this cannot reach 1 with overlap), and the engine-busy fraction: the
-    engine-only time of the tiles the runtime actually ran, divided by its wall time (1 = zero overhead).
+    Comparisons: the raw ratio of scene Mpx/s to engine-only Mpx/s (overlapping tiles make the runtime
+    compute some pixels twice, so this cannot reach 1 with overlap); the engine-busy fraction: the
+    engine-only time of the tiles the runtime actually ran, divided by its wall time (1 = zero overhead);
+    and, measured in the child (``benchmarks.latency_floor``), ``floor_fraction`` (the CPU floor: engine CPU
+    plus decoding each block once, over the cores, / wall time) and ``arrays_fraction`` (engine-only time /
+    ``predict_arrays`` wall time on the scene loaded into memory). A scene with a cloudy variant
+    (``CLOUDY_VARIANTS``) runs it too, at the largest size.
     """
     precision = plan.e2e_precision
     if precision == "auto":
@@ -262,15 +308,21 @@ def benchmark_e2e(
             f"note: no {backend} engine-only row for {FULL_PATTERN} {precision} at tile {tile}, batch "
             f"{plan.e2e_batch}; end-to-end/engine-only ratios need --tile/--batch to include those"
         )
-    for size in plan.e2e_sizes:
+    jobs = [(plan.e2e_scene, size) for size in plan.e2e_sizes]
+    if plan.e2e_scene in CLOUDY_VARIANTS and plan.e2e_sizes:
+        jobs.append((CLOUDY_VARIANTS[plan.e2e_scene], max(plan.e2e_sizes)))
+    section["scenes"] = list(dict.fromkeys(scene for scene, _ in jobs))
+    section["arrays_max_size"] = plan.e2e_arrays_max_size
+    for scene, size in jobs:
         echo(
-            f"end-to-end: {size}x{size} px {plan.e2e_scene} scene ({precision}, tile {tile}, "
-            f"overlap {plan.e2e_overlap})"
+            f"end-to-end: {size}x{size} px {scene} scene ({precision}, tile {tile}, overlap "
+            f"{plan.e2e_overlap}; load average {load_average()})"
         )
-        paths = scene_paths(plan.workdir, size, plan.seed, plan.e2e_scene)
-        out_dir = plan.workdir / f"e2e_{size}"
+        paths = scene_paths(plan.workdir, size, plan.seed, scene)
+        out_dir = plan.workdir / (f"e2e_{size}" if scene == plan.e2e_scene else f"e2e_{size}_{scene}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        spec = {
+        arrays = 0 < size <= plan.e2e_arrays_max_size
+        spec: dict[str, Any] = {
             "engines": str(manifest.root),
             "backend": backend,
             "gdal_threads": decoding,
@@ -285,21 +337,33 @@ def benchmark_e2e(
             **{m: str(p) for m, p in paths.items()},
             "out": str(out_dir / "prediction.tif"),
             "pattern_map": str(out_dir / "pattern_map.tif"),
+            "scene_done_flag": str(out_dir / "scene_done.flag"),
+            "floor": True,
+            "arrays": arrays,
+            "timing": floor_timing(timing_kwargs(plan.timing)),
+            "seed": plan.seed,
         }
+        Path(spec["scene_done_flag"]).unlink(missing_ok=True)
+        load_before = load_average()
         child = _run_e2e_child(spec)
         summary = child["summary"]
         megapixels = size * size / 1e6
         run: dict[str, Any] = {
+            "scene": scene,
             "size": size,
             "megapixels": megapixels,
             "tiles": summary["tiles"],
             "engine_runs": summary["engine_runs"],
+            "engine_pixels": summary.get("engine_pixels", {}),
             "load_s": child["load_s"],
             "predict_s": child["predict_s"],
+            "cpu_s": child.get("cpu_s"),
             "mpx_per_s": megapixels / child["predict_s"],
             "peak_rss_mib": child["maxrss_mib"],
             "sampled_peak_rss_mib": child["sampled_peak_rss_mib"],
             "stages": summary["stage_seconds"],
+            "load_average_1m": load_before,
+            "load_average_1m_end": load_average(),
             "summary": summary,
         }
         if full is not None:
@@ -320,7 +384,21 @@ def benchmark_e2e(
             inference = summary["stage_seconds"].get("inference")
             if inference and engine_seconds > 0:
                 run["inference_stage_vs_engine_only"] = inference / engine_seconds
+        if "floor" in child:
+            run["engine_only"] = child["engine_only"]
+            run["decode_once"] = child["decode_once"]
+            run["floor"] = child["floor"]
+            run["floor_fraction"] = child["floor"]["floor_fraction"]
+        if "arrays" in child:
+            run["arrays"] = child["arrays"]
+            run["arrays_fraction"] = child["arrays"]["arrays_fraction"]
+        elif not arrays:
+            run["arrays_skipped"] = f"scene larger than --e2e-arrays-max-size {plan.e2e_arrays_max_size} px"
         section["runs"].append(run)
+        for line in where_time_goes(run):
+            echo(line)
+    section["floor_fraction"] = fraction_summary(section["runs"], "floor_fraction")
+    section["arrays_fraction"] = fraction_summary(section["runs"], "arrays_fraction")
     return section
 
 

@@ -21,6 +21,9 @@ FULL_PATTERN = ALL_PATTERNS[0]
 #: A run that starts with a 1-minute load average above this many runnable tasks per usable core is flagged:
 #: its ratios are not fair (other jobs share the cores).
 LOADED_PER_CORE = 0.5
+#: Largest end-to-end scene also run from in-memory arrays by default (about 30 bytes per pixel: 7 float32
+#: bands, masks and the outputs; 0.5 GB at 4096 px, 2 GB at 8192 px).
+ARRAYS_MAX_SIZE = 4096
 
 Echo = Callable[[str], None]
 #: FLOP counts per (pattern, precision, tile), shared by every backend timed in one run.
@@ -59,6 +62,8 @@ class BenchmarkPlan:
     e2e_overlap: int = 64
     e2e_batch: int = 1
     e2e_scene: str = "full"
+    #: Largest end-to-end scene also run from in-memory arrays (its arrays must fit in memory).
+    e2e_arrays_max_size: int = ARRAYS_MAX_SIZE
     e2e_precision: str = "auto"
     e2e_backend: str = "auto"
     gdal_threads: str = "auto"

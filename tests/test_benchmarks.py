@@ -308,7 +308,7 @@ def test_quick_run_writes_the_documented_schema(engine_folder: Path, tmp_path: P
     if result["gpu"]["tensorrt_reason"] is None:
         assert result["gpu"]["tensorrt"]
     names = [t["target"] for t in result["targets"]]
-    assert len(names) == 8 and all(t["verdict"] in ("PASS", "MISS", "N/A") for t in result["targets"])
+    assert len(names) == 12 and all(t["verdict"] in ("PASS", "MISS", "N/A") for t in result["targets"])
     assert all(t["fair"] == (not machine["loaded"]) for t in result["targets"])
     by_name = {t["target"]: t for t in result["targets"]}
     assert by_name["ORT FP32 >= 1.5x PyTorch eager"]["measured"] is None  # no --checkpoint given
@@ -357,30 +357,186 @@ def test_quick_run_measures_the_streaming_runtime_end_to_end(engine_folder: Path
     assert (tmp_path / "work" / "e2e_256" / "prediction.tif").is_file()
 
 
-def test_end_to_end_on_a_sentinel2_like_scene_decodes_compressed_uint16(
-    engine_folder: Path, tmp_path: Path
-) -> None:
-    rasterio = pytest.importorskip("rasterio")
-    out = tmp_path / "latency_s2.json"
+@pytest.fixture(scope="module")
+def s2like_run(engine_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """One quick run on the Sentinel-2-like scene (128 and 256 px, and the cloudy variant at 256 px): its
+    JSON and its work folder, shared by the tests that read it."""
+    pytest.importorskip("rasterio")
+    folder = tmp_path_factory.mktemp("s2like")
+    out = folder / "latency_s2.json"
     argv = [
         "--engines", str(engine_folder), "--tile", "64", "--batch", "1", "--threads", "1", "--quick",
         "--precision", "fp32", "--e2e-size", "256", "--e2e-scene", "s2like", "--overlap", "16",
         "--backends", "openvino", "--patterns", "optical+sar+dsm", "--gdal-threads", "2",
-        "--workdir", str(tmp_path / "work"), "--json", str(out),
+        "--workdir", str(folder / "work"), "--json", str(out),
     ]  # fmt: skip
     assert latency.main(argv) == 0
-    e2e = json.loads(out.read_text())["e2e"]
+    return json.loads(out.read_text()), folder / "work"
+
+
+def test_end_to_end_on_a_sentinel2_like_scene_decodes_compressed_uint16(
+    s2like_run: tuple[dict[str, Any], Path],
+) -> None:
+    import rasterio
+
+    result, work = s2like_run
+    e2e = result["e2e"]
     assert e2e["scene"] == "s2like" and e2e["gdal_num_threads"] == "2" and e2e["backend"] == "openvino"
-    (run,) = [r for r in e2e["runs"] if r["size"] == 256]
+    assert e2e["scenes"] == ["s2like", "s2like_clouds"]
+    assert [(r["scene"], r["size"]) for r in e2e["runs"]] == [
+        ("s2like", 128), ("s2like", 256), ("s2like_clouds", 256)
+    ]  # fmt: skip
+    (run,) = [r for r in e2e["runs"] if r["size"] == 256 and r["scene"] == "s2like"]
     assert (
         run["tiles"] > 0 and run["engine_busy_fraction"] > 0 and set(run["stages"]) >= {"read", "inference"}
     )
-    optical = next((tmp_path / "work").glob("scene_256_seed0_s2like/optical*.tif"))
+    optical = next(work.glob("scene_256_seed0_s2like/optical*.tif"))
     with rasterio.open(optical) as dataset:
         assert dataset.dtypes[0] == "uint16" and dataset.scales[0] == pytest.approx(1e-4)
         structure = dataset.tags(ns="IMAGE_STRUCTURE")
         assert structure["COMPRESSION"] == "DEFLATE" and structure["PREDICTOR"] == "2"
         assert dataset.block_shapes[0] == (512, 512)
+    # the cloudy variant: the same storage, and its cloud mask stored as a product's (uint8, DEFLATE)
+    with rasterio.open(work / "scene_256_seed0_s2like_clouds" / "cloud_mask.tif") as dataset:
+        clouds = dataset.read(1)
+        assert dataset.dtypes[0] == "uint8" and dataset.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+    assert 0.02 < float((clouds > 0).mean()) < 0.3
+    (cloudy,) = [r for r in e2e["runs"] if r["scene"] == "s2like_clouds"]
+    # clouded optical pixels fall back to sar+dsm: a second pattern runs
+    assert cloudy["summary"]["pattern_pixels"].get("sar+dsm", 0) > 0 and len(cloudy["engine_runs"]) >= 2
+
+
+def _files_blocks(paths: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Block windows and bands of each raster, counted independently of the benchmark."""
+    import rasterio
+
+    counts = {}
+    for name, path in paths.items():
+        with rasterio.open(path) as dataset:
+            counts[name] = (len(list(dataset.block_windows(1))), dataset.count)
+    return counts
+
+
+def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_scene(
+    s2like_run: tuple[dict[str, Any], Path],
+) -> None:
+    """Issue 21: ``floor_fraction`` = (engine-only CPU of the runs needed + decoding every block once) /
+    cores / wall, and ``arrays_fraction`` = engine-only wall / ``predict_arrays`` wall, both recomputed here
+    from their parts, so an omitted term (e.g. the decode time) fails the test."""
+    import math
+
+    result, work = s2like_run
+    e2e = result["e2e"]
+    assert set(e2e["floor_fraction"]) == set(e2e["arrays_fraction"]) == {"s2like", "s2like_clouds"}
+    for scene in ("s2like", "s2like_clouds"):
+        for key in ("floor_fraction", "arrays_fraction"):
+            value = e2e[key][scene]
+            assert math.isfinite(value) and 0 < value <= 1.5, (scene, key, value)
+    cores = result["machine"]["usable_cores"]
+    bands = sum(DEFAULT_SPECS[m].bands for m in ("optical", "sar", "dsm"))
+    for run in e2e["runs"]:
+        folder = work / f"scene_{run['size']}_seed0_{run['scene']}"
+        inputs = {"optical": "optical.tif", "sar": "sar.tif", "dsm": "dsm.tif"}
+        if run["scene"] == "s2like_clouds":
+            inputs["cloud_mask"] = "cloud_mask.tif"
+        # decoding covered every block window of every input, cloud mask included, once
+        decode = run["decode_once"]
+        expected = _files_blocks({k: str(folder / v) for k, v in inputs.items()})
+        assert {k: (r["block_windows"], r["bands"]) for k, r in decode["rasters"].items()} == expected
+        assert decode["blocks"] == sum(w * b for w, b in expected.values())
+        assert decode["cpu_seconds"] > 0
+        assert decode["cpu_seconds"] == pytest.approx(
+            sum(r["cpu_seconds"] for r in decode["rasters"].values())
+        )
+        # engine-only time of exactly the engine runs the scene took, per pattern, by pixels at the run's tile
+        engine = run["engine_only"]
+        tile = e2e["tile"]
+        assert set(engine["per_pattern"]) == set(run["engine_runs"])
+        for name, part in engine["per_pattern"].items():
+            assert part["runs"] == run["engine_runs"][name]
+            assert part["pixels"] == run["summary"]["engine_pixels"][name]
+            assert part["tile_equivalents"] == pytest.approx(part["pixels"] / tile**2)
+            assert part["whole_tiles_only"] == (part["pixels"] == part["runs"] * tile**2)
+            assert part["cpu_ms_per_tile"] > 0 and part["wall_ms_per_tile"] > 0 and part["calls_timed"] >= 10
+            assert part["cpu_seconds"] == pytest.approx(
+                part["tile_equivalents"] * part["cpu_ms_per_tile"] / 1e3
+            )
+            assert part["wall_seconds"] == pytest.approx(
+                part["tile_equivalents"] * part["wall_ms_per_tile"] / 1e3
+            )
+        assert engine["cpu_seconds"] == pytest.approx(
+            sum(p["cpu_seconds"] for p in engine["per_pattern"].values())
+        )
+        exact = all(p["whole_tiles_only"] for p in engine["per_pattern"].values())
+        assert engine["shapes"].startswith("exact" if exact else "approximated by pixels")
+        # the floor: both terms, over the usable cores, against the scene's wall time
+        floor = run["floor"]
+        assert floor["engine_cpu_seconds"] == pytest.approx(engine["cpu_seconds"])
+        assert floor["decode_cpu_seconds"] == pytest.approx(decode["cpu_seconds"])
+        assert floor["cores"] == cores
+        assert floor["floor_seconds"] == pytest.approx(
+            (engine["cpu_seconds"] + decode["cpu_seconds"]) / cores
+        )
+        assert run["floor_fraction"] == pytest.approx(floor["floor_seconds"] / run["predict_s"])
+        # the arrays run: the same scene in memory, the same patterns, the same engine-only time
+        arrays = run["arrays"]
+        assert arrays["pattern_pixels_match_file_run"]
+        assert arrays["pattern_pixels"] == run["summary"]["pattern_pixels"]
+        assert arrays["wall_seconds"] > 0 and arrays["array_bytes"] == run["size"] ** 2 * bands * 4
+        assert run["arrays_fraction"] == pytest.approx(engine["wall_seconds"] / arrays["wall_seconds"])
+    largest = {r["scene"]: r for r in e2e["runs"] if r["size"] == 256}
+    assert e2e["floor_fraction"] == {s: r["floor_fraction"] for s, r in largest.items()}
+    assert e2e["arrays_fraction"] == {s: r["arrays_fraction"] for s, r in largest.items()}
+    targets = {t["target"]: t for t in result["targets"]}
+    for name in (
+        "CPU floor >= 80 % of wall, clean S2-like scene",
+        "CPU floor >= 80 % of wall, cloudy S2-like scene",
+        "from arrays: engine-only >= 70 % of wall, clean S2-like scene",
+    ):
+        assert targets[name]["measured"] is not None and targets[name]["verdict"] in ("PASS", "MISS")
+    assert targets["CPU floor >= 80 % of wall, cloudy S2-like scene"]["measured"] == pytest.approx(
+        e2e["floor_fraction"]["s2like_clouds"]
+    )
+    markdown = (work.parent / "latency_s2.md").read_text()
+    assert "| s2like_clouds | 256 |" in markdown and "decode-once CPU" in markdown
+
+
+def test_decode_once_reads_every_block_window_once_and_the_floor_adds_both_terms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.io import DatasetReader
+
+    from benchmarks.latency_floor import cpu_floor, decode_once
+
+    path = tmp_path / "tiled.tif"
+    profile = {
+        "driver": "GTiff", "width": 160, "height": 96, "count": 3, "dtype": "uint16", "tiled": True,
+        "blockxsize": 32, "blockysize": 32, "compress": "deflate", "predictor": 2, "crs": "EPSG:32631",
+        "transform": rasterio.Affine(1.0, 0.0, 500000.0, 0.0, -1.0, 5000000.0),
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dataset:
+        dataset.write(np.arange(3 * 96 * 160, dtype=np.uint16).reshape(3, 96, 160))
+    reads: list[tuple[int, int, int, int]] = []
+    shapes: set[tuple[int, ...]] = set()
+    original = DatasetReader.read
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        window = kwargs["window"]
+        reads.append((window.row_off, window.col_off, window.height, window.width))
+        data = original(self, *args, **kwargs)
+        shapes.add(data.shape)
+        return data
+
+    monkeypatch.setattr(DatasetReader, "read", spy)
+    decode = decode_once({"optical": path})
+    # 3 x 5 block windows, each read once with all its bands
+    assert len(reads) == len(set(reads)) == 15
+    assert shapes == {(3, 32, 32)}  # every band of the block
+    assert decode["rasters"]["optical"]["block_windows"] == 15 and decode["blocks"] == 45
+    assert decode["rasters"]["optical"]["compression"] == "DEFLATE" and decode["cpu_seconds"] > 0
+    floor = cpu_floor({"cpu_seconds": 3.0}, {"cpu_seconds": 1.0}, wall_seconds=4.0, cores=2)
+    assert floor["floor_seconds"] == pytest.approx(2.0) and floor["floor_fraction"] == pytest.approx(0.5)
 
 
 def test_an_engine_that_cannot_load_in_a_worker_is_skipped_with_its_reason(
@@ -414,12 +570,18 @@ def test_end_to_end_on_a_scene_with_gaps_runs_several_engines(engine_folder: Pat
     argv = [
         "--engines", str(engine_folder), "--tile", "64", "--batch", "1", "--threads", "1", "--quick",
         "--precision", "fp32", "--e2e-size", "256,512", "--e2e-scene", "gaps", "--overlap", "16",
-        "--backends", "openvino",
+        "--backends", "openvino", "--e2e-arrays-max-size", "256",
         "--workdir", str(tmp_path / "work"), "--json", str(out),
     ]  # fmt: skip
     assert latency.main(argv) == 0
     e2e = json.loads(out.read_text())["e2e"]
-    assert e2e["scene"] == "gaps"
+    assert e2e["scene"] == "gaps" and e2e["scenes"] == ["gaps"]  # no cloudy variant of its own
+    # every run has its floor; only the runs up to --e2e-arrays-max-size are repeated from arrays
+    assert set(e2e["floor_fraction"]) == set(e2e["arrays_fraction"]) == {"gaps"}
+    small, large = e2e["runs"]
+    assert small["arrays_fraction"] > 0 and small["floor_fraction"] > 0 and large["floor_fraction"] > 0
+    assert "arrays" not in large and "--e2e-arrays-max-size 256" in large["arrays_skipped"]
+    assert e2e["arrays_fraction"]["gaps"] == small["arrays_fraction"]
     largest = e2e["runs"][-1]
     pixels = largest["summary"]["pattern_pixels"]
     # the SAR swath and the clouds leave pixels where only some modalities are valid
@@ -524,12 +686,25 @@ def test_targets_compare_rows_of_the_same_run() -> None:
             "variant": variant,
             "device": "cpu",
             "batch": 1,
+            "tile": 512,
             "ms_median": ms,
             "gflops_fraction": 0.5,
             **rates,
         }
 
-    result = {
+    def floor(engine_cpu: float, decode_cpu: float, wall: float) -> dict[str, Any]:
+        seconds = (engine_cpu + decode_cpu) / 2
+        return {
+            "engine_cpu_seconds": engine_cpu,
+            "decode_cpu_seconds": decode_cpu,
+            "cores": 2,
+            "floor_seconds": seconds,
+            "floor_fraction": seconds / wall,
+        }
+
+    result: dict[str, Any] = {
+        "tile": 512,
+        "default_tile": 512,
         "rows": [
             row("fp32", "onnxruntime", 100.0),
             row("int8", "onnxruntime", 200.0),
@@ -557,6 +732,7 @@ def test_targets_compare_rows_of_the_same_run() -> None:
                     "engine_runs": {"optical+sar+dsm": 100},
                 },
                 {
+                    "scene": "s2like",
                     "size": 8192,
                     "peak_rss_mib": 420.0,
                     "tiles": 400,
@@ -565,6 +741,22 @@ def test_targets_compare_rows_of_the_same_run() -> None:
                     "engine_runs": {"optical+sar+dsm": 400},
                     "engine_busy_fraction": 0.55,
                     "fraction_of_engine_only": 0.4,
+                    "floor": floor(12.0, 8.0, 20.0),
+                    "floor_fraction": 0.5,
+                    "arrays": {"engine_wall_seconds": 6.0, "wall_seconds": 8.0},
+                    "arrays_fraction": 0.75,
+                },
+                {  # the cloudy variant: its own targets, never the clean scene's
+                    "scene": "s2like_clouds",
+                    "size": 8192,
+                    "peak_rss_mib": 900.0,
+                    "tiles": 400,
+                    "predict_s": 10.0,
+                    "stages": {"inference": 8.0},
+                    "engine_runs": {"optical+sar+dsm": 400, "sar+dsm": 90},
+                    "engine_busy_fraction": 0.1,
+                    "floor": floor(13.0, 4.0, 10.0),
+                    "floor_fraction": 0.85,
                 },
             ],
         },
@@ -587,6 +779,33 @@ def test_targets_compare_rows_of_the_same_run() -> None:
     assert "bound: read 12.0 s of 20.0 s" in e2e["detail"]
     rss = targets["peak RSS flat (largest vs smallest scene within 10 %)"]
     assert rss["measured"] == pytest.approx(0.05) and rss["verdict"] == "PASS"
+    clean = targets["CPU floor >= 80 % of wall, clean S2-like scene"]
+    assert clean["measured"] == pytest.approx(0.5) and clean["verdict"] == "MISS"
+    assert (
+        "8192 px: floor 10.00 s = (engine-only CPU 12.00 s + decode-once CPU 8.00 s) / 2 cores"
+        in clean["detail"]
+    )
+    assert "vs wall 20.00 s; bound: read 12.0 s" in clean["detail"]
+    cloudy = targets["CPU floor >= 80 % of wall, cloudy S2-like scene"]
+    assert cloudy["measured"] == pytest.approx(0.85) and cloudy["verdict"] == "PASS"
+    arrays = targets["from arrays: engine-only >= 70 % of wall, clean S2-like scene"]
+    assert arrays["measured"] == pytest.approx(0.75) and arrays["verdict"] == "PASS"
+    assert "engine-only 6.00 s / predict_arrays 8.00 s" in arrays["detail"]
+    at_default = targets["best INT8 >= 1.5x ORT FP32 at the runtime's default tile"]
+    assert at_default["measured"] == pytest.approx(2.0) and at_default["verdict"] == "PASS"
+    # rows timed at another tile than the runtime's default say so instead of answering
+    result["default_tile"] = 256
+    targets = {t["target"]: t for t in latency.evaluate_targets(result)}
+    at_default = targets["best INT8 >= 1.5x ORT FP32 at the runtime's default tile"]
+    assert at_default["verdict"] == "N/A" and "rerun with --tile 256" in at_default["detail"]
+    # without an S2-like end-to-end run the issue-21 targets are not measured
+    result["e2e"]["runs"] = result["e2e"]["runs"][:1]
+    targets = {t["target"]: t for t in latency.evaluate_targets(result)}
+    for name in (
+        "CPU floor >= 80 % of wall, cloudy S2-like scene",
+        "from arrays: engine-only >= 70 % of wall, clean S2-like scene",
+    ):
+        assert targets[name]["verdict"] == "N/A" and "--e2e-scene s2like" in targets[name]["detail"]
 
 
 def test_parse_plan_validates_options(tmp_path: Path) -> None:
@@ -594,6 +813,9 @@ def test_parse_plan_validates_options(tmp_path: Path) -> None:
     assert plan.e2e_sizes == (1024, 2048) and plan.batches == (1, 8)
     with pytest.raises(BenchmarkError, match="multiples of 32"):
         latency.parse_plan(["--engines", str(tmp_path), "--tile", "100"])
+    assert latency.parse_plan(["--engines", str(tmp_path)]).e2e_arrays_max_size == 4096
+    with pytest.raises(BenchmarkError, match="--e2e-arrays-max-size"):
+        latency.parse_plan(["--engines", str(tmp_path), "--e2e-arrays-max-size", "-1"])
     with pytest.raises(BenchmarkError, match="--checkpoint"):
         latency.parse_plan(["--engines", str(tmp_path), "--checkpoint", str(tmp_path / "missing.pt")])
 

@@ -1,0 +1,317 @@
+"""How close an end-to-end run comes to what the machine allows (issue 21): the CPU floor and the arrays run.
+
+Both run inside the end-to-end child process (``benchmarks.latency_e2e.e2e_child_main``), after
+``predict_scene`` has returned and its peak RSS was read:
+
+- **Engine-only time of the runs the scene needed.** The run's ``RunSummary.engine_runs`` /
+  ``engine_pixels`` say how many tiles (and window pixels) each pattern's engine processed. The same engine
+  files, on the same backend, precision and thread count, are timed alone in the same process on inputs of
+  the run's batch x tile shape, with wall time *and* process CPU time (``time.process_time``: every thread of
+  the process, so an engine's intra-op threads and their spinning count). Whole tiles are exact; windows
+  (a second pattern on part of a tile) are approximated by their pixels at the whole-tile rate, because the
+  summary has no per-call shapes (``shapes`` in the JSON says which).
+- **Decoding every block once.** Every block window of every input raster (cloud mask included) is read once
+  with rasterio into its stored dtype, from a freshly opened dataset (an empty block cache), and its process
+  CPU time is taken: the least decompression any reader of these files must do.
+- **CPU floor** = (engine-only CPU + decode-once CPU) / usable cores; ``floor_fraction`` = floor / the
+  run's wall time. 1 means the run is as fast as its engines and its decoder allow on these cores.
+- **Arrays run.** The scene's rasters are loaded into memory as the runtime sees them (physical values: the
+  GeoTIFF scale/offset applied; validity from the files' masks and the cloud mask), then
+  ``Predictor.predict_arrays`` alone is timed; ``arrays_fraction`` = engine-only wall time of the same engine
+  runs / its wall time (nothing to decode: the on-board case). ``predict_arrays`` returns no summary, so the
+  engine runs are the file run's; its pattern map is checked against the file run's pattern pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.latency_plan import make_inputs
+from stars_edge.manifest import Manifest
+from stars_edge.modalities import ALL_PATTERNS, MODALITIES, Pattern
+
+#: Engine-only timing in the end-to-end child, at least this much even with ``--quick``: the fractions are
+#: what the ``--quick`` end-to-end command is run for, and a real engine is timed in about a second.
+FLOOR_MIN_TIMING: dict[str, float] = {"warmup": 2, "min_runs": 10, "max_runs": 100, "min_seconds": 1.0}
+#: GDAL block cache while decoding once: far more than one block window of every band (a fresh dataset
+#: starts empty, so nothing is served from an earlier read).
+DECODE_CACHE_BYTES = 256 * 2**20
+
+
+def floor_timing(timing: Mapping[str, float]) -> dict[str, float]:
+    """The plan's timing (``latency_plan.timing_kwargs``), raised to ``FLOOR_MIN_TIMING``."""
+    return {key: max(float(timing[key]), minimum) for key, minimum in FLOOR_MIN_TIMING.items()}
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity), the divisor of the CPU floor."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def time_wall_and_cpu(
+    run: Callable[[], object], warmup: int, min_runs: int, max_runs: int, min_seconds: float
+) -> tuple[list[float], list[float]]:
+    """Per-call wall and process-CPU seconds of ``run`` after ``warmup`` calls (the timing protocol of
+    ``benchmarks.common.time_callable``, with the CPU clock read beside the wall clock)."""
+    for _ in range(warmup):
+        run()
+    walls: list[float] = []
+    cpus: list[float] = []
+    started = time.perf_counter()
+    while len(walls) < max_runs and (len(walls) < min_runs or time.perf_counter() - started < min_seconds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return walls, cpus
+
+
+def engine_only(
+    manifest: Manifest,
+    backend: str,
+    precision: str,
+    threads: int | None,
+    engine_runs: Mapping[str, int],
+    engine_pixels: Mapping[str, int],
+    tile: int,
+    batch: int,
+    timing: Mapping[str, Any],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Wall and CPU seconds the engines alone need for the engine runs a scene took (see module docstring)."""
+    from runtime.engines import EngineSet
+
+    engines = EngineSet(manifest, backend, precision, threads, allow_flagged=True)
+    per_pattern: dict[str, dict[str, Any]] = {}
+    try:
+        for name, runs in engine_runs.items():
+            pattern = Pattern.parse(name)
+            inputs = make_inputs(manifest, pattern, batch, tile, seed)
+            start = time.perf_counter()
+            engines.run(pattern, inputs)
+            first = time.perf_counter() - start
+            walls, cpus = time_wall_and_cpu(
+                functools.partial(engines.run, pattern, inputs),
+                int(timing["warmup"]),
+                int(timing["min_runs"]),
+                int(timing["max_runs"]),
+                float(timing["min_seconds"]),
+            )
+            pixels = int(engine_pixels.get(name, runs * tile * tile))
+            equivalents = pixels / (tile * tile)
+            wall_tile = statistics.median(walls) / batch
+            cpu_tile = statistics.median(cpus) / batch
+            per_pattern[name] = {
+                "runs": int(runs),
+                "pixels": pixels,
+                "tile_equivalents": equivalents,
+                "whole_tiles_only": pixels == runs * tile * tile,
+                "calls_timed": len(walls),
+                "load_and_first_call_s": first,
+                "wall_ms_per_tile": wall_tile * 1e3,
+                "cpu_ms_per_tile": cpu_tile * 1e3,
+                "wall_seconds": equivalents * wall_tile,
+                "cpu_seconds": equivalents * cpu_tile,
+            }
+    finally:
+        engines.close()
+    windows = [name for name, p in per_pattern.items() if not p["whole_tiles_only"]]
+    shapes = (
+        "exact: every engine run was a whole tile"
+        if not windows
+        else f"approximated by pixels for {', '.join(windows)}: window runs counted as pixels / tile^2 tiles "
+        "at the whole-tile rate (RunSummary has no per-call shapes; small windows cost more per pixel)"
+    )
+    return {
+        "backend": backend,
+        "precision": precision,
+        "tile": tile,
+        "batch": batch,
+        "threads": threads,
+        "shapes": shapes,
+        "per_pattern": per_pattern,
+        "wall_seconds": sum(p["wall_seconds"] for p in per_pattern.values()),
+        "cpu_seconds": sum(p["cpu_seconds"] for p in per_pattern.values()),
+    }
+
+
+def decode_once(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, Any]:
+    """Process CPU and wall seconds to read every block window of every raster once, in its stored dtype."""
+    import rasterio
+
+    rasters: dict[str, dict[str, Any]] = {}
+    cpu_total = wall_total = 0.0
+    with rasterio.Env(GDAL_CACHEMAX=DECODE_CACHE_BYTES):
+        for name, path in paths.items():
+            with rasterio.open(path) as dataset:
+                windows = [window for _, window in dataset.block_windows(1)]
+                wall, cpu = time.perf_counter(), time.process_time()
+                for window in windows:
+                    dataset.read(window=window)
+                cpu_seconds = time.process_time() - cpu
+                wall_seconds = time.perf_counter() - wall
+                structure = dataset.tags(ns="IMAGE_STRUCTURE")
+                rasters[name] = {
+                    "block_windows": len(windows),
+                    "bands": dataset.count,
+                    "dtype": dataset.dtypes[0],
+                    "compression": structure.get("COMPRESSION", "NONE"),
+                    "cpu_seconds": cpu_seconds,
+                    "wall_seconds": wall_seconds,
+                }
+            cpu_total += cpu_seconds
+            wall_total += wall_seconds
+    return {
+        "rasters": rasters,
+        "blocks": sum(r["block_windows"] * r["bands"] for r in rasters.values()),
+        "cpu_seconds": cpu_total,
+        "wall_seconds": wall_total,
+    }
+
+
+def cpu_floor(
+    engine: Mapping[str, Any], decode: Mapping[str, Any], wall_seconds: float, cores: int
+) -> dict[str, Any]:
+    """The CPU floor of a run and its fraction of the run's wall time (1 = as fast as the machine allows)."""
+    floor = (float(engine["cpu_seconds"]) + float(decode["cpu_seconds"])) / cores
+    return {
+        "engine_cpu_seconds": float(engine["cpu_seconds"]),
+        "decode_cpu_seconds": float(decode["cpu_seconds"]),
+        "cores": cores,
+        "floor_seconds": floor,
+        "wall_seconds": wall_seconds,
+        "floor_fraction": floor / wall_seconds,
+    }
+
+
+def load_scene_arrays(
+    paths: Mapping[str, str | os.PathLike[str]],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray | None]:
+    """The scene as the runtime reads it: float32 physical values (scale/offset applied, as
+    ``runtime.sources`` does), validity from each file's mask, and the cloud mask (> 0 = cloud)."""
+    import rasterio
+
+    inputs: dict[str, np.ndarray] = {}
+    valid: dict[str, np.ndarray] = {}
+    clouds: np.ndarray | None = None
+    for name, path in paths.items():
+        with rasterio.open(path) as dataset:
+            if name == "cloud_mask":
+                clouds = (dataset.read(1) > 0) & (dataset.read_masks(1) > 0)
+                continue
+            if name not in MODALITIES:
+                continue
+            data = dataset.read(out_dtype="float32")
+            valid[name] = (dataset.read_masks() > 0).all(axis=0)
+            scale = np.asarray(dataset.scales, dtype=np.float32).reshape(-1, 1, 1)
+            offset = np.asarray(dataset.offsets, dtype=np.float32).reshape(-1, 1, 1)
+            if np.any(scale != 1.0) or np.any(offset != 0.0):
+                data = data * scale + offset
+            inputs[name] = data
+    return inputs, valid, clouds
+
+
+def pattern_counts(pattern_map: np.ndarray) -> dict[str, int]:
+    """Pixels per pattern name (``none`` for 0) of a pattern map, as ``RunSummary.pattern_pixels`` counts."""
+    counts = np.bincount(pattern_map.ravel(), minlength=len(ALL_PATTERNS) + 1)
+    names = {"none": int(counts[0])}
+    names.update({p.name: int(counts[p.index]) for p in ALL_PATTERNS if counts[p.index]})
+    return names
+
+
+def arrays_run(
+    make_predictor: Callable[[], Any],
+    paths: Mapping[str, str | os.PathLike[str]],
+    options: Mapping[str, Any],
+    file_pattern_pixels: Mapping[str, int],
+) -> dict[str, Any]:
+    """Load the scene into memory, then time ``predict_arrays`` alone (a fresh predictor: engines load
+    lazily inside the call, as they do inside ``predict_scene``)."""
+    loaded = time.perf_counter()
+    inputs, valid, clouds = load_scene_arrays(paths)
+    load_seconds = time.perf_counter() - loaded
+    predictor = make_predictor()
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        _classes, pattern_map = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds, **options)
+        cpu_seconds = time.process_time() - cpu
+        wall_seconds = time.perf_counter() - wall
+    finally:
+        predictor.close()
+    counts = pattern_counts(pattern_map)
+    return {
+        "load_s": load_seconds,
+        "array_bytes": int(sum(a.nbytes for a in inputs.values())),
+        "wall_seconds": wall_seconds,
+        "cpu_seconds": cpu_seconds,
+        "pattern_pixels": counts,
+        "pattern_pixels_match_file_run": counts == {k: int(v) for k, v in file_pattern_pixels.items()},
+    }
+
+
+def measure_floor(
+    predictor_factory: Callable[[], Any],
+    manifest: Manifest,
+    summary: Mapping[str, Any],
+    paths: Mapping[str, str | os.PathLike[str]],
+    spec: Mapping[str, Any],
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """Engine-only time of the run's engine runs, decode-once time, the CPU floor, and (when asked) the
+    arrays run; everything the end-to-end child adds to its result for issue 21."""
+    engine = engine_only(
+        manifest,
+        str(summary["backend"]),
+        str(spec["precision"]),
+        spec.get("threads"),
+        summary["engine_runs"],
+        summary.get("engine_pixels") or {},
+        int(spec["tile"]),
+        int(spec["batch"]),
+        spec["timing"],
+        int(spec.get("seed", 0)),
+    )
+    decode = decode_once(paths)
+    result: dict[str, Any] = {
+        "engine_only": engine,
+        "decode_once": decode,
+        "floor": cpu_floor(engine, decode, wall_seconds, usable_cores()),
+    }
+    if spec.get("arrays"):
+        options = {
+            "tile": int(spec["tile"]),
+            "overlap": int(spec["overlap"]),
+            "batch": int(spec["batch"]),
+            "allow_out_of_range": bool(spec.get("allow_out_of_range", False)),
+        }
+        arrays = arrays_run(predictor_factory, paths, options, summary["pattern_pixels"])
+        arrays["engine_wall_seconds"] = engine["wall_seconds"]
+        arrays["arrays_fraction"] = engine["wall_seconds"] / arrays["wall_seconds"]
+        result["arrays"] = arrays
+    return result
+
+
+def fraction_summary(runs: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+    """``{scene: fraction}`` of the largest run of each scene that has ``key`` (``floor_fraction`` /
+    ``arrays_fraction``)."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for run in runs:
+        if run.get(key) is None:
+            continue
+        scene = str(run.get("scene"))
+        if scene not in best or run["size"] > best[scene]["size"]:
+            best[scene] = run
+    return {scene: float(run[key]) for scene, run in best.items()}
+
+
+def scene_files(paths: Mapping[str, Any]) -> dict[str, Path]:
+    """The input rasters of a scene spec (modalities and cloud mask), the ones decoding must cover."""
+    return {k: Path(paths[k]) for k in (*MODALITIES, "cloud_mask") if paths.get(k)}
