@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from export.build import BuildOptions
 from export.onnx_export import export_onnx, simplify_onnx
 from export.tiles import TileSet
 from stars_edge.checkpoint import CheckpointMeta, save_checkpoint
@@ -23,6 +25,19 @@ from stars_edge.models import STARSModel, create_model, export_module
 SPECS = synthetic_specs(4)
 BANDS = {m: s.bands for m, s in SPECS.items()}
 TILE = 64
+
+
+def small(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
+    """Options for a build that takes seconds: 64 px tiles, 4 calibration, 2 gate tiles, no INT8 control."""
+    settings: dict[str, Any] = {
+        "patterns": "optical+sar,dsm",
+        "calib_tiles": 4,
+        "control_tiles": 0,
+        "gate_tiles": 2,
+        "tile": 64,
+        "progress": False,
+    }
+    return BuildOptions(checkpoint=checkpoint, out=out, **{**settings, **overrides})
 
 
 def save_untrained_checkpoint(path: Path) -> Path:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import onnx
 import pytest
-from int8_models import save_untrained_checkpoint
+from int8_models import save_untrained_checkpoint, small
 
 import export.build as build_module
 from export.accuracy_control import quantized_convs
@@ -19,19 +18,6 @@ from stars_edge.errors import ConfigError
 from stars_edge.manifest import EngineAccuracy, load_manifest
 
 PATTERNS = "optical+sar,dsm"
-
-
-def small(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
-    """Options for a build that takes seconds: 64 px tiles, 4 calibration, 2 gate tiles, no INT8 control."""
-    settings: dict[str, Any] = {
-        "patterns": PATTERNS,
-        "calib_tiles": 4,
-        "control_tiles": 0,
-        "gate_tiles": 2,
-        "tile": 64,
-        "progress": False,
-    }
-    return BuildOptions(checkpoint=checkpoint, out=out, **{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 
 import onnx
 import pytest
-from int8_models import save_untrained_checkpoint
+from int8_models import save_untrained_checkpoint, small
 
 from export.build import BuildOptions, build_engines
 from export.concat_split import convs_reading_concat
@@ -22,17 +22,9 @@ PATTERN = "optical+sar"
 
 
 def tiny_build(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
-    """One two-modality pattern, 64 px tiles, 4 calibration and 2 gate tiles, no accuracy control."""
-    settings: dict[str, Any] = {
-        "patterns": PATTERN,
-        "precisions": ("fp32", "int8"),
-        "calib_tiles": 4,
-        "control_tiles": 0,
-        "gate_tiles": 2,
-        "tile": 64,
-        "progress": False,
-    }
-    return BuildOptions(checkpoint=checkpoint, out=out, **{**settings, **overrides})
+    """One two-modality pattern at FP32 and INT8: the export tests' small build (64 px tiles, 4 calibration
+    and 2 gate tiles, no accuracy control)."""
+    return small(checkpoint, out, **{"patterns": PATTERN, "precisions": ("fp32", "int8"), **overrides})
 
 
 @pytest.fixture(scope="module")

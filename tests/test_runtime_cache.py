@@ -12,25 +12,7 @@ from rasterio.transform import from_origin
 from runtime.predictor import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit, tile_cache_bytes
 
 
-def _raster(path: Path, size: int, bands: int, block: int) -> Path:
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": bands,
-        "dtype": "float32",
-        "crs": "EPSG:32631",
-        "transform": from_origin(0, size, 1, 1),
-        "tiled": True,
-        "blockxsize": block,
-        "blockysize": block,
-    }
-    with rasterio.open(path, "w", **profile) as dataset:
-        dataset.write(np.zeros((bands, size, size), dtype=np.float32))
-    return path
-
-
-def _raster_shape(path: Path, height: int, width: int, bands: int, block: int) -> Path:
+def _raster(path: Path, height: int, width: int, bands: int, block: int) -> Path:
     profile = {
         "driver": "GTiff",
         "width": width,
@@ -50,14 +32,14 @@ def _raster_shape(path: Path, height: int, width: int, bands: int, block: int) -
 
 def test_cache_bytes_cover_a_chunk_of_block_rows_whatever_the_scene_size(tmp_path: Path) -> None:
     """(tile + 2 blocks) rows by (chunk + tile + block) columns: each block decoded once per chunk."""
-    tall = _raster_shape(tmp_path / "tall.tif", 2048, 1024, 4, 128)
-    wide = _raster_shape(tmp_path / "wide.tif", 1024, 4096, 4, 128)
+    tall = _raster(tmp_path / "tall.tif", 2048, 1024, 4, 128)
+    wide = _raster(tmp_path / "wide.tif", 1024, 4096, 4, 128)
     expected = (256 + 2 * 128) * (512 + 256 + 128) * 4 * 4
     assert tile_cache_bytes([tall], 256, chunk_width=512) == expected
     assert tile_cache_bytes([wide], 256, chunk_width=512) == expected
-    sar = _raster_shape(tmp_path / "sar.tif", 1024, 4096, 2, 128)
+    sar = _raster(tmp_path / "sar.tif", 1024, 4096, 2, 128)
     assert tile_cache_bytes([wide, sar], 256, chunk_width=512) == expected * 3 // 2
-    small = _raster(tmp_path / "small.tif", 256, 4, 128)
+    small = _raster(tmp_path / "small.tif", 256, 256, 4, 128)
     assert tile_cache_bytes([small], 256) == 256 * (256 + 128) * 4 * 4  # never more rows than the file
 
 
