@@ -99,6 +99,17 @@ def describe_normalization(model: Any, meta: Any) -> str:
     mode = getattr(model.config, "pattern_norm", "shared")
     if len(model.patterns) == 1:
         return "single-pattern model: its own BatchNorm statistics"
+    if getattr(model.config, "decoder", "shared") == "per_pattern":
+        if meta.config and meta.config.get("decoder_statistics") == "reestimated":
+            batches = meta.config.get("pattern_norm_batches", "?")
+            return (
+                f"one decoder per pattern; its BatchNorm statistics re-estimated in inference mode on "
+                f"{batches} training batches"
+            )
+        return (
+            "one decoder per pattern; its BatchNorm statistics from training (running averages of "
+            "training-mode batches)"
+        )
     if mode == "reestimate":
         batches = meta.config.get("pattern_norm_batches", "?") if meta.config else "?"
         return f"per-pattern statistics re-estimated in inference mode on {batches} training batches"

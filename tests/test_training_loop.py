@@ -167,3 +167,13 @@ def test_example_configs_load() -> None:
     for path in paths:
         config = load_config(TrainConfig, path)
         assert config.steps > 0, path
+
+
+def test_per_pattern_decoders_are_reestimated_and_the_checkpoint_says_so(
+    tmp_path: Path, tiny_data: TrainingData
+) -> None:
+    result = train(_config(tmp_path, "pp", steps=2, decoder="per_pattern"), progress=False, data=tiny_data)
+    _, meta = load_checkpoint(result.checkpoint)
+    assert meta.config["decoder_statistics"] == "reestimated"
+    shared = train(_config(tmp_path, "shared", steps=2), progress=False, data=tiny_data)
+    assert "decoder_statistics" not in load_checkpoint(shared.checkpoint)[1].config

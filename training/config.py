@@ -152,6 +152,11 @@ class TrainConfig:
             raise ConfigError(f"pattern_norm_batches must be >= 0, got {self.pattern_norm_batches}")
         if not 0.0 <= self.full_pattern_prob <= 1.0:
             raise ConfigError(f"full_pattern_prob must be in [0, 1], got {self.full_pattern_prob}")
+        if self.decoder == "per_pattern" and self.pattern_schedule == "draw":
+            raise ConfigError(
+                "decoder: per_pattern needs pattern_schedule: all (with draw, each step trains one drawn "
+                "pattern's decoder and the others see a fraction of the steps); drop one of the two"
+            )
         from training.speed import check_speed_options
 
         check_speed_options(self)

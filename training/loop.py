@@ -240,8 +240,11 @@ def _train(
                 if context.is_main:
                     _append_log(log_path, record)
             validate = (done % config.val_every == 0 or last) and data.val is not None
-            if validate or last:
-                _reestimate_pattern_norms(model, data, config, keys, device, context)
+            reestimated = (validate or last) and _reestimate_pattern_norms(
+                model, data, config, keys, device, context
+            )
+            if reestimated and len(model.pattern_decoders):
+                meta.config["decoder_statistics"] = "reestimated"  # the manifest says so (export)
             if validate and data.val is not None:
                 if context.is_main:
                     scores = evaluate_model(
@@ -350,13 +353,14 @@ def _reestimate_pattern_norms(
     keys: list[str],
     device: torch.device,
     context: DistributedContext,
-) -> None:
-    """Per-pattern decoder statistics from ``pattern_norm_batches`` fixed training batches (``reestimate``).
+) -> int:
+    """Per-pattern decoder statistics from ``pattern_norm_batches`` fixed training batches (``reestimate``);
+    with per-pattern decoders, each decoder's own statistics. Returns the batches used.
 
     The batches are a function of the seed only, so every rank (and a resumed run) gets the same statistics.
     """
     if model.config.pattern_norm != "reestimate" or config.pattern_norm_batches == 0:
-        return
+        return 0
 
     def batches() -> Iterator[dict[str, torch.Tensor]]:
         for index in range(config.pattern_norm_batches):
@@ -366,8 +370,9 @@ def _reestimate_pattern_norms(
             batch = collate([data.train[i] for i in indices], keys)
             yield {k: v.to(device) for k, v in batch.items()}
 
-    estimate_pattern_statistics(model, batches())
+    used = estimate_pattern_statistics(model, batches())
     barrier(context)
+    return used
 
 
 @torch.no_grad()

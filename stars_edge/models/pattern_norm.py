@@ -68,6 +68,8 @@ class PatternNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         bn = self._pattern_bn()
         if bn is None:
+            if self.estimating:  # a per-pattern decoder's own norm: its one set, re-estimated
+                return self._estimate(x, self.shared, self.shared.weight, self.shared.bias)
             return self.shared(x)
         if self.mode == "learned":
             if self.estimating:
@@ -123,8 +125,9 @@ def active_pattern(module: nn.Module, name: str | None) -> contextlib.AbstractCo
 
 
 @contextlib.contextmanager
-def estimating(module: nn.Module) -> Iterator[list[PatternNorm]]:
-    """Reset every per-pattern statistic under ``module`` and accumulate new ones inside the block.
+def estimating(module: nn.Module, own: Sequence[PatternNorm] = ()) -> Iterator[list[PatternNorm]]:
+    """Reset every per-pattern statistic under ``module`` (and the one set of each norm in ``own``: the
+    norms of per-pattern decoders) and accumulate new ones inside the block.
 
     Everything else runs in eval mode, so the statistics are those of the features the layer sees at
     inference (encoders with their running statistics, translations instead of missing modalities).
@@ -136,6 +139,10 @@ def estimating(module: nn.Module) -> Iterator[list[PatternNorm]]:
         for bn in norm.per_pattern.values():
             assert isinstance(bn, nn.BatchNorm2d)
             bn.reset_running_stats()
+    for norm in own:
+        norm.shared.reset_running_stats()
+    norms = norms + [n for n in own if n not in norms]
+    for norm in norms:
         norm.estimating = True
     try:
         yield norms
@@ -149,17 +156,20 @@ def estimating(module: nn.Module) -> Iterator[list[PatternNorm]]:
 def estimate_pattern_statistics(model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> int:
     """Re-estimate every pattern's statistics of ``model`` (a ``STARSModel``) on ``batches``.
 
-    Each batch is encoded once and decoded under every pattern of the model. Returns the batches used
-    (0 when the model has no per-pattern normalization).
+    Each batch is encoded once and decoded under every pattern of the model. With one decoder per pattern
+    (``decoder="per_pattern"``), each decoder's own BatchNorm statistics are re-estimated the same way: in
+    training they were batch statistics of training-mode features. Returns the batches used (0 when the
+    model has neither per-pattern normalization nor per-pattern decoders).
     """
     from stars_edge.models.stars import STARSModel
 
     if not isinstance(model, STARSModel):
         raise TypeError("estimate_pattern_statistics takes a STARSModel")
-    if not any(n.per_pattern for n in pattern_norms(model)):
+    own = [n for n in pattern_norms(model.pattern_decoders) if not n.per_pattern]
+    if not any(n.per_pattern for n in pattern_norms(model)) and not own:
         return 0
     used = 0
-    with estimating(model):
+    with estimating(model, own):
         for batch in batches:
             encoded = model.encode({m: batch[m] for m in model.modalities})
             for pattern in model.patterns:
