@@ -104,6 +104,8 @@ class Predictor:
         threads: int | None = None,
         expected_model_sha256: str | None = None,
         allow_flagged: bool = False,
+        context_margin: int | None = None,
+        mask_dilation: Mapping[str, int] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -122,6 +124,10 @@ class Predictor:
         self.precision = precision
         self.threads = threads
         self.allow_flagged = allow_flagged
+        if context_margin is not None and context_margin < 0:
+            raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
+        self._margin_override = context_margin
+        self._dilation_override = check_dilation(mask_dilation, self.manifest.modalities)
         self._engines: dict[str, EngineSet] = {}
 
     @property
@@ -134,9 +140,20 @@ class Predictor:
 
     @property
     def context_margin(self) -> int:
-        """Pixels around an invalid region where that modality is not used (measured at export)."""
+        """Pixels around an invalid region where that modality is not used: the override, else the
+        manifest's (measured at export)."""
+        if self._margin_override is not None:
+            return self._margin_override
         margin = getattr(self.manifest, "context_margin", None)
         return DEFAULT_CONTEXT_MARGIN if margin is None else int(margin)
+
+    @property
+    def mask_dilation(self) -> dict[str, int]:
+        """Pixels each modality's holes grow by before anything uses them (thin cloud edges a mask misses):
+        the override, else the manifest's (none by default)."""
+        if self._dilation_override is not None:
+            return dict(self._dilation_override)
+        return dict(self.manifest.mask_dilation)
 
     def _engine_set(self, patterns: Sequence[Pattern], tile: int | None) -> EngineSet:
         """The engines for these patterns, checked (entry, gate, tile) before any tile is read."""
@@ -164,7 +181,9 @@ class Predictor:
         return accepted
 
     def _settings(self, min_valid: float) -> ReadSettings:
-        return ReadSettings(self.manifest.modalities, min_valid, self.context_margin, self.fill_value)
+        return ReadSettings(
+            self.manifest.modalities, min_valid, self.context_margin, self.fill_value, self.mask_dilation
+        )
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
         """``tile`` (None: the manifest's) and ``overlap`` (None: a quarter tile, at most 64), checked: 0 or
@@ -311,6 +330,7 @@ class Predictor:
                     "STARS_OVERLAP": str(overlap),
                     "STARS_MIN_VALID": str(min_valid),
                     "STARS_CONTEXT_MARGIN": str(self.context_margin),
+                    "STARS_MASK_DILATION": _json(self.mask_dilation),
                     "STARS_INPUTS": _json({m: p.name for m, p in source.paths.items()}),
                 }
                 outputs = output_specs(chosen, common, self.classes, self.class_names, probabilities_dtype)
@@ -334,6 +354,7 @@ class Predictor:
                     "overlap": overlap,
                     "min_valid": min_valid,
                     "context_margin": self.context_margin,
+                    "mask_dilation": self.mask_dilation,
                     "chunk_width": chunk_width,
                     "outputs": {s.kind: [str(s.target.resolve()), s.dtype] for s in outputs},
                 }
@@ -447,6 +468,37 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value)
+
+
+def parse_mask_dilation(items: Sequence[str] | None) -> dict[str, int] | None:
+    """``["optical=16", "sar=4"]`` -> ``{"optical": 16, "sar": 4}``; nothing given -> None (no override)."""
+    if not items:
+        return None
+    parsed: dict[str, int] = {}
+    for item in items:
+        name, sep, pixels = item.partition("=")
+        if not sep or not pixels.strip().isdigit():
+            raise ConfigError(f"--mask-dilation {item!r}: expected MODALITY=PIXELS, e.g. optical=16")
+        parsed[name.strip().lower()] = int(pixels)
+    return parsed
+
+
+def check_dilation(
+    dilation: Mapping[str, int] | None, modalities: Mapping[str, object]
+) -> dict[str, int] | None:
+    """``{modality: px}`` with known modalities and non-negative sizes (None stays None: no override)."""
+    if dilation is None:
+        return None
+    checked: dict[str, int] = {}
+    for name, pixels in dilation.items():
+        if name not in modalities:
+            raise ConfigError(
+                f"--mask-dilation names {name!r}; the engines take {', '.join(modalities) or 'nothing'}"
+            )
+        if int(pixels) < 0:
+            raise ConfigError(f"--mask-dilation {name}={pixels}: a dilation is >= 0 px")
+        checked[name] = int(pixels)
+    return checked
 
 
 def _check_run_options(tile: int, overlap: int, batch: int, min_valid: float) -> None:

@@ -19,9 +19,17 @@ from typing import Any
 import numpy as np
 
 from runtime.engines import EngineSet
-from runtime.sources import TileSource
+from runtime.sources import RawTile, TileSource
 from runtime.tiling import SIZE_MULTIPLE, Chunk, TileGrid
-from runtime.validity import CODE_PATTERNS, CODE_TO_INDEX, clean_tile, pixel_codes, prepare_inputs
+from runtime.validity import (
+    CODE_PATTERNS,
+    CODE_TO_INDEX,
+    box_any,
+    clean_tile,
+    pixel_codes,
+    prepare_inputs,
+    speckle_mask,
+)
 from stars_edge.modalities import ModalitySpec
 
 STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write")
@@ -63,12 +71,40 @@ class PreparedTile:
 
 @dataclass
 class ReadSettings:
-    """How raw tiles become engine inputs."""
+    """How raw tiles become engine inputs. ``dilation`` grows each modality's invalid mask by that many
+    pixels (e.g. thin cloud edges a cloud mask misses) before anything else sees it."""
 
     specs: Mapping[str, ModalitySpec]
     min_valid: float
     margin: int
     fill: float = 0.0
+    dilation: Mapping[str, int] = field(default_factory=dict)
+
+
+def read_dilated(source: TileSource, y: int, x: int, size: int, dilation: Mapping[str, int]) -> RawTile:
+    """Tile ``(y, x)`` with each modality's holes grown by ``dilation[modality]`` px (Chebyshev); speckle
+    (isolated invalid pixels, filled from their neighbours later) is left as it is.
+
+    The tile is read with a halo of the largest dilation, so an invalid pixel just outside the tile masks
+    its neighbours inside it too: neighbouring tiles agree on every pixel's validity.
+    """
+    halo = max((d for m, d in dilation.items() if m in source.modalities), default=0)
+    if halo <= 0:
+        return source.read(y, x, size)
+    y0, x0 = max(0, y - halo), max(0, x - halo)
+    oy, ox = y - y0, x - x0
+    raw = source.read(y0, x0, size + 2 * halo)
+    window = (slice(oy, oy + size), slice(ox, ox + size))
+    valid = {}
+    for name, ok in raw.valid.items():
+        radius = dilation.get(name, 0)
+        grown = ok
+        if radius > 0:  # holes grow; speckle (dead pixels, filled later) does not
+            holes = ~(ok | speckle_mask(ok, raw.inside)) & raw.inside
+            grown = ok & ~box_any(holes, radius)
+        valid[name] = grown[window]
+    values = {name: data[(slice(None), *window)] for name, data in raw.values.items()}
+    return RawTile(values, valid, raw.inside[window])
 
 
 def prepare(
@@ -77,7 +113,7 @@ def prepare(
     """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise."""
     y, x = grid.origin(row, col)
     start = time.perf_counter()
-    raw = source.read(y, x, grid.tile)
+    raw = read_dilated(source, y, x, grid.tile, settings.dilation)
     middle = time.perf_counter()
     values, valid = clean_tile(raw)
     codes = pixel_codes(valid, raw.inside, settings.min_valid, settings.margin)

@@ -215,6 +215,8 @@ class Manifest:
     #: What each modality's bands must look like (units, training quantiles: ``stars_edge.contract``);
     #: empty in manifests written before it, where ``contract`` falls back to the normalisation.
     input_contract: dict[str, ModalityContract] = field(default_factory=dict)
+    #: Pixels each modality's holes grow by at run time (``runtime.scheduling.read_dilated``); empty = none.
+    mask_dilation: dict[str, int] = field(default_factory=dict)
 
     def contract(self, modality: str) -> ModalityContract:
         """One modality's input contract: recorded at export, else approximated from its normalisation."""
@@ -345,6 +347,7 @@ class Manifest:
                 if self.input_contract
                 else {}
             ),
+            **({"mask_dilation": dict(self.mask_dilation)} if self.mask_dilation else {}),
         }
 
     @classmethod
@@ -371,6 +374,7 @@ class Manifest:
                 root=root,
                 context_margin=None if data.get("context_margin") is None else int(data["context_margin"]),
                 input_contract=contracts_from_dict(data.get("input_contract", {})),
+                mask_dilation={str(k): int(v) for k, v in data.get("mask_dilation", {}).items()},
             )
         except ManifestError as exc:
             raise ManifestError(f"{where}: {exc}") from exc

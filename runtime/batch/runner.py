@@ -36,7 +36,7 @@ from runtime.batch.scenes import INPUT_KINDS, Scene, check_scenes, read_scenes
 from runtime.batch.summary import SceneResult, one_line, write_summary
 from runtime.batch.task import BatchSettings, RowHook, output_paths, run_scene
 from runtime.outputs import check_regular_or_new, journal_path
-from runtime.predictor import terminate_as_interrupt
+from runtime.predictor import check_dilation, terminate_as_interrupt
 from runtime.tiling import check_tiling
 from stars_edge.errors import BackendUnavailableError, ConfigError, OutputError
 from stars_edge.io import ensure_writable_dir, sha256_file
@@ -222,6 +222,8 @@ def run_batch(
     allow_flagged: bool = False,
     allow_out_of_range: bool = False,
     bands: Mapping[str, Sequence[str]] | None = None,
+    context_margin: int | None = None,
+    mask_dilation: Mapping[str, int] | None = None,
     on_row_done: RowHook | None = None,
     log: Callable[[str], None] | None = _stderr,
 ) -> BatchResult:
@@ -259,6 +261,9 @@ def run_batch(
         source = "python"
     listed = [_absolute(scene) for scene in listed]
     manifest = load_manifest(Path(engines), verify=False)  # a missing or unreadable manifest fails here, once
+    check_dilation(mask_dilation, manifest.modalities)  # bad overrides fail here, not in every scene
+    if context_margin is not None and context_margin < 0:
+        raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
     if tile is None and overlap is not None:  # the manifest's tile: check the overlap here, not per scene
         check_tiling(manifest.tile_size, overlap)
     out = ensure_writable_dir(out_dir).resolve()
@@ -290,6 +295,8 @@ def run_batch(
         allow_flagged=allow_flagged,
         allow_out_of_range=allow_out_of_range,
         bands=tuple((m, tuple(b)) for m, b in (bands or {}).items()),
+        context_margin=context_margin,
+        mask_dilation=None if mask_dilation is None else tuple(sorted(mask_dilation.items())),
     )
     results: dict[str, SceneResult] = {}
     nthreads: dict[str, int] = {}

@@ -65,6 +65,9 @@ class BatchSettings:
     allow_out_of_range: bool = False
     #: ``--bands`` of every scene: ``(("optical", ("2", "3", "4", "8")),)`` (a tuple, so settings hash).
     bands: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: ``--context-margin`` / ``--mask-dilation`` overrides (None / empty: the manifest's).
+    context_margin: int | None = None
+    mask_dilation: tuple[tuple[str, int], ...] | None = None
     #: Worker threads per host when the batch started, to size ONNX Runtime's threads when ``threads`` is
     #: None (cores of the host / task threads on it).
     host_threads: dict[str, int] = field(default_factory=dict)
@@ -82,6 +85,8 @@ class BatchSettings:
             "probabilities": self.probabilities_dtype if self.probabilities else None,
             "cog": self.cog,
             **({"bands": [[m, list(b)] for m, b in self.bands]} if self.bands else {}),
+            **({"context_margin": self.context_margin} if self.context_margin is not None else {}),
+            **({"mask_dilation": dict(self.mask_dilation)} if self.mask_dilation is not None else {}),
         }
 
     def public(self) -> dict[str, Any]:
@@ -128,6 +133,8 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
         settings.precision,
         threads,
         settings.allow_flagged,
+        settings.context_margin,
+        settings.mask_dilation,
     )
     stale: list[Predictor] = []
     with _POOL_LOCK:
@@ -145,6 +152,8 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
             precision=settings.precision,
             threads=threads,
             allow_flagged=settings.allow_flagged,
+            context_margin=settings.context_margin,
+            mask_dilation=None if settings.mask_dilation is None else dict(settings.mask_dilation),
         )
     try:
         yield predictor, loaded

@@ -13,7 +13,9 @@ from stars_edge.commands.run_options import (
     BANDS,
     BATCH,
     COG,
+    CONTEXT_MARGIN,
     ENGINES,
+    MASK_DILATION,
     MIN_VALID,
     OVERLAP,
     OVERWRITE,
@@ -65,6 +67,8 @@ def run(
     allow_flagged: bool = ALLOW_FLAGGED,
     allow_out_of_range: bool = ALLOW_OUT_OF_RANGE,
     bands: list[str] | None = BANDS,
+    mask_dilation: list[str] | None = MASK_DILATION,
+    context_margin: int | None = CONTEXT_MARGIN,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Predict a scene from any subset of optical / SAR / DSM, picking the engine per tile."""
@@ -72,6 +76,7 @@ def run(
     from runtime.bands import parse_band_selection
     from runtime.journal import describe
     from runtime.outputs import journal_path
+    from runtime.predictor import parse_mask_dilation
 
     predictor = Predictor(
         engines,
@@ -79,6 +84,8 @@ def run(
         precision=precision.lower(),
         threads=threads,
         allow_flagged=allow_flagged,
+        context_margin=context_margin,
+        mask_dilation=parse_mask_dilation(mask_dilation),
     )
     try:
         summary = predictor.predict_scene(

@@ -13,7 +13,9 @@ from stars_edge.commands.run_options import (
     BANDS,
     BATCH,
     COG,
+    CONTEXT_MARGIN,
     ENGINES,
+    MASK_DILATION,
     MIN_VALID,
     OVERLAP,
     OVERWRITE,
@@ -60,6 +62,8 @@ def run_batch(
     allow_flagged: bool = ALLOW_FLAGGED,
     allow_out_of_range: bool = ALLOW_OUT_OF_RANGE,
     bands: list[str] | None = BANDS,
+    mask_dilation: list[str] | None = MASK_DILATION,
+    context_margin: int | None = CONTEXT_MARGIN,
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write <id>.probabilities.tif (one band per class)."
     ),
@@ -82,6 +86,7 @@ def run_batch(
     from runtime.bands import parse_band_selection
     from runtime.batch import BatchInterrupted, parse_assets
     from runtime.batch import run_batch as run
+    from runtime.predictor import parse_mask_dilation
 
     try:
         result = run(
@@ -97,6 +102,8 @@ def run_batch(
             allow_flagged=allow_flagged,
             allow_out_of_range=allow_out_of_range,
             bands=parse_band_selection(bands),
+            context_margin=context_margin,
+            mask_dilation=parse_mask_dilation(mask_dilation),
             tile=tile,
             overlap=overlap,
             batch=batch,

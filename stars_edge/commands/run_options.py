@@ -54,3 +54,15 @@ OVERWRITE = typer.Option(
     help="Start over when an interrupted run of the same outputs left a resume journal (its progress is "
     "discarded); without it such a rerun is refused, with --resume it continues.",
 )
+MASK_DILATION = typer.Option(
+    None,
+    "--mask-dilation",
+    help="Grow a modality's holes by N px before use, e.g. optical=16 for thin cloud edges a cloud mask "
+    "misses (repeat per modality; default: the manifest's, none unless export chose one).",
+)
+CONTEXT_MARGIN = typer.Option(
+    None,
+    "--context-margin",
+    help="Pixels around a hole where that modality is not used (default: the manifest's, measured at "
+    "export as the distance at which a fill changes a probability by 1e-3).",
+)
