@@ -35,7 +35,15 @@ from export.fp16 import convert_to_fp16
 from export.onnx_export import check_parity, export_onnx, simplify_onnx
 from export.quantize import tensorrt_legality_problems
 from export.quantizers import quantize_with, require_quantizer, tensorrt_refusal
-from export.tiles import TileSet, check_disjoint, load_tiles, sample_physical
+from export.tiles import (
+    EDGE_SEED_BASE,
+    SYNTHETIC,
+    TileSet,
+    check_disjoint,
+    hole_scenes,
+    load_tiles,
+    sample_physical,
+)
 from stars_edge.contract import ModalityContract, contract_disagrees, contract_from_values
 from stars_edge.errors import ExportError, ManifestError
 from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
@@ -50,7 +58,7 @@ from stars_edge.manifest import (
     load_manifest,
     save_manifest,
 )
-from stars_edge.modalities import Pattern, parse_patterns
+from stars_edge.modalities import Pattern, all_patterns, parse_patterns
 
 #: Worst FP32-vs-PyTorch difference accepted at export (logits); a bigger one means a broken export.
 PARITY_TOLERANCE = 1e-3
@@ -201,7 +209,41 @@ class _Builder:
         self.manifest.context_margin = measure_manifest_margin(self.manifest, self.log)  # docs/RUNTIME.md
         self.manifest.input_contract = self._input_contract()
         save_manifest(self.manifest, self.out)
+        self._choose_edges()
         return self.report
+
+    def _choose_edges(self) -> None:
+        """Context margin and optical mask dilation by measured mIoU on synthetic validation scenes with
+        clouds and SAR gaps, run through the runtime itself (``runtime/edges.py``)."""
+        measured = self.manifest.context_margin or 0
+        reason = None
+        if not self.options.edge_selection:
+            reason = "off (opt in with --edge-selection)"
+        elif str(self.options.gate_data) != SYNTHETIC:
+            source = self.options.gate_data
+            reason = f"needs labelled scenes with holes; only the synthetic source has them, not {source}"
+        elif set(self.patterns) != set(all_patterns(tuple(self.bands))):
+            reason = "needs an FP32 engine for every pattern (--patterns all)"
+        elif "optical" not in self.bands or len(self.bands) < 2:
+            reason = "needs optical and a second modality"
+        if reason is not None:
+            self.log(f"cloud edges: measured margin {measured} px kept, no dilation; edge selection {reason}")
+            return
+        from runtime.edges import HoleScene, choose_edges
+
+        scenes = [HoleScene(i, c, lab) for i, c, lab in hole_scenes(self.specs, size=max(512, self.tile))]
+        choice = choose_edges(
+            self.out,
+            scenes,
+            measured,
+            f"{len(scenes)} synthetic scenes with clouds and SAR gaps (seeds from {EDGE_SEED_BASE})",
+            tile=self.tile,
+            log=self.log,
+        )
+        self.manifest.context_margin = choice.context_margin
+        self.manifest.mask_dilation = dict(choice.mask_dilation)
+        self.manifest.edge_choice = choice.to_dict()
+        save_manifest(self.manifest, self.out)
 
     def _input_contract(self) -> dict[str, ModalityContract]:
         """Units and training quantiles per band (``stars_edge.contract``), from the calibration source.

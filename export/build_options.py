@@ -49,6 +49,10 @@ class BuildOptions:
     strict: bool = False
     opset: int = 17
     tile: int | None = None  # None: the checkpoint's tile size
+    #: Choose the context margin and the optical mask dilation by measured mIoU on validation scenes with
+    #: holes (``runtime/edges.py``). Off by default until the study on held-out cloudy scenes shows the choice
+    #: beats the measured margin (issue 22): on the demo's scene it did not (docs/RUNTIME.md).
+    edge_selection: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:

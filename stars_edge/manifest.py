@@ -217,6 +217,8 @@ class Manifest:
     input_contract: dict[str, ModalityContract] = field(default_factory=dict)
     #: Pixels each modality's holes grow by at run time (``runtime.scheduling.read_dilated``); empty = none.
     mask_dilation: dict[str, int] = field(default_factory=dict)
+    #: How ``context_margin`` and ``mask_dilation`` were chosen (``runtime.edges.EdgeChoice.to_dict``).
+    edge_choice: dict[str, Any] | None = None
 
     def contract(self, modality: str) -> ModalityContract:
         """One modality's input contract: recorded at export, else approximated from its normalisation."""
@@ -348,6 +350,7 @@ class Manifest:
                 else {}
             ),
             **({"mask_dilation": dict(self.mask_dilation)} if self.mask_dilation else {}),
+            **({"edge_choice": dict(self.edge_choice)} if self.edge_choice else {}),
         }
 
     @classmethod
@@ -375,6 +378,7 @@ class Manifest:
                 context_margin=None if data.get("context_margin") is None else int(data["context_margin"]),
                 input_contract=contracts_from_dict(data.get("input_contract", {})),
                 mask_dilation={str(k): int(v) for k, v in data.get("mask_dilation", {}).items()},
+                edge_choice=dict(data["edge_choice"]) if data.get("edge_choice") else None,
             )
         except ManifestError as exc:
             raise ManifestError(f"{where}: {exc}") from exc

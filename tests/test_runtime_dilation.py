@@ -78,3 +78,20 @@ def test_the_manifest_default_and_the_overrides(engines: Path, tmp_path: Path) -
         Predictor(copy, mask_dilation={"radar": 3})
     with pytest.raises(ConfigError, match="--context-margin must be >= 0"):
         Predictor(copy, context_margin=-1)
+
+
+def test_edge_choice_picks_the_setting_with_the_best_miou(engines: Path) -> None:
+    """Labels say: SAR alone inside the cloud and in an 8 px ring around it, optical+SAR elsewhere. A margin
+    of 8 and a dilation of 8 both get it exactly; the tie goes to the margin (closer to the safe bound)."""
+    from runtime.edges import HoleScene, choose_edges
+
+    inputs, clouds = _inputs()
+    label = np.full(SHAPE, OPTICAL_SAR, dtype=np.uint8)
+    label[32:68, 62:118] = SAR
+    scenes = [HoleScene(inputs, clouds, label)]
+    choice = choose_edges(engines, scenes, measured_margin=0, source="test", tile=64, margins=(0, 8, 16))
+    assert (choice.context_margin, choice.mask_dilation) == (8, {})
+    scores = {(r["context_margin"], r["optical_dilation"]): r["miou"] for r in choice.scores}
+    assert scores[(8, 0)] == scores[(0, 8)] == 100.0
+    assert scores[(0, 0)] < 100.0 and scores[(16, 0)] < 100.0
+    assert choice.to_dict()["chosen"] == {"context_margin": 8, "mask_dilation": {}}
