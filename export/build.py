@@ -218,7 +218,7 @@ class _Builder:
         measured = self.manifest.context_margin or 0
         reason = None
         if not self.options.edge_selection:
-            reason = "off (opt in with --edge-selection)"
+            reason = "off (--no-edge-selection)"
         elif str(self.options.gate_data) != SYNTHETIC:
             source = self.options.gate_data
             reason = f"needs labelled scenes with holes; only the synthetic source has them, not {source}"

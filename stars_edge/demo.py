@@ -229,7 +229,13 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     write_text_atomic(
         report,
         render_report(
-            config, result, overall.as_dict(scene.class_names), summary, precision, training_checks
+            config,
+            result,
+            overall.as_dict(scene.class_names),
+            summary,
+            precision,
+            training_checks,
+            edges=edge_lines(load_manifest(engines_dir)),
         ),
     )
     return result
@@ -369,6 +375,26 @@ def _number(value: float | None, digits: int) -> str:
     return "" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def edge_lines(manifest: Any) -> list[str]:
+    """How the engines' context margin and mask dilation were chosen (``build-engines --edge-selection``)."""
+    margin = manifest.context_margin
+    dilation = ", ".join(f"{m} {d} px" for m, d in manifest.mask_dilation.items()) or "none"
+    choice = manifest.edge_choice
+    if not choice:
+        return [f"Context margin {margin} px (measured sensitivity bound), mask dilation {dilation}."]
+    lines = [
+        f"Context margin **{margin} px**, mask dilation **{dilation}**, chosen on "
+        f"{choice.get('source', '?')} (the measured sensitivity bound was "
+        f"{choice.get('measured_margin')} px).",
+        "",
+        "| margin (px) | optical dilation (px) | validation mIoU (%) |",
+        "| ---: | ---: | ---: |",
+    ]
+    for row in choice.get("candidates", []):
+        lines.append(f"| {row['context_margin']} | {row['optical_dilation']} | {row['miou']:.2f} |")
+    return lines
+
+
 def render_report(
     config: DemoConfig,
     result: DemoResult,
@@ -376,6 +402,7 @@ def render_report(
     summary: Any,
     precision: str,
     training_checks: dict[str, float] | None = None,
+    edges: list[str] | None = None,
 ) -> str:
     """The demo's Markdown report: configuration, per-pattern numbers, stage timings."""
     lines = [
@@ -431,6 +458,8 @@ def render_report(
                 f"- smallest same-class minus other-class cosine gap of the PSA embedding: "
                 f"{training_checks['psa_gap_min']:.2f}"
             )
+    if edges:
+        lines += ["", "## Cloud edges (chosen at export by measured mIoU)", "", *edges]
     lines += ["", "## Stage times", "", "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in result.timings.items()]
     lines += ["", "## Runtime summary", "", "```", summary.format(), "```"]

@@ -95,3 +95,22 @@ def test_edge_choice_picks_the_setting_with_the_best_miou(engines: Path) -> None
     assert scores[(8, 0)] == scores[(0, 8)] == 100.0
     assert scores[(0, 0)] < 100.0 and scores[(16, 0)] < 100.0
     assert choice.to_dict()["chosen"] == {"context_margin": 8, "mask_dilation": {}}
+
+
+def test_a_real_size_patch_keeps_its_optical_data_outside_the_hole(engines: Path) -> None:
+    """101 px with a 40 px cloud: with a margin of 0 and a 16 px dilation, optical is dropped only within
+    16 px of the cloud; the old 64 px margin dropped it everywhere."""
+    values = make_physical((101, 101), seed=5)
+    inputs = {"optical": values["optical"], "sar": values["sar"]}
+    clouds = np.zeros((101, 101), dtype=bool)
+    clouds[30:70, 30:70] = True
+    near = np.zeros((101, 101), dtype=bool)
+    near[14:86, 14:86] = True
+    chosen = Predictor(
+        engines, backend="onnxruntime", threads=1, context_margin=0, mask_dilation={"optical": 16}
+    )
+    _, patterns = chosen.predict_arrays(inputs, cloud_mask=clouds, tile=64, overlap=16)
+    assert (patterns[~near] == OPTICAL_SAR).all() and (patterns[near] == SAR).all()
+    old = Predictor(engines, backend="onnxruntime", threads=1, context_margin=64)
+    _, patterns = old.predict_arrays(inputs, cloud_mask=clouds, tile=64, overlap=16)
+    assert (patterns == SAR).all()
