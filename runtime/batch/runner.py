@@ -303,7 +303,8 @@ def run_batch(
     client = cluster = dashboard = None
     address = "local"
     interrupted: KeyboardInterrupt | None = None
-    with terminate_as_interrupt():
+    noisy_levels: list[int] | None = None
+    with terminate_as_interrupt(), _interrupted_sync_not_logged():
         try:
             client, cluster, dashboard = _connect(
                 distributed, scheduler, workers, threads_per_worker, dashboard_address
@@ -325,6 +326,8 @@ def run_batch(
             _schedule(distributed, client, listed, tasks, on_row_done, progress, log, results)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (handled alike): summarise, then stop
             interrupted = exc
+            noisy_levels = [logging.getLogger(name).level for name in _NOISY_LOGGERS]
+            _quiet_logs()
         finally:
             seconds = time.perf_counter() - began
             ordered = [results[scene.id] for scene in listed if scene.id in results]
@@ -348,6 +351,10 @@ def run_batch(
                 _stop(client, cluster, scheduler, quiet=interrupted is not None)
             except KeyboardInterrupt as exc:  # pressed again while the cluster stopped: stop waiting
                 interrupted = interrupted or exc
+            finally:
+                if noisy_levels is not None:
+                    for name, level in zip(_NOISY_LOGGERS, noisy_levels, strict=True):
+                        logging.getLogger(name).setLevel(level)
     result = BatchResult(ordered, seconds, csv_path, json_path, dashboard, unfinished, summary_error)
     if interrupted is not None:
         raise BatchInterrupted(result) from interrupted
@@ -373,11 +380,12 @@ def _stop(client: Any, cluster: Any, scheduler: Any, quiet: bool) -> None:
     """Close our client and local cluster. ``quiet``: the batch was interrupted with scenes still running, so
     the local workers' complaints while the cluster goes away under them (lost heartbeats, closed comms)
     are silenced: the summary and the one-line report say what happened."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
     if quiet and cluster is not None and client is not None:
         with contextlib.suppress(Exception):
             client.run(_quiet_logs)
+    if quiet:
         _quiet_logs()
     try:
         if client is not None and client is not scheduler:
@@ -385,12 +393,38 @@ def _stop(client: Any, cluster: Any, scheduler: Any, quiet: bool) -> None:
         if cluster is not None:
             cluster.close()
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+class _InterruptedSync(logging.Filter):
+    """Drops tornado's report of the cancel callback that Dask's ``sync`` leaves when Ctrl-C interrupts
+    the main thread: the loop thread logs it, racing the main thread's handling of the interrupt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "sync.<locals>.cancel" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _interrupted_sync_not_logged() -> Iterator[None]:
+    logger = logging.getLogger("tornado.application")
+    quiet = _InterruptedSync()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+#: Loggers that complain while a cluster is stopped under running work: Dask's, and tornado's event loop
+#: (an interrupted ``client.sync`` leaves a cancelled callback it logs as an error).
+_NOISY_LOGGERS = ("distributed", "tornado")
 
 
 def _quiet_logs() -> None:
-    """Only critical messages from Dask in this process (a worker of a local cluster being stopped)."""
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    """Only critical messages from Dask and tornado in this process (a worker of a stopping cluster)."""
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _connect(
