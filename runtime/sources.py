@@ -271,10 +271,13 @@ class RasterSource:
             if self.cloud_path is not None:
                 self._cloud = self._on_grid(self._open(self.cloud_path), reference, nearest=True)
             self._dtm = None
+            self._dtm_plan: BandPlan | None = None
             if self.dtm_path is not None:
                 self._dtm = self._on_grid(self._open(self.dtm_path), reference)
-                if self._band_plan_count(self._dtm) != 1:
+                alpha = _alpha_band(self._dtm)
+                if self._dtm.count - (alpha is not None) != 1:
                     raise DataError(f"{self.dtm_path} has {self._dtm.count} bands; a terrain model has one")
+                self._dtm_plan = BandPlan((2 if alpha == 1 else 1,), alpha)
             for name in self.modalities:
                 spec = specs.get(name)
                 if spec is None:
@@ -361,10 +364,6 @@ class RasterSource:
         self._opened.append(vrt)
         return vrt
 
-    @staticmethod
-    def _band_plan_count(reader: Any) -> int:
-        return int(reader.count - (1 if _alpha_band(reader) is not None else 0))
-
     def band_counts(self) -> dict[str, int]:
         return {m: len(self._plans[m].indexes) for m in self.modalities}
 
@@ -395,41 +394,19 @@ class RasterSource:
         values: dict[str, np.ndarray] = {}
         valid: dict[str, np.ndarray] = {}
         for name in self.modalities:
-            reader = self._readers[name]
             plan = self._plans[name]
-            bands = list(plan.indexes)
-            tile = np.zeros((len(bands), size, size), dtype=np.float32)
+            tile = np.zeros((len(plan.indexes), size, size), dtype=np.float32)
             mask = np.zeros((size, size), dtype=bool)
             if h and w:
-                try:
-                    data = reader.read(bands, window=window, out_dtype="float32")
-                    stored = self._stored_validity(reader, bands, window, data)
-                    if plan.alpha is not None:
-                        stored &= reader.read(plan.alpha, window=window) > 0
-                except RasterioError as exc:
-                    raise DataError(
-                        f"{self.paths[name]}: reading rows {y}..{y + h} failed ({_one_line(exc)}); the file "
-                        "is truncated or corrupt (or cannot be warped onto the grid), re-export it"
-                    ) from exc
-                data = _apply_scale_offset(reader, bands, data)
+                data, ok = self._read_physical(self._readers[name], self.paths[name], plan, window, y)
                 tile[:, :h, :w] = data
-                mask[:h, :w] = stored & _finite_valid(data)
+                mask[:h, :w] = ok
             values[name], valid[name] = tile, mask
-        if self._dtm is not None and h and w and "dsm" in values:
-            try:
-                terrain = self._dtm.read(1, window=window, out_dtype="float32")
-                terrain_band = [1]
-                terrain_valid = self._stored_validity(self._dtm, terrain_band, window, terrain[None])
-                alpha = _alpha_band(self._dtm)
-                if alpha is not None:
-                    terrain_valid &= self._dtm.read(alpha, window=window) > 0
-            except RasterioError as exc:
-                raise DataError(
-                    f"{self.dtm_path}: reading rows {y}..{y + h} failed ({_one_line(exc)}); re-export it"
-                ) from exc
-            terrain = _apply_scale_offset(self._dtm, terrain_band, terrain[None])[0]
-            values["dsm"][0, :h, :w] -= terrain
-            valid["dsm"][:h, :w] &= terrain_valid & np.isfinite(terrain)
+        if self._dtm is not None and self._dtm_plan is not None and h and w and "dsm" in values:
+            assert self.dtm_path is not None
+            terrain, ok = self._read_physical(self._dtm, self.dtm_path, self._dtm_plan, window, y)
+            values["dsm"][0, :h, :w] -= terrain[0]
+            valid["dsm"][:h, :w] &= ok
         if self._cloud is not None and h and w and "optical" in valid:
             try:
                 clouds = self._cloud.read(1, window=window)
@@ -440,6 +417,25 @@ class RasterSource:
                 ) from exc
             valid["optical"][:h, :w] &= ~((clouds > 0) & cloud_valid)
         return RawTile(values, valid, inside)
+
+    def _read_physical(
+        self, reader: Any, path: Path, plan: BandPlan, window: Window, y: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Physical values of ``plan``'s bands in ``window`` and their validity: the file's own masks,
+        the alpha band, NaN/inf. One read path for the modalities and the terrain model."""
+        bands = list(plan.indexes)
+        try:
+            data = reader.read(bands, window=window, out_dtype="float32")
+            stored = self._stored_validity(reader, bands, window, data)
+            if plan.alpha is not None:
+                stored &= reader.read(plan.alpha, window=window) > 0
+        except RasterioError as exc:
+            raise DataError(
+                f"{path}: reading rows {y}..{y + int(window.height)} failed ({_one_line(exc)}); the file "
+                "is truncated or corrupt (or cannot be warped onto the grid), re-export it"
+            ) from exc
+        data = _apply_scale_offset(reader, bands, data)
+        return data, stored & _finite_valid(data)
 
     def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
         """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene (a quick
