@@ -21,15 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from export.tiles import hole_scenes  # noqa: E402
 from runtime.edges import DILATIONS, MARGINS, HoleScene, choose_edges  # noqa: E402
-from stars_edge.data.synthetic import SyntheticConfig, generate_scene  # noqa: E402
 from stars_edge.manifest import load_manifest  # noqa: E402
 
 #: Held-out scenes: seeds far from training, calibration, gate, the edge-selection scenes and the demo.
@@ -37,35 +34,16 @@ HELD_OUT_SEED_BASE = 9_600_000
 CLOUD_COVERS = (0.1, 0.15, 0.2, 0.3)
 
 
-def held_out_scenes(specs: Any, count: int, size: int) -> list[HoleScene]:
-    """Cloudy scenes as products deliver them (NaN = nodata, thin cloud edges outside the cloud mask)."""
-    scenes = []
-    for index in range(count):
-        config = SyntheticConfig(
-            size=size,
-            seed=HELD_OUT_SEED_BASE + index,
-            cloud_cover=CLOUD_COVERS[index % len(CLOUD_COVERS)],
-            sar_gap=0.2,
-        )
-        scene = generate_scene(config)
-        inputs = {}
-        for modality in specs:
-            missing = ~scene.valid[modality]
-            if modality == "optical" and scene.cloud_mask is not None:
-                missing &= ~scene.cloud_mask
-            inputs[modality] = np.where(missing[None], np.nan, scene.image(modality)).astype(np.float32)
-        scenes.append(HoleScene(inputs, scene.cloud_mask, scene.label))
-    return scenes
-
-
 def study(engines: Path, scenes: int, size: int, tile: int | None) -> dict[str, Any]:
     manifest = load_manifest(engines)
     measured = int(manifest.context_margin or 0)
     validation = [HoleScene(i, c, lab) for i, c, lab in hole_scenes(manifest.modalities)]
     picked = choose_edges(engines, validation, measured, "validation", tile=tile)
-    held_out = choose_edges(
-        engines, held_out_scenes(manifest.modalities, scenes, size), measured, "held-out", tile=tile
-    )
+    evaluation = [
+        HoleScene(i, c, lab)
+        for i, c, lab in hole_scenes(manifest.modalities, scenes, size, HELD_OUT_SEED_BASE, CLOUD_COVERS)
+    ]
+    held_out = choose_edges(engines, evaluation, measured, "held-out", tile=tile)
     score = {(r["context_margin"], r["optical_dilation"]): r["miou"] for r in held_out.scores}
     fixed = {pair: value for pair, value in score.items() if pair[1] == 0}
     best_fixed = max(fixed, key=lambda pair: fixed[pair])

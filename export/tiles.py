@@ -150,13 +150,18 @@ EDGE_SEED_BASE = 9_500_000
 
 
 def hole_scenes(
-    specs: Mapping[str, ModalitySpec], count: int = 4, size: int = 512
+    specs: Mapping[str, ModalitySpec],
+    count: int = 4,
+    size: int = 512,
+    seed_base: int = EDGE_SEED_BASE,
+    cloud_covers: Sequence[float] = (0.15,),
 ) -> list[tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]]:
     """Synthetic validation scenes with holes as a product delivers them: ``(inputs, cloud_mask, label)``.
 
     15 % cloud cover (the thin cloud edges stay outside the cloud mask, as real masks miss them) and a 20 %
     SAR swath gap, like the demo's and the study's scenes; pixels invalid for other reasons are NaN. For the
-    cloud-edge choice at export (256 px scenes with 30 % cloud ranked the candidates very differently).
+    cloud-edge choice at export (256 px scenes with 30 % cloud ranked the candidates very differently), and
+    with other seeds and ``cloud_covers`` (cycled) for held-out evaluation (``benchmarks/edge_study.py``).
     """
     from stars_edge.data.synthetic import SyntheticConfig, generate_scene
 
@@ -165,9 +170,9 @@ def hole_scenes(
     for index in range(count):
         config = SyntheticConfig(
             size=size,
-            seed=EDGE_SEED_BASE + index,
+            seed=seed_base + index,
             optical_bands=optical.bands if optical else 4,
-            cloud_cover=0.15,
+            cloud_cover=cloud_covers[index % len(cloud_covers)],
             sar_gap=0.2,
         )
         scene = generate_scene(config)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from runtime.predictor import Predictor
+from stars_edge.metrics import confusion_matrix, scores_from_confusion
 
 #: Candidate margins (px) besides the measured one, and optical dilations (px).
 MARGINS: tuple[int, ...] = (0, 8, 16, 32)
@@ -57,13 +58,6 @@ class EdgeChoice:
         }
 
 
-def _miou(confusion: np.ndarray) -> float:
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
-    present = union > 0
-    return float(100.0 * np.mean(tp[present] / union[present])) if present.any() else float("nan")
-
-
 def choose_edges(
     engines: str | Path,
     scenes: Sequence[HoleScene],
@@ -93,14 +87,16 @@ def choose_edges(
                 predicted, _ = predictor.predict_arrays(
                     scene.inputs, cloud_mask=scene.cloud_mask, tile=tile, allow_out_of_range=True
                 )
-                keep = (scene.label < classes) & (predicted < classes)
-                confusion += np.bincount(
-                    scene.label[keep].astype(np.int64) * classes + predicted[keep],
-                    minlength=classes * classes,
-                ).reshape(classes, classes)
+                confusion += confusion_matrix(predicted, scene.label, classes)
         finally:
             predictor.close()
-        results.append({"context_margin": margin, "optical_dilation": dilation, "miou": _miou(confusion)})
+        results.append(
+            {
+                "context_margin": margin,
+                "optical_dilation": dilation,
+                "miou": scores_from_confusion(confusion).miou,
+            }
+        )
     best = max(r["miou"] for r in results)
     tied = [r for r in results if r["miou"] >= best - TIE]
     chosen = max(tied, key=lambda r: (r["context_margin"], -r["optical_dilation"]))
