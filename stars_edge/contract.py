@@ -119,7 +119,7 @@ def contract_from_values(
         raise ConfigError(f"{spec.name}: expected ({spec.bands}, N) values, got shape {values.shape}")
     if values.shape[1] < minimum:
         raise ConfigError(f"{spec.name}: {values.shape[1]} valid pixels, {minimum} needed for a contract")
-    quantiles = np.percentile(values.astype(np.float64), QUANTILE_LEVELS, axis=1).T
+    quantiles = _quantiles(values)
     bands = tuple(
         BandContract(name, tuple(float(q) for q in row))
         for name, row in zip(spec.band_names, quantiles, strict=True)
