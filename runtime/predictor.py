@@ -124,10 +124,10 @@ class Predictor:
         self.precision = precision
         self.threads = threads
         self.allow_flagged = allow_flagged
-        if context_margin is not None and context_margin < 0:
-            raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
         self._margin_override = context_margin
-        self._dilation_override = check_dilation(mask_dilation, self.manifest.modalities)
+        self._dilation_override = check_edge_overrides(
+            context_margin, mask_dilation, self.manifest.modalities
+        )
         self._engines: dict[str, EngineSet] = {}
 
     @property
@@ -483,10 +483,13 @@ def parse_mask_dilation(items: Sequence[str] | None) -> dict[str, int] | None:
     return parsed
 
 
-def check_dilation(
-    dilation: Mapping[str, int] | None, modalities: Mapping[str, object]
+def check_edge_overrides(
+    context_margin: int | None, dilation: Mapping[str, int] | None, modalities: Mapping[str, object]
 ) -> dict[str, int] | None:
-    """``{modality: px}`` with known modalities and non-negative sizes (None stays None: no override)."""
+    """Refuse a negative ``--context-margin``; return the ``--mask-dilation`` override checked: known
+    modalities, non-negative sizes (None stays None: no override). Shared by ``run`` and ``run-batch``."""
+    if context_margin is not None and context_margin < 0:
+        raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
     if dilation is None:
         return None
     checked: dict[str, int] = {}

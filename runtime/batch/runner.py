@@ -36,7 +36,7 @@ from runtime.batch.scenes import INPUT_KINDS, Scene, check_scenes, read_scenes
 from runtime.batch.summary import SceneResult, one_line, write_summary
 from runtime.batch.task import BatchSettings, RowHook, output_paths, run_scene
 from runtime.outputs import check_regular_or_new, journal_path
-from runtime.predictor import check_dilation, terminate_as_interrupt
+from runtime.predictor import check_edge_overrides, terminate_as_interrupt
 from runtime.tiling import check_tiling
 from stars_edge.errors import BackendUnavailableError, ConfigError, OutputError
 from stars_edge.io import ensure_writable_dir, sha256_file
@@ -261,9 +261,7 @@ def run_batch(
         source = "python"
     listed = [_absolute(scene) for scene in listed]
     manifest = load_manifest(Path(engines), verify=False)  # a missing or unreadable manifest fails here, once
-    check_dilation(mask_dilation, manifest.modalities)  # bad overrides fail here, not in every scene
-    if context_margin is not None and context_margin < 0:
-        raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
+    check_edge_overrides(context_margin, mask_dilation, manifest.modalities)  # here, not in every scene
     if tile is None and overlap is not None:  # the manifest's tile: check the overlap here, not per scene
         check_tiling(manifest.tile_size, overlap)
     out = ensure_writable_dir(out_dir).resolve()
