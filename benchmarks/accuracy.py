@@ -37,7 +37,15 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import accuracy_render as render  # noqa: E402
 from benchmarks import accuracy_targets as targets  # noqa: E402
-from benchmarks.accuracy_runs import PARTS, RunSpec, StudyData, StudySettings, execute, plan  # noqa: E402
+from benchmarks.accuracy_runs import (  # noqa: E402
+    PARTS,
+    RunSpec,
+    StudyData,
+    StudySettings,
+    choose_shaspec,
+    execute,
+    plan,
+)
 from benchmarks.accuracy_sen1floods11 import SEN1FLOODS11  # noqa: E402
 from benchmarks.accuracy_store import (  # noqa: E402
     ResultsLog,
@@ -76,22 +84,35 @@ class Study:
         return settings_id(self.settings.to_dict())
 
 
-def _data(study: Study, run: RunSpec, cache: dict[tuple[str, int], StudyData]) -> StudyData:
+DataCache = dict[tuple[str, int, str], StudyData]
+
+
+def _data(study: Study, run: RunSpec, cache: DataCache) -> StudyData:
     from benchmarks.accuracy_runs import synthetic_data
     from benchmarks.accuracy_sen1floods11 import sen1floods11_data
 
-    key = (run.experiment, run.seed)
+    key = (run.experiment, run.seed, json.dumps(run.data_options, sort_keys=True))
     if key not in cache:
         if run.experiment == "sen1floods11":
             cache[key] = sen1floods11_data(study.settings, run.seed, study.sen1floods11)
         else:
-            cache[key] = synthetic_data(study.settings, run.seed)
+            cache[key] = synthetic_data(study.settings, run.seed, run.data_options)
     return cache[key]
 
 
-def run_one(
-    study: Study, run: RunSpec, cache: dict[tuple[str, int], StudyData] | None = None
-) -> dict[str, Any]:
+def shaspec_weights(study: Study) -> tuple[float, float] | None:
+    """ShaSpec's tuned weight pair for the current code and settings (``None`` until the grid is logged)."""
+    records = ResultsLog(study.log).read()
+    current = select_records(records, study.settings_id, "current", current=code_fingerprint()).records
+    return choose_shaspec(current, study.settings)
+
+
+def study_plan(study: Study) -> list[RunSpec]:
+    """``plan`` with the tuned ShaSpec weights read from the results log."""
+    return plan(study.settings, study.parts, shaspec_weights(study))
+
+
+def run_one(study: Study, run: RunSpec, cache: DataCache | None = None) -> dict[str, Any]:
     """Train and score one run, append its record to the results log, return the record."""
     import torch
 
@@ -129,7 +150,7 @@ def pending(study: Study) -> tuple[list[RunSpec], list[RunSpec]]:
     With ``study.only``, the pending runs are those keys, in that order: a study continued across sessions
     runs what matters most first.
     """
-    runs = plan(study.settings, study.parts)
+    runs = study_plan(study)
     done = ResultsLog(study.log).done_keys(code_fingerprint(), study.settings_id)
     todo = [r for r in runs if r.key not in done]
     if not study.only:
@@ -170,8 +191,10 @@ def run_study(study: Study, jobs: int = 1) -> int:
         f"{len(todo)}{chosen} to run -> {study.log}",
         flush=True,
     )
+    if "main" in study.parts and "shaspec" in study.settings.methods and shaspec_weights(study) is None:
+        print("  the main study's ShaSpec runs wait for the ShaSpec tuning grid (part shaspec_tuning)")
     if jobs <= 1:
-        cache: dict[tuple[str, int], StudyData] = {}
+        cache: DataCache = {}
         for run in todo:
             run_one(study, run, cache)
         return 0
@@ -380,7 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])])
     try:
         if args.run_one:
-            matches = [r for r in plan(study.settings, PARTS) if r.key == args.run_one]
+            matches = [
+                r for r in plan(study.settings, PARTS, shaspec_weights(study)) if r.key == args.run_one
+            ]
             if not matches:
                 raise BenchmarkError(f"no run {args.run_one!r} in this study; see --plan")
             run_one(study, matches[0])

@@ -28,17 +28,36 @@ TEST_SEED_OFFSET = 200_000
 MAIN_METHODS: tuple[str, ...] = (
     "stars",
     "stars_no_psa",
+    "stars_psa_uniform",
     "stars_no_stopgrad",
     "zero_fill_dropout",
     "shaspec",
     "single_modality",
 )
 SWEEP_METHODS: tuple[str, ...] = ("stars", "stars_no_stopgrad")
-PARTS: tuple[str, ...] = ("main", "sweep", "sen1floods11")
+PARTS: tuple[str, ...] = ("main", "shaspec_tuning", "sweep", "fidelity", "low_label", "sen1floods11")
 
-#: TrainConfig fields that switch on per-pattern normalization (issue 10) for every method; empty until
-#: that option exists. ``--train-option key=value`` adds fields from the command line the same way.
-PER_PATTERN_NORMALIZATION: dict[str, Any] = {}
+#: ShaSpec's two loss weights, tuned on the first seed over this grid (9 runs; STARS's recipe had about 10):
+#: the main study's ShaSpec runs use the pair with the best final validation mIoU (validation scenes, never
+#: the test scenes). The grid holds the untuned default (0.1, 0.1).
+SHASPEC_GRID: tuple[tuple[float, float], ...] = tuple(
+    (align, domain) for align in (0.01, 0.1, 1.0) for domain in (0.01, 0.1, 1.0)
+)
+#: Variants closer to the paper, each against the shipped recipe (issue 22): translation at strides 8-32
+#: instead of 32 only, and PSA on the translated (recovered) features as well as the real ones.
+FIDELITY_OPTIONS: tuple[dict[str, Any], ...] = (
+    {"translation_scales": (1, 2, 3)},
+    {"psa_views": "real+translated"},
+)
+#: Labelled training scenes of the low-label study; the rest of ``train_scenes`` are unlabelled.
+LOW_LABEL_SCENES: tuple[int, ...] = (1, 2, 4)
+#: Run options that change the training data (the data is built per distinct value).
+DATA_OPTIONS: tuple[str, ...] = ("synthetic_train_scenes", "synthetic_unlabelled_scenes")
+
+#: TrainConfig fields every method gets: one decoder per availability pattern (issue 22; the training
+#: default now, spelled out so the study does not move when a default does). ``--train-option key=value``
+#: adds fields from the command line the same way.
+STUDY_TRAIN_OPTIONS: dict[str, Any] = {"decoder": "per_pattern"}
 
 
 @dataclass
@@ -65,9 +84,9 @@ class StudySettings:
     flop_steps: int = 2
     methods: tuple[str, ...] = MAIN_METHODS
     seeds: tuple[int, ...] = (0, 1, 2)
-    sweep_lambdas: tuple[float, ...] = (0.1, 1.0, 10.0)
+    sweep_lambdas: tuple[float, ...] = (0.0, 0.1, 1.0, 10.0)
     sweep_seeds: tuple[int, ...] = (0, 1, 2)
-    train_options: dict[str, Any] = field(default_factory=lambda: dict(PER_PATTERN_NORMALIZATION))
+    train_options: dict[str, Any] = field(default_factory=lambda: dict(STUDY_TRAIN_OPTIONS))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (tuples as lists)."""
@@ -95,21 +114,82 @@ class RunSpec:
     seed: int
     lambda_tr: float = DEFAULT_LAMBDA_TR
     modalities: tuple[str, ...] = ("optical", "sar", "dsm")
+    #: TrainConfig fields this run sets beyond the study settings (sorted ``(name, value)`` pairs).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
         """Stable identifier: what "already done" means in the results log."""
         modalities = "+".join(self.modalities)
-        return f"{self.experiment}/{self.method}/seed{self.seed}/lambda{self.lambda_tr:g}/{modalities}"
+        key = f"{self.experiment}/{self.method}/seed{self.seed}/lambda{self.lambda_tr:g}/{modalities}"
+        return f"{key}/{options_tag(self.options)}" if self.options else key
 
     @property
     def name(self) -> str:
         """Folder-safe name of the run's work directory."""
         return self.key.replace("/", "_").replace("+", "-")
 
+    @property
+    def data_options(self) -> dict[str, Any]:
+        """The options that change the training data."""
+        return {k: v for k, v in self.options if k in DATA_OPTIONS}
 
-def plan(settings: StudySettings, parts: Sequence[str] = PARTS) -> list[RunSpec]:
-    """Every run of the study, seed by seed (a partial study already has every method on the first seeds)."""
+
+def run_options(**options: Any) -> tuple[tuple[str, Any], ...]:
+    """``RunSpec.options`` from keyword arguments (sorted, tuples kept hashable)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+def options_tag(options: Sequence[tuple[str, Any]]) -> str:
+    """``name=value:...`` for a run key (tuples as ``1-2-3``; no commas: ``--only`` splits on them)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, (tuple, list)):
+            return "-".join(str(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ":".join(f"{k}={text(v)}" for k, v in options)
+
+
+def shaspec_options(align: float, domain: float) -> tuple[tuple[str, Any], ...]:
+    """The run options of one ShaSpec weight pair."""
+    return run_options(lambda_shaspec_align=float(align), lambda_shaspec_domain=float(domain))
+
+
+def shaspec_tuning_runs(settings: StudySettings) -> list[RunSpec]:
+    """The ShaSpec grid on the first seed."""
+    seed = settings.seeds[0]
+    return [RunSpec("synthetic", "shaspec", seed, options=shaspec_options(a, d)) for a, d in SHASPEC_GRID]
+
+
+def choose_shaspec(
+    records: Sequence[Mapping[str, Any]], settings: StudySettings
+) -> tuple[float, float] | None:
+    """The grid pair with the best final validation mIoU, once every grid run is logged (else ``None``).
+
+    ``records`` are the study's records for the current code and settings. Validation scenes only: the
+    test scenes never choose a setting. Ties go to the earlier pair in ``SHASPEC_GRID``.
+    """
+    by_key = {r["key"]: r for r in records}
+    scores: list[tuple[float, int, tuple[float, float]]] = []
+    for index, (run, pair) in enumerate(zip(shaspec_tuning_runs(settings), SHASPEC_GRID, strict=True)):
+        record = by_key.get(run.key)
+        if record is None or not record.get("curve"):
+            return None
+        scores.append((-float(record["curve"][-1]["miou"]), index, pair))
+    return min(scores)[2]
+
+
+def plan(
+    settings: StudySettings,
+    parts: Sequence[str] = PARTS,
+    shaspec_weights: tuple[float, float] | None = None,
+) -> list[RunSpec]:
+    """Every run of the study, seed by seed (a partial study already has every method on the first seeds).
+
+    The main study's ShaSpec runs use ``shaspec_weights`` (``choose_shaspec``); until the tuning grid is
+    done (``None``) they are left out of the plan.
+    """
     from stars_edge.modalities import MODALITIES
 
     unknown = sorted(set(parts) - set(PARTS)) + sorted(set(settings.methods) - set(MAIN_METHODS))
@@ -124,12 +204,28 @@ def plan(settings: StudySettings, parts: Sequence[str] = PARTS) -> list[RunSpec]
             for method in settings.methods:
                 if method == "single_modality":
                     runs += [RunSpec("synthetic", method, seed, DEFAULT_LAMBDA_TR, (m,)) for m in MODALITIES]
+                elif method == "shaspec":
+                    if shaspec_weights is not None:
+                        runs.append(
+                            RunSpec("synthetic", method, seed, options=shaspec_options(*shaspec_weights))
+                        )
                 else:
                     runs.append(RunSpec("synthetic", method, seed))
+    if "shaspec_tuning" in parts and "shaspec" in settings.methods:
+        runs += shaspec_tuning_runs(settings)
     if "sweep" in parts:
         for seed in settings.sweep_seeds:
             for method in SWEEP_METHODS:
-                runs += [RunSpec("synthetic", method, seed, float(v)) for v in settings.sweep_lambdas]
+                for value in settings.sweep_lambdas:
+                    # with lambda_tr = 0 there is no translation loss to stop a gradient in: one control
+                    if float(value) == 0.0 and method != "stars":
+                        continue
+                    runs.append(RunSpec("synthetic", method, seed, float(value)))
+    if "fidelity" in parts:
+        for seed in settings.seeds:
+            runs += [RunSpec("synthetic", "stars", seed, options=run_options(**o)) for o in FIDELITY_OPTIONS]
+    if "low_label" in parts:
+        runs += low_label_runs(settings)
     if "sen1floods11" in parts:
         seed = settings.seeds[0]
         runs += [
@@ -141,6 +237,29 @@ def plan(settings: StudySettings, parts: Sequence[str] = PARTS) -> list[RunSpec]
     for run in runs:
         unique.setdefault(run.key, run)
     return list(unique.values())
+
+
+def low_label_runs(settings: StudySettings) -> list[RunSpec]:
+    """L labelled scenes (``LOW_LABEL_SCENES``; the main study is L = ``train_scenes``) per seed: STARS with
+    the other scenes unlabelled (its translation loss trains on them), STARS on the labelled ones alone (the
+    control: what the unlabelled scenes add), zero-fill and the specialists on the labelled ones."""
+    runs: list[RunSpec] = []
+    for seed in settings.seeds:
+        for labelled in LOW_LABEL_SCENES:
+            if labelled >= settings.train_scenes:
+                continue
+            only = run_options(synthetic_train_scenes=labelled)
+            with_unlabelled = run_options(
+                synthetic_train_scenes=labelled, synthetic_unlabelled_scenes=settings.train_scenes - labelled
+            )
+            runs.append(RunSpec("synthetic", "stars", seed, options=with_unlabelled))
+            runs.append(RunSpec("synthetic", "stars", seed, options=only))
+            runs.append(RunSpec("synthetic", "zero_fill_dropout", seed, options=only))
+            runs += [
+                RunSpec("synthetic", "single_modality", seed, DEFAULT_LAMBDA_TR, (m,), options=only)
+                for m in ("optical", "sar", "dsm")
+            ]
+    return runs
 
 
 @dataclass
@@ -163,22 +282,28 @@ def class_pixels(scenes: Sequence[Any]) -> dict[str, int]:
     return {name: int(c) for name, c in zip(names, counts, strict=True)}
 
 
-def synthetic_data(settings: StudySettings, seed: int) -> StudyData:
-    """Train/validation data as the trainer builds it, and test scenes from ``TEST_SEED_OFFSET``."""
+def synthetic_data(
+    settings: StudySettings, seed: int, data_options: Mapping[str, Any] | None = None
+) -> StudyData:
+    """Train/validation data as the trainer builds it, and test scenes from ``TEST_SEED_OFFSET``.
+
+    ``data_options`` (``RunSpec.data_options``) change the training scenes: fewer labelled ones, extra
+    unlabelled ones.
+    """
     from stars_edge.data import SceneTileDataset
     from stars_edge.modalities import ALL_PATTERNS
     from training.config import TrainConfig
     from training.data import VAL_SEED_OFFSET, build_training_data, synthetic_scenes
 
-    config = TrainConfig(
+    values: dict[str, Any] = dict(
         variant=settings.variant,
         tile_size=settings.tile_size,
         synthetic_size=settings.train_scene_size,
         synthetic_train_scenes=settings.train_scenes,
         synthetic_val_scenes=settings.val_scenes,
         seed=seed,
-        **settings.train_options,
     )
+    config = TrainConfig(**{**values, **settings.train_options, **(data_options or {})})
     data = build_training_data(config)
     if settings.val_scenes == 0:
         data = dataclasses.replace(data, val=None)
@@ -187,7 +312,13 @@ def synthetic_data(settings: StudySettings, seed: int) -> StudyData:
     info = {
         "test_seeds": [TEST_SEED_OFFSET, TEST_SEED_OFFSET + settings.test_scenes - 1],
         "val_seeds": [VAL_SEED_OFFSET, VAL_SEED_OFFSET + settings.val_scenes - 1],
-        "train_seeds": [0, settings.train_scenes - 1],
+        "train_seeds": [0, config.synthetic_train_scenes - 1],
+        "unlabelled_seeds": [
+            config.synthetic_train_scenes,
+            config.synthetic_train_scenes + config.synthetic_unlabelled_scenes - 1,
+        ]
+        if config.synthetic_unlabelled_scenes
+        else [],
         "test_class_pixels": class_pixels(scenes),
     }
     return StudyData(data, test, list(ALL_PATTERNS), info)
@@ -219,6 +350,7 @@ def train_config(settings: StudySettings, run: RunSpec, work: Path, **changes: A
         device=settings.device,
     )
     values.update(settings.train_options)
+    values.update(dict(run.options))
     values.update(changes)
     return TrainConfig(**values)
 

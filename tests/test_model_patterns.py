@@ -4,6 +4,7 @@ every pattern supervised every step, stop-gradient through the real objective.""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ from training.evaluation import evaluate_model
 from training.loop import train
 from training.losses import translation_gains
 from training.objective import TrainingObjective
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies.` importable
+
+from studies.recipe_study import held_out_translation_gains
 
 BANDS = {"optical": 4, "sar": 2, "dsm": 1}
 
@@ -124,8 +129,9 @@ def test_training_log_reports_psa_its_trivial_value_and_class_gaps(
 # ---------------------------------------------------------------------------------------- translation
 def test_trained_translators_beat_the_per_channel_mean_on_held_out_tiles(tmp_path: Path) -> None:
     """Held-out scenes, inference mode, against the constant a deployed model could use (the per-channel mean
-    of the target on training tiles). On this 150-step tiny fixture most pairs clearly beat it; after the
-    demo's 600 `edge` steps every pair does (docs/MODEL.md, held-out 0.28-0.70)."""
+    of the target on training tiles), measured as the recipe study does (``held_out_translation_gains``).
+    On this 150-step tiny fixture most pairs clearly beat it; after the demo's 600 `edge` steps every pair
+    does (docs/MODEL.md, held-out 0.28-0.70)."""
     fixture: dict[str, Any] = dict(
         TINY, tile_size=128, synthetic_size=256, synthetic_train_scenes=8, steps=150, lr=0.005, lambda_psa=0.0
     )
@@ -135,22 +141,9 @@ def test_trained_translators_beat_the_per_channel_mean_on_held_out_tiles(tmp_pat
     held_out = SceneTileDataset(
         synthetic_scenes(2, 256, 90_000), tile_size=128, specs=data.specs, augment=False
     )
-    keys = [*model.modalities, "label"]
-    test_batch = collate([held_out[i] for i in range(len(held_out))], keys)
-    train_batch = collate([data.train[i] for i in range(32)], keys)
 
     def gains(candidate: STARSModel) -> dict[str, float]:
-        with torch.no_grad():
-            encoded = candidate.encode({m: train_batch[m] for m in candidate.modalities})
-            guesses = {
-                (m, i): encoded[m].fused[i].mean(dim=(0, 2, 3))
-                for m in encoded
-                for i in candidate.translation_scales
-            }
-            encoded = candidate.encode({m: test_batch[m] for m in candidate.modalities})
-            fused = {m: e.fused for m, e in encoded.items()}
-            pairs = {(s, t): candidate.translate(s, t, fused[s]) for s in fused for t in fused if s != t}
-            return translation_gains(pairs, fused, guesses)
+        return held_out_translation_gains(candidate, data.train, held_out, train_count=32)["vs_train_mean"]
 
     trained = {k: v for k, v in gains(model).items() if k != "translation_gain_min"}
     torch.manual_seed(0)
@@ -255,7 +248,7 @@ def test_draw_schedule_decodes_the_full_and_the_drawn_pattern_only(
 ) -> None:
     model = create_model("tiny", BANDS, classes=7).train()
     seen = _decoded_patterns(model, monkeypatch)
-    objective = TrainingObjective(model, TrainConfig(**{**TINY, "pattern_schedule": "draw"}))
+    objective = TrainingObjective(model, TrainConfig(**{**TINY, "pattern_schedule": "draw", "decoder": "shared"}))
     objective(_batch(tiny_data.train, 2), Pattern.parse("sar+dsm"), None)
     assert seen == ["optical+sar+dsm", "sar+dsm"]
 
@@ -313,6 +306,7 @@ def test_per_pattern_statistics_score_higher_where_shared_ones_fail(
         "zero",
         method="zero_fill_dropout",
         pattern_schedule="draw",
+        decoder="shared",
         full_pattern_prob=0.7,
         lambda_distill=0.0,
         steps=80,

@@ -90,7 +90,7 @@ def test_each_decoder_gets_its_own_inference_mode_statistics() -> None:
 def test_per_pattern_decoders_refuse_the_draw_schedule() -> None:
     from training.config import TrainConfig
 
-    with pytest.raises(ConfigError, match="per_pattern needs pattern_schedule: all"):
+    with pytest.raises(ConfigError, match="needs pattern_schedule: all"):
         TrainConfig(decoder="per_pattern", pattern_schedule="draw")
     TrainConfig(decoder="per_pattern")
 

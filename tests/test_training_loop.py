@@ -175,5 +175,5 @@ def test_per_pattern_decoders_are_reestimated_and_the_checkpoint_says_so(
     result = train(_config(tmp_path, "pp", steps=2, decoder="per_pattern"), progress=False, data=tiny_data)
     _, meta = load_checkpoint(result.checkpoint)
     assert meta.config["decoder_statistics"] == "reestimated"
-    shared = train(_config(tmp_path, "shared", steps=2), progress=False, data=tiny_data)
+    shared = train(_config(tmp_path, "shared", steps=2, decoder="shared"), progress=False, data=tiny_data)
     assert "decoder_statistics" not in load_checkpoint(shared.checkpoint)[1].config

@@ -71,6 +71,7 @@ def test_collapse_without_stop_gradient_but_not_with_it(tmp_path: Path) -> None:
         checkpoint_every=1000,
         full_pattern_prob=1.0,
         pattern_schedule="draw",
+        decoder="shared",
         lambda_distill=0.0,
         translation_distance="cosine",
         translation_scales=(0, 1, 2, 3),

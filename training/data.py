@@ -42,6 +42,9 @@ class TrainingData:
     source: str = "in-memory"
     ignore_index: int = 255
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Tiles of training scenes without labels (``synthetic_unlabelled_scenes``): only a label-free loss
+    #: (the translation loss) sees them.
+    unlabelled: TileDataset | None = None
 
     def in_channels(self, modalities: Sequence[str]) -> dict[str, int]:
         """Band counts of ``modalities`` (``DataError`` when the data lacks one)."""
@@ -81,6 +84,12 @@ def build_training_data(config: TrainConfig) -> TrainingData:
             config.synthetic_seed + VAL_SEED_OFFSET,
             config.synthetic_optical_bands,
         )
+        unlabelled_scenes = synthetic_scenes(
+            config.synthetic_unlabelled_scenes,
+            config.synthetic_size,
+            config.synthetic_seed + config.synthetic_train_scenes,
+            config.synthetic_optical_bands,
+        )
         source = "synthetic data"
     else:
         from stars_edge.data import open_dataset
@@ -94,6 +103,7 @@ def build_training_data(config: TrainConfig) -> TrainingData:
             val_scenes = list(open_dataset(root, split=config.val_split, **kwargs))
         except DataError:
             val_scenes = []
+        unlabelled_scenes = []
         source = str(root)
     if not train_scenes:
         raise DataError(f"{source}: split {config.train_split!r} has no scenes; check the dataset folder")
@@ -120,7 +130,21 @@ def build_training_data(config: TrainConfig) -> TrainingData:
         if val_scenes
         else None
     )
-    return TrainingData(train, val, specs, tuple(first.class_names), source, int(first.ignore_index))
+    unlabelled = (
+        SceneTileDataset(
+            unlabelled_scenes,
+            tile_size=config.tile_size,
+            specs=specs,
+            augment=config.augment,
+            seed=config.seed + 1,
+            modalities=config.modalities,
+        )
+        if unlabelled_scenes
+        else None
+    )
+    return TrainingData(
+        train, val, specs, tuple(first.class_names), source, int(first.ignore_index), unlabelled=unlabelled
+    )
 
 
 def _check_bands(specs: Mapping[str, ModalitySpec], config: TrainConfig, source: str) -> None:
@@ -141,9 +165,12 @@ def step_generator(seed: int, step: int, stream: int, rank: int = 0) -> torch.Ge
 
 
 def batch_indices(
-    length: int, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1
+    length: int, batch_size: int, step: int, seed: int, rank: int = 0, world: int = 1, stream: int = 1
 ) -> tuple[int, list[int]]:
-    """``(epoch, indices)`` of ``rank``'s batch at ``step``: seeded permutation per epoch, disjoint shards."""
+    """``(epoch, indices)`` of ``rank``'s batch at ``step``: seeded permutation per epoch, disjoint shards.
+
+    ``stream`` separates independent batch sequences of one run (the unlabelled tiles use their own).
+    """
     per_step = batch_size * world
     if length < per_step:
         raise DataError(
@@ -152,19 +179,20 @@ def batch_indices(
         )
     steps_per_epoch = length // per_step
     epoch, position = divmod(step, steps_per_epoch)
-    order = torch.randperm(length, generator=step_generator(seed, epoch, stream=1))
+    order = torch.randperm(length, generator=step_generator(seed, epoch, stream=stream))
     start = position * per_step + rank * batch_size
     return epoch, order[start : start + batch_size].tolist()
 
 
 def collate(samples: Sequence[Mapping[str, Tensor]], keys: Sequence[str]) -> dict[str, Tensor]:
-    """Stack samples into a batch, keeping only ``keys`` (modalities and ``label``)."""
+    """Stack samples into a batch, keeping only ``keys`` (modalities and, when listed, ``label``)."""
     batch: dict[str, Tensor] = {}
     for key in keys:
         if key not in samples[0]:
             raise DataError(f"dataset samples have no {key!r} entry (they have {', '.join(samples[0])})")
         batch[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
-    batch["label"] = batch["label"].long()
+    if "label" in batch:
+        batch["label"] = batch["label"].long()
     return batch
 
 

@@ -210,11 +210,14 @@ def _train(
             if step == start_step:
                 check_batch(batch, in_channels, data.source)
             batch = prepare_batch({k: v.to(device, non_blocking=True) for k, v in batch.items()}, config)
+            unlabelled = _unlabelled_batch(data, model, config, step, context, device)
             pattern = draw_pattern(
                 model.modalities, step_generator(config.seed, step, 3), config.full_pattern_prob
             )
             with autocast_context(config, device):
-                losses = runner(batch, pattern, step_generator(config.seed, step, 4, context.rank))
+                losses = runner(
+                    batch, pattern, step_generator(config.seed, step, 4, context.rank), unlabelled
+                )
             total = losses["total"]
             _check_finite(total, losses, step + 1, last_good, context, device)
             optimizer.zero_grad(set_to_none=True)
@@ -296,6 +299,38 @@ def _train(
         last_losses=losses_seen,
         diagnostics=diagnostics,
     )
+
+
+#: Batch-order stream of the unlabelled tiles (streams 1, 3 and 4 are the labelled order, the pattern
+#: draw and PSA's pixel sampling).
+UNLABELLED_STREAM = 5
+
+
+def _unlabelled_batch(
+    data: TrainingData,
+    model: STARSModel,
+    config: TrainConfig,
+    step: int,
+    context: DistributedContext,
+    device: torch.device,
+) -> dict[str, torch.Tensor] | None:
+    """This step's tiles of the unlabelled scenes, for methods whose translation loss can use them."""
+    if data.unlabelled is None or not model.method_spec.translation_loss:
+        return None
+    epoch, indices = batch_indices(
+        len(data.unlabelled),
+        config.batch_size,
+        step,
+        config.seed,
+        context.rank,
+        context.world_size,
+        stream=UNLABELLED_STREAM,
+    )
+    set_epoch = getattr(data.unlabelled, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    batch = collate([data.unlabelled[i] for i in indices], list(model.modalities))
+    return prepare_batch({k: v.to(device, non_blocking=True) for k, v in batch.items()}, config)
 
 
 def _resume(

@@ -52,8 +52,13 @@ class TrainingObjective(nn.Module):
         return [] if drawn == model.patterns[0] else [drawn]
 
     def forward(
-        self, batch: Mapping[str, Tensor], pattern: Pattern, generator: torch.Generator | None = None
+        self,
+        batch: Mapping[str, Tensor],
+        pattern: Pattern,
+        generator: torch.Generator | None = None,
+        unlabelled: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
+        """The step's losses; ``unlabelled`` (tiles without labels) adds to the translation loss only."""
         model = self.model
         spec = model.method_spec
         cfg = self.config
@@ -62,12 +67,7 @@ class TrainingObjective(nn.Module):
         encoded = model.encode({m: batch[m] for m in modalities})
         fused = {m: encoded[m].fused for m in modalities}
 
-        translations: dict[tuple[str, str], dict[int, Tensor]] = {}
-        if model.fill == "translate" and len(modalities) > 1 and model.translation_scales:
-            for source in modalities:
-                for target in modalities:
-                    if source != target:
-                        translations[(source, target)] = model.translate(source, target, fused[source])
+        translations = self._translations(fused)
 
         losses: dict[str, Tensor] = {}
         full_logits = model.decode(fused, model.patterns[0])
@@ -94,6 +94,19 @@ class TrainingObjective(nn.Module):
             losses["translation"] = translation_loss(
                 translations, fused, stop_gradient=spec.stop_gradient, distance=cfg.translation_distance
             )
+            if unlabelled is not None:
+                # the same loss on tiles nobody labelled: what a label-free objective can add (the
+                # low-label study); the two batches weigh the same
+                encoded_u = model.encode({m: unlabelled[m] for m in modalities})
+                fused_u = {m: encoded_u[m].fused for m in modalities}
+                extra = translation_loss(
+                    self._translations(fused_u),
+                    fused_u,
+                    stop_gradient=spec.stop_gradient,
+                    distance=cfg.translation_distance,
+                )
+                losses["translation_unlabelled"] = extra.detach()
+                losses["translation"] = (losses["translation"] + extra) / 2
             total = total + cfg.lambda_tr * losses["translation"]
             for key, value in translation_gains(translations, fused).items():
                 losses[key] = torch.tensor(value)
@@ -133,3 +146,16 @@ class TrainingObjective(nn.Module):
             )
         losses["total"] = total
         return losses
+
+    def _translations(self, fused: Mapping[str, list[Tensor]]) -> dict[tuple[str, str], dict[int, Tensor]]:
+        """Every ordered pair's translated features (empty when the method does not translate)."""
+        model = self.model
+        modalities = model.modalities
+        if model.fill != "translate" or len(modalities) < 2 or not model.translation_scales:
+            return {}
+        return {
+            (source, target): model.translate(source, target, fused[source])
+            for source in modalities
+            for target in modalities
+            if source != target
+        }

@@ -3,7 +3,7 @@
 Uniform pixel sampling hands the alignment loss almost only majority-class pixels (vegetation, background),
 so minority classes (cars, buildings) barely shape the embedding. Sampling up to ``per_class`` pixels of every
 class present gives each class the same number of anchors. ``balanced=False`` draws the same total count
-uniformly: the ``stars_no_psa`` ablation, which isolates the effect of the balancing.
+uniformly: the ``stars_psa_uniform`` ablation, which isolates the effect of the balancing.
 """
 
 from __future__ import annotations

@@ -45,9 +45,15 @@ METHODS: dict[str, MethodSpec] = {
     "stars_no_psa": MethodSpec(
         "translate",
         translation_loss=True,
+        description="STARS without pixel-level semantic alignment (no PSA loss, no projection head)",
+    ),
+    "stars_psa_uniform": MethodSpec(
+        "translate",
+        translation_loss=True,
         psa=True,
         psa_balanced=False,
-        description="STARS with uniform instead of class-balanced pixel sampling for the alignment loss",
+        description="STARS with uniform instead of class-balanced pixel sampling for the alignment loss "
+        "(isolates the balancing; called stars_no_psa in results logged before 2026-12-05)",
     ),
     "zero_fill_dropout": MethodSpec(
         "zero",
