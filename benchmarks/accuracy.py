@@ -14,7 +14,8 @@ The renderer refuses to mix code versions unless told to (``--allow-mixed``, the
     python benchmarks/accuracy.py --quick --results-log /tmp/q.jsonl --out /tmp/q   # smoke (meaningless)
 
 The settings flags (``--steps``, ``--variant``, ...) identify a study: pass the same ones to ``--render`` and
-``--plan``. Every run's checkpoint and log.jsonl go under ``--work-dir``.
+``--plan``. Every run's checkpoint and log.jsonl go under ``--work-dir``. This file is the command line and
+the runner; ``benchmarks/accuracy_report.py`` renders the log (which run goes into which table).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import accuracy_render as render  # noqa: E402
-from benchmarks import accuracy_targets as targets  # noqa: E402
+from benchmarks.accuracy_report import render_study  # noqa: E402
 from benchmarks.accuracy_runs import (  # noqa: E402
     PARTS,
     RunSpec,
@@ -206,103 +206,6 @@ def run_study(study: Study, jobs: int = 1) -> int:
     return sum(code != 0 for code in codes)
 
 
-def render_study(
-    study: Study,
-    out: Path,
-    fingerprint: str | None = None,
-    allow_mixed: bool = False,
-    int8_manifest: Sequence[Path] = (),
-    command: str = "",
-) -> list[targets.Target]:
-    """Write the result JSONs, Markdown and plots from the log; return the evaluated targets."""
-    from benchmarks.common import machine_info
-    from stars_edge.io import write_json_atomic, write_text_atomic
-
-    records = ResultsLog(study.log).read()
-    chosen = select_records(records, study.settings_id, fingerprint, allow_mixed, current=code_fingerprint())
-    if not chosen.records:
-        raise BenchmarkError(
-            f"{study.log} has no runs of study {study.settings_id} (these settings"
-            f"{'' if fingerprint is None else ' and fingerprint'}); run it first or pass the flags it "
-            "ran with"
-        )
-    if chosen.ignored:
-        print(f"ignored {chosen.ignored} run(s) of other code versions")
-    settings = study.settings.to_dict()
-    header = {"machine": machine_info(study.settings.threads), "command": command}
-    synthetic = [r for r in chosen.records if r["spec"]["experiment"] == "synthetic"]
-    main_records = [r for r in synthetic if float(r["spec"]["lambda_tr"]) == targets.DEFAULT_LAMBDA_TR]
-    sweep_records = [r for r in synthetic if r["spec"]["method"] in ("stars", "stars_no_stopgrad")]
-    main = render.payload(main_records, "synthetic", settings, header, chosen.mixed)
-    sweep = render.payload(sweep_records, "lambda_tr_sweep", settings, header, chosen.mixed)
-    for row in sweep["rows"]:
-        row["experiment"] = "lambda_tr_sweep"
-    curves = render.curves_by_method(main_records)
-    plot = render.plot_curves(curves, out / "accuracy_synthetic_curves.png")
-    main["curves_plot"] = plot.name if plot else None
-    drops = targets.int8_drops_from_manifests(int8_manifest) if int8_manifest else None
-    evaluated = targets.evaluate(
-        main["rows"],
-        sweep["rows"],
-        study.settings.sweep_lambdas,
-        main["settings"].get("test_class_pixels"),
-        curves,
-        study.settings.steps,
-        drops,
-    )
-    main["targets"] = [dataclasses.asdict(t) for t in evaluated]
-    written = [write_json_atomic(out / "accuracy_synthetic.json", main)]
-    written.append(
-        write_text_atomic(out / "accuracy_synthetic.md", render.render_synthetic(main, sweep, evaluated))
-    )
-    if len({r["lambda_tr"] for r in sweep["rows"]}) > 1:
-        written.append(write_json_atomic(out / "accuracy_lambda_sweep.json", sweep))
-    written += _render_bars(out, main)
-    real = [r for r in chosen.records if r["spec"]["experiment"] == "sen1floods11"]
-    if real:
-        written += _render_sen1floods11(out, real, settings, header, chosen.mixed)
-    for path in written:
-        print(f"wrote {path}")
-    for target in evaluated:
-        print(target.line())
-    return evaluated
-
-
-def _render_bars(out: Path, main: Mapping[str, Any]) -> list[Path]:
-    from benchmarks.report import accuracy_groups, plot_accuracy
-
-    s = main["settings"]
-    title = (
-        f"synthetic: {s['variant']}, {s['steps']} steps, "
-        f"{s['test_scenes']} test scenes of {s['scene_size']} px"
-    )
-    plot = plot_accuracy(accuracy_groups(main["rows"]), title, out / "accuracy_synthetic.png")
-    return [plot] if plot else []
-
-
-def _render_sen1floods11(
-    out: Path,
-    records: Sequence[Mapping[str, Any]],
-    settings: Mapping[str, Any],
-    header: Mapping[str, Any],
-    mixed: bool,
-) -> list[Path]:
-    from benchmarks.accuracy_sen1floods11 import render as render_real
-    from stars_edge.io import write_json_atomic, write_text_atomic
-
-    data = render.payload(records, "sen1floods11_single_scene", settings, header, mixed)
-    info = records[0].get("data", {})
-    trained_on = "trained on the chip's left half only (no validation split)"
-    text = render_real(data["rows"], info, render.settings_lines(data, trained_on))
-    return [
-        write_json_atomic(
-            out / "accuracy_sen1floods11.json",
-            {**data, **{k: v for k, v in info.items() if k != "test_class_pixels"}},
-        ),
-        write_text_atomic(out / "accuracy_sen1floods11.md", text),
-    ]
-
-
 def _csv(text: str, kind: type = str) -> tuple[Any, ...]:
     return tuple(kind(v) for v in text.replace(",", " ").split())
 
@@ -362,6 +265,13 @@ def _parser() -> argparse.ArgumentParser:
     io.add_argument("--work-dir", type=Path, default=Path("/tmp/stars_edge_accuracy"), help="run folders")
     io.add_argument("--sen1floods11", type=Path, default=SEN1FLOODS11, help="Sen1Floods11 sample folder")
     io.add_argument("--fingerprint", help="render only runs of this code fingerprint (prefix, or 'current')")
+    mode.add_argument(
+        "--carry-over-from",
+        metavar="COMMIT",
+        help="probe the study's run kinds under COMMIT and the current (committed) code; when every probe "
+        "matches, log an alias so COMMIT's finished runs count for the current code "
+        "(benchmarks/accuracy_compat.py)",
+    )
     io.add_argument(
         "--allow-mixed", action="store_true", help="render runs of several code versions, labelled"
     )
@@ -409,6 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not matches:
                 raise BenchmarkError(f"no run {args.run_one!r} in this study; see --plan")
             run_one(study, matches[0])
+            return 0
+        if args.carry_over_from:
+            from benchmarks.accuracy_compat import verify_carry_over
+
+            alias = verify_carry_over(study.log, args.carry_over_from, study.settings, study.sen1floods11)
+            if not alias["carried"]:
+                raise BenchmarkError(
+                    f"{args.carry_over_from} computes differently: probes {', '.join(alias['differing'])} "
+                    "differ; its runs stay with their code"
+                )
+            print(f"carried over: {alias['alias']['from'][:12]} -> {alias['alias']['to'][:12]}")
             return 0
         if args.plan:
             runs, todo = pending(study)

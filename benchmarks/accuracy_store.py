@@ -75,7 +75,10 @@ def git_commit(root: Path = ROOT) -> dict[str, Any]:
         return done.stdout.strip()
 
     commit = git("rev-parse", "HEAD") or None
-    dirty = git("status", "--porcelain", "--", *FINGERPRINT_GLOBS) if commit else ""
+    # ``:(glob)`` so that ``training/**/*.py`` also matches ``training/loop.py`` (git's default pathspec
+    # needs a further directory for ``**/``)
+    pathspecs = [f":(glob){pattern}" for pattern in FINGERPRINT_GLOBS]
+    dirty = git("status", "--porcelain", "--", *pathspecs) if commit else ""
     return {"commit": commit, "dirty": bool(dirty)}
 
 
@@ -97,10 +100,13 @@ class ResultsLog:
         self.path = Path(path)
 
     def read(self) -> list[dict[str, Any]]:
-        """Every complete record (a truncated last line from a killed writer is skipped)."""
+        """Every complete run record (a truncated last line from a killed writer is skipped), with runs of
+        code carried over to newer code by a verified alias filed under the newer fingerprint
+        (``benchmarks/accuracy_compat.py``)."""
         if not self.path.is_file():
             return []
         records = []
+        aliases: dict[str, dict[str, Any]] = {}
         for number, line in enumerate(self.path.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -111,7 +117,9 @@ class ResultsLog:
                 continue
             if isinstance(record, dict) and "key" in record:
                 records.append(record)
-        return records
+            elif isinstance(record, dict) and record.get("carried") and "alias" in record:
+                aliases[str(record["alias"]["from"])] = record
+        return resolve_aliases(records, aliases)
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record as one line, flushed to disk before the lock is released."""
@@ -133,6 +141,39 @@ class ResultsLog:
             for r in self.read()
             if r.get("fingerprint") == fingerprint and r.get("settings_id") == settings
         }
+
+
+def resolve_aliases(
+    records: list[dict[str, Any]], aliases: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Records with fingerprints carried over to the newest code they were verified for (chains followed).
+
+    A carried record keeps ``fingerprint_logged`` (the code it ran with) and ``carried_by`` (each alias:
+    commits and the date the probe matched).
+    """
+    resolved = []
+    for record in records:
+        fingerprint = str(record.get("fingerprint"))
+        seen = {fingerprint}
+        carried_by: list[str] = []
+        while fingerprint in aliases:
+            alias = aliases[fingerprint]
+            fingerprint = str(alias["alias"]["to"])
+            carried_by.append(
+                f"{str(alias['old_commit'])[:12]}->{str(alias['new_commit'])[:12]} on {alias['verified']}"
+            )
+            if fingerprint in seen:
+                break
+            seen.add(fingerprint)
+        if carried_by:
+            record = {
+                **record,
+                "fingerprint": fingerprint,
+                "fingerprint_logged": record.get("fingerprint"),
+                "carried_by": carried_by,
+            }
+        resolved.append(record)
+    return resolved
 
 
 @dataclass

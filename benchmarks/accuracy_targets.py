@@ -1,12 +1,15 @@
 """The issue's targets evaluated on the study's rows, each PASS / MISS with the numbers behind it.
 
 Claims (issue 11): STARS >= the single-modality model on its modality; STARS > zero-fill and > ShaSpec on
-every pattern with a missing modality; PSA gains >= +1 IoU on `car` and `building`; the lambda_tr spread of
-STARS is at most half that of STARS without stop-gradient; INT8 loses at most 0.5 mIoU (from the export
-gate). Evidence checks: every test class has thousands of pixels, the seed-to-seed std of STARS's mean mIoU
-is at most 1.0, and the validation curves are flat at the end of the budget. A target without the runs it
-needs is ``n/a``, never a PASS. Means are over seeds (and patterns where stated), rows as in
-``accuracy_synthetic.json``.
+every pattern with a missing modality; PSA's balanced sampling gains >= +1 IoU on `car` and `building` over
+uniform sampling (``stars_psa_uniform``); PSA itself (``stars`` - ``stars_no_psa``, no PSA at all) and the
+translation loss itself (``stars`` at the shipped lambda_tr - ``stars`` at lambda_tr = 0) as measured mIoU
+differences, PASS when > 0; the lambda_tr spread of STARS is at most half that of STARS without
+stop-gradient (over the lambdas both have: 0 is a STARS-only control); INT8 loses at most 0.5 mIoU (from
+the export gate). Evidence checks: every test class has thousands of pixels, the seed-to-seed std of STARS's
+mean mIoU is at most 1.0, and the validation curves are flat at the end of the budget. A target without the
+runs it needs is ``n/a``, never a PASS. Means are over seeds (and patterns where stated), paired by seed
+where two methods are compared, rows as in ``accuracy_synthetic.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import numpy as np
 #: lambda_tr of the main table (the shipped default, ``TrainConfig.lambda_tr``); the sweep varies it.
 DEFAULT_LAMBDA_TR = 2.0
 
+FULL_PATTERN = "optical+sar+dsm"
 MISSING_PATTERNS: tuple[str, ...] = ("optical+sar", "optical+dsm", "sar+dsm", "optical", "sar", "dsm")
+ALL_PATTERN_NAMES: tuple[str, ...] = (FULL_PATTERN, *MISSING_PATTERNS)
 SINGLE: tuple[str, ...] = ("optical", "sar", "dsm")
 MIN_CLASS_PIXELS = 1000
 MAX_SEED_STD = 1.0
@@ -128,11 +133,13 @@ def baseline_targets(rows: Sequence[Mapping[str, Any]], baseline: str) -> Target
 
 
 def psa_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
-    """``stars`` minus ``stars_no_psa`` IoU on each minority class, paired by pattern and seed."""
+    """PSA's balanced sampling: ``stars`` minus ``stars_psa_uniform`` (PSA with uniform sampling) IoU on each
+    minority class, paired by pattern and seed."""
     paired: dict[tuple[str, int], Mapping[str, Any]] = {
         (r["pattern"], int(r["seed"])): r
         for r in rows
-        if r["method"] == "stars_no_psa" and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == DEFAULT_LAMBDA_TR
+        if r["method"] == "stars_psa_uniform"
+        and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == DEFAULT_LAMBDA_TR
     }
     out = []
     for cls in PSA_CLASSES:
@@ -148,7 +155,7 @@ def psa_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
             a, b = r["per_class_iou"].get(cls), other["per_class_iou"].get(cls)
             if a is not None and b is not None:
                 diffs.append(float(a) - float(b))
-        name = f"PSA: stars - stars_no_psa on {cls} IoU >= +{PSA_MIN_GAIN:g}"
+        name = f"PSA balancing: stars - stars_psa_uniform on {cls} IoU >= +{PSA_MIN_GAIN:g}"
         if not diffs:
             out.append(Target(name, "n/a", "runs missing"))
         else:
@@ -161,6 +168,72 @@ def psa_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
                 )
             )
     return out
+
+
+def seed_pattern_means(
+    rows: Sequence[Mapping[str, Any]],
+    method: str,
+    patterns: Sequence[str],
+    lam: float = DEFAULT_LAMBDA_TR,
+) -> dict[int, float]:
+    """Per seed, ``method``'s mIoU averaged over ``patterns`` (a seed missing any of them is left out)."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in rows:
+        if (
+            r["method"] == method
+            and r["pattern"] in patterns
+            and float(r.get("lambda_tr", DEFAULT_LAMBDA_TR)) == lam
+            and r["miou"] is not None
+        ):
+            by_seed.setdefault(int(r["seed"]), {})[r["pattern"]] = float(r["miou"])
+    return {
+        s: float(np.mean(list(v.values()))) for s, v in sorted(by_seed.items()) if set(v) == set(patterns)
+    }
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
+    """``a - b`` on the seeds both have."""
+    return {seed: a[seed] - b[seed] for seed in sorted(set(a) & set(b))}
+
+
+def difference_text(diffs: Mapping[int, float]) -> str:
+    """Mean (± sample std over seeds) of paired differences, with the seeds and each seed's value."""
+    values = list(diffs.values())
+    spread = f" ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+    each = ", ".join(f"{d:+.2f}" for d in values)
+    return f"{np.mean(values):+.2f}{spread} ({_seeds_note(list(diffs))}: {each})"
+
+
+def difference_target(name: str, diffs: Mapping[int, float]) -> Target:
+    """A measured difference: PASS when its mean over the paired seeds is > 0, ``n/a`` without pairs."""
+    if not diffs:
+        return Target(name, "n/a", "runs missing")
+    return Target(name, _verdict(float(np.mean(list(diffs.values()))) > 0), difference_text(diffs))
+
+
+def psa_itself_targets(rows: Sequence[Mapping[str, Any]]) -> list[Target]:
+    """PSA at all: ``stars`` minus ``stars_no_psa`` mean mIoU over the missing-modality and all patterns."""
+    out = []
+    for patterns, what in (
+        (MISSING_PATTERNS, "the 6 missing-modality patterns"),
+        (ALL_PATTERN_NAMES, "all 7"),
+    ):
+        diffs = paired(
+            seed_pattern_means(rows, "stars", patterns), seed_pattern_means(rows, "stars_no_psa", patterns)
+        )
+        name = f"PSA itself: stars - stars_no_psa, mean mIoU over {what} (PASS when > 0)"
+        out.append(difference_target(name, diffs))
+    return out
+
+
+def translation_target(rows: Sequence[Mapping[str, Any]]) -> Target:
+    """The translation loss's own contribution: ``stars`` at the shipped lambda_tr minus at lambda_tr = 0."""
+    name = (
+        f"translation loss's own contribution: stars lambda_tr={DEFAULT_LAMBDA_TR:g} minus lambda_tr=0, "
+        "mean mIoU over the 6 missing-modality patterns (PASS when > 0)"
+    )
+    shipped = seed_pattern_means(rows, "stars", MISSING_PATTERNS, DEFAULT_LAMBDA_TR)
+    return difference_target(name, paired(shipped, seed_pattern_means(rows, "stars", MISSING_PATTERNS, 0.0)))
 
 
 def sweep_seeds(
@@ -191,8 +264,10 @@ def sweep_spread(
 
 
 def stopgrad_target(rows: Sequence[Mapping[str, Any]], lambdas: Sequence[float]) -> Target:
-    """The lambda_tr spread of STARS is at most half that of STARS without stop-gradient (same seeds)."""
-    name = "stop-gradient: lambda_tr spread of stars <= half that of stars_no_stopgrad"
+    """The lambda_tr spread of STARS is at most half that of STARS without stop-gradient (same seeds), over
+    the non-zero lambdas: at lambda_tr = 0 there is no translation loss to stop a gradient in (STARS only)."""
+    lambdas = [float(v) for v in lambdas if float(v) != 0.0]
+    name = "stop-gradient: lambda_tr spread of stars <= half that of stars_no_stopgrad (lambda_tr > 0)"
     seeds = sweep_seeds(rows, ("stars", "stars_no_stopgrad"), lambdas)
     stars = sweep_spread(rows, "stars", lambdas, seeds) if seeds else None
     free = sweep_spread(rows, "stars_no_stopgrad", lambdas, seeds) if seeds else None
@@ -202,7 +277,7 @@ def stopgrad_target(rows: Sequence[Mapping[str, Any]], lambdas: Sequence[float])
         name,
         _verdict(stars <= 0.5 * free),
         f"spread {stars:.2f} vs {free:.2f} (seed{'s' if len(seeds) > 1 else ''} "
-        f"{', '.join(map(str, seeds))})",
+        f"{', '.join(map(str, seeds))}) over lambda_tr {', '.join(f'{v:g}' for v in lambdas)}",
     )
 
 
@@ -281,7 +356,9 @@ def evaluate(
         baseline_targets(main_rows, "zero_fill_dropout"),
         baseline_targets(main_rows, "shaspec"),
         *psa_targets(main_rows),
+        *psa_itself_targets(main_rows),
         stopgrad_target(sweep_rows, lambdas),
+        translation_target(sweep_rows),
         int8_target(int8_drops),
         *evidence_checks(main_rows, class_pixels, curves or {}, steps),
     ]

@@ -248,7 +248,8 @@ def test_targets_pass_and_miss_with_the_numbers() -> None:
     rows = []
     for seed in (0, 1):
         rows += _rows("stars", dict.fromkeys(patterns, 60.0 + 0.2 * seed), seed, car=14.0, building=50.5)
-        rows += _rows("stars_no_psa", dict.fromkeys(patterns, 59.0), seed, car=10.0, building=50.0)
+        # PSA with uniform sampling: the balancing target's reference (minority classes)
+        rows += _rows("stars_psa_uniform", dict.fromkeys(patterns, 59.0), seed, car=10.0, building=50.0)
         rows += _rows("shaspec", dict.fromkeys(patterns, 55.0), seed)
         # zero-fill beats STARS on sar: that target must MISS and say where
         rows += _rows("zero_fill_dropout", {**dict.fromkeys(patterns, 50.0), "sar": 61.0}, seed)
@@ -268,8 +269,9 @@ def test_targets_pass_and_miss_with_the_numbers() -> None:
     assert _status(targets, "STARS > shaspec") == "PASS"
     miss = next(t for t in targets if t.name.startswith("STARS > zero_fill_dropout"))
     assert miss.status == "MISS" and "5/6" in miss.detail and "sar -0.90" in miss.detail
-    assert _status(targets, "PSA: stars - stars_no_psa on car") == "PASS"  # +4
-    assert _status(targets, "PSA: stars - stars_no_psa on building") == "MISS"  # +0.5 < 1
+    assert _status(targets, "PSA balancing: stars - stars_psa_uniform on car") == "PASS"  # +4
+    assert _status(targets, "PSA balancing: stars - stars_psa_uniform on building") == "MISS"  # +0.5 < 1
+    assert {t.status for t in targets if t.name.startswith("PSA itself")} == {"n/a"}  # no stars_no_psa
     stopgrad = next(t for t in targets if t.name.startswith("stop-gradient"))
     assert stopgrad.status == "PASS" and "spread 0.50 vs 8.00" in stopgrad.detail
     assert _status(targets, "INT8") == "MISS"

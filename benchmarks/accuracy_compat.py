@@ -1,0 +1,154 @@
+"""Carry a study's finished runs across a code change that does not change what a run computes.
+
+The results log keys every run by a fingerprint of the code that trains and scores it, so any edit to that
+code (a refactor, a new option that is off by default) would send hours of finished runs back to the queue.
+``verify_carry_over`` decides instead by measurement: it checks out the old commit in a temporary git
+worktree, runs a short probe of every kind of run in the study (each method, each option the plan sets, the
+real-data experiment) under the old code and under the current code, one thread each on this machine, and
+compares a hash of everything a run reports (validation curve, test scores, final losses, parameter count).
+Only when every probe matches does it append an alias record ``old fingerprint -> current fingerprint`` to
+the log; ``ResultsLog.read`` then files the old runs under the current code, and every carried record keeps
+``fingerprint_logged`` (what it ran with) and ``carried_by`` (the alias's probe and date).
+
+A probe covers the code paths a run takes, not every number a 3000-step run produces: a change that only
+shows after many steps (or only on another CPU) could pass. That is why the alias names the machine and the
+probe, and why a change meant to alter results must never be carried over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.accuracy_runs import PARTS, SHASPEC_GRID, RunSpec, StudySettings, plan
+from benchmarks.accuracy_store import ROOT, ResultsLog, code_fingerprint, git_commit
+from benchmarks.common import BenchmarkError, cpu_flags, cpu_model
+
+#: A probe run: a few steps of the study's model on small tiles, one thread, scored on one small scene.
+PROBE_SETTINGS: dict[str, Any] = dict(
+    steps=4, batch_size=2, tile_size=64, train_scenes=2, train_scene_size=128, val_scenes=1, val_every=2,
+    test_scenes=1, scene_size=128, threads=1, flop_steps=0, seeds=(0,), sweep_seeds=(0,),
+)  # fmt: skip
+
+#: Run by ``python -c`` inside a code root: probe every run kind with that root's own study code and print
+#: ``{key: sha256}`` as JSON on the last line.
+_PROBE_PROGRAM = r"""
+import hashlib, json, sys
+from pathlib import Path
+root, settings_json, runs_json, real = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+sys.path.insert(0, root)
+import torch
+torch.set_num_threads(1)
+from benchmarks.accuracy_runs import RunSpec, StudySettings, execute, synthetic_data
+settings = StudySettings.from_dict(json.loads(settings_json))
+hashes = {}
+for spec in json.loads(runs_json):
+    spec["modalities"] = tuple(spec["modalities"])
+    spec["options"] = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in spec["options"])
+    run = RunSpec(**spec)
+    if run.experiment == "sen1floods11":
+        from benchmarks.accuracy_sen1floods11 import sen1floods11_data
+        data = sen1floods11_data(settings, run.seed, Path(real))
+    else:
+        data = synthetic_data(settings, run.seed, run.data_options)
+    with __import__("tempfile").TemporaryDirectory() as work:
+        result = execute(settings, run, data, Path(work))
+    timing = ("train_seconds", "seconds_per_step", "flops_per_step")
+    result["run"] = {k: v for k, v in result["run"].items() if k not in timing}
+    hashes[run.key] = hashlib.sha256(json.dumps(result, sort_keys=True, default=str).encode()).hexdigest()
+print(json.dumps(hashes))
+"""
+
+
+def probe_runs(settings: StudySettings) -> list[RunSpec]:
+    """One run of every kind the study holds: each method, option set and experiment, on the first seed."""
+    probe = StudySettings.from_dict({**settings.to_dict(), **PROBE_SETTINGS})
+    kinds: dict[tuple[Any, ...], RunSpec] = {}
+    for run in plan(probe, PARTS, SHASPEC_GRID[0]):
+        kind = (
+            run.experiment,
+            run.method,
+            run.lambda_tr == 0.0,
+            len(run.modalities),
+            tuple(k for k, _ in run.options),
+        )
+        kinds.setdefault(kind, run)
+    return list(kinds.values())
+
+
+def probe_hashes(root: Path, settings: StudySettings, runs: list[RunSpec], real_data: Path) -> dict[str, str]:
+    """``{run key: hash of its result}`` of ``runs`` trained by the code under ``root`` (a subprocess)."""
+    probe = StudySettings.from_dict({**settings.to_dict(), **PROBE_SETTINGS})
+    specs = [
+        {**run.__dict__, "modalities": list(run.modalities), "options": [list(o) for o in run.options]}
+        for run in runs
+    ]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE_PROGRAM, str(root), json.dumps(probe.to_dict()), json.dumps(specs),
+         str(real_data)],
+        cwd=root, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+        raise BenchmarkError(f"the probe failed under {root} (exit {done.returncode}):\n{tail}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def verify_carry_over(
+    log: Path,
+    old_commit: str,
+    settings: StudySettings,
+    real_data: Path,
+    root: Path = ROOT,
+    runs: list[RunSpec] | None = None,
+) -> dict[str, Any]:
+    """Probe ``old_commit`` against the current (committed) code; on a full match, log the alias.
+
+    ``runs`` defaults to ``probe_runs(settings)`` (every run kind). Returns the alias record (``"carried":
+    False`` and the differing probes when they differ).
+    """
+    if git_commit(root)["dirty"]:
+        raise BenchmarkError("commit the current code first: a carry-over names the commit it vouches for")
+    current = code_fingerprint(root)
+    runs = probe_runs(settings) if runs is None else runs
+    with tempfile.TemporaryDirectory(prefix="stars-edge-carry-") as scratch:
+        tree = Path(scratch) / "old"
+        _git(root, "worktree", "add", "--detach", str(tree), old_commit)
+        try:
+            old = code_fingerprint(tree)
+            if old == current:
+                raise BenchmarkError(f"{old_commit} has the current code fingerprint: nothing to carry")
+            print(f"probing {len(runs)} run kinds under {old_commit[:12]} (code {old[:12]})", flush=True)
+            before = probe_hashes(tree, settings, runs, real_data)
+        finally:
+            _git(root, "worktree", "remove", "--force", str(tree))
+    print(f"probing {len(runs)} run kinds under the current code ({current[:12]})", flush=True)
+    after = probe_hashes(root, settings, runs, real_data)
+    differing = sorted(k for k in before if before[k] != after.get(k))
+    record: dict[str, Any] = {
+        "alias": {"from": old, "to": current},
+        "old_commit": _git(root, "rev-parse", old_commit),
+        "new_commit": git_commit(root)["commit"],
+        "probe": {"settings": PROBE_SETTINGS, "runs": sorted(before), "hashes": after},
+        "machine": {"cpu": cpu_model(), "flags": cpu_flags()},
+        "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "carried": not differing,
+        "differing": differing,
+    }
+    if not differing:
+        ResultsLog(log).append(record)
+    return record
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchmarkError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
