@@ -248,7 +248,9 @@ def test_draw_schedule_decodes_the_full_and_the_drawn_pattern_only(
 ) -> None:
     model = create_model("tiny", BANDS, classes=7).train()
     seen = _decoded_patterns(model, monkeypatch)
-    objective = TrainingObjective(model, TrainConfig(**{**TINY, "pattern_schedule": "draw", "decoder": "shared"}))
+    objective = TrainingObjective(
+        model, TrainConfig(**{**TINY, "pattern_schedule": "draw", "decoder": "shared"})
+    )
     objective(_batch(tiny_data.train, 2), Pattern.parse("sar+dsm"), None)
     assert seen == ["optical+sar+dsm", "sar+dsm"]
 

@@ -13,14 +13,11 @@ import contextlib
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from stars_edge.errors import ConfigError
-
-if TYPE_CHECKING:
-    from training.config import TrainConfig
 
 #: Valid values of ``TrainConfig.autocast``.
 AUTOCAST_MODES: tuple[str, ...] = ("none", "bf16")
@@ -29,7 +26,18 @@ AUTOCAST_MODES: tuple[str, ...] = ("none", "bf16")
 BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16", "amx_tile")
 
 
-def check_speed_options(config: TrainConfig) -> None:
+class SpeedOptions(Protocol):
+    """The speed fields of ``training.config.TrainConfig`` (a Protocol, so this module does not import
+    the config, which imports it to validate them)."""
+
+    @property
+    def channels_last(self) -> bool: ...
+
+    @property
+    def autocast(self) -> str: ...
+
+
+def check_speed_options(config: SpeedOptions) -> None:
     """Reject an unknown ``autocast`` mode with the list of valid ones."""
     if config.autocast not in AUTOCAST_MODES:
         raise ConfigError(
@@ -38,14 +46,14 @@ def check_speed_options(config: TrainConfig) -> None:
         )
 
 
-def prepare_model(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+def prepare_model(model: torch.nn.Module, config: SpeedOptions) -> torch.nn.Module:
     """Convert the weights to channels-last when asked (in place; returns the model for chaining)."""
     if config.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 
-def prepare_batch(batch: Mapping[str, torch.Tensor], config: TrainConfig) -> dict[str, torch.Tensor]:
+def prepare_batch(batch: Mapping[str, torch.Tensor], config: SpeedOptions) -> dict[str, torch.Tensor]:
     """The batch in the model's memory format: 4-D float images become channels-last when asked."""
     if not config.channels_last:
         return dict(batch)
@@ -57,7 +65,7 @@ def prepare_batch(batch: Mapping[str, torch.Tensor], config: TrainConfig) -> dic
     }
 
 
-def autocast_context(config: TrainConfig, device: torch.device) -> AbstractContextManager[object]:
+def autocast_context(config: SpeedOptions, device: torch.device) -> AbstractContextManager[object]:
     """The context the forward pass and losses run in: bf16 autocast, or nothing (fp32)."""
     if config.autocast == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -12,19 +12,23 @@ patterns mis-normalizes every pattern but the one it was dominated by (measured:
 
 The active pattern is set by the model around each decode (``active_pattern``), so an exported per-pattern
 graph contains only that pattern's constants, which fold into the preceding convolution.
+
+This module never imports the model (``stars.py`` imports it): ``estimate_pattern_statistics`` takes any
+model with the ``PatternModel`` interface, which ``STARSModel`` has.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stars_edge.errors import ConfigError
+from stars_edge.modalities import Pattern
 
 PATTERN_NORM_MODES: tuple[str, ...] = ("reestimate", "learned", "shared")
 
@@ -152,6 +156,21 @@ def estimating(module: nn.Module, own: Sequence[PatternNorm] = ()) -> Iterator[l
         module.train(was_training)
 
 
+@runtime_checkable
+class PatternModel(Protocol):
+    """What ``estimate_pattern_statistics`` uses of a model: ``STARSModel``'s encode / complete / decode."""
+
+    modalities: tuple[str, ...]
+    patterns: tuple[Pattern, ...]
+    pattern_decoders: nn.ModuleDict
+
+    def encode(self, inputs: Mapping[str, Tensor]) -> Mapping[str, Any]: ...
+
+    def complete(self, encoded: Mapping[str, Any]) -> Mapping[str, Sequence[Tensor]]: ...
+
+    def decode(self, features: Mapping[str, Sequence[Tensor]], pattern: Pattern | None = None) -> Tensor: ...
+
+
 @torch.no_grad()
 def estimate_pattern_statistics(model: nn.Module, batches: Iterable[dict[str, Tensor]]) -> int:
     """Re-estimate every pattern's statistics of ``model`` (a ``STARSModel``) on ``batches``.
@@ -161,9 +180,7 @@ def estimate_pattern_statistics(model: nn.Module, batches: Iterable[dict[str, Te
     training they were batch statistics of training-mode features. Returns the batches used (0 when the
     model has neither per-pattern normalization nor per-pattern decoders).
     """
-    from stars_edge.models.stars import STARSModel
-
-    if not isinstance(model, STARSModel):
+    if not isinstance(model, PatternModel):
         raise TypeError("estimate_pattern_statistics takes a STARSModel")
     own = [n for n in pattern_norms(model.pattern_decoders) if not n.per_pattern]
     if not any(n.per_pattern for n in pattern_norms(model)) and not own:

@@ -33,7 +33,7 @@ from stars_edge.models.modality_norm import (
 from stars_edge.models.pattern_norm import (
     PATTERN_NORM_MODES,
     PatternNorm,
-    active_pattern,
+    activated,
     pattern_key,
     pattern_norms,
 )
@@ -380,7 +380,9 @@ class STARSModel(nn.Module):
             fusion, smooth, head = parts["fusion"], parts["smooth"], parts["head"]
         else:
             fusion, smooth, head = self.fusion, self.smooth, self.head
-        with active_pattern(self, name) if self._pattern_norms else contextlib.nullcontext():
+        # one walk of the module tree per call: the norms found here are the ones switched to ``name``
+        norms = self._pattern_norms
+        with activated(norms, name) if norms else contextlib.nullcontext():
             laterals = [
                 fuse(torch.cat([features[m][i] for m in self.modalities], dim=1))
                 for i, fuse in enumerate(cast(nn.ModuleList, fusion))
@@ -393,6 +395,7 @@ class STARSModel(nn.Module):
 
     @property
     def _pattern_norms(self) -> list[PatternNorm]:
+        """The norms that keep per-pattern statistics (the others ignore the active pattern)."""
         return [n for n in pattern_norms(self) if n.per_pattern]
 
     def project(self, features: Sequence[Tensor]) -> Tensor:
