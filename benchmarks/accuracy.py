@@ -52,12 +52,10 @@ from benchmarks.accuracy_store import (  # noqa: E402
     code_fingerprint,
     git_commit,
     select_records,
-    settings_id,
 )
+from benchmarks.accuracy_study import RESULTS, RESULTS_LOG, Study  # noqa: E402
 from benchmarks.common import BenchmarkError  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
-RESULTS_LOG = RESULTS / "accuracy_study.jsonl"
 SETTINGS_FLAGS: tuple[str, ...] = (
     "variant", "steps", "batch_size", "tile_size", "lr", "train_scenes", "train_scene_size", "val_scenes",
     "val_every", "test_scenes", "scene_size", "threads", "autocast", "flop_steps",
@@ -66,22 +64,6 @@ QUICK = dict(
     variant="tiny", steps=20, tile_size=64, batch_size=4, train_scenes=2, train_scene_size=128,
     val_every=10, test_scenes=1, scene_size=128, flop_steps=1, seeds=(0,), sweep_seeds=(0,),
 )  # fmt: skip
-
-
-@dataclasses.dataclass
-class Study:
-    """One study: its settings, parts, results log, work folder and the real-data folder."""
-
-    settings: StudySettings
-    parts: tuple[str, ...] = PARTS
-    log: Path = RESULTS_LOG
-    work: Path = Path("/tmp/stars_edge_accuracy")
-    sen1floods11: Path = SEN1FLOODS11
-    only: tuple[str, ...] = ()  # run just these keys, in this order (empty: every pending run)
-
-    @property
-    def settings_id(self) -> str:
-        return settings_id(self.settings.to_dict())
 
 
 DataCache = dict[tuple[str, int, str], StudyData]

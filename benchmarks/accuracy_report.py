@@ -37,7 +37,7 @@ from benchmarks.accuracy_store import ResultsLog, code_fingerprint, select_recor
 from benchmarks.common import BenchmarkError
 
 if TYPE_CHECKING:
-    from benchmarks.accuracy import Study
+    from benchmarks.accuracy_study import Study
 
 Record = dict[str, Any]
 

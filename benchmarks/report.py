@@ -4,17 +4,20 @@
 
 Reads latency results (written by ``benchmarks/latency.py``), accuracy results (``accuracy_*.json``,
 written by ``benchmarks/accuracy.py``: rows with method, pattern, miou, mf1, per_class_iou, seed, steps),
-the INT8 placement study (``benchmarks/int8_placement.py``), training speed (``benchmarks/train_speed.py``),
-``run-batch`` throughput (``benchmarks/batch.py``) and the runtime's peak memory
-(``benchmarks/runtime_memory.py``), and renders what they hold, side by side: latency per pattern and
-precision, the targets each run measured, the end-to-end runtime, accuracy per method and pattern (mean and
-spread over seeds), accuracy against speed for the model variants that have both, then training and
-runtime throughput and memory. Only summaries (means, spreads) are computed here; every number comes from
-the JSON files. A file's kind is read from its own keys, never from its name.
+training speed (``benchmarks/train_speed.py``), ``run-batch`` throughput (``benchmarks/batch.py``), the
+runtime's peak memory (``benchmarks/runtime_memory.py``) and the results of the studies that write into
+``benchmarks/results/`` (``studies/int8_placement.py``, ``studies/int8_calibration.py``,
+``studies/quantizers.py``, ``studies/input_contract.py``), and renders what they hold, side by side: latency
+per pattern and precision, the targets each run measured, the end-to-end runtime, the INT8 studies, accuracy
+per method and pattern (mean and spread over seeds), accuracy against speed for the model variants that have
+both, then training and runtime throughput and memory, then the input contract. Only summaries (means,
+spreads) are computed here; every number comes from the JSON files. A file's kind is read from its own keys,
+never from its name.
 
 This module finds and classifies the files and assembles the report; the sections live in
-``report_sections`` and ``report_training_runtime``, the plots in ``report_plots``, the shared summaries in
-``report_data`` (re-exported here for ``benchmarks/accuracy.py`` and the tests).
+``report_sections``, ``report_training_runtime`` and ``report_studies`` (whose renderers the studies use for
+their own Markdown), the plots in ``report_plots``, the shared summaries in ``report_data`` (re-exported
+here for ``benchmarks/accuracy.py`` and the tests).
 """
 
 from __future__ import annotations
@@ -29,20 +32,30 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/report.py`: make `benchmarks.` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import BenchmarkError
+from benchmarks.common import RESULTS_DIR, BenchmarkError
 from benchmarks.report_data import (
     CONFIG_KEYS,
     ResultSet,
     accuracy_groups,
+    has_rows,
     speed_accuracy_points,
 )
 from benchmarks.report_plots import plot_accuracy, plot_latency, plot_speed_accuracy
 from benchmarks.report_sections import (
     accuracy_section,
     latency_section,
-    placement_section,
     speed_accuracy_section,
     summary_lines,
+)
+from benchmarks.report_studies import (
+    input_contract_section,
+    int8_calibration_section,
+    is_input_contract,
+    is_int8_calibration,
+    is_placement,
+    is_quantizers,
+    placement_section,
+    quantizers_section,
 )
 from benchmarks.report_training_runtime import training_runtime_sections
 from stars_edge.errors import StarsEdgeError
@@ -63,15 +76,7 @@ __all__ = [
     "speed_accuracy_points",
 ]
 
-BENCHMARKS_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCHMARKS_DIR / "results"
-DEFAULT_REPORT = BENCHMARKS_DIR / "REPORT.md"
-
-
-def _has_rows(data: Mapping[str, Any], key: str, fields: set[str]) -> bool:
-    """True when ``data[key]`` is a non-empty list whose first item is an object with all ``fields``."""
-    rows = data.get(key)
-    return isinstance(rows, list) and bool(rows) and isinstance(rows[0], dict) and fields <= set(rows[0])
+DEFAULT_REPORT = RESULTS_DIR.parent / "REPORT.md"
 
 
 def _schema(data: Mapping[str, Any]) -> str:
@@ -79,22 +84,18 @@ def _schema(data: Mapping[str, Any]) -> str:
 
 
 def _is_latency(data: Mapping[str, Any]) -> bool:
-    return _schema(data).startswith("stars-edge/latency") or _has_rows(data, "rows", {"ms_median"})
+    return _schema(data).startswith("stars-edge/latency") or has_rows(data, "rows", {"ms_median"})
 
 
 def _is_accuracy(data: Mapping[str, Any]) -> bool:
-    return _has_rows(data, "rows", {"method", "pattern", "miou"})
-
-
-def _is_placement(data: Mapping[str, Any]) -> bool:
-    return isinstance(data.get("geomean_int8_speedup"), dict) and isinstance(data.get("patterns"), list)
+    return has_rows(data, "rows", {"method", "pattern", "miou"})
 
 
 def _is_train_speed(data: Mapping[str, Any]) -> bool:
     """``benchmarks/train_speed.py``: its schema, or (unversioned) rows of seconds and steps per step."""
     return isinstance(data.get("rows"), list) and (
         _schema(data).startswith("stars-edge/train-speed")
-        or _has_rows(data, "rows", {"mode", "layout", "seconds_per_step", "steps_per_s"})
+        or has_rows(data, "rows", {"mode", "layout", "seconds_per_step", "steps_per_s"})
     )
 
 
@@ -102,7 +103,7 @@ def _is_batch(data: Mapping[str, Any]) -> bool:
     """``benchmarks/batch.py``: its schema, or (unversioned) rows of wall times and scenes per minute."""
     return isinstance(data.get("rows"), list) and (
         _schema(data).startswith("stars-edge/batch")
-        or _has_rows(data, "rows", {"mode", "workers", "wall_s_median", "scenes_per_minute"})
+        or has_rows(data, "rows", {"mode", "workers", "wall_s_median", "scenes_per_minute"})
     )
 
 
@@ -110,7 +111,7 @@ def _is_memory(data: Mapping[str, Any]) -> bool:
     """``benchmarks/runtime_memory.py``: no schema, but its ``benchmark`` name or its per-scene peak RSS."""
     return isinstance(data.get("results"), list) and (
         str(data.get("benchmark", "")).startswith("runtime peak RSS")
-        or _has_rows(data, "results", {"height", "width", "peak_rss_mib"})
+        or has_rows(data, "results", {"height", "width", "peak_rss_mib"})
     )
 
 
@@ -120,10 +121,13 @@ def collect(paths: Sequence[Path]) -> ResultSet:
     kinds = (
         (_is_latency, found.latency),
         (_is_accuracy, found.accuracy),
-        (_is_placement, found.placement),
+        (is_placement, found.placement),
         (_is_train_speed, found.train_speed),
         (_is_batch, found.batch),
         (_is_memory, found.memory),
+        (is_int8_calibration, found.int8_calibration),
+        (is_quantizers, found.quantizers),
+        (is_input_contract, found.input_contract),
     )
     for path in sorted(set(paths)):
         try:
@@ -154,10 +158,11 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         "# stars-edge benchmark report",
         "",
         "Generated by `python benchmarks/report.py` from the JSON files in `benchmarks/results/`; every "
-        "number below was measured by the benchmark script each section names (`benchmarks/latency.py`, "
-        "`benchmarks/accuracy.py`, `benchmarks/int8_placement.py`, `benchmarks/train_speed.py`, "
-        "`benchmarks/batch.py`, `benchmarks/runtime_memory.py`) on the machine that section describes. "
-        "How to reproduce: `benchmarks/README.md`.",
+        "number below was measured by the benchmark or study script each section names "
+        "(`benchmarks/latency.py`, `benchmarks/accuracy.py`, `benchmarks/train_speed.py`, "
+        "`benchmarks/batch.py`, `benchmarks/runtime_memory.py`, `studies/int8_placement.py`, "
+        "`studies/int8_calibration.py`, `studies/quantizers.py`, `studies/input_contract.py`) on the "
+        "machine that section describes. How to reproduce: `benchmarks/README.md`, `studies/README.md`.",
         "",
         *summary_lines(found),
     ]
@@ -166,6 +171,10 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         lines += latency_section(path, data, plot, base)
     for path, data in found.placement:
         lines += placement_section(path, data)
+    for path, data in found.int8_calibration:
+        lines += int8_calibration_section(path, data)
+    for path, data in found.quantizers:
+        lines += quantizers_section(path, data)
     for path, data in found.accuracy:
         groups = accuracy_groups(data["rows"])
         plot = plot_accuracy(
@@ -177,6 +186,8 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         points, plot_speed_accuracy(points, plots_dir / "accuracy_vs_speed.png"), base
     )
     lines += training_runtime_sections(found.train_speed, found.batch, found.memory)
+    for path, data in found.input_contract:
+        lines += input_contract_section(path, data)
     if found.skipped:
         lines.append("Files not rendered: " + "; ".join(found.skipped) + ".")
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")

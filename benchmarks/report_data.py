@@ -32,12 +32,31 @@ class ResultSet:
     train_speed: list[Entry] = field(default_factory=list)
     batch: list[Entry] = field(default_factory=list)
     memory: list[Entry] = field(default_factory=list)
+    int8_calibration: list[Entry] = field(default_factory=list)
+    quantizers: list[Entry] = field(default_factory=list)
+    input_contract: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
         """How many files the report has a section for (zero: nothing worth writing a report about)."""
-        kinds = (self.latency, self.accuracy, self.placement, self.train_speed, self.batch, self.memory)
+        kinds = (
+            self.latency,
+            self.accuracy,
+            self.placement,
+            self.train_speed,
+            self.batch,
+            self.memory,
+            self.int8_calibration,
+            self.quantizers,
+            self.input_contract,
+        )
         return sum(len(kind) for kind in kinds)
+
+
+def has_rows(data: Mapping[str, Any], key: str, fields: set[str]) -> bool:
+    """True when ``data[key]`` is a non-empty list whose first item is an object with all ``fields``."""
+    rows = data.get(key)
+    return isinstance(rows, list) and bool(rows) and isinstance(rows[0], dict) and fields <= set(rows[0])
 
 
 def pattern_order(name: str) -> int:

@@ -1,4 +1,4 @@
-"""Markdown sections of ``benchmarks/report.py`` for latency, accuracy and the INT8 placement study.
+"""Markdown sections of ``benchmarks/report.py`` for latency and accuracy (and their cross-file summaries).
 
 Each function turns one parsed result file (or the whole ``ResultSet``, for the cross-file tables) into
 report lines; nothing here reads files or computes more than means and spreads.
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import e2e_lines, engine_table, fmt, gpu_lines, skipped_lines, targets_table
+from benchmarks.markdown import e2e_lines, engine_table, fmt, gpu_lines, skipped_lines, targets_table
 from benchmarks.report_data import ResultSet, accuracy_groups, mean_spread, pattern_order, relative
 from stars_edge.modalities import Pattern
 
@@ -115,31 +115,6 @@ def accuracy_section(path: Path, data: Mapping[str, Any], plot: Path | None, bas
                 ]
                 cells.append(f"{statistics.fmean(values):.2f}" if values else "")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
-
-
-def placement_section(path: Path, data: Mapping[str, Any]) -> list[str]:
-    """The export engineer's INT8 Q/DQ placement study (``benchmarks/int8_placement.py``), summarised."""
-    rows = data["patterns"]
-    lines = [
-        f"## INT8 Q/DQ placement study: `{path.name}`",
-        "",
-        f"Model: {data.get('model')}; tile {data.get('tile')} px, {data.get('threads')} threads, median of "
-        f"{data.get('repeats')} runs; ONNX Runtime {data.get('onnxruntime')}, torch {data.get('torch')}. "
-        f"Fastest TensorRT-legal placement: `{data.get('fastest_legal_placement')}` (export default "
-        f"`{data.get('default_placement')}`); geometric-mean ONNX Runtime FP32 speed-up over eager: "
-        f"{fmt(data.get('geomean_ort_vs_eager'))}x.",
-        "",
-        "| placement | INT8 vs FP32 (geomean) | mean mIoU lost (points) | mean agreement with FP32 (%) |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for name, speedup in data["geomean_int8_speedup"].items():
-        lost = [r["int8"][name]["miou_lost"] for r in rows if name in r.get("int8", {})]
-        agreement = [r["int8"][name]["agreement"] for r in rows if name in r.get("int8", {})]
-        lines.append(
-            f"| {name} | {fmt(float(speedup))}x | {fmt(statistics.fmean(lost)) if lost else ''} "
-            f"| {fmt(statistics.fmean(agreement)) if agreement else ''} |"
-        )
     return [*lines, ""]
 
 

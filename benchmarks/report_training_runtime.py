@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fmt
+from benchmarks.markdown import fmt
 
 #: CPU flags that give bf16 arithmetic in hardware; without them ``--autocast bf16`` is emulated.
 BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")

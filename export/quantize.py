@@ -13,7 +13,7 @@ upsampling, ``logits``) and the layers that read the raw network inputs in float
 fast INT8 path on CPUs, needs exactly the same thing (int8 inputs to its convolutions). The older placements
 quantized every Conv *output* too, logits included, to suit ONNX Runtime's ``QLinearConv`` fusion, which
 cannot run symmetric INT8 fast on x86 anyway;
-``benchmarks/int8_placement.py`` measures them all (numbers in docs/EXPORT.md).
+``studies/int8_placement.py`` measures them all (numbers in docs/EXPORT.md).
 
 Before quantizing, every Conv that reads a Concat is split into one conv per Concat input plus a float sum
 (``export/concat_split.py``): OpenVINO's CPU plugin computes int8 Concat -> Conv wrongly.
@@ -66,7 +66,7 @@ class Placement:
     float_inputs: bool = False  # the layers that read the network's inputs stay float
 
 
-#: Candidate placements, measured by benchmarks/int8_placement.py. All are TensorRT-legal.
+#: Candidate placements, measured by studies/int8_placement.py. All are TensorRT-legal.
 #: Layers with weights: TensorRT's INT8 kernels are these, fed by DQ on their activation and weight inputs.
 WEIGHTED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

@@ -3,7 +3,7 @@
 Why several: the vendors' quantizers encode what their runtimes want (NNCF: OpenVINO's CPU plugin, unsigned
 activations after ReLU; ModelOpt: TensorRT, every convolution and residual add quantized), and the only fair
 way to choose is to run each through the same accuracy gate (ONNX Runtime and OpenVINO) on the same
-calibration, control and gate tiles. ``benchmarks/quantizers.py`` does that; docs/EXPORT.md has the numbers.
+calibration, control and gate tiles. ``studies/quantizers.py`` does that; docs/EXPORT.md has the numbers.
 
 Common to all three:
 

@@ -161,7 +161,7 @@ def hole_scenes(
     15 % cloud cover (the thin cloud edges stay outside the cloud mask, as real masks miss them) and a 20 %
     SAR swath gap, like the demo's and the study's scenes; pixels invalid for other reasons are NaN. For the
     cloud-edge choice at export (256 px scenes with 30 % cloud ranked the candidates very differently), and
-    with other seeds and ``cloud_covers`` (cycled) for held-out evaluation (``benchmarks/edge_study.py``).
+    with other seeds and ``cloud_covers`` (cycled) for held-out evaluation (``studies/edge_study.py``).
     """
     from stars_edge.data.synthetic import SyntheticConfig, generate_scene
 

@@ -58,7 +58,9 @@ def test_a_change_that_computes_the_same_is_carried_and_one_that_does_not_is_ref
 ) -> None:
     log = tmp_path / "log.jsonl"
     old_fingerprint = code_fingerprint(repo)
-    ResultsLog(log).append({"key": "synthetic/stars/seed0", "fingerprint": old_fingerprint, "settings_id": "s"})
+    ResultsLog(log).append(
+        {"key": "synthetic/stars/seed0", "fingerprint": old_fingerprint, "settings_id": "s"}
+    )
     _commit(repo, "training/objective.py", '"""One training step', '"""(A comment.) One training step', "doc")
     new_fingerprint = code_fingerprint(repo)
     assert new_fingerprint != old_fingerprint

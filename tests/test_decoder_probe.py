@@ -1,4 +1,4 @@
-"""benchmarks/decoder_probe.py: fine-tunes exactly the named parameter groups, and a run writes its row."""
+"""studies/decoder_probe.py: fine-tunes exactly the named parameter groups, and a run writes its row."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import decoder_probe  # noqa: E402
 from stars_edge.data import SceneTileDataset  # noqa: E402
 from stars_edge.data.synthetic import synthetic_specs  # noqa: E402
 from stars_edge.models import create_model  # noqa: E402
+from studies import decoder_probe  # noqa: E402
 from training.data import synthetic_scenes  # noqa: E402
 
 BANDS = {"optical": 4, "sar": 2, "dsm": 1}

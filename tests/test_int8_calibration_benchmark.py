@@ -1,4 +1,4 @@
-"""benchmarks/int8_calibration.py: one row per pattern x method, the lowest calibration-tile error marked."""
+"""studies/int8_calibration.py: one row per pattern x method, the lowest calibration-tile error marked."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ sys.path.insert(0, str(ROOT))
 
 from int8_models import save_untrained_checkpoint  # noqa: E402
 
-from benchmarks import int8_calibration  # noqa: E402
 from export.build import build_engines  # noqa: E402
+from studies import int8_calibration  # noqa: E402
 
 
 def test_compares_methods_on_an_fp32_build(tmp_path: Path) -> None:

@@ -268,3 +268,31 @@ def test_newer_batch_and_memory_results_say_when_the_load_was_sampled(tmp_path: 
     memory = {**memory_result(), "cpu_flags": ["avx2", "fma"], "load_average_1m": 0.5}
     text = "\n".join(memory_section(tmp_path / "c.json", memory))
     assert "CPU flags avx2, fma; 1-minute load average at the start 0.5" in text
+
+
+#: Study results that ``benchmarks/report.py`` renders with ``benchmarks/report_studies.py``, as checked in.
+STUDY_RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "heading"),
+    [
+        ("input_contract", "input_contract", "Input contract: catch rate and false refusals"),
+        ("int8_calibration", "int8_calibration", "INT8 calibration methods"),
+        ("quantizers", "quantizers", "INT8 quantizers through the accuracy gate"),
+    ],
+)
+def test_study_results_render_as_the_study_renders_them(
+    tmp_path: Path, name: str, kind: str, heading: str
+) -> None:
+    """The three study kinds the report once listed as unknown: classified by their keys, and rendered with
+    the same lines as the study's own Markdown (written by the study from the same renderer)."""
+    copy = _write(tmp_path, "renamed.json", json.loads((STUDY_RESULTS / f"{name}.json").read_text()))
+    found = report.collect([copy])
+    assert [p.name for p, _ in getattr(found, kind)] == ["renamed.json"] and not found.skipped
+    out = tmp_path / "REPORT.md"
+    assert report.main([str(copy), "--out", str(out), "--plots", str(tmp_path)]) == 0
+    section = _sections(out.read_text())[f"{heading}: `renamed.json`"]
+    assert f"Written by `python studies/{name}.py` (studies/README.md)." in section
+    study_md = (STUDY_RESULTS / f"{name}.md").read_text().split("\n", 2)[2]  # below the study's title
+    assert study_md.replace("\n## ", "\n### ").strip() in section

@@ -32,7 +32,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from benchmarks.input_contract import rewrite_geotiff  # noqa: E402
+from studies.input_contract import rewrite_geotiff  # noqa: E402
 
 SPECS = synthetic_specs()
 HELD_OUT_SEEDS = (4_242_001, 4_242_002)

@@ -1,4 +1,4 @@
-"""benchmarks/specialist_gap.py: scores STARS and each specialist on fit and held-out scenes, gap means."""
+"""studies/specialist_gap.py: scores STARS and each specialist on fit and held-out scenes, gap means."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import specialist_gap  # noqa: E402
 from stars_edge.checkpoint import CheckpointMeta, save_checkpoint  # noqa: E402
 from stars_edge.data.synthetic import CLASS_NAMES, synthetic_specs  # noqa: E402
 from stars_edge.models import create_model  # noqa: E402
+from studies import specialist_gap  # noqa: E402
 
 BANDS = {"optical": 4, "sar": 2, "dsm": 1}
 

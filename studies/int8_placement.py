@@ -6,8 +6,8 @@ ONNX Runtime FP32 and ONNX Runtime INT8 for each TensorRT-legal placement in ``e
 which TensorRT cannot consume), and measures each INT8 graph's mIoU and agreement against FP32 on held-out
 synthetic tiles. Prints a table and writes JSON.
 
-    python benchmarks/int8_placement.py                      # edge variant, briefly trained here
-    python benchmarks/int8_placement.py --checkpoint run/best.pt --patterns optical+sar+dsm,sar
+    python studies/int8_placement.py                      # edge variant, briefly trained here
+    python studies/int8_placement.py --checkpoint run/best.pt --patterns optical+sar+dsm,sar
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies.` and `benchmarks.` importable
 
 from export.gate import predict
 from export.onnx_export import export_onnx, simplify_onnx
@@ -35,6 +38,7 @@ from stars_edge.io import write_json_atomic
 from stars_edge.metrics import argmax_agreement, segmentation_scores
 from stars_edge.modalities import ModalitySpec, Pattern, parse_patterns
 from stars_edge.models import STARSModel, create_model, export_module
+from studies.common import RESULTS_DIR
 
 ASYMMETRIC_REFERENCE = "asymmetric-u8 (reference, not TensorRT-legal)"
 
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib-method", default="minmax", help="minmax, entropy or percentile")
     parser.add_argument("--eval-tiles", type=int, default=4, help="held-out tiles for mIoU/agreement")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    parser.add_argument("--out", default="benchmarks/results/int8_placement.json", help="JSON output path")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "int8_placement.json"), help="JSON output path")
     args = parser.parse_args(argv)
     args.placements = [p.strip() for p in args.placements.split(",") if p.strip()]
     torch.set_num_threads(args.threads)

@@ -7,14 +7,17 @@ scenes). Band descriptions are removed from the wrong-order cases, so only the s
 (with descriptions the runtime reorders instead). Correct cases: held-out synthetic scenes (clear, and
 cloudy with their cloud mask), and the real chips in ../shared/data with their correct encodings.
 
-    python benchmarks/input_contract.py --scenes 20 --out benchmarks/results/input_contract
+    python studies/input_contract.py --scenes 20 --out benchmarks/results/input_contract
+
+``rewrite_geotiff`` (a GeoTIFF re-encoded) is also the runtime tests' fixture writer
+(``tests/test_runtime_input_contract.py``); the Markdown comes from ``benchmarks/report_studies.py``,
+which also renders the JSON into ``benchmarks/REPORT.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -24,10 +27,11 @@ from typing import Any
 import numpy as np
 import rasterio
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python studies/input_contract.py`: make `studies.` importable
+    sys.path.insert(0, str(ROOT))
 
+from benchmarks.report_studies import CAUGHT, input_contract_lines  # noqa: E402
 from export.tiles import SYNTHETIC, sample_physical  # noqa: E402
 from runtime.sources import RasterSource  # noqa: E402
 from runtime.validity import check_inputs  # noqa: E402
@@ -39,6 +43,7 @@ from stars_edge.data.synthetic import (  # noqa: E402
     write_scene,
 )
 from stars_edge.errors import StarsEdgeError  # noqa: E402
+from studies.common import PROJECT_ROOT, short_commit  # noqa: E402
 
 #: Held-out seeds: far from training (small integers) and from the calibration/gate seed bases.
 SEED_BASE = 5_500_000
@@ -81,7 +86,7 @@ def _terrain(a: np.ndarray) -> np.ndarray:
 
 
 UNDESCRIBED = {"optical": (None,) * 4, "sar": (None, None), "dsm": (None,)}
-CAUGHT, CLEAR_ONLY, MISSED = "caught", "clear scenes only", "not caught"
+CLEAR_ONLY, MISSED = "clear scenes only", "not caught"
 #: name -> (modality, change, what the design expects). Misses are what the contract cannot see: the
 #: catch rate counts only the CAUGHT rows, the others are reported as they come out.
 WRONG: dict[str, tuple[str, Change, str]] = {
@@ -166,30 +171,8 @@ def measure(scenes: int, size: int, shared: Path) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    correct, wrong = result["correct"], result["wrong"]
-    false = [c for c in correct if c["refused"]]
-    lines = [
-        "# Input contract: catch rate and false refusals (`benchmarks/input_contract.py`)",
-        "",
-        f"Contract: {result['contract_source']}. Commit {result.get('commit', '?')}.",
-        "",
-        f"**False refusals: {len(false)} of {len(correct)} correct inputs.**",
-        "",
-        "| wrong encoding (no band descriptions) | caught | designed to be |",
-        "| --- | ---: | --- |",
-    ]
-    for name in WRONG:
-        rows = [w for w in wrong if w["case"] == name]
-        caught = sum(1 for w in rows if w["refused"])
-        lines.append(f"| {name} | {caught}/{len(rows)} | {WRONG[name][2]} |")
-    expected = [w for w in wrong if w["expected"] == CAUGHT]
-    rate = sum(1 for w in expected if w["refused"]) / max(len(expected), 1)
-    lines += ["", f"Catch rate over the cases the contract is designed to catch: {rate:.1%}.", ""]
-    lines += ["| correct input | verdict |", "| --- | --- |"]
-    lines += [f"| {c['case']} | {'REFUSED: ' + c['refused'] if c['refused'] else 'ok'} |" for c in correct]
-    example = next((w["refused"] for w in wrong if w["refused"]), "")
-    lines += ["", "Example refusal:", "", f"> {example}", ""]
-    return "\n".join(lines)
+    title = "# Input contract: catch rate and false refusals (`studies/input_contract.py`)"
+    return "\n".join([title, "", *input_contract_lines(result)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,9 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write OUT.json and OUT.md")
     args = parser.parse_args(argv)
     result = measure(args.scenes, args.size, args.shared)
-    result["commit"] = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    result["commit"] = short_commit()
     text = render(result)
     print(text)
     if args.out is not None:

@@ -11,7 +11,7 @@ A gap that is as large on ``fit`` as on ``test`` means STARS fits its single-mod
 optimisation or capacity share: seven patterns through one decoder); a gap only on ``test`` means it
 generalises less well. One row per (seed, modality, split) goes to the JSON; the Markdown has the means.
 
-    python benchmarks/specialist_gap.py --work-dir /work/stars_study_runs
+    python studies/specialist_gap.py --work-dir /work/stars_study_runs
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as `python studies/specialist_gap.py`: make `studies.` importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.accuracy_runs import TEST_SEED_OFFSET  # noqa: E402
 from benchmarks.common import BenchmarkError, machine_info  # noqa: E402
+from studies.common import RESULTS_DIR  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = RESULTS_DIR
 SCHEMA = "stars-edge/specialist-gap/v1"
 MODALITIES = ("optical", "sar", "dsm")
 SPLITS = {"fit": 0, "test": TEST_SEED_OFFSET}
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    command = " ".join(["python benchmarks/specialist_gap.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python studies/specialist_gap.py", *(argv if argv is not None else sys.argv[1:])])
     payload = {
         "schema": SCHEMA,
         "command": command,

@@ -1,6 +1,6 @@
 """Where is STARS's single-modality gap: in the shared decoder or in the modality's features?
 
-Trains one model at the demo's budget (``benchmarks/recipe_study.py``'s recipe), scores it on one
+Trains one model at the demo's budget (``studies/recipe_study.py``'s recipe), scores it on one
 single-modality pattern of the recipe study's held-out scenes, then gives it ``--finetune-steps`` more steps
 on that pattern alone, from the same trained weights, with every BatchNorm frozen (eval mode), for:
 
@@ -12,8 +12,8 @@ same budget. If decoder-only fine-tuning recovers most of the gap, the shared de
 a decoder per pattern (``decoder="per_pattern"``, free at inference since every engine is one pattern) is the
 lever. One JSON row per run is appended to ``--results``.
 
-    python benchmarks/decoder_probe.py --method stars --seed 0
-    python benchmarks/decoder_probe.py --method single_modality --seed 0
+    python studies/decoder_probe.py --method stars --seed 0
+    python studies/decoder_probe.py --method single_modality --seed 0
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as `python studies/decoder_probe.py`: make `studies.` importable
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.recipe_study import _commit, _parse_sets, demo_budget_settings, held_out_tiles  # noqa: E402
 from stars_edge.modalities import IGNORE_INDEX  # noqa: E402
+from studies.common import RESULTS_DIR, short_commit  # noqa: E402
+from studies.recipe_study import demo_budget_settings, held_out_tiles, parse_sets  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "decoder_probe.jsonl"
+RESULTS = RESULTS_DIR / "decoder_probe.jsonl"
 DECODER = ("fusion.", "smooth.", "head.", "pattern_decoders.")
 
 
@@ -124,7 +125,7 @@ def run(
         "steps": steps,
         "finetune_steps": finetune_steps,
         "set": sets,
-        "commit": _commit(),
+        "commit": short_commit(),
         "miou": {"trained": score(model)},
     }
     for part in parts:
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.steps,
         args.finetune_steps,
         args.test_scenes,
-        _parse_sets(args.set),
+        parse_sets(args.set),
     )
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("a") as handle:

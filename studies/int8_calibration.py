@@ -7,9 +7,10 @@ calibration tiles (synthetic calibration seeds). Two measurements per graph:
   method is chosen on this, never on the gate's tiles.
 - **report** (held-out gate tiles, the build's): mIoU lost against FP32 and agreement.
 
-    python benchmarks/int8_calibration.py --engines ENGINES --checkpoint CKPT [--methods minmax,percentile]
+    python studies/int8_calibration.py --engines ENGINES --checkpoint CKPT [--methods minmax,percentile]
 
-Writes ``benchmarks/results/int8_calibration.{json,md}`` (``--out``).
+Writes ``benchmarks/results/int8_calibration.{json,md}`` (``--out``); the Markdown comes from
+``benchmarks/report_studies.py``, which also renders the JSON into ``benchmarks/REPORT.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies.` and `benchmarks.` importable
 
 from benchmarks.common import machine_info
+from benchmarks.report_studies import int8_calibration_lines
 from export.accuracy_control import logit_error
 from export.ort_utils import make_session, run_logits
 from export.quantize import CALIBRATION_METHODS, quantize_int8
@@ -32,6 +34,7 @@ from stars_edge.io import write_json_atomic, write_text_atomic
 from stars_edge.manifest import load_manifest
 from stars_edge.metrics import argmax_agreement, segmentation_scores
 from stars_edge.modalities import Pattern, parse_patterns
+from studies.common import RESULTS_DIR
 
 
 def compare(
@@ -70,40 +73,8 @@ def compare(
 
 
 def markdown(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = [
-        "# INT8 calibration methods (`python benchmarks/int8_calibration.py`)",
-        "",
-        f"Engines `{settings['engines']}`, {settings['calib_tiles']} calibration tiles (selection), "
-        f"{settings['gate_tiles']} gate tiles (report), {settings['tile']} px. Logit error: mean "
-        "|INT8 - FP32| over mean |FP32| on the calibration tiles; the lowest per pattern is in bold.",
-        "",
-        "| pattern | " + " | ".join(f"{m} logit err / gate drop" for m in methods) + " |",
-        "| --- | " + " | ".join("---:" for _ in methods) + " |",
-    ]
-    for pattern in dict.fromkeys(r["pattern"] for r in rows):
-        cells = {r["method"]: r for r in rows if r["pattern"] == pattern}
-        best = min(cells.values(), key=lambda r: r["calib_logit_error"])["method"]
-        lines.append(
-            f"| {pattern} | "
-            + " | ".join(
-                ("**{:.4f}**" if m == best else "{:.4f}").format(cells[m]["calib_logit_error"])
-                + f" / {cells[m]['gate_miou_drop']:.2f}"
-                for m in methods
-            )
-            + " |"
-        )
-    wins = {
-        m: sum(1 for p in dict.fromkeys(r["pattern"] for r in rows) if _best(rows, p) == m) for m in methods
-    }
-    lines += ["", "Lowest calibration-tile logit error: " + ", ".join(f"{m} {n}" for m, n in wins.items())]
-    return "\n".join(lines) + "\n"
-
-
-def _best(rows: list[dict[str, Any]], pattern: str) -> str:
-    return str(
-        min((r for r in rows if r["pattern"] == pattern), key=lambda r: r["calib_logit_error"])["method"]
-    )
+    title = "# INT8 calibration methods (`python studies/int8_calibration.py`)"
+    return "\n".join([title, "", *int8_calibration_lines(rows, settings)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-tiles", type=int, default=32)
     parser.add_argument("--gate-tiles", type=int, default=64)
     parser.add_argument("--tile", type=int, default=128)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_calibration")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "int8_calibration")
     args = parser.parse_args(argv)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in CALIBRATION_METHODS]

@@ -6,8 +6,8 @@ graph loses against FP32 on ONNX Runtime and on OpenVINO, its argmax agreement, 
 kept float, and the Q/DQ placement (QuantizeLinear / DequantizeLinear counts, convolutions run INT8, and
 which of them differ from ours).
 
-    python benchmarks/quantizers.py --checkpoint runs/edge/checkpoint.pt --work /tmp/quantizers
-    python benchmarks/quantizers.py --checkpoint ... --work /tmp/quantizers --latency   # quiet machine only
+    python studies/quantizers.py --checkpoint runs/edge/checkpoint.pt --work /tmp/quantizers
+    python studies/quantizers.py --checkpoint ... --work /tmp/quantizers --latency   # quiet machine only
 
 ``--latency`` (**run it on a quiet machine**; the shared development VM's timings are noise) times every
 pattern's FP32 file and each quantizer's INT8 file interleaved in one process per backend (OpenVINO with the
@@ -15,7 +15,8 @@ runtime's settings via ``benchmarks/round_robin.py``, ONNX Runtime CPU with ``--
 so the ratios share one machine state, and fills the table's latency columns. The engines are reused when
 up to date (the build skips them), so ``--latency`` after an accuracy run only times.
 
-Writes ``benchmarks/results/quantizers.{json,md}`` (``--out``).
+Writes ``benchmarks/results/quantizers.{json,md}`` (``--out``); the Markdown comes from
+``benchmarks/report_studies.py``, which also renders the JSON into ``benchmarks/REPORT.md``.
 """
 
 from __future__ import annotations
@@ -29,15 +30,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `studies.` and `benchmarks.` importable
 
 from benchmarks.common import load_average, machine_info
+from benchmarks.report_studies import quantizers_lines
 from export.build import BuildOptions, build_engines
 from export.quantizers import QUANTIZERS, qdq_summary, quantizer_unavailable
 from stars_edge.io import write_json_atomic, write_text_atomic
 from stars_edge.manifest import Manifest, load_manifest
+from studies.common import RESULTS_DIR
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = RESULTS_DIR
 BACKENDS = ("onnxruntime", "openvino")
 
 
@@ -144,81 +147,10 @@ def measure_latency(rows: list[dict[str, Any]], tile: int, threads: int, rounds:
     return record
 
 
-def _drop(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     """Accuracy table, latency table (or its placeholder), placement table."""
-    s = result["settings"]
-    rows = result["rows"]
-    lines = [
-        "# INT8 quantizers through the accuracy gate",
-        "",
-        f"Checkpoint `{s['checkpoint']}`; {s['calib_tiles']} calibration, {s['control_tiles']} control and "
-        f"{s['gate_tiles']} gate tiles of {result['tile']} px (synthetic), gate budget {s['gate_budget']} "
-        "mIoU. "
-        "mIoU drop = FP32 mIoU - INT8 mIoU on the gate tiles (negative: INT8 scored higher); control = the "
-        "fully quantized graph's drop on the control tiles, before accuracy control; float = layers it kept "
-        "float.",
-        "",
-        "| pattern | quantizer | drop ORT | drop OpenVINO | agreement ORT / OV (%) | control | float "
-        "| gate |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for row in rows:
-        drop, agree = row["miou_drop"], row["agreement"]
-        lines.append(
-            f"| `{row['pattern']}` | {row['quantizer']} | {_drop(drop['onnxruntime'])} | "
-            f"{_drop(drop['openvino'])} | {_drop(agree['onnxruntime'])} / {_drop(agree['openvino'])} | "
-            f"{_drop(row['control_drop_before'])} | {len(row['float_layers'])} | {row['gate']} |"
-        )
-    lines += ["", "Worst drop over the patterns (either backend) and mean drop per backend:", ""]
-    lines += ["| quantizer | worst | mean ORT | mean OpenVINO |", "| --- | ---: | ---: | ---: |"]
-    for quantizer, stats in result["summary"].items():
-        lines.append(
-            f"| {quantizer} | {_drop(stats['worst'])} | {_drop(stats['mean_onnxruntime'])} | "
-            f"{_drop(stats['mean_openvino'])} |"
-        )
-    lines += ["", "## Latency", ""]
-    if not result.get("latency"):
-        lines.append(
-            "To be measured on a quiet machine: `python benchmarks/quantizers.py --latency` (same arguments)."
-        )
-    else:
-        lat = result["latency"]
-        lines += [
-            f"{lat['tile']} px, batch 1, {lat['threads']} threads, median of {lat['rounds']} interleaved "
-            f"rounds; load average {lat['load_start']} at start, {lat['load_end']} at end.",
-            "",
-            "| pattern | quantizer | OpenVINO INT8 ms (x FP32) | ORT INT8 ms (x FP32) |",
-            "| --- | --- | ---: | ---: |",
-        ]
-        for row in rows:
-            ov, ort = row["latency_ms"]["openvino"], row["latency_ms"]["onnxruntime"]
-            lines.append(
-                f"| `{row['pattern']}` | {row['quantizer']} | {ov['int8']:.2f} ({ov['x_fp32']:.2f}x) | "
-                f"{ort['int8']:.2f} ({ort['x_fp32']:.2f}x) |"
-            )
-    lines += [
-        "",
-        "## Q/DQ placement",
-        "",
-        "| pattern | quantizer | QuantizeLinear | DequantizeLinear | INT8 convs / convs | quantized Adds | "
-        "activation zero points | only here / only ours | TensorRT-legal |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
-    ]
-    for row in rows:
-        q = row["qdq"]
-        versus = row.get("vs_ours")
-        differ = f"{len(versus['only_here'])} / {len(versus['only_ours'])}" if versus else "n/a"
-        zero_points = ", ".join(f"{k} {v}" for k, v in sorted(q["activation_zero_point_types"].items()))
-        lines.append(
-            f"| `{row['pattern']}` | {row['quantizer']} | {q['quantize_linear']} | "
-            f"{q['dequantize_linear']} | {q['quantized_convs']} / {q['convs']} | {q['quantized_adds']} | "
-            f"{zero_points} | {differ} | {'yes' if row['tensorrt_legal'] else 'no'} |"
-        )
-    return "\n".join(lines) + "\n"
+    title = "# INT8 quantizers through the accuracy gate"
+    return "\n".join([title, "", *quantizers_lines(result, heading="##")]) + "\n"
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:

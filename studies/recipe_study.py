@@ -7,16 +7,15 @@ the commit, the per-pattern mIoU, the mechanism checks of the last log line (``p
 ``psa_trivial``, ``translation_gain_min`` and every pair/scale gain, the per-class embedding gap) and the
 seconds per step. This is how the defaults of docs/MODEL.md were chosen.
 
-    python benchmarks/recipe_study.py --name default
-    python benchmarks/recipe_study.py --name psa_t05 --set psa_temperature=0.5 --set lambda_psa=0.5
-    python benchmarks/recipe_study.py --render          # Markdown table of the stored rows
+    python studies/recipe_study.py --name default
+    python studies/recipe_study.py --name psa_t05 --set psa_temperature=0.5 --set lambda_psa=0.5
+    python studies/recipe_study.py --render          # Markdown table of the stored rows
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,24 +24,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as `python studies/recipe_study.py`: make `studies.` importable
     sys.path.insert(0, str(ROOT))
 
-RESULTS = ROOT / "benchmarks" / "results" / "recipe_study.jsonl"
+from studies.common import RESULTS_DIR, short_commit  # noqa: E402
+
+RESULTS = RESULTS_DIR / "recipe_study.jsonl"
 #: Held-out scenes start at this seed: training uses 0.., validation VAL_SEED_OFFSET.., the study these.
 TEST_SEED = 70_000
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _parse_sets(items: Sequence[str]) -> dict[str, str]:
+def parse_sets(items: Sequence[str]) -> dict[str, str]:
+    """``--set key=value`` options as a dict of ``TrainConfig`` overrides."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -107,7 +100,7 @@ def run(
         last = [row for row in log if "total" in row][-1]
         test = held_out_tiles(data, test_scenes, config.synthetic_optical_bands)
         scores = evaluate_model(result.model, test, "all", 8, data.ignore_index)
-        held_out_gains = _held_out_translation_gains(result.model, data.train, test)
+        held_out_gains = held_out_translation_gains(result.model, data.train, test)
     miou = {p: round(s.miou, 2) for p, s in scores.items()}
     per_class = {
         p: [None if v != v else round(float(v), 2) for v in s.per_class_iou] for p, s in scores.items()
@@ -119,7 +112,7 @@ def run(
     }
     return {
         "name": name,
-        "commit": _commit(),
+        "commit": short_commit(),
         "steps": steps,
         "seed": seed,
         "set": sets,
@@ -129,13 +122,23 @@ def run(
         "per_class_iou": per_class,
         "class_names": list(data.class_names),
         "last_log": mechanism,
-        "held_out_translation": held_out_gains,
+        "held_out_translation": {
+            reference: {k: round(v, 4) for k, v in gains.items()}
+            for reference, gains in held_out_gains.items()
+        },
     }
 
 
-def _held_out_translation_gains(model: Any, train_tiles: Any, test_tiles: Any) -> dict[str, Any]:
-    """Translation gains in inference mode on the held-out tiles: against the per-channel mean of the
-    training tiles (the constant a deployed model could use) and against the held-out mean (an oracle)."""
+def held_out_translation_gains(
+    model: Any, train_tiles: Any, test_tiles: Any, train_count: int = 64
+) -> dict[str, dict[str, float]]:
+    """Translation gains in inference mode on the held-out tiles (``training.losses.translation_gains``).
+
+    ``vs_train_mean``: against the per-channel mean of the fused features of the first ``train_count``
+    training tiles (the constant a deployed model could use); ``vs_held_out_mean``: against the held-out
+    tiles' own mean (an oracle). Empty for a model without translators. Used by this study and by
+    ``tests/test_model_patterns.py``.
+    """
     import torch
 
     from training.data import collate
@@ -146,7 +149,7 @@ def _held_out_translation_gains(model: Any, train_tiles: Any, test_tiles: Any) -
     keys = [*model.modalities, "label"]
     model.eval()
     with torch.no_grad():
-        train_batch = collate([train_tiles[i] for i in range(min(64, len(train_tiles)))], keys)
+        train_batch = collate([train_tiles[i] for i in range(min(train_count, len(train_tiles)))], keys)
         encoded = model.encode({m: train_batch[m] for m in model.modalities})
         guesses = {
             (m, i): encoded[m].fused[i].mean(dim=(0, 2, 3)) for m in encoded for i in model.translation_scales
@@ -155,12 +158,10 @@ def _held_out_translation_gains(model: Any, train_tiles: Any, test_tiles: Any) -
         encoded = model.encode({m: test_batch[m] for m in model.modalities})
         fused = {m: e.fused for m, e in encoded.items()}
         pairs = {(s, t): model.translate(s, t, fused[s]) for s in fused for t in fused if s != t}
-        vs_train = translation_gains(pairs, fused, guesses)
-        vs_oracle = translation_gains(pairs, fused)
-    return {
-        "vs_train_mean": {k: round(v, 4) for k, v in vs_train.items()},
-        "vs_held_out_mean": {k: round(v, 4) for k, v in vs_oracle.items()},
-    }
+        return {
+            "vs_train_mean": translation_gains(pairs, fused, guesses),
+            "vs_held_out_mean": translation_gains(pairs, fused),
+        }
 
 
 def render(path: Path) -> str:
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render:
         print(render(args.results))
         return 0
-    row = run(args.name, _parse_sets(args.set), args.steps, args.seed, args.test_scenes, args.threads)
+    row = run(args.name, parse_sets(args.set), args.steps, args.seed, args.test_scenes, args.threads)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("a") as handle:
         handle.write(json.dumps(row) + "\n")

@@ -7,7 +7,7 @@ cloud cover 10-30 %, a 20 % SAR gap), pooled mIoU. Reported per checkpoint: the 
 default), the best fixed margin without dilation, the selection's pick and the best pair in hindsight.
 One JSON line per checkpoint is appended to ``--out`` (method, seed, commit), so a study can continue.
 
-    python benchmarks/edge_study.py --engines demo_out/engines --engines /tmp/seed1/engines \
+    python studies/edge_study.py --engines demo_out/engines --engines /tmp/seed1/engines \
         --out benchmarks/results/edge_study.jsonl
 """
 
@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python studies/edge_study.py`: make `studies.` importable
+    sys.path.insert(0, str(ROOT))
 
 from export.tiles import hole_scenes  # noqa: E402
 from runtime.edges import DILATIONS, MARGINS, HoleScene, choose_edges  # noqa: E402
 from stars_edge.manifest import load_manifest  # noqa: E402
+from studies.common import RESULTS_DIR, short_commit  # noqa: E402
 
 #: Held-out scenes: seeds far from training, calibration, gate, the edge-selection scenes and the demo.
 HELD_OUT_SEED_BASE = 9_600_000
@@ -66,7 +66,7 @@ def study(engines: Path, scenes: int, size: int, tile: int | None) -> dict[str, 
 
 def render(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "# Cloud edges by accuracy vs the measured margin (`benchmarks/edge_study.py`)",
+        "# Cloud edges by accuracy vs the measured margin (`studies/edge_study.py`)",
         "",
         f"Candidates: margins {list(MARGINS)} + the measured one, optical dilations {list(DILATIONS)}; "
         "pooled mIoU on held-out cloudy scenes.",
@@ -95,13 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=8, help="held-out cloudy scenes")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--tile", type=int, default=None, help="default: each manifest's tile size")
-    parser.add_argument(
-        "--out", type=Path, default=PROJECT_ROOT / "benchmarks" / "results" / "edge_study.jsonl"
-    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edge_study.jsonl")
     args = parser.parse_args(argv)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = short_commit()
     rows = []
     for engines in args.engines:
         row = {**study(engines, args.scenes, args.size, args.tile), "commit": commit}
