@@ -32,12 +32,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/report.py`: make `benchmarks.` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.accuracy_low_label import low_label_lines
 from benchmarks.common import RESULTS_DIR, BenchmarkError
 from benchmarks.report_data import (
     CONFIG_KEYS,
     ResultSet,
     accuracy_groups,
     has_rows,
+    relative,
     speed_accuracy_points,
 )
 from benchmarks.report_plots import plot_accuracy, plot_latency, plot_speed_accuracy
@@ -91,6 +93,11 @@ def _is_accuracy(data: Mapping[str, Any]) -> bool:
     return has_rows(data, "rows", {"method", "pattern", "miou"})
 
 
+def _is_low_label(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/accuracy.py``'s low-label study (``accuracy_low_label.json``)."""
+    return _schema(data).startswith("stars-edge/accuracy-low-label")
+
+
 def _is_train_speed(data: Mapping[str, Any]) -> bool:
     """``benchmarks/train_speed.py``: its schema, or (unversioned) rows of seconds and steps per step."""
     return isinstance(data.get("rows"), list) and (
@@ -128,6 +135,7 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (is_int8_calibration, found.int8_calibration),
         (is_quantizers, found.quantizers),
         (is_input_contract, found.input_contract),
+        (_is_low_label, found.low_label),
     )
     for path in sorted(set(paths)):
         try:
@@ -188,6 +196,11 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
     lines += training_runtime_sections(found.train_speed, found.batch, found.memory)
     for path, data in found.input_contract:
         lines += input_contract_section(path, data)
+    for path, data in found.low_label:
+        plot = path.with_suffix(".png")
+        lines += [f"Source: `{path.name}` (`python benchmarks/accuracy.py`).", ""]
+        lines += low_label_lines(data, relative(plot, base) if plot.is_file() else None)
+        lines.append("")
     if found.skipped:
         lines.append("Files not rendered: " + "; ".join(found.skipped) + ".")
     write_text_atomic(out, "\n".join(lines).rstrip() + "\n")

@@ -35,6 +35,7 @@ class ResultSet:
     int8_calibration: list[Entry] = field(default_factory=list)
     quantizers: list[Entry] = field(default_factory=list)
     input_contract: list[Entry] = field(default_factory=list)
+    low_label: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
@@ -48,6 +49,7 @@ class ResultSet:
             self.memory,
             self.int8_calibration,
             self.quantizers,
+            self.low_label,
             self.input_contract,
         )
         return sum(len(kind) for kind in kinds)

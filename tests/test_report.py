@@ -296,3 +296,24 @@ def test_study_results_render_as_the_study_renders_them(
     assert f"Written by `python studies/{name}.py` (studies/README.md)." in section
     study_md = (STUDY_RESULTS / f"{name}.md").read_text().split("\n", 2)[2]  # below the study's title
     assert study_md.replace("\n## ", "\n### ").strip() in section
+
+
+def test_the_low_label_study_is_rendered_not_skipped(tmp_path: Path) -> None:
+    """``accuracy_low_label.json`` (``benchmarks/accuracy.py``): known by its schema, its tables shown."""
+    entry = {
+        "line": "zero_fill_dropout", "label": "zero_fill_dropout", "labelled_scenes": 1,
+        "mean_missing": 41.5, "mean_missing_std": 0.5, "mean_missing_seeds": [0, 1],
+        "full": 60.0, "full_std": None, "full_seeds": [0],
+    }  # fmt: skip
+    data = {
+        "schema": "stars-edge/accuracy-low-label/v1",
+        "settings": {"train_scenes": 16},
+        "rows": [],
+        "summary": [entry],
+    }
+    path = _write(tmp_path, "accuracy_low_label.json", data)
+    found = report.collect([path])
+    assert [p.name for p, _ in found.low_label] == ["accuracy_low_label.json"] and not found.skipped
+    out = tmp_path / "REPORT.md"
+    assert report.main([str(path), "--out", str(out), "--plots", str(tmp_path)]) == 0
+    assert "| zero_fill_dropout | 41.50 ± 0.50 (n=2) |" in out.read_text()
