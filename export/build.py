@@ -5,16 +5,21 @@ INT8 (Q/DQ, calibrated on that pattern's inputs), each measured by the accuracy 
 optionally TensorRT engines built from those ONNX files. FP32 is always built and recorded: it is the source
 of the other precisions, the gate's reference and the runtime's fallback.
 
-Re-running skips every artifact that is up to date: same checkpoint hash, same options, file present with
-the recorded sha256. The manifest is saved after every pattern, so an interrupted build resumes.
+Several checkpoints (``--checkpoint a.pt --checkpoint b.pt``): per pattern, every candidate's FP32 graph is
+scored on the gate's held-out tiles and the best (ties within ``--tie-tolerance`` to fewer GFLOPs) serves
+that pattern; its FP16/INT8/TensorRT engines follow as for one checkpoint (``export/selection.py``).
+
+Re-running skips every artifact that is up to date: same checkpoint hash (and, with several, the same
+candidate set), same options, file present with the recorded sha256. The manifest is saved after every
+pattern, so an interrupted build resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ from export.build_options import (
     BuildOptions,
     describe_normalization,
     entry_options,
+    selection_options,
     tool_versions,
 )
 from export.context_margin import measure_manifest_margin
@@ -35,6 +41,17 @@ from export.fp16 import convert_to_fp16
 from export.onnx_export import check_parity, export_onnx, simplify_onnx
 from export.quantize import tensorrt_legality_problems
 from export.quantizers import quantize_with, require_quantizer, tensorrt_refusal
+from export.report import BuildReport
+from export.selection import (
+    Candidate,
+    Score,
+    check_compatible,
+    held_out,
+    mix_digest,
+    mixed,
+    pattern_gflops,
+    select,
+)
 from export.tiles import (
     EDGE_SEED_BASE,
     SYNTHETIC,
@@ -45,7 +62,7 @@ from export.tiles import (
     sample_physical,
 )
 from stars_edge.contract import ModalityContract, contract_disagrees, contract_from_values
-from stars_edge.errors import ExportError, ManifestError
+from stars_edge.errors import ConfigError, ExportError, ManifestError
 from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
 from stars_edge.manifest import (
     MANIFEST_NAME,
@@ -60,51 +77,58 @@ from stars_edge.manifest import (
 )
 from stars_edge.modalities import Pattern, all_patterns, parse_patterns
 
+__all__ = ["BuildOptions", "BuildReport", "build_engines"]
+
 #: Worst FP32-vs-PyTorch difference accepted at export (logits); a bigger one means a broken export.
 PARITY_TOLERANCE = 1e-3
 
 
-@dataclass
-class BuildReport:
-    """What a build did, for the CLI to print and tests to check."""
+def _load_candidates(paths: Sequence[Path]) -> list[Candidate]:
+    """Every checkpoint, loaded once; duplicates and checkpoints the manifest cannot mix are refused."""
+    from stars_edge.checkpoint import load_checkpoint
 
-    manifest_path: Path
-    manifest: Manifest
-    built: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    flagged: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    not_measured: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    candidates: list[Candidate] = []
+    for path in paths:
+        model, meta = load_checkpoint(path)
+        model.eval()
+        candidate = Candidate(path, sha256_file(path), model, meta, describe_normalization(model, meta))
+        same = next((c for c in candidates if c.sha256 == candidate.sha256), None)
+        if same is not None:
+            raise ConfigError(
+                f"--checkpoint {path} and {same.path} are the same checkpoint (sha256 "
+                f"{candidate.sha256[:12]}...); give each candidate once"
+            )
+        if candidates:
+            check_compatible(candidates[0], candidate)
+        candidates.append(candidate)
+    return candidates
 
 
 class _Builder:
-    """One build: holds the model, the tiles (loaded lazily, once) and the manifest being written."""
+    """One build: holds the model(s), the tiles (loaded lazily, once) and the manifest being written.
+
+    With several checkpoints, ``candidates[0]`` is the default: its metadata gives the tile size, and the
+    classes, specs and band counts every candidate shares (``check_compatible``).
+    """
 
     def __init__(self, options: BuildOptions, log: Callable[[str], None]) -> None:
-        from stars_edge.checkpoint import load_checkpoint
-
         self.options = options
         self.log = log
         self.out = ensure_writable_dir(options.out)
-        self.model, self.meta = load_checkpoint(options.checkpoint)
-        self.model.eval()
-        self.normalization = describe_normalization(self.model, self.meta)
-        self.checkpoint_sha256 = sha256_file(options.checkpoint)
+        self.candidates = _load_candidates(options.checkpoints)
+        self.multi = len(self.candidates) > 1
+        default = self.candidates[0]
+        self.meta = default.meta
+        self.checkpoint_sha256 = default.sha256
         self.tile = options.tile or self.meta.tile_size or DEFAULT_TILE
         self.bands = dict(self.meta.in_channels)
         self.specs = {m: self.meta.specs[m] for m in self.bands}
         self.patterns = parse_patterns(options.patterns, available=tuple(self.bands))
+        #: The checkpoint serving each pattern and the record of how it was chosen (several checkpoints).
+        self.chosen: dict[Pattern, tuple[Candidate, dict[str, Any], dict[str, Any]]] = {}
         self.previous = self._previous_manifest()
         self.manifest = Manifest(
-            model=ModelInfo(
-                variant=self.meta.variant,
-                method=self.meta.method,
-                checkpoint_sha256=self.checkpoint_sha256,
-                classes=self.meta.classes,
-                class_names=tuple(self.meta.class_names),
-                ignore_index=self.meta.ignore_index,
-            ),
+            model=self._model_info(),
             modalities=self.specs,
             tile_size=self.tile,
             tools=tool_versions(),
@@ -113,6 +137,62 @@ class _Builder:
         self._gate_tiles: TileSet | None = None
         self._calib_tiles: TileSet | None = None
         self._control_tiles: TileSet | None = None
+        self._scratch: Path | None = None
+        #: Scored FP32 graphs of the chosen candidates, moved into place instead of exporting again.
+        self._scored: dict[Pattern, Path] = {}
+        if self.multi:
+            for candidate in self.candidates:
+                verified, line = held_out(candidate, options.gate_data, options.gate_tiles, self.tile)
+                self.log(f"selection: {line}")
+                if not verified:
+                    self.report.notes.append(f"selection: {line}")
+
+    def _model_info(self) -> ModelInfo:
+        """The manifest's model section: the one checkpoint, or the mix chosen so far (see ``ModelInfo``)."""
+        default = self.candidates[0]
+        if not self.multi:
+            return ModelInfo(
+                variant=self.meta.variant,
+                method=self.meta.method,
+                checkpoint_sha256=self.checkpoint_sha256,
+                classes=self.meta.classes,
+                class_names=tuple(self.meta.class_names),
+                ignore_index=self.meta.ignore_index,
+            )
+        chosen = {pattern: item[0] for pattern, item in self.chosen.items()}
+        used = [c for c in self.candidates if c in chosen.values()] or [default]
+        digests = {pattern: c.sha256 for pattern, c in chosen.items()}
+        listing = [
+            {**c.describe(), "patterns": [p.name for p in self.patterns if chosen.get(p) is c]}
+            for c in self.candidates
+        ]
+        return ModelInfo(
+            variant=mixed([c.meta.variant for c in used]),
+            method=mixed([c.meta.method for c in used]),
+            checkpoint_sha256=used[0].sha256 if len(used) == 1 else mix_digest(digests),
+            classes=self.meta.classes,
+            class_names=tuple(self.meta.class_names),
+            ignore_index=self.meta.ignore_index,
+            checkpoints=tuple(listing),
+        )
+
+    def _candidate(self, pattern: Pattern) -> Candidate:
+        """The checkpoint serving ``pattern`` (the only one, or the one selection chose)."""
+        return self.chosen[pattern][0] if pattern in self.chosen else self.candidates[0]
+
+    def _options(
+        self, pattern: Pattern, precision: str, candidate: Candidate | None = None
+    ) -> dict[str, Any]:
+        """What ``pattern``'s ``precision`` artifact depends on (a change makes it out of date)."""
+        candidate = candidate or self._candidate(pattern)
+        options = {
+            **entry_options(self.options, precision, self.tile),
+            "normalization": candidate.normalization,
+        }
+        if self.multi:
+            shas = [c.sha256 for c in self.candidates]
+            options.update(selection_options(self.options, candidate.sha256, shas))
+        return options
 
     # ------------------------------------------------------------------ reuse
     def _previous_manifest(self) -> Manifest | None:
@@ -123,6 +203,8 @@ class _Builder:
         except ManifestError as exc:
             self.log(f"ignoring unreadable previous manifest: {exc}")
             return None
+        if self.multi:  # every entry's options name its checkpoint and the candidate set
+            return previous
         return previous if previous.model.checkpoint_sha256 == self.checkpoint_sha256 else None
 
     def _reusable(
@@ -199,18 +281,92 @@ class _Builder:
             require_quantizer(self.options.quantizer)  # same: NNCF or ModelOpt's venv missing
         progress = tqdm(jobs, desc="build engines", unit="engine", disable=not self.options.progress)
         reference: dict[Pattern, gate.Predictions] = {}
-        for pattern, precision in progress:
-            progress.set_postfix_str(f"{pattern} {precision}")
-            entry = self._onnx_entry(pattern, precision, reference)
-            if entry is not None and trt_target is not None:
-                self._tensorrt_entry(entry, trt_target)
-            if precision == precisions[-1]:
-                save_manifest(self.manifest, self.out)
-        self.manifest.context_margin = measure_manifest_margin(self.manifest, self.log)  # docs/RUNTIME.md
+        try:
+            for pattern, precision in progress:
+                progress.set_postfix_str(f"{pattern} {precision}")
+                if self.multi and precision == "fp32":
+                    self._select(pattern)
+                entry = self._onnx_entry(pattern, precision, reference)
+                if entry is not None and trt_target is not None:
+                    self._tensorrt_entry(entry, trt_target)
+                if precision == precisions[-1]:
+                    save_manifest(self.manifest, self.out)
+        finally:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+        # The margin must hold for every shipped engine: the largest over the FP32 engines, whichever
+        # checkpoint each came from (export/context_margin.py, docs/RUNTIME.md).
+        self.manifest.context_margin = measure_manifest_margin(self.manifest, self.log)
         self.manifest.input_contract = self._input_contract()
         save_manifest(self.manifest, self.out)
         self._choose_edges()
         return self.report
+
+    # ------------------------------------------------------------------ selection
+    def _select(self, pattern: Pattern) -> None:
+        """Choose ``pattern``'s checkpoint: reuse an up-to-date choice, else score every candidate's FP32."""
+        reused = self._previous_selection(pattern)
+        if reused is not None:
+            candidate, record = reused
+            self.log(f"{pattern}: {candidate.label} still chosen (same candidates and options)")
+        else:
+            candidate, record = self._score(pattern)
+        mine = next(item for item in record["candidates"] if item["sha256"] == candidate.sha256)
+        chosen = {
+            **candidate.describe(),
+            "validation_miou": mine["validation_miou"],
+            "gflops": mine["gflops"],
+        }
+        self.chosen[pattern] = (candidate, chosen, record)
+        self.manifest.model = self._model_info()
+        self.report.selections[pattern.name] = record
+
+    def _previous_selection(self, pattern: Pattern) -> tuple[Candidate, dict[str, Any]] | None:
+        """The previous build's choice for ``pattern`` when its FP32 entry is up to date for the same
+        candidate set and options (paths refreshed: a moved checkpoint keeps its sha256)."""
+        if self.previous is None:
+            return None
+        by_sha = {c.sha256: c for c in self.candidates}
+        for entry in self.previous.find(pattern, "fp32", "onnxruntime"):
+            candidate = by_sha.get(str(entry.options.get("checkpoint_sha256")))
+            if candidate is None or not entry.selection:
+                continue
+            if self._reusable(pattern, "fp32", "onnxruntime", self._options(pattern, "fp32", candidate)):
+                record = dict(entry.selection)
+                record["candidates"] = [
+                    {**item, "path": str(by_sha[item["sha256"]].path)} for item in record["candidates"]
+                ]
+                return candidate, record
+        return None
+
+    def _score(self, pattern: Pattern) -> tuple[Candidate, dict[str, Any]]:
+        """Export every candidate's FP32 graph of ``pattern``, score it on the gate tiles, pick one."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="stars-select-"))
+        tiles = self.gate_tiles
+        inputs = tiles.select(pattern.modalities)
+        names, ignore = tuple(self.meta.class_names), self.meta.ignore_index
+        scores, files = [], {}
+        for index, candidate in enumerate(self.candidates):
+            path = self._scratch / f"{pattern}.{index}.fp32.onnx"
+            self._export_fp32(pattern, path, candidate.model)
+            prediction = gate.predict(path, inputs)
+            accuracy = gate.measure(
+                prediction, prediction, tiles.labels, names, ignore, None, self.options.gate_budget
+            )
+            if accuracy["miou"] is None:
+                raise ExportError(
+                    f"{pattern}: the gate tiles of {tiles.source} have no labels, so the checkpoints cannot "
+                    "be compared; give --gate-data labelled held-out scenes or one --checkpoint"
+                )
+            gflops = pattern_gflops(candidate.model, pattern, self.bands, self.tile)
+            scores.append(Score(candidate, float(accuracy["miou"]), gflops))
+            files[candidate.sha256] = path
+        winner, record = select(scores, self.options.tie_tolerance)
+        self._scored[pattern] = files[winner.candidate.sha256]
+        ranking = "; ".join(f"{s.candidate.label} {s.miou:.2f} mIoU {s.gflops:.4g} GFLOPs" for s in scores)
+        self.log(f"{pattern}: chose {winner.candidate.label} ({record['reason']}); {ranking}")
+        return winner.candidate, record
 
     def _choose_edges(self) -> None:
         """Context margin and optical mask dilation by measured mIoU on synthetic validation scenes with
@@ -278,9 +434,10 @@ class _Builder:
     def _onnx_entry(
         self, pattern: Pattern, precision: str, reference: dict[Pattern, gate.Predictions]
     ) -> EngineEntry | None:
-        options = {**entry_options(self.options, precision, self.tile), "normalization": self.normalization}
+        options = self._options(pattern, precision)
         reused = self._reusable(pattern, precision, "onnxruntime", options)
         if reused is not None:
+            reused = self._with_selection(reused)
             self._record(reused, reused=True)
             return reused
         name = f"{pattern}.{precision}.onnx"
@@ -303,7 +460,11 @@ class _Builder:
         quantization: dict[str, Any] = {}
         with atomic_path(self.out / name) as candidate:
             if precision == "fp32":
-                self._export_fp32(pattern, candidate)
+                scored = self._scored.pop(pattern, None)
+                if scored is not None:  # selection exported and checked it already
+                    shutil.move(scored, candidate)
+                else:
+                    self._export_fp32(pattern, candidate, self._candidate(pattern).model)
             else:
                 source = self.out / f"{pattern}.fp32.onnx"
                 if precision == "fp16":
@@ -319,7 +480,7 @@ class _Builder:
                     f"budget {self.options.gate_budget} (--strict)"
                 )
                 raise _Refused
-            return EngineEntry(
+            entry = EngineEntry(
                 pattern=pattern,
                 precision=precision,  # type: ignore[arg-type]
                 backend="onnxruntime",
@@ -331,6 +492,14 @@ class _Builder:
                 options=options,
                 quantization=quantization,
             )
+            return self._with_selection(entry)
+
+    def _with_selection(self, entry: EngineEntry) -> EngineEntry:
+        """``entry`` naming its checkpoint and the candidates it beat (several checkpoints only)."""
+        if entry.pattern not in self.chosen:
+            return entry
+        _, chosen, record = self.chosen[entry.pattern]
+        return dataclasses.replace(entry, checkpoint=chosen, selection=record)
 
     def _quantize(self, pattern: Pattern, source: Path, target: Path) -> dict[str, Any]:
         """INT8 graph of ``pattern``; with control tiles, its costliest layers stay float."""
@@ -380,10 +549,10 @@ class _Builder:
             )
         return {"tensorrt_legal": False, "tensorrt_problems": [*problems[:3], f"({len(problems)} in all)"]}
 
-    def _export_fp32(self, pattern: Pattern, target: Path) -> None:
+    def _export_fp32(self, pattern: Pattern, target: Path, model: Any) -> None:
         from stars_edge.models import export_module
 
-        module = export_module(self.model, pattern)
+        module = export_module(model, pattern)
         export_onnx(module, pattern, self.bands, target, opset=self.options.opset)
         before = check_parity(module, target, pattern, self.bands)
         simplify_onnx(target)
@@ -442,7 +611,7 @@ class _Builder:
         entry, reused = tensorrt_entry(
             source, self.out, self.manifest, target, self.previous, GateTiles(self.manifest), self.log
         )
-        self._record(entry, reused=reused)
+        self._record(self._with_selection(entry), reused=reused)
 
 
 class _Refused(Exception):

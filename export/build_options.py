@@ -16,6 +16,7 @@ from export import gate
 from export.accuracy_control import DEFAULT_MAX_FLOAT_LAYERS
 from export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_PLACEMENT, PLACEMENTS
 from export.quantizers import DEFAULT_QUANTIZER, QUANTIZERS, tensorrt_refusal
+from export.selection import TIE_TOLERANCE
 from export.tiles import SYNTHETIC
 from stars_edge.errors import ConfigError
 from stars_edge.manifest import BACKENDS, PRECISIONS, Backend, Precision
@@ -27,6 +28,7 @@ DEFAULT_TILE = 512
 class BuildOptions:
     """Everything ``stars-edge build-engines`` takes; defaults are the CLI's."""
 
+    #: The default checkpoint (the first ``--checkpoint``): alone, it is built exactly as always.
     checkpoint: Path
     out: Path
     patterns: str | Sequence[str] = "all"
@@ -54,9 +56,20 @@ class BuildOptions:
     #: 0.31-0.35 mIoU and the measured one by 4.4-5.2: docs/RUNTIME.md). False: the measured margin.
     edge_selection: bool = True
     progress: bool = True
+    #: Further checkpoints (the other ``--checkpoint`` options): per pattern, the one whose FP32 engine scores
+    #: the best validation mIoU on the gate tiles serves it (``export/selection.py``).
+    other_checkpoints: tuple[Path, ...] = ()
+    #: mIoU points within which candidates tie; a tie goes to fewer GFLOPs (``selection.TIE_TOLERANCE``).
+    tie_tolerance: float = TIE_TOLERANCE
+
+    @property
+    def checkpoints(self) -> tuple[Path, ...]:
+        """Every candidate checkpoint, the default first."""
+        return (self.checkpoint, *self.other_checkpoints)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "other_checkpoints", tuple(Path(p) for p in self.other_checkpoints))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "precisions", tuple(self.precisions))
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -85,6 +98,8 @@ class BuildOptions:
             raise ConfigError("--calib-tiles and --gate-tiles must be at least 1")
         if self.control_tiles < 0 or self.max_float_layers < 0:
             raise ConfigError("--control-tiles and --max-float-layers must be >= 0 (0 turns control off)")
+        if self.tie_tolerance < 0:
+            raise ConfigError(f"--tie-tolerance must be >= 0 mIoU points, got {self.tie_tolerance}")
 
 
 def tool_versions() -> dict[str, str]:
@@ -142,3 +157,14 @@ def entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str,
         if options.quantizer == "ours":  # the vendors calibrate and place Q/DQ their own way
             common.update(calib_method=options.calib_method, placement=options.placement)
     return common
+
+
+def selection_options(options: BuildOptions, chosen: str, candidates: Sequence[str]) -> dict[str, Any]:
+    """What an artifact of a several-checkpoint build also depends on: the checkpoint chosen for its pattern,
+    the candidate set (sha256s, in command-line order: the order breaks exact ties) and the tie tolerance.
+    A one-checkpoint build records none of them (its options stay as they always were)."""
+    return {
+        "checkpoint_sha256": chosen,
+        "candidates": list(candidates),
+        "tie_tolerance": options.tie_tolerance,
+    }

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from export import gate
-from export.build import BuildReport
 from export.quantizers import tensorrt_refusal
+from export.report import BuildReport
 from export.tensorrt_build import (
     TensorRTTarget,
     build_tensorrt_engine,

@@ -2,8 +2,13 @@
 
 ``manifest.json`` lies next to the engine files. It records the model (checkpoint hash, classes, modality
 normalisation, tile size), one entry per engine (pattern, precision, backend, file, sha256, inputs, accuracy
-measured at export and the gate's verdict) and the tool versions. ``load_manifest`` refuses a manifest whose
-files are missing or altered, so a runtime never runs an engine that is not the one that was measured.
+measured at export and the gate's verdict) and the tool versions. ``load_manifest`` refuses a manifest
+whose files are missing or altered, so a runtime never runs an engine that is not the one that was measured.
+
+A manifest may mix engines from several checkpoints (one per pattern, chosen by validation mIoU:
+``export/selection.py``); then every entry names its checkpoint and the candidates it beat, and
+``model.checkpoints`` lists them all. These fields are optional: manifests without them (older ones, and
+every one-checkpoint build) read as before, so the schema version stays 1.
 """
 
 from __future__ import annotations
@@ -80,6 +85,12 @@ class EngineEntry:
     #: How an INT8 graph was made beyond its options: the layers accuracy control kept float and the
     #: control-tile mIoU drops before/after (export/accuracy_control.py); empty otherwise.
     quantization: Mapping[str, Any] = field(default_factory=dict)
+    #: The checkpoint this engine comes from when the build mixed several (``path``, ``sha256``, ``method``,
+    #: ``variant``, ``validation_miou``, ``gflops``); empty for a one-checkpoint build (see ``model``).
+    checkpoint: Mapping[str, Any] = field(default_factory=dict)
+    #: Why that checkpoint serves this pattern: every candidate's validation mIoU and GFLOPs, the tie
+    #: tolerance and the reason (``export.selection.select``); empty for a one-checkpoint build.
+    selection: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -127,6 +138,10 @@ class EngineEntry:
         }
         if self.quantization:
             data["quantization"] = dict(self.quantization)
+        if self.checkpoint:
+            data["checkpoint"] = dict(self.checkpoint)
+        if self.selection:
+            data["selection"] = dict(self.selection)
         if self.backend == "tensorrt":
             data["tensorrt_version"] = self.tensorrt_version
             data["compute_capability"] = self.compute_capability
@@ -152,6 +167,8 @@ class EngineEntry:
                 compute_capability=data.get("compute_capability"),
                 options=dict(data.get("options", {})),
                 quantization=dict(data.get("quantization", {})),
+                checkpoint=dict(data.get("checkpoint") or {}),
+                selection=dict(data.get("selection") or {}),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise ManifestError(f"invalid engine entry {dict(data)!r}: {exc}") from exc
@@ -159,7 +176,13 @@ class EngineEntry:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the engines compute: which checkpoint, which classes, which label value is ignored."""
+    """What the engines compute: which checkpoint, which classes, which label value is ignored.
+
+    When the engines come from several checkpoints, ``checkpoints`` lists every candidate (``path``,
+    ``sha256``, ``method``, ``variant``, ``patterns`` it serves), ``variant``/``method`` are the common value
+    or ``mixed(a,b)``, and ``checkpoint_sha256`` identifies the mix: the one checkpoint's hash when one
+    serves every engine, else the sha256 of the ``pattern=sha256`` lines (``export.selection.mix_digest``).
+    """
 
     variant: str
     method: str
@@ -167,9 +190,10 @@ class ModelInfo:
     classes: int
     class_names: tuple[str, ...]
     ignore_index: int = 255
+    checkpoints: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "variant": self.variant,
             "method": self.method,
             "checkpoint_sha256": self.checkpoint_sha256,
@@ -177,6 +201,9 @@ class ModelInfo:
             "class_names": list(self.class_names),
             "ignore_index": int(self.ignore_index),
         }
+        if self.checkpoints:
+            data["checkpoints"] = [dict(item) for item in self.checkpoints]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
@@ -188,6 +215,7 @@ class ModelInfo:
                 classes=int(data["classes"]),
                 class_names=tuple(str(n) for n in data["class_names"]),
                 ignore_index=int(data.get("ignore_index", 255)),
+                checkpoints=tuple(dict(item) for item in data.get("checkpoints") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"invalid model section {dict(data)!r}: {exc}") from exc
@@ -199,7 +227,8 @@ _BACKEND_PREFERENCE: dict[str, int] = {b: i for i, b in enumerate(BACKENDS)}
 
 @dataclass
 class Manifest:
-    """All engines built from one checkpoint. ``root`` is the folder the entries' paths are relative to."""
+    """All engines of one build (one checkpoint, or a per-pattern choice among several that agree on classes,
+    bands and normalisation). ``root`` is the folder the entries' paths are relative to."""
 
     model: ModelInfo
     modalities: dict[str, ModalitySpec]

@@ -11,8 +11,12 @@ from stars_edge.manifest import parse_precisions
 
 
 def build_engines(
-    checkpoint: Path | None = typer.Option(
-        None, "--checkpoint", help="Checkpoint (.pt) written by training (not with --from-onnx)."
+    checkpoint: list[Path] | None = typer.Option(
+        None,
+        "--checkpoint",
+        help="Checkpoint (.pt) written by training (not with --from-onnx). Repeat it to mix checkpoints: "
+        "per pattern, the one whose FP32 engine scores the best validation mIoU on the gate tiles is "
+        "built (ties within --tie-tolerance go to fewer GFLOPs); the first is the default.",
     ),
     out: Path | None = typer.Option(
         None, "--out", help="Folder for the engines and manifest.json (created if needed)."
@@ -99,17 +103,24 @@ def build_engines(
         "pip install 'stars-edge[nncf]') or modelopt (NVIDIA ModelOpt, run from its own venv: make "
         "modelopt-venv). Every one goes through the same gate; see docs/EXPORT.md.",
     ),
+    tie_tolerance: float = typer.Option(
+        0.5,
+        "--tie-tolerance",
+        min=0.0,
+        help="With several --checkpoint: candidates within this many validation mIoU points of the best "
+        "tie, and a tie goes to the one with fewer GFLOPs for the pattern.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Export ONNX per pattern (FP32/FP16/INT8), gate accuracy, build TensorRT engines where asked."""
     if from_onnx is not None:
-        if checkpoint is not None:
+        if checkpoint:
             raise typer.BadParameter("give --checkpoint or --from-onnx, not both", param_hint="--from-onnx")
         from export.from_onnx import build_engines_from_onnx
 
         _print_report(build_engines_from_onnx(from_onnx, backend.lower(), strict=strict), gate_budget)
         return
-    if checkpoint is None or out is None:
+    if not checkpoint or out is None:
         raise typer.BadParameter(
             "needs --checkpoint and --out (or --from-onnx DIR)", param_hint="--checkpoint"
         )
@@ -118,7 +129,9 @@ def build_engines(
     from export.quantize import DEFAULT_PLACEMENT
 
     options = BuildOptions(
-        checkpoint=checkpoint,
+        checkpoint=checkpoint[0],
+        other_checkpoints=tuple(checkpoint[1:]),
+        tie_tolerance=tie_tolerance,
         out=out,
         patterns=patterns,
         precisions=parse_precisions(precision),
@@ -154,7 +167,9 @@ def _print_report(report: Any, gate_budget: float) -> None:
             f"  {entry.describe():<32} gate={entry.gate:<12} "
             f"mIoU={'n/a' if miou is None else f'{miou:.2f}'} "
             f"agreement={'n/a' if agreement is None else f'{agreement:.2f}%'}  {entry.path}"
+            + (f"  from {_checkpoint_label(entry.checkpoint)}" if entry.checkpoint else "")
         )
+    _print_selection(report.manifest)
     for label in report.flagged:
         typer.secho(
             f"FLAGGED: {label} loses more than {gate_budget} mIoU points vs FP32 (or a class more than "
@@ -166,3 +181,30 @@ def _print_report(report: Any, gate_budget: float) -> None:
         typer.secho(f"REFUSED (--strict): {label} was not written", fg="red", err=True)
     for note in report.notes:
         typer.secho(note, fg="yellow", err=True)
+
+
+def _checkpoint_label(record: Any) -> str:
+    """``name [method, sha256 12] val mIoU 71.23, 0.812 GFLOPs`` for an entry's ``checkpoint`` record."""
+    return (
+        f"{Path(str(record['path'])).name} [{record['method']}, {str(record['sha256'])[:12]}] "
+        f"val mIoU {float(record['validation_miou']):.2f}, {float(record['gflops']):.4g} GFLOPs"
+    )
+
+
+def _print_selection(manifest: Any) -> None:
+    """Per pattern of a several-checkpoint build: every candidate's score and why the chosen one won."""
+    records = [(e.pattern, e.selection) for e in manifest.engines if e.selection and e.precision == "fp32"]
+    seen = set()
+    for pattern, record in records:
+        if pattern in seen:
+            continue
+        seen.add(pattern)
+        if not seen - {pattern}:
+            typer.echo(
+                "checkpoint per pattern (validation mIoU on the gate tiles; ties within "
+                f"{record['tie_tolerance']} go to fewer GFLOPs):"
+            )
+        typer.echo(f"  {pattern}: {record['reason']}")
+        for item in record["candidates"]:
+            mark = "*" if item["sha256"] == record["chosen"] else " "
+            typer.echo(f"    {mark} {_checkpoint_label(item)}  {item['path']}")
