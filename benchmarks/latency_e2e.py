@@ -1,114 +1,50 @@
 """End to end: ``runtime.Predictor`` streaming a synthetic scene, in a child process for its own peak RSS.
 
-Scenes: ``full`` (every modality valid, one engine per tile), ``gaps`` (clouds and a missing SAR swath, so
-tiles mix patterns per pixel), ``clouds`` (about 10 % cloud, flagged in the cloud mask) and ``s2like`` /
-``s2like_clouds``: ``full`` / ``clouds`` stored the way Sentinel-2 products are, optical as uint16 digital
-numbers with a 1e-4 scale, every raster DEFLATE-compressed with a predictor (horizontal differencing for
-integers, floating-point for SAR and DSM) in 512 px internal tiles. Decoding then costs real CPU, which is
-what the end-to-end target is about; GDAL decodes with ``GDAL_NUM_THREADS`` threads where the machine has
-cores to spare (``--gdal-threads``). ``s2like`` also runs ``s2like_clouds`` at the largest size.
+Scenes (``benchmarks.latency_scenes``): ``full``, ``gaps``, ``clouds`` and the Sentinel-2-like ``s2like`` /
+``s2like_clouds`` (compressed uint16 optical with a scale tag, so decoding costs real CPU). GDAL decodes with
+``GDAL_NUM_THREADS`` threads where the machine has cores to spare (``--gdal-threads``). ``s2like`` also runs
+``s2like_clouds`` at the largest size.
 
-After each scene the same child measures its CPU floor and, up to ``--e2e-arrays-max-size``, the same scene
-from in-memory arrays (``benchmarks.latency_floor``).
+Each scene runs in a fresh child process (``benchmarks.latency_e2e_child``). After each scene the same child
+measures its CPU floor and, up to ``--e2e-arrays-max-size``, the same scene from in-memory arrays
+(``benchmarks.latency_floor``). This module plans the runs and compares them with the engine-only rows.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchmarkError, load_average, where_time_goes
+from benchmarks.common import load_average, where_time_goes
+from benchmarks.latency_e2e_child import _peak_rss_mib, _run_e2e_child, e2e_child_main
 from benchmarks.latency_floor import floor_timing, fraction_summary
-from benchmarks.latency_plan import FULL_PATTERN, PROJECT_ROOT, BenchmarkPlan, Echo, timing_kwargs
-from stars_edge.errors import StarsEdgeError
-from stars_edge.io import write_json_atomic
+from benchmarks.latency_plan import FULL_PATTERN, BenchmarkPlan, Echo, timing_kwargs
+from benchmarks.latency_scenes import (
+    CLOUDY_VARIANTS,
+    E2E_SCENES,
+    S2_SCALE,
+    S2LIKE_SOURCES,
+    scene_paths,
+    store_sentinel2_like,
+)
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import ALL_PATTERNS
 
-#: Synthetic end-to-end scenes: ``full`` has every modality valid everywhere (one engine per tile); ``gaps``
-#: has clouds (flagged in ``cloud_mask.tif``) and a missing SAR swath, so tiles mix patterns per pixel;
-#: ``clouds`` has about 10 % cloud; the ``s2like`` kinds re-store another kind (``S2LIKE_SOURCES``).
-E2E_SCENES: dict[str, dict[str, Any]] = {
-    "full": {},
-    "gaps": {"cloud_cover": 0.15, "sar_gap": 0.2},
-    "clouds": {"cloud_cover": 0.10},
-    "s2like": {},
-    "s2like_clouds": {},
-}
-#: Sentinel-2-like scenes and the synthetic scene each one re-stores.
-S2LIKE_SOURCES: dict[str, str] = {"s2like": "full", "s2like_clouds": "clouds"}
-#: Scenes that also run a cloudy variant at the largest size (issue 21's targets need both).
-CLOUDY_VARIANTS: dict[str, str] = {"s2like": "s2like_clouds"}
-#: Sentinel-2 L2A stores reflectance as uint16 digital numbers: reflectance = DN * 1e-4.
-S2_SCALE = 1e-4
-
-
-def scene_paths(workdir: Path, size: int, seed: int, kind: str = "full") -> dict[str, Path]:
-    """Write (once, cached in ``workdir``) a three-modality synthetic mosaic scene of ``size`` px.
-
-    Returns the optical, SAR and DSM rasters, plus the cloud mask for scenes that have clouds.
-    """
-    from stars_edge.data.synthetic import write_mosaic_scene
-
-    folder = workdir / (f"scene_{size}_seed{seed}" + ("" if kind == "full" else f"_{kind}"))
-    done = folder / "complete.json"
-    if done.is_file():
-        return {k: Path(v) for k, v in json.loads(done.read_text()).items()}
-    if kind in S2LIKE_SOURCES:
-        paths = {
-            m: store_sentinel2_like(p, folder / p.name, m)
-            for m, p in scene_paths(workdir, size, seed, S2LIKE_SOURCES[kind]).items()
-        }
-        write_json_atomic(done, {k: str(v) for k, v in paths.items()})
-        return paths
-    written = write_mosaic_scene(folder, size=size, block=min(1024, size), seed=seed, **E2E_SCENES[kind])
-    keys = ("optical", "sar", "dsm", "cloud_mask") if kind != "full" else ("optical", "sar", "dsm")
-    paths = {k: Path(getattr(written, k)) for k in keys if getattr(written, k) is not None}
-    write_json_atomic(done, {k: str(v) for k, v in paths.items()})
-    return paths
-
-
-def store_sentinel2_like(source: Path, target: Path, modality: str) -> Path:
-    """Rewrite one raster as Sentinel-2 products are stored (see the module docstring), block by block; a
-    cloud mask stays uint8 (DEFLATE, horizontal predictor), as a product's mask does."""
-    import numpy as np
-    import rasterio
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(source) as src:
-        profile = src.profile.copy()
-        integer = modality == "optical"
-        mask = modality == "cloud_mask"
-        profile.update(
-            driver="GTiff",
-            tiled=True,
-            blockxsize=512,
-            blockysize=512,
-            compress="deflate",
-            predictor=2 if integer or mask else 3,
-            zlevel=6,
-            dtype="uint16" if integer else ("uint8" if mask else "float32"),
-            nodata=0 if integer else src.nodata,
-            BIGTIFF="IF_SAFER",
-        )
-        with rasterio.open(target, "w", **profile) as dst:
-            if integer:
-                dst.scales = (S2_SCALE,) * src.count
-            for _, window in src.block_windows(1):
-                data = src.read(window=window)
-                if integer:
-                    valid = np.isfinite(data) & (data != src.nodata if src.nodata is not None else True)
-                    counts = np.clip(np.round(np.nan_to_num(data) / S2_SCALE), 1, 65535).astype(np.uint16)
-                    data = np.where(valid, counts, 0).astype(np.uint16)
-                dst.write(data, window=window)
-    return target
+__all__ = [
+    "CLOUDY_VARIANTS",
+    "E2E_SCENES",
+    "S2LIKE_SOURCES",
+    "S2_SCALE",
+    "_peak_rss_mib",
+    "_run_e2e_child",
+    "benchmark_e2e",
+    "e2e_child_main",
+    "gdal_threads",
+    "scene_paths",
+    "store_sentinel2_like",
+]
 
 
 def gdal_threads(setting: str, usable_cores: int) -> str:
@@ -116,134 +52,6 @@ def gdal_threads(setting: str, usable_cores: int) -> str:
     if setting != "auto":
         return setting
     return "ALL_CPUS" if usable_cores > 1 else "1"
-
-
-def _peak_rss_mib(ru_maxrss_mib: float) -> float:
-    """This process's peak RSS: VmHWM of its own address space where Linux reports it.
-
-    ``ru_maxrss`` is preserved across ``execve``, so a child started from a large parent inherits the
-    parent's peak; VmHWM belongs to the new address space and is the child's own.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return ru_maxrss_mib
-
-
-def e2e_child_main(spec_json: str) -> None:
-    """Entry point of the child process: one ``predict_scene`` call, its timings and own peak RSS; then
-    (``spec["floor"]``) the run's CPU floor and the arrays run (``benchmarks.latency_floor``)."""
-    import resource
-
-    spec = json.loads(spec_json)
-    from runtime import Predictor
-
-    def make_predictor() -> Predictor:
-        # timing only: an engine the accuracy gate flagged is timed like the others (its verdict is in
-        # the manifest and the engine rows), it is not what a user would ship
-        return Predictor(
-            spec["engines"],
-            backend=spec["backend"],
-            precision=spec["precision"],
-            threads=spec["threads"],
-            allow_flagged=True,
-        )
-
-    try:
-        start = time.perf_counter()
-        predictor = make_predictor()
-        loaded = time.perf_counter()
-        cpu = time.process_time()
-        summary = predictor.predict_scene(
-            progress=True,
-            batch=spec["batch"],
-            optical=spec["optical"],
-            sar=spec["sar"],
-            dsm=spec["dsm"],
-            cloud_mask=spec.get("cloud_mask"),
-            out=spec["out"],
-            pattern_map=spec["pattern_map"],
-            tile=spec["tile"],
-            overlap=spec["overlap"],
-            allow_out_of_range=bool(spec.get("allow_out_of_range", False)),
-        )
-        done = time.perf_counter()
-        cpu_seconds = time.process_time() - cpu
-        predictor.close()
-        # the scene's own peak, before the floor's measurements load more engines and the arrays
-        peak = _peak_rss_mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        if spec.get("scene_done_flag"):
-            Path(spec["scene_done_flag"]).touch()
-        result: dict[str, Any] = {
-            "load_s": loaded - start,
-            "predict_s": done - loaded,
-            "cpu_s": cpu_seconds,
-            "maxrss_mib": peak,
-            "summary": summary.to_dict(),
-        }
-        if spec.get("floor"):
-            from benchmarks.latency_floor import measure_floor, scene_files
-
-            result.update(
-                measure_floor(
-                    make_predictor,
-                    predictor.manifest,
-                    result["summary"],
-                    scene_files(spec),
-                    spec,
-                    done - loaded,
-                )
-            )
-    except StarsEdgeError as exc:
-        print("E2E_ERROR " + str(exc).replace("\n", " "), flush=True)
-        return
-    print("E2E_RESULT " + json.dumps(result, default=str), flush=True)
-
-
-def _run_e2e_child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``e2e_child_main`` in a fresh interpreter; sample its RSS from here as a cross-check."""
-    import psutil
-
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); "
-        "from benchmarks.latency_e2e import e2e_child_main; e2e_child_main(sys.argv[2])"
-    )
-    command = [sys.executable, "-c", code, str(PROJECT_ROOT), json.dumps(spec)]
-    env = {**os.environ, "GDAL_NUM_THREADS": str(spec.get("gdal_threads", "1"))}
-    started = time.perf_counter()
-    with tempfile.TemporaryFile(mode="w+") as log:
-        # stdout carries the result line; stderr (the runtime's progress bar, any traceback) goes to ours.
-        child = subprocess.Popen(command, stdout=log, stderr=None, text=True, env=env)
-        watched = psutil.Process(child.pid)
-        sampled_peak = 0
-        # sampled until the scene is done: the floor's measurements and the arrays run come after it
-        scene_done = Path(spec["scene_done_flag"]) if spec.get("scene_done_flag") else None
-        while child.poll() is None:
-            if scene_done is None or not scene_done.exists():
-                try:
-                    sampled_peak = max(sampled_peak, watched.memory_info().rss)
-                except psutil.NoSuchProcess:
-                    break
-            time.sleep(0.05)
-        wall = time.perf_counter() - started
-        log.seek(0)
-        output = log.read()
-    errors = [
-        line.removeprefix("E2E_ERROR ") for line in output.splitlines() if line.startswith("E2E_ERROR ")
-    ]
-    if errors:
-        raise BenchmarkError(f"end-to-end run on {spec['optical']} failed: {errors[-1]}")
-    marker = [line for line in output.splitlines() if line.startswith("E2E_RESULT ")]
-    if child.returncode != 0 or not marker:
-        raise BenchmarkError(
-            f"end-to-end child process exited with {child.returncode} and no result; its traceback is above"
-        )
-    result: dict[str, Any] = json.loads(marker[-1].removeprefix("E2E_RESULT "))
-    result["child_wall_s"] = wall
-    result["sampled_peak_rss_mib"] = sampled_peak / 2**20
-    return result
 
 
 def _engine_only_row(

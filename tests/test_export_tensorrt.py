@@ -76,7 +76,7 @@ def test_builds_strongly_typed_engine_with_shared_timing_cache(fp32_onnx: Path, 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The builder's wiring with the TensorRT stand-ins of test_runtime_tensorrt_fake (no TensorRT library here)
+# The builder's wiring with the TensorRT stand-ins of tensorrt_fakes (no TensorRT library here)
 # ---------------------------------------------------------------------------------------------------------
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
