@@ -31,6 +31,14 @@ from stars_edge.errors import OutputError, StarsEdgeError
 from stars_edge.modalities import ALL_PATTERNS, Pattern, all_patterns
 
 
+def pattern_index(codes: np.ndarray) -> np.ndarray:
+    """Per-pixel ``Pattern.index`` (0 = none) of a tile's pattern codes."""
+    low = codes.min()
+    if low == codes.max():  # one code on the whole tile (most tiles)
+        return np.full(codes.shape, CODE_TO_INDEX[low], dtype=np.uint8)
+    return CODE_TO_INDEX.take(codes)
+
+
 def first_tile_row(grid: TileGrid, rows_written: int) -> int:
     """The tile row whose finished rows contain raster row ``rows_written`` (where a resume restarts)."""
     for row in range(grid.rows):
@@ -69,13 +77,13 @@ def stream_chunk(
                 tiles = [prefetch.get() for _ in range(min(batch, columns - offset))]
                 timer.add("wait", time.perf_counter() - waited)
                 started = time.perf_counter()
-                probs = infer_tiles(
+                logits = infer_tiles(
                     tiles, engines, batch, settings.margin, use if row != warmup else EngineUse()
                 )
                 blended = time.perf_counter()
                 timer.add("inference", blended - started)
-                for tile, tile_probs in zip(tiles, probs, strict=True):
-                    blender.add(tile.col, tile_probs, CODE_TO_INDEX[tile.codes])
+                for tile, tile_logits in zip(tiles, logits, strict=True):
+                    blender.add(tile.col, tile_logits, pattern_index(tile.codes))
                 timer.add("blend", time.perf_counter() - blended)
                 if row != warmup and on_tiles is not None:
                     on_tiles(len(tiles))

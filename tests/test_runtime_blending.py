@@ -45,7 +45,8 @@ def test_bad_tiling_is_refused(tile: int, overlap: int) -> None:
 
 
 def test_blender_reproduces_a_smooth_field_without_seams() -> None:
-    """Tiles cut from one probability field and blended give the field back everywhere, borders included."""
+    """Tiles cut from one probability field (fed as its logarithm: the blender takes logits) and blended
+    give the field back everywhere, borders included."""
     height, width, tile, overlap, classes = 90, 75, 32, 12, 3
     grid = TileGrid(height, width, tile, overlap)
     yy, xx = np.mgrid[0 : grid.rows * tile, 0 : grid.padded_width]
@@ -53,13 +54,15 @@ def test_blender_reproduces_a_smooth_field_without_seams() -> None:
         np.float32
     )
     field /= field.sum(axis=0, keepdims=True)
+    with np.errstate(divide="ignore"):  # sin^2 reaches 0: log 0 = -inf, probability 0
+        logits = np.log(field)
     blender = RowBlender(grid, classes, probabilities="float32")
     result = np.zeros((classes, height, width), dtype=np.float32)
     for row in range(grid.rows):
         blender.start_row(row, fresh=row == 0)
         for col in range(grid.cols):
             y, x = grid.origin(row, col)
-            blender.add(col, field[:, y : y + tile, x : x + tile], np.full((tile, tile), 2, dtype=np.uint8))
+            blender.add(col, logits[:, y : y + tile, x : x + tile], np.full((tile, tile), 2, dtype=np.uint8))
         bands = blender.finish_row()
         assert bands.probabilities is not None
         result[:, bands.start : bands.start + bands.classes.shape[0]] = bands.probabilities
