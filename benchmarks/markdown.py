@@ -133,7 +133,7 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
     if inference is not None:
         lines.append(
             f"    inference stage {inference:.2f} s vs engine-only wall {engine['wall_seconds']:.2f} s: "
-            f"{inference - engine['wall_seconds']:+.2f} s inside the pipeline (softmax, composing patterns, "
+            f"{inference - engine['wall_seconds']:+.2f} s inside the pipeline (composing patterns, "
             "contention with the reader; engines load at their first call: "
             f"{sum(p['load_and_first_call_s'] for p in engine['per_pattern'].values()):.2f} s alone); main "
             f"thread outside its stages (start-up, range check, commit): {wall - main:.2f} s"
