@@ -12,6 +12,10 @@ that pattern; its FP16/INT8/TensorRT engines follow as for one checkpoint (``exp
 Re-running skips every artifact that is up to date: same checkpoint hash (and, with several, the same
 candidate set), same options, file present with the recorded sha256. The manifest is saved after every
 pattern, so an interrupted build resumes.
+
+The steps live beside this orchestration: ``build_fp32.py`` (candidates, FP32 export, checkpoint choice),
+``build_precisions.py`` (calibration tiles, FP16, INT8, the gate's measurement), ``build_measurements.py``
+(context margin, input contract, edge selection).
 """
 
 from __future__ import annotations
@@ -19,50 +23,34 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import onnx
 from tqdm import tqdm
 
 from export import gate
-from export.accuracy_control import CONTROL_MARGIN, MIN_CONTROL_TILES, ControlTiles, control_int8
-from export.build_options import (
-    DEFAULT_TILE,
-    BuildOptions,
-    describe_normalization,
-    entry_options,
-    selection_options,
-    tool_versions,
+from export.build_fp32 import (
+    chosen_record,
+    export_fp32,
+    load_candidates,
+    model_info,
+    score_candidates,
+)
+from export.build_measurements import choose_edges, input_contract
+from export.build_options import DEFAULT_TILE, BuildOptions, entry_options, selection_options, tool_versions
+from export.build_precisions import (
+    load_calibration_tiles,
+    measure_accuracy,
+    quantize_pattern,
+    write_fp16,
 )
 from export.context_margin import measure_manifest_margin
-from export.fp16 import convert_to_fp16
-from export.onnx_export import check_parity, export_onnx, simplify_onnx
-from export.quantize import tensorrt_legality_problems
-from export.quantizers import quantize_with, require_quantizer, tensorrt_refusal
+from export.quantizers import require_quantizer
 from export.report import BuildReport
-from export.selection import (
-    Candidate,
-    Score,
-    check_compatible,
-    held_out,
-    mix_digest,
-    mixed,
-    pattern_gflops,
-    select,
-)
-from export.tiles import (
-    EDGE_SEED_BASE,
-    SYNTHETIC,
-    TileSet,
-    check_disjoint,
-    hole_scenes,
-    load_tiles,
-    sample_physical,
-)
-from stars_edge.contract import ModalityContract, contract_disagrees, contract_from_values
-from stars_edge.errors import ConfigError, ExportError, ManifestError
+from export.selection import Candidate, held_out
+from export.tiles import TileSet, load_tiles
+from stars_edge.errors import ManifestError
 from stars_edge.io import atomic_path, ensure_writable_dir, sha256_file
 from stars_edge.manifest import (
     MANIFEST_NAME,
@@ -75,33 +63,9 @@ from stars_edge.manifest import (
     load_manifest,
     save_manifest,
 )
-from stars_edge.modalities import Pattern, all_patterns, parse_patterns
+from stars_edge.modalities import Pattern, parse_patterns
 
 __all__ = ["BuildOptions", "BuildReport", "build_engines"]
-
-#: Worst FP32-vs-PyTorch difference accepted at export (logits); a bigger one means a broken export.
-PARITY_TOLERANCE = 1e-3
-
-
-def _load_candidates(paths: Sequence[Path]) -> list[Candidate]:
-    """Every checkpoint, loaded once; duplicates and checkpoints the manifest cannot mix are refused."""
-    from stars_edge.checkpoint import load_checkpoint
-
-    candidates: list[Candidate] = []
-    for path in paths:
-        model, meta = load_checkpoint(path)
-        model.eval()
-        candidate = Candidate(path, sha256_file(path), model, meta, describe_normalization(model, meta))
-        same = next((c for c in candidates if c.sha256 == candidate.sha256), None)
-        if same is not None:
-            raise ConfigError(
-                f"--checkpoint {path} and {same.path} are the same checkpoint (sha256 "
-                f"{candidate.sha256[:12]}...); give each candidate once"
-            )
-        if candidates:
-            check_compatible(candidates[0], candidate)
-        candidates.append(candidate)
-    return candidates
 
 
 class _Builder:
@@ -115,7 +79,7 @@ class _Builder:
         self.options = options
         self.log = log
         self.out = ensure_writable_dir(options.out)
-        self.candidates = _load_candidates(options.checkpoints)
+        self.candidates = load_candidates(options.checkpoints)
         self.multi = len(self.candidates) > 1
         default = self.candidates[0]
         self.meta = default.meta
@@ -149,32 +113,8 @@ class _Builder:
 
     def _model_info(self) -> ModelInfo:
         """The manifest's model section: the one checkpoint, or the mix chosen so far (see ``ModelInfo``)."""
-        default = self.candidates[0]
-        if not self.multi:
-            return ModelInfo(
-                variant=self.meta.variant,
-                method=self.meta.method,
-                checkpoint_sha256=self.checkpoint_sha256,
-                classes=self.meta.classes,
-                class_names=tuple(self.meta.class_names),
-                ignore_index=self.meta.ignore_index,
-            )
         chosen = {pattern: item[0] for pattern, item in self.chosen.items()}
-        used = [c for c in self.candidates if c in chosen.values()] or [default]
-        digests = {pattern: c.sha256 for pattern, c in chosen.items()}
-        listing = [
-            {**c.describe(), "patterns": [p.name for p in self.patterns if chosen.get(p) is c]}
-            for c in self.candidates
-        ]
-        return ModelInfo(
-            variant=mixed([c.meta.variant for c in used]),
-            method=mixed([c.meta.method for c in used]),
-            checkpoint_sha256=used[0].sha256 if len(used) == 1 else mix_digest(digests),
-            classes=self.meta.classes,
-            class_names=tuple(self.meta.class_names),
-            ignore_index=self.meta.ignore_index,
-            checkpoints=tuple(listing),
-        )
+        return model_info(self.candidates, chosen, self.patterns)
 
     def _candidate(self, pattern: Pattern) -> Candidate:
         """The checkpoint serving ``pattern`` (the only one, or the one selection chose)."""
@@ -242,31 +182,15 @@ class _Builder:
         return self._control_tiles
 
     def _load_calibration_source(self) -> None:
-        """Calibration tiles, then control tiles from the same source. Accuracy control is off (no control
-        tiles) when asked (``--control-tiles 0`` or ``--max-float-layers 0``), and off with a note when the
-        source has fewer than ``MIN_CONTROL_TILES`` beyond the calibration tiles or they carry no labels."""
-        calibration = self.options.calib_tiles
-        control = self.options.control_tiles if self.options.max_float_layers else 0
-        tiles = load_tiles(
-            self.options.calib_data, self.specs, calibration + control, self.tile, "calibration", calibration
+        """Calibration tiles, then control tiles from the same source (``load_calibration_tiles``)."""
+        self._calib_tiles, self._control_tiles = load_calibration_tiles(
+            self.options,
+            self.specs,
+            self.tile,
+            lambda: self.gate_tiles,
+            self.meta.ignore_index,
+            self.report.notes,
         )
-        self._calib_tiles = tiles.subset(slice(0, calibration))
-        check_disjoint(self._calib_tiles, self.gate_tiles)
-        if not control:
-            return
-        rest = tiles.subset(slice(calibration, None))
-        if len(rest) < MIN_CONTROL_TILES:
-            self.report.notes.append(
-                f"INT8 accuracy control off: {tiles.source} has {len(rest)} tile(s) beyond the {calibration} "
-                f"calibration tiles, {MIN_CONTROL_TILES} needed (lower --calib-tiles or give more data)"
-            )
-        elif not (rest.labels != self.meta.ignore_index).any():
-            self.report.notes.append(
-                f"INT8 accuracy control off: the control tiles of {tiles.source} have no labels"
-            )
-        else:
-            self._control_tiles = rest
-            check_disjoint(rest, self.gate_tiles)
 
     # ------------------------------------------------------------------ building
     def run(self) -> BuildReport:
@@ -297,9 +221,11 @@ class _Builder:
         # The margin must hold for every shipped engine: the largest over the FP32 engines, whichever
         # checkpoint each came from (export/context_margin.py, docs/RUNTIME.md).
         self.manifest.context_margin = measure_manifest_margin(self.manifest, self.log)
-        self.manifest.input_contract = self._input_contract()
+        self.manifest.input_contract = input_contract(
+            self.options.calib_data, self.specs, self.tile, self.log
+        )
         save_manifest(self.manifest, self.out)
-        self._choose_edges()
+        choose_edges(self.manifest, self.out, self.options, self.patterns, self.specs, self.tile, self.log)
         return self.report
 
     # ------------------------------------------------------------------ selection
@@ -311,13 +237,7 @@ class _Builder:
             self.log(f"{pattern}: {candidate.label} still chosen (same candidates and options)")
         else:
             candidate, record = self._score(pattern)
-        mine = next(item for item in record["candidates"] if item["sha256"] == candidate.sha256)
-        chosen = {
-            **candidate.describe(),
-            "validation_miou": mine["validation_miou"],
-            "gflops": mine["gflops"],
-        }
-        self.chosen[pattern] = (candidate, chosen, record)
+        self.chosen[pattern] = (candidate, chosen_record(candidate, record), record)
         self.manifest.model = self._model_info()
         self.report.selections[pattern.name] = record
 
@@ -343,84 +263,18 @@ class _Builder:
         """Export every candidate's FP32 graph of ``pattern``, score it on the gate tiles, pick one."""
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="stars-select-"))
-        tiles = self.gate_tiles
-        inputs = tiles.select(pattern.modalities)
-        names, ignore = tuple(self.meta.class_names), self.meta.ignore_index
-        scores, files = [], {}
-        for index, candidate in enumerate(self.candidates):
-            path = self._scratch / f"{pattern}.{index}.fp32.onnx"
-            self._export_fp32(pattern, path, candidate.model)
-            prediction = gate.predict(path, inputs)
-            accuracy = gate.measure(
-                prediction, prediction, tiles.labels, names, ignore, None, self.options.gate_budget
-            )
-            if accuracy["miou"] is None:
-                raise ExportError(
-                    f"{pattern}: the gate tiles of {tiles.source} have no labels, so the checkpoints cannot "
-                    "be compared; give --gate-data labelled held-out scenes or one --checkpoint"
-                )
-            gflops = pattern_gflops(candidate.model, pattern, self.bands, self.tile)
-            scores.append(Score(candidate, float(accuracy["miou"]), gflops))
-            files[candidate.sha256] = path
-        winner, record = select(scores, self.options.tie_tolerance)
-        self._scored[pattern] = files[winner.candidate.sha256]
-        ranking = "; ".join(f"{s.candidate.label} {s.miou:.2f} mIoU {s.gflops:.4g} GFLOPs" for s in scores)
-        self.log(f"{pattern}: chose {winner.candidate.label} ({record['reason']}); {ranking}")
-        return winner.candidate, record
-
-    def _choose_edges(self) -> None:
-        """Context margin and optical mask dilation by measured mIoU on synthetic validation scenes with
-        clouds and SAR gaps, run through the runtime itself (``runtime/edges.py``)."""
-        measured = self.manifest.context_margin or 0
-        reason = None
-        if not self.options.edge_selection:
-            reason = "off (--no-edge-selection)"
-        elif str(self.options.gate_data) != SYNTHETIC:
-            source = self.options.gate_data
-            reason = f"needs labelled scenes with holes; only the synthetic source has them, not {source}"
-        elif set(self.patterns) != set(all_patterns(tuple(self.bands))):
-            reason = "needs an FP32 engine for every pattern (--patterns all)"
-        elif "optical" not in self.bands or len(self.bands) < 2:
-            reason = "needs optical and a second modality"
-        if reason is not None:
-            self.log(f"cloud edges: measured margin {measured} px kept, no dilation; edge selection {reason}")
-            return
-        from runtime.edges import HoleScene, choose_edges
-
-        scenes = [HoleScene(i, c, lab) for i, c, lab in hole_scenes(self.specs, size=max(512, self.tile))]
-        choice = choose_edges(
-            self.out,
-            scenes,
-            measured,
-            f"{len(scenes)} synthetic scenes with clouds and SAR gaps (seeds from {EDGE_SEED_BASE})",
-            tile=self.tile,
-            log=self.log,
+        candidate, record, scored = score_candidates(
+            pattern,
+            self.candidates,
+            self.gate_tiles,
+            self._scratch,
+            self.bands,
+            self.tile,
+            self.options,
+            self.log,
         )
-        self.manifest.context_margin = choice.context_margin
-        self.manifest.mask_dilation = dict(choice.mask_dilation)
-        self.manifest.edge_choice = choice.to_dict()
-        save_manifest(self.manifest, self.out)
-
-    def _input_contract(self) -> dict[str, ModalityContract]:
-        """Units and training quantiles per band (``stars_edge.contract``), from the calibration source.
-
-        A source whose medians sit far from the checkpoint's normalisation is not the training
-        distribution (e.g. the synthetic default for a model trained on real data): then the runtime
-        falls back to the normalisation, and the log says so.
-        """
-        values, source = sample_physical(self.options.calib_data, self.specs, self.tile)
-        contracts: dict[str, ModalityContract] = {}
-        for modality, spec in self.specs.items():
-            contract = contract_from_values(spec, values[modality], source, minimum=1)
-            off = contract_disagrees(contract, spec)
-            if off is not None:
-                self.log(
-                    f"input contract: {modality} of {source} does not look like the training data "
-                    f"({off}); the runtime checks {modality} against the normalisation only"
-                )
-                continue
-            contracts[modality] = contract
-        return contracts
+        self._scored[pattern] = scored
+        return candidate, record
 
     def _record(self, entry: EngineEntry, reused: bool) -> None:
         self.manifest.add(entry)
@@ -464,13 +318,17 @@ class _Builder:
                 if scored is not None:  # selection exported and checked it already
                     shutil.move(scored, candidate)
                 else:
-                    self._export_fp32(pattern, candidate, self._candidate(pattern).model)
+                    model = self._candidate(pattern).model
+                    export_fp32(pattern, candidate, model, self.bands, self.options.opset, self.log)
             else:
                 source = self.out / f"{pattern}.fp32.onnx"
                 if precision == "fp16":
-                    onnx.save(convert_to_fp16(onnx.load(str(source))), str(candidate))
+                    write_fp16(source, candidate)
                 else:
-                    quantization = self._quantize(pattern, source, candidate)
+                    quantization = quantize_pattern(
+                        pattern, source, candidate, self.options, self.calib_tiles, self.control_tiles,
+                        self.meta.classes, self.meta.ignore_index, self.log,
+                    )  # fmt: skip
             accuracy = self._measure(pattern, precision, candidate, reference)
             if accuracy["gate"] == "flagged" and self.options.strict:
                 label = f"{pattern} {precision}/onnxruntime"
@@ -501,108 +359,12 @@ class _Builder:
         _, chosen, record = self.chosen[entry.pattern]
         return dataclasses.replace(entry, checkpoint=chosen, selection=record)
 
-    def _quantize(self, pattern: Pattern, source: Path, target: Path) -> dict[str, Any]:
-        """INT8 graph of ``pattern``; with control tiles, its costliest layers stay float."""
-        inputs = self.calib_tiles.select(pattern.modalities)
-        control = self.control_tiles
-        with tempfile.TemporaryDirectory(prefix="stars-int8-") as scratch:
-            ranges = Path(scratch) / "ranges.json"
-
-            def quantize(float_nodes: Sequence[str], path: Path) -> Path:
-                return quantize_with(
-                    self.options.quantizer, source, path, inputs, float_nodes, self.options.calib_method,
-                    self.options.placement, ranges_cache=ranges,
-                )  # fmt: skip
-
-            if control is None:
-                quantize((), target)
-                return self._tensorrt_check(pattern, target)
-            tiles = ControlTiles(
-                control.select(pattern.modalities), control.labels, self.meta.classes, self.meta.ignore_index
-            )
-            result = control_int8(
-                quantize, source, target, tiles, self.options.gate_budget * CONTROL_MARGIN,
-                self.options.max_float_layers, progress=lambda line: self.log(f"{pattern} int8: {line}"),
-            )  # fmt: skip
-        if result.float_layers:
-            self.log(
-                f"{pattern} int8: {len(result.float_layers)} layer(s) kept float; control-tile mIoU drop "
-                f"{result.drop_before:.2f} -> {result.drop_after:.2f}"
-            )
-        return {**result.to_dict(), **self._tensorrt_check(pattern, target)}
-
-    def _tensorrt_check(self, pattern: Pattern, path: Path) -> dict[str, Any]:
-        """Vendor INT8 graphs against TensorRT's Q/DQ rules (ours checks its own while quantizing).
-
-        ModelOpt's must pass (it is TensorRT's quantizer); NNCF's uint8 activations cannot, which is recorded
-        in the entry's ``quantization`` (``--backend tensorrt`` refuses ``--quantizer nncf`` up front).
-        """
-        if self.options.quantizer == "ours":
-            return {}
-        problems = tensorrt_legality_problems(onnx.load(str(path)))
-        if not problems:
-            return {}
-        if tensorrt_refusal(self.options.quantizer) is None:
-            raise ExportError(
-                f"{pattern}: the {self.options.quantizer} INT8 graph is not TensorRT-legal: "
-                f"{'; '.join(problems[:3])}"
-            )
-        return {"tensorrt_legal": False, "tensorrt_problems": [*problems[:3], f"({len(problems)} in all)"]}
-
-    def _export_fp32(self, pattern: Pattern, target: Path, model: Any) -> None:
-        from stars_edge.models import export_module
-
-        module = export_module(model, pattern)
-        export_onnx(module, pattern, self.bands, target, opset=self.options.opset)
-        before = check_parity(module, target, pattern, self.bands)
-        simplify_onnx(target)
-        after = check_parity(module, target, pattern, self.bands)
-        self.log(f"{pattern} fp32 onnx vs pytorch: exported {before}; simplified {after}")
-        worst = max(before.max_abs_diff, after.max_abs_diff)
-        if worst > PARITY_TOLERANCE:
-            raise ExportError(
-                f"{pattern}: ONNX differs from PyTorch by {worst:.2e} (> {PARITY_TOLERANCE}); "
-                "the export is wrong, try another --opset"
-            )
-
     def _measure(
         self, pattern: Pattern, precision: str, path: Path, reference: dict[Pattern, gate.Predictions]
     ) -> EngineAccuracy:
-        tiles = self.gate_tiles
-        inputs = tiles.select(pattern.modalities)
-        if pattern not in reference:
-            source = path if precision == "fp32" else self.out / f"{pattern}.fp32.onnx"
-            reference[pattern] = gate.predict(source, inputs)
-        names, ignore = tuple(self.meta.class_names), self.meta.ignore_index
-        fp32_accuracy = gate.measure(
-            reference[pattern],
-            reference[pattern],
-            tiles.labels,
-            names,
-            ignore,
-            None,
-            self.options.gate_budget,
-        )
-        if precision == "fp32":
-            return EngineAccuracy(**{**fp32_accuracy, "miou_drop": 0.0, "gate": "pass"})
-        prediction, reason = gate.try_predict(path, inputs)
-        if prediction is None:
-            self.log(
-                f"{pattern} {precision}: not measured, ONNX Runtime cannot run it on this CPU ({reason})"
-            )
-        accuracy = gate.measure(
-            prediction,
-            reference[pattern],
-            tiles.labels,
-            names,
-            ignore,
-            fp32_accuracy["miou"],
-            self.options.gate_budget,
-            reference_per_class=fp32_accuracy["per_class_iou"],
-        )
-        return gate.with_openvino(  # OpenVINO runs these files on CPUs: gate what will run
-            accuracy, path, inputs, reference[pattern], tiles.labels, names, ignore, fp32_accuracy,
-            self.options.gate_budget,
+        return measure_accuracy(
+            pattern, precision, path, self.out / f"{pattern}.fp32.onnx", reference, self.gate_tiles,
+            tuple(self.meta.class_names), self.meta.ignore_index, self.options.gate_budget, self.log,
         )  # fmt: skip
 
     def _tensorrt_entry(self, source: EngineEntry, target: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 from int8_models import save_untrained_checkpoint, small
 
 import export.build as build_module
+import export.build_precisions as precisions_module
 from export.accuracy_control import quantized_convs
 from export.build import BuildOptions, build_engines
 from export.gate import Predictions
@@ -73,7 +74,7 @@ def test_int8_accuracy_control_keeps_layers_float_and_records_them(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A negative target forces accuracy control to act; what it did reaches the manifest and the file."""
-    monkeypatch.setattr(build_module, "CONTROL_MARGIN", -1.0)
+    monkeypatch.setattr(precisions_module, "CONTROL_MARGIN", -1.0)
     options = small(
         checkpoint, tmp_path, patterns="dsm", precisions=("int8",), control_tiles=4, max_float_layers=2
     )

@@ -10,7 +10,7 @@ import pytest
 from int8_models import SPECS, TILE, export_fp32, train_tiny
 from onnx import numpy_helper
 
-from export import quantize
+import export.calibration as calibration_module
 from export.concat_split import partial_sums
 from export.gate import predict
 from export.quantize import (
@@ -222,7 +222,7 @@ def test_entropy_calibration_clips_ranges_minmax_keeps(
     """Entropy (KL) calibration must choose its own thresholds: never wider than the observed range, and
     narrower where a tail is long. ONNX Runtime's default 128-bin entropy calibrator returned the min-max
     ranges exactly, so "entropy" used to be a byte-identical copy of "minmax"."""
-    monkeypatch.setattr(quantize, "ENTROPY_HISTOGRAM_BINS", 512)  # 2048 costs ~0.6 s per tensor
+    monkeypatch.setattr(calibration_module, "ENTROPY_HISTOGRAM_BINS", 512)  # 2048 costs ~0.6 s per tensor
     pattern = Pattern.parse("sar")
     minmax = _activation_scales(int8_graphs[pattern])
     entropy_path = quantize_int8(

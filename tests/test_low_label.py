@@ -12,8 +12,9 @@ from stars_edge.errors import ConfigError
 from stars_edge.models import create_model
 from training.config import TrainConfig
 from training.data import TrainingData, build_training_data, collate
-from training.loop import _unlabelled_batch, train
+from training.loop import train
 from training.objective import TrainingObjective
+from training.steps import unlabelled_batch
 
 TINY: dict[str, Any] = dict(
     variant="tiny",
@@ -74,7 +75,7 @@ def test_methods_without_a_translation_loss_get_no_unlabelled_batch(data: Traini
     for method, expected in (("stars", True), ("zero_fill_dropout", False), ("shaspec", False)):
         config = TrainConfig(**{**TINY, "method": method})
         model = create_model("tiny", data.in_channels(config.modalities), len(data.class_names), method)
-        batch = _unlabelled_batch(data, model, config, 0, context, torch.device("cpu"))
+        batch = unlabelled_batch(data, model, config, 0, context, torch.device("cpu"))
         assert (batch is not None) == expected, method
         if batch is not None:
             assert set(batch) == set(model.modalities)  # no label key

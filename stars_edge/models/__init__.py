@@ -16,14 +16,9 @@ from typing import Any
 from stars_edge.errors import ConfigError
 from stars_edge.models.encoders import ENCODER_REGISTRY, EncoderArch, create_encoder
 from stars_edge.models.methods import METHODS, MethodSpec, get_method
-from stars_edge.models.stars import (
-    INPUT_MULTIPLE,
-    EncodedModality,
-    ModelConfig,
-    PatternModule,
-    STARSModel,
-    export_module,
-)
+from stars_edge.models.model_config import ModelConfig
+from stars_edge.models.pattern_module import PatternModule, export_module
+from stars_edge.models.stars import INPUT_MULTIPLE, EncodedModality, STARSModel
 
 #: Model variants. "tiny" exists for tests (a 64x64 forward+backward in milliseconds); "edge" is the default,
 #: sized for 2 CPU cores and Jetson-class GPUs; "resnet50" follows the paper's backbone.

@@ -8,9 +8,6 @@ Missing modalities never run their stem or encoders: their features come from th
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -21,86 +18,26 @@ from torch import Tensor, nn
 
 from stars_edge.errors import ConfigError, DataError
 from stars_edge.modalities import MODALITIES, Pattern, all_patterns
-from stars_edge.models.blocks import SCSE, ConvBNReLU
+from stars_edge.models.blocks import ConvBNReLU
+from stars_edge.models.decoder import decode_features, decoder_parts
 from stars_edge.models.encoders import Encoder, EncoderBody, TimmEncoder, build_stem, get_arch
 from stars_edge.models.methods import get_method
-from stars_edge.models.modality_norm import (
-    TRUNK_NORM_MODES,
-    active_modality,
-    modality_norms,
-    use_modality_norms,
-)
-from stars_edge.models.pattern_norm import (
-    PATTERN_NORM_MODES,
-    PatternNorm,
-    activated,
-    pattern_key,
-    pattern_norms,
-)
+from stars_edge.models.modality_norm import active_modality, modality_norms, use_modality_norms
+from stars_edge.models.model_config import DECODER_MODES, ModelConfig
+from stars_edge.models.pattern_norm import PatternNorm, pattern_key, pattern_norms
+
+__all__ = [
+    "DECODER_MODES",
+    "INPUT_MULTIPLE",
+    "EncodedModality",
+    "ModelConfig",
+    "STARSModel",
+    "Translator",
+    "translator_key",
+]
 
 #: Inputs must be multiples of this (the stride of the deepest feature map).
 INPUT_MULTIPLE = 32
-#: ``shared``: one decoder for all patterns; ``per_pattern``: one per pattern (an engine holds only its own).
-DECODER_MODES: tuple[str, ...] = ("shared", "per_pattern")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture knobs. A variant in ``MODEL_REGISTRY`` is one of these; ``create_model`` overrides fields.
-
-    The encoder split is ``encoder`` (the shared trunk, run by every modality) against ``specific_width`` /
-    ``specific_depth`` (the per-modality branch): a lighter specific branch is faster, a heavier one keeps
-    more modality-private signal.
-    """
-
-    encoder: str = "edge"
-    specific_encoder: str | None = None
-    specific_width: float = 0.5
-    specific_depth: int = 1
-    decoder_channels: int = 32
-    translator_kernel: int = 3
-    translator_reduction: int = 1
-    translator_depth: int = 2
-    translation_scales: tuple[int, ...] = (3,)
-    psa_dim: int = 32
-    psa_scale: int = 1
-    scse_reduction: int = 8
-    timm_adapter_channels: int = 3
-    pattern_norm: str = "reestimate"
-    trunk_norm: str = "shared"
-    decoder: str = "shared"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "translation_scales", tuple(sorted({int(s) for s in self.translation_scales}))
-        )
-        if any(s not in (0, 1, 2, 3) for s in self.translation_scales):
-            raise ConfigError(
-                f"translation_scales must be scales 0..3 (stride 4, 8, 16, 32), got {self.translation_scales}"
-            )
-        if self.translator_depth < 1:
-            raise ConfigError(f"translator_depth must be >= 1, got {self.translator_depth}")
-        if self.pattern_norm not in PATTERN_NORM_MODES:
-            raise ConfigError(
-                f"unknown pattern_norm {self.pattern_norm!r}; valid: {', '.join(PATTERN_NORM_MODES)}"
-            )
-        if self.trunk_norm not in TRUNK_NORM_MODES:
-            raise ConfigError(f"unknown trunk_norm {self.trunk_norm!r}; valid: {', '.join(TRUNK_NORM_MODES)}")
-        if self.decoder not in DECODER_MODES:
-            raise ConfigError(f"unknown decoder {self.decoder!r}; valid: {', '.join(DECODER_MODES)}")
-        if not 0 < self.specific_width <= 4:
-            raise ConfigError(f"specific_width must be in (0, 4], got {self.specific_width}")
-        if self.specific_depth < 1:
-            raise ConfigError(f"specific_depth must be >= 1, got {self.specific_depth}")
-        if self.psa_scale not in (0, 1, 2, 3):
-            raise ConfigError(f"psa_scale must be 0..3 (stride 4, 8, 16, 32), got {self.psa_scale}")
-        if self.translator_kernel not in (1, 3):
-            raise ConfigError(f"translator_kernel must be 1 or 3, got {self.translator_kernel}")
-        if self.translator_reduction < 1:
-            raise ConfigError(f"translator_reduction must be >= 1, got {self.translator_reduction}")
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -234,26 +171,20 @@ class STARSModel(nn.Module):
         width = config.decoder_channels
         names = [p.name for p in self.patterns]
 
-        def decoder_parts(patterns: list[str]) -> tuple[nn.ModuleList, nn.Module, nn.Conv2d]:
-            def unit(in_ch: int, kernel: int) -> ConvBNReLU:
-                layer = ConvBNReLU(in_ch, width, kernel)
-                layer[1] = PatternNorm(width, patterns, config.pattern_norm)
-                return layer
-
-            fusion = nn.ModuleList(
-                [nn.Sequential(SCSE(n_mod * c, config.scse_reduction), unit(n_mod * c, 1)) for c in shared_ch]
+        def new_decoder(patterns: list[str]) -> tuple[nn.ModuleList, nn.Module, nn.Conv2d]:
+            return decoder_parts(
+                patterns, shared_ch, n_mod, width, classes, config.scse_reduction, config.pattern_norm
             )
-            return fusion, unit(width, 3), nn.Conv2d(width, classes, 1)
 
         #: One decoder per pattern (``decoder="per_pattern"``), keyed by ``pattern_key``; else empty.
         self.pattern_decoders = nn.ModuleDict()
         if config.decoder == "per_pattern" and len(names) > 1:
             for name in names:
-                fusion, smooth, head = decoder_parts([name])
+                fusion, smooth, head = new_decoder([name])
                 parts = {"fusion": fusion, "smooth": smooth, "head": head}
                 self.pattern_decoders[pattern_key(name)] = nn.ModuleDict(parts)
         else:
-            self.fusion, self.smooth, self.head = decoder_parts(names)
+            self.fusion, self.smooth, self.head = new_decoder(names)
 
         self.psa_head: nn.Module | None = None
         if self.method_spec.psa:
@@ -381,17 +312,7 @@ class STARSModel(nn.Module):
         else:
             fusion, smooth, head = self.fusion, self.smooth, self.head
         # one walk of the module tree per call: the norms found here are the ones switched to ``name``
-        norms = self._pattern_norms
-        with activated(norms, name) if norms else contextlib.nullcontext():
-            laterals = [
-                fuse(torch.cat([features[m][i] for m in self.modalities], dim=1))
-                for i, fuse in enumerate(cast(nn.ModuleList, fusion))
-            ]
-            top = laterals[-1]
-            for lateral in reversed(laterals[:-1]):
-                top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
-            logits = head(smooth(top))
-        return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
+        return decode_features(features, self.modalities, fusion, smooth, head, self._pattern_norms, name)
 
     @property
     def _pattern_norms(self) -> list[PatternNorm]:
@@ -424,51 +345,3 @@ def _mean_lists(items: Sequence[Sequence[Tensor]]) -> list[Tensor]:
     if len(items) == 1:
         return list(items[0])
     return [torch.stack(level, dim=0).mean(dim=0) for level in zip(*items, strict=True)]
-
-
-class PatternModule(nn.Module):
-    """One availability pattern as a plain module: ``forward(*tensors)`` in canonical order -> logits.
-
-    Only the pattern's stems and encoders are ever called, so tracing/exporting it yields a graph without
-    the absent branches. ``export_module`` returns a per-pattern subclass whose ``forward`` signature names
-    the modalities (``forward(sar, dsm)``), so ``torch.export`` / ``torch.onnx.export(dynamo=True)`` can take
-    per-input ``dynamic_shapes`` keyed by modality.
-    """
-
-    def __init__(self, model: STARSModel, pattern: Pattern) -> None:
-        super().__init__()
-        missing = [m for m in pattern if m not in model.modalities]
-        if missing:
-            raise ConfigError(
-                f"pattern {pattern} needs {', '.join(missing)}, which this model was not trained with "
-                f"(its modalities: {', '.join(model.modalities)})"
-            )
-        self.model = model
-        self.pattern = pattern
-        self.input_names: tuple[str, ...] = pattern.modalities
-
-    def forward(self, *tensors: Tensor) -> Tensor:
-        return self.model.forward_modalities(tensors, self.input_names)
-
-
-def _pattern_class(pattern: Pattern) -> type[PatternModule]:
-    """A PatternModule subclass whose ``forward`` signature is ``(self, <modality>, ...)``."""
-
-    def forward(self: PatternModule, *tensors: Tensor) -> Tensor:
-        return self.model.forward_modalities(tensors, self.input_names)
-
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    parameters = [inspect.Parameter("self", kind)]
-    parameters += [inspect.Parameter(m, kind, annotation=Tensor) for m in pattern]
-    forward.__signature__ = inspect.Signature(parameters, return_annotation=Tensor)  # type: ignore[attr-defined]
-    name = "PatternModule_" + "_".join(pattern.modalities)
-    return type(name, (PatternModule,), {"forward": forward, "__module__": __name__})
-
-
-def export_module(model: STARSModel, pattern: Pattern | str) -> PatternModule:
-    """Wrap ``model`` for one pattern (switches it to eval mode); inputs positional, canonical order."""
-    if isinstance(pattern, str):
-        pattern = Pattern.parse(pattern)
-    module = _pattern_class(pattern)(model, pattern)
-    module.eval()
-    return module
