@@ -35,6 +35,7 @@ FINGERPRINT_GLOBS: tuple[str, ...] = (
     "training/**/*.py",
     "export/onnx_export.py",
     "benchmarks/accuracy_runs.py",
+    "benchmarks/accuracy_plan.py",
     "benchmarks/accuracy_sen1floods11.py",
 )
 
