@@ -6,198 +6,66 @@ libtiff may rewrite in place: a kill during such a rewrite could damage rows alr
 Every GDAL error during writes, flushes and close is an error (GDAL reports a full disk at flush/close,
 which a plain ``close()`` swallows). Before the rename the partial is re-read block by block, optionally
 turned into a Cloud Optimized GeoTIFF, and fsynced with its folder; then it is renamed onto the target.
+
+The path checks live in ``output_paths`` and the error reporting in ``output_errors``; both are re-exported
+here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import logging
 import os
-import resource
-import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.errors
 import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from runtime.output_errors import fsync_path, gdal_errors, os_failure
+from runtime.output_paths import (
+    check_not_inputs,
+    check_output_target,
+    check_output_targets,
+    check_regular_or_new,
+    journal_path,
+    partial_path,
+)
 from stars_edge.errors import OutputError
+
+__all__ = [
+    "BLOCK",
+    "CLASS_NODATA",
+    "GeoTiffSink",
+    "OutputSpec",
+    "RasterGrid",
+    "block_rows",
+    "build_overviews",
+    "check_not_inputs",
+    "check_output_target",
+    "check_output_targets",
+    "check_regular_or_new",
+    "commit",
+    "committed",
+    "discard",
+    "fsync_path",
+    "gdal_errors",
+    "journal_path",
+    "make_cog",
+    "os_failure",
+    "partial_path",
+    "pending",
+    "validate_partial",
+]
 
 #: Class map value where no modality was valid (the project's ignore index).
 CLASS_NODATA = 255
 #: Output block size: 256 px tiles are the usual COG block.
 BLOCK = 256
-
-
-def partial_path(target: Path) -> Path:
-    """The hidden in-progress file beside ``target``."""
-    return target.with_name(f".{target.name}.partial")
-
-
-def journal_path(target: Path) -> Path:
-    """The resume journal beside the main output ``target``."""
-    return target.with_name(f".{target.name}.journal.json")
-
-
-def check_output_target(target: Path) -> Path:
-    """Refuse targets that cannot be written before any work starts; creates nothing.
-
-    A target (and its hidden partial) must be a regular file or a new path: a directory, device node, FIFO or
-    socket is refused (the partial would be renamed over a device such as ``/dev/null``, and a FIFO blocks).
-    A missing folder is fine when its nearest existing ancestor is a writable folder (it is created only
-    once the inputs are valid, ``prepare_output_folder``).
-    """
-    target = Path(target)
-    if target.is_dir():
-        raise OutputError(f"{target} is a directory; pass a file path such as {target / 'prediction.tif'}")
-    check_regular_or_new(target)
-    check_regular_or_new(partial_path(target))
-    ancestor = target.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OutputError(f"{ancestor} exists and is not a directory; choose another output directory")
-    if not os.access(ancestor, os.W_OK):
-        raise OutputError(f"directory {ancestor} is not writable; choose another output location")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise OutputError(f"{target} exists and is not writable; remove it or choose another path")
-    return target
-
-
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def check_regular_or_new(path: Path) -> Path:
-    """Refuse an output path that exists as anything but a regular file (after links): writing it would
-    replace a device node, block on a FIFO or fail on a directory or socket."""
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return path  # new (a folder on the way that is a file is refused with its own message)
-    except OSError as exc:
-        raise os_failure(path, "checking", exc) from exc
-    if stat.S_ISREG(mode):
-        return path
-    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
-    raise OutputError(f"output {path} is {kind}; outputs must be regular files or new paths, choose another")
-
-
-def check_not_inputs(outputs: Mapping[str, Path], inputs: Sequence[str | os.PathLike[str]]) -> None:
-    """Refuse any output (or its partial / journal) that is, or resolves to, an input file (same inode)."""
-    sources = [Path(p) for p in inputs]
-    for kind, target in outputs.items():
-        for candidate in (target, partial_path(target), journal_path(target)):
-            for source in sources:
-                same = candidate.resolve() == source.resolve()
-                if not same and candidate.exists() and source.exists():
-                    same = os.path.samefile(candidate, source)
-                if same:
-                    raise OutputError(
-                        f"{kind} output {target} is the input {source}; writing it would destroy the input, "
-                        "choose another --out path"
-                    )
-
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's (or folder's) data to the storage device; a failing fsync (EIO) is an error."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"flushing {path} to disk failed ({exc.strerror}); check the device") from exc
-
-
-class _GdalErrors(logging.Handler):
-    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if text.startswith("GDAL signalled an error") or record.levelno >= logging.ERROR:
-            self.messages.append(text)
-
-
-@contextlib.contextmanager
-def gdal_errors(path: Path, action: str) -> Iterator[None]:
-    """Turn any GDAL error signalled in the block (and any rasterio exception) into one ``OutputError``."""
-    handler = _GdalErrors()
-    logger = logging.getLogger("rasterio._env")
-    previous, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    # DEBUG is only for our handler: an application's root handler must not print GDAL's chatter
-    logger.propagate = False
-    try:
-        with rasterio.Env():
-            yield
-    except (rasterio.errors.RasterioError, OSError) as exc:
-        raise OutputError(_failure(path, action, _innermost(exc))) from exc
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-        logger.propagate = propagate
-    if handler.messages:
-        raise OutputError(_failure(path, action, handler.messages[0]))
-
-
-def _innermost(exc: BaseException) -> str:
-    """The root GDAL message of a chained rasterio error ("Write failed. See previous exception...")."""
-    text = str(exc)
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None:
-        text = str(cause) or text
-        cause = cause.__cause__ or cause.__context__
-    return text
-
-
-def _failure(path: Path, action: str, message: str, error: int | None = None) -> str:
-    """One line: the file, the system's or GDAL's message, the likely cause (disk full, file size limit)
-    and the fix. ``error`` is the errno when known (EFBIG, ENOSPC, EDQUOT name the cause directly)."""
-    line = message.strip().splitlines()[0] if message.strip() else "unknown GDAL error"
-    line = line.removeprefix("GDAL signalled an error: ")
-    causes = []
-    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-    if error == errno.ENOSPC:
-        causes.append("no space left on device")
-    elif error == errno.EDQUOT:
-        causes.append("disk quota exceeded")
-    elif error == errno.EFBIG and soft != resource.RLIM_INFINITY:
-        causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
-    elif error is None:
-        with contextlib.suppress(OSError):
-            stats = os.statvfs(path.parent)
-            if stats.f_bavail * stats.f_frsize < 1 << 20:
-                causes.append("no space left on device")
-        if soft != resource.RLIM_INFINITY:
-            with contextlib.suppress(OSError):
-                if not path.exists() or path.stat().st_size + (1 << 20) >= soft:
-                    causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
-    cause = f": {'; '.join(causes)}" if causes else ""
-    return f"{action} {path} failed ({line}{cause}); free disk space or fix the folder, then rerun"
-
-
-def os_failure(path: Path, action: str, exc: OSError) -> OutputError:
-    """An ``OSError`` of a file operation as one ``OutputError`` line naming the file and the cause."""
-    return OutputError(_failure(Path(path), action, exc.strerror or str(exc), exc.errno))
 
 
 @dataclass

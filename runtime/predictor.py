@@ -8,80 +8,58 @@ thread, engine calls on tiles and windows), ``blending`` + ``writing`` (carry, b
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from runtime.array_source import ArraySource
 from runtime.backends import BACKEND_CHOICES, resolve_backend_name
 from runtime.engines import EngineSet
+from runtime.gdal_env import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit, tile_cache_bytes
 from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
-from runtime.outputs import (
-    CLASS_NODATA,
-    RasterGrid,
-    build_overviews,
-    check_not_inputs,
-    check_output_target,
-    commit,
-    discard,
-    journal_path,
+from runtime.output_paths import check_output_targets, journal_path
+from runtime.outputs import CLASS_NODATA, RasterGrid, build_overviews, commit, discard
+from runtime.raster_source import RasterSource
+from runtime.run_identity import output_tags, run_fingerprint
+from runtime.run_options import (
+    PROBABILITY_DTYPES,
+    check_edge_overrides,
+    check_run_options,
+    check_scene_options,
+    parse_mask_dilation,
 )
 from runtime.scheduling import EngineUse, ReadSettings, Timer
-from runtime.sources import (
-    GDAL_CACHE_MAX_MB,
-    GDAL_CACHE_MB,
-    ArraySource,
-    RasterSource,
-    check_band_counts,
-    gdal_cache_limit,
-    tile_cache_bytes,
-)
-from runtime.summary import RunSummary, count_names, input_fingerprint, output_specs
+from runtime.signals import terminate_as_interrupt
+from runtime.summary import RunSummary, count_names, output_specs
+from runtime.tile_source import check_band_counts
 from runtime.tiling import TileGrid, check_tiling, plan_chunks
 from runtime.validity import DEFAULT_CONTEXT_MARGIN, check_inputs
 from runtime.writing import SceneRun, stream_chunk
-from stars_edge.errors import ConfigError, DataError, ManifestError, OutputError
+from stars_edge.errors import ConfigError, DataError, ManifestError
 from stars_edge.io import ensure_writable_dir
 from stars_edge.manifest import PRECISIONS, Manifest, load_manifest
 from stars_edge.modalities import DEFAULT_MIN_VALID, Pattern, all_patterns
 
 __all__ = [
+    "CHUNK_WIDTH",
     "GDAL_CACHE_MAX_MB",
     "GDAL_CACHE_MB",
     "PROBABILITY_DTYPES",
     "Predictor",
     "RunSummary",
+    "check_edge_overrides",
     "gdal_cache_limit",
+    "parse_mask_dilation",
+    "terminate_as_interrupt",
     "tile_cache_bytes",
 ]
 
-PROBABILITY_DTYPES: tuple[str, ...] = ("uint8", "float32")
 #: Final pixels per column chunk: the carry and pending rows span this, not the scene's width.
 CHUNK_WIDTH = 4096
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Handle SIGTERM like SIGINT (KeyboardInterrupt) so the run unwinds and saves its journal."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 class Predictor:
@@ -210,7 +188,7 @@ class Predictor:
         ``tile`` defaults to the manifest's tile size, ``overlap`` to a quarter tile (at most 64). Arrays
         are tested against the engines' input contract like files (``allow_out_of_range`` warns instead)."""
         tile, overlap = self._tiling(tile, overlap)
-        _check_run_options(tile, overlap, batch, min_valid)
+        check_run_options(tile, overlap, batch, min_valid)
         source = ArraySource(inputs, valid, cloud_mask)
         check_band_counts(
             source.band_counts(),
@@ -287,21 +265,11 @@ class Predictor:
         """
         began = time.perf_counter()
         tile, overlap = self._tiling(tile, overlap)
-        _check_run_options(tile, overlap, batch, min_valid)
-        if probabilities_dtype not in PROBABILITY_DTYPES:
-            raise ConfigError(f"--probabilities-dtype must be uint8 or float32, got {probabilities_dtype!r}")
-        if chunk_width is not None:
-            if chunk_width <= 0 or chunk_width % 256:
-                raise ConfigError(f"chunk width must be a positive multiple of 256, got {chunk_width}")
-            chunk_width = max(chunk_width, -(-tile // 256) * 256)  # a chunk holds at least one tile
+        chunk_width = check_scene_options(tile, overlap, batch, min_valid, probabilities_dtype, chunk_width)
         targets = {"classes": out, "patterns": pattern_map, "probabilities": probabilities}
-        chosen = {k: check_output_target(Path(v)) for k, v in targets.items() if v is not None}
-        resolved = [p.resolve() for p in chosen.values()]
-        if len(set(resolved)) != len(resolved):
-            raise OutputError("--out, --pattern-map and --probabilities must be different files")
         paths = {"optical": optical, "sar": sar, "dsm": dsm}
         given = [p for p in (optical, sar, dsm, cloud_mask, dtm) if p is not None]
-        check_not_inputs(chosen, given)
+        chosen = check_output_targets(targets, given)
         policy = CheckpointPolicy(
             checkpoint_rows or CHECKPOINT_ROWS, checkpoint_seconds or CHECKPOINT_SECONDS
         )
@@ -321,43 +289,24 @@ class Predictor:
                 grid = TileGrid(source.height, source.width, tile, overlap)
                 for target in chosen.values():
                     ensure_writable_dir(target.parent)
-                common = {
-                    "STARS_MODEL_SHA256": self.manifest.model.checkpoint_sha256,
-                    "STARS_MODEL": f"{self.manifest.model.variant}/{self.manifest.model.method}",
-                    "STARS_PRECISION": self.precision,
-                    "STARS_BACKEND": engines.backend,
-                    "STARS_TILE": str(tile),
-                    "STARS_OVERLAP": str(overlap),
-                    "STARS_MIN_VALID": str(min_valid),
-                    "STARS_CONTEXT_MARGIN": str(self.context_margin),
-                    "STARS_MASK_DILATION": _json(self.mask_dilation),
-                    "STARS_INPUTS": _json({m: p.name for m, p in source.paths.items()}),
-                }
+                edges = (self.context_margin, self.mask_dilation)
+                common = output_tags(
+                    self.manifest, self.precision, engines.backend, tile, overlap, min_valid, *edges, source
+                )
                 outputs = output_specs(chosen, common, self.classes, self.class_names, probabilities_dtype)
-                files = dict(source.paths)
-                if source.cloud_path is not None:
-                    files["cloud_mask"] = source.cloud_path
-                if source.dtm_path is not None:
-                    files["dtm"] = source.dtm_path
-                fingerprint = {
-                    "model": {
-                        "checkpoint_sha256": self.manifest.model.checkpoint_sha256,
-                        "classes": self.classes,
-                        "class_names": list(self.class_names),
-                    },
-                    "engines": {p.name: engines.entry(p).sha256 for p in patterns},
-                    "precision": self.precision,
-                    "backend": engines.backend,
-                    "inputs": input_fingerprint(files),
-                    "bands": source.band_indexes,
-                    "tile": tile,
-                    "overlap": overlap,
-                    "min_valid": min_valid,
-                    "context_margin": self.context_margin,
-                    "mask_dilation": self.mask_dilation,
-                    "chunk_width": chunk_width,
-                    "outputs": {s.kind: [str(s.target.resolve()), s.dtype] for s in outputs},
-                }
+                fingerprint = run_fingerprint(
+                    self.manifest,
+                    engines,
+                    patterns,
+                    self.precision,
+                    source,
+                    tile,
+                    overlap,
+                    min_valid,
+                    *edges,
+                    chunk_width,
+                    outputs,
+                )
                 journal = Journal.open(
                     journal_path(chosen["classes"]), fingerprint, outputs, resume=resume, overwrite=overwrite
                 )
@@ -462,51 +411,3 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value)
-
-
-def parse_mask_dilation(items: Sequence[str] | None) -> dict[str, int] | None:
-    """``["optical=16", "sar=4"]`` -> ``{"optical": 16, "sar": 4}``; nothing given -> None (no override)."""
-    if not items:
-        return None
-    parsed: dict[str, int] = {}
-    for item in items:
-        name, sep, pixels = item.partition("=")
-        if not sep or not pixels.strip().isdigit():
-            raise ConfigError(f"--mask-dilation {item!r}: expected MODALITY=PIXELS, e.g. optical=16")
-        parsed[name.strip().lower()] = int(pixels)
-    return parsed
-
-
-def check_edge_overrides(
-    context_margin: int | None, dilation: Mapping[str, int] | None, modalities: Mapping[str, object]
-) -> dict[str, int] | None:
-    """Refuse a negative ``--context-margin``; return the ``--mask-dilation`` override checked: known
-    modalities, non-negative sizes (None stays None: no override). Shared by ``run`` and ``run-batch``."""
-    if context_margin is not None and context_margin < 0:
-        raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
-    if dilation is None:
-        return None
-    checked: dict[str, int] = {}
-    for name, pixels in dilation.items():
-        if name not in modalities:
-            raise ConfigError(
-                f"--mask-dilation names {name!r}; the engines take {', '.join(modalities) or 'nothing'}"
-            )
-        if int(pixels) < 0:
-            raise ConfigError(f"--mask-dilation {name}={pixels}: a dilation is >= 0 px")
-        checked[name] = int(pixels)
-    return checked
-
-
-def _check_run_options(tile: int, overlap: int, batch: int, min_valid: float) -> None:
-    check_tiling(tile, overlap)
-    if batch < 1:
-        raise ConfigError(f"--batch must be at least 1, got {batch}")
-    if not 0.0 < min_valid <= 1.0:
-        raise ConfigError(f"--min-valid must be in (0, 1], got {min_valid}")

@@ -14,186 +14,48 @@ terminal's Ctrl-C (SIGINT stays blocked in them), so only the client unwinds, wi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from runtime.backends import BACKEND_CHOICES
+from runtime.batch.checks import absolute_scene, check_options, check_outputs
+from runtime.batch.cluster import (
+    NOISY_LOGGERS,
+    WORKER_WAIT_SECONDS,
+    connect,
+    interrupted_sync_not_logged,
+    local_cluster_size,
+    quiet_logs,
+    stop_cluster,
+    usable_cores,
+)
+from runtime.batch.result import BatchInterrupted, BatchResult
 from runtime.batch.scenes import INPUT_KINDS, Scene, check_scenes, read_scenes
 from runtime.batch.summary import SceneResult, one_line, write_summary
-from runtime.batch.task import BatchSettings, RowHook, output_paths, run_scene
-from runtime.outputs import check_regular_or_new, journal_path
-from runtime.predictor import check_edge_overrides, terminate_as_interrupt
+from runtime.batch.task import BatchSettings, RowHook, run_scene
+from runtime.run_options import check_edge_overrides
+from runtime.signals import signals_ignored, terminate_as_interrupt
 from runtime.tiling import check_tiling
-from stars_edge.errors import BackendUnavailableError, ConfigError, OutputError
+from stars_edge.errors import BackendUnavailableError, OutputError
 from stars_edge.io import ensure_writable_dir, sha256_file
-from stars_edge.manifest import PRECISIONS, load_manifest, manifest_file
+from stars_edge.manifest import load_manifest, manifest_file
 from stars_edge.modalities import DEFAULT_MIN_VALID
 
 if TYPE_CHECKING:
     from distributed import Client
 
-#: Seconds to wait for a first worker on an existing scheduler before giving up.
-WORKER_WAIT_SECONDS = 60.0
-
-
-@dataclass
-class BatchResult:
-    """Per-scene results (in scene-list order), where the summary went and how long the batch took."""
-
-    scenes: list[SceneResult]
-    seconds: float
-    summary_csv: Path
-    summary_json: Path
-    dashboard: str | None = None
-    #: Scenes of the list without a result: what an interrupted batch left (in the list's order).
-    unfinished: list[str] = field(default_factory=list)
-    #: Why the summary could not be written (one line), or None when it was.
-    summary_error: str | None = None
-
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.scenes)
-
-    @property
-    def ok(self) -> bool:
-        """Every scene done or skipped (the CLI's exit code 0)."""
-        return all(r.ok for r in self.scenes) and not self.unfinished
-
-    def stopped(self) -> str:
-        """One line for an interrupted batch: how far it got and where its summary is."""
-        total = len(self.scenes) + len(self.unfinished)
-        line = (
-            f"stopped after {len(self.scenes)} of {total} scenes ({self.count('done')} done, "
-            f"{self.count('skipped')} skipped, {self.count('failed')} failed); "
-        )
-        if self.summary_error is None:
-            line += f"summary: {self.summary_csv}"
-        else:
-            line += f"no summary ({self.summary_error})"
-        return line + "; scenes that were running continue from their journals"
-
-    def format(self) -> str:
-        """A short report for the end of ``stars-edge run-batch``."""
-        processed = sum(r.processed_pixels for r in self.scenes)
-        rate = processed / 1e6 / self.seconds if self.seconds > 0 else float("nan")
-        lines = [
-            f"{len(self.scenes)} scenes: {self.count('done')} done, {self.count('skipped')} skipped, "
-            f"{self.count('failed')} failed in {self.seconds:.1f} s ({rate:.2f} Mpx/s)"
-        ]
-        lines += [f"  failed {r.id}: {r.error}" for r in self.scenes if r.status == "failed"]
-        if self.summary_error is None:
-            lines.append(f"summary: {self.summary_csv} and {self.summary_json.name}")
-        return "\n".join(lines)
-
-
-class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped a batch after its summary was written; ``result`` holds the scenes that
-    finished and those that did not (``stopped()`` says it in one line)."""
-
-    def __init__(self, result: BatchResult) -> None:
-        super().__init__(result.stopped())
-        self.result = result
-
 
 def _stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def local_cluster_size(workers: int | None, threads_per_worker: int | None) -> tuple[int, int]:
-    """Worker processes x task threads for a local cluster: by default one task thread per process and a
-    process per two cores, since each scene keeps two busy (its reader thread decodes and warps while the
-    engine runs); ONNX Runtime then gets the cores left per task (``onnx_threads``)."""
-    threads_per_worker = threads_per_worker or 1
-    if workers is None:
-        workers = max(1, usable_cores() // (2 * threads_per_worker))
-    return workers, threads_per_worker
-
-
-def _check_options(
-    workers: int | None,
-    threads_per_worker: int | None,
-    scheduler: Any,
-    tile: int | None,
-    overlap: int | None,
-    batch: int,
-    backend: str,
-    precision: str,
-    min_valid: float,
-    threads: int | None,
-    probabilities_dtype: str,
-    resume: bool = False,
-    overwrite: bool = False,
-) -> None:
-    if resume and overwrite:
-        raise ConfigError("--resume continues interrupted scenes and --overwrite discards them; pass one")
-    if scheduler is not None and (workers is not None or threads_per_worker is not None):
-        raise ConfigError("--workers/--threads-per-worker start a local cluster; drop them with --scheduler")
-    for name, value in (
-        ("--workers", workers),
-        ("--threads-per-worker", threads_per_worker),
-        ("--threads", threads),
-    ):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-    if tile is not None:
-        check_tiling(tile, overlap or 0)
-    elif overlap is not None and overlap < 0:
-        raise ConfigError(f"--overlap must be at least 0, got {overlap}")
-    if batch < 1:
-        raise ConfigError(f"--batch must be at least 1, got {batch}")
-    if not 0.0 < min_valid <= 1.0:
-        raise ConfigError(f"--min-valid must be in (0, 1], got {min_valid}")
-    if backend not in BACKEND_CHOICES:
-        raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if probabilities_dtype not in ("uint8", "float32"):
-        raise ConfigError(f"--probabilities-dtype must be uint8 or float32, got {probabilities_dtype!r}")
-
-
-def _check_outputs(
-    out: Path, scenes: list[Scene], probabilities: bool, resume: bool, overwrite: bool
-) -> None:
-    """Before any cluster starts: the summary files must be regular files or new, and journals that
-    interrupted scenes left are refused unless ``--resume`` continues or ``--overwrite`` discards them."""
-    check_regular_or_new(out / "summary.csv")
-    check_regular_or_new(out / "summary.json")
-    if resume or overwrite:
-        return
-    journals = [journal_path(output_paths(out, s.id, probabilities)["classes"]) for s in scenes]
-    left = [path for path in journals if path.exists()]
-    if left:
-        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
-        raise OutputError(
-            f"{left[0]}{more} hold the progress of interrupted scenes; pass --resume to continue them or "
-            "--overwrite to start them over"
-        )
-
-
-def _absolute(scene: Scene) -> Scene:
-    """Local relative paths made absolute: worker processes may run in another directory."""
-    fixed = {}
-    for kind, value in scene.inputs.items():
-        fixed[kind] = value if "://" in value or value.startswith("/vsi") else str(Path(value).absolute())
-    return Scene(id=scene.id, **fixed)
 
 
 def run_batch(
@@ -238,7 +100,7 @@ def run_batch(
     """
     began = time.perf_counter()
     backend, precision = backend.lower(), precision.lower()
-    _check_options(
+    check_options(
         workers,
         threads_per_worker,
         scheduler,
@@ -259,13 +121,13 @@ def run_batch(
     else:
         listed = check_scenes(list(scenes))
         source = "python"
-    listed = [_absolute(scene) for scene in listed]
+    listed = [absolute_scene(scene) for scene in listed]
     manifest = load_manifest(Path(engines), verify=False)  # a missing or unreadable manifest fails here, once
     check_edge_overrides(context_margin, mask_dilation, manifest.modalities)  # here, not in every scene
     if tile is None and overlap is not None:  # the manifest's tile: check the overlap here, not per scene
         check_tiling(manifest.tile_size, overlap)
     out = ensure_writable_dir(out_dir).resolve()
-    _check_outputs(out, listed, probabilities, resume, overwrite)
+    check_outputs(out, listed, probabilities, resume, overwrite)
     try:
         import distributed
     except ImportError as exc:
@@ -302,9 +164,9 @@ def run_batch(
     address = "local"
     interrupted: KeyboardInterrupt | None = None
     noisy_levels: list[int] | None = None
-    with terminate_as_interrupt(), _interrupted_sync_not_logged():
+    with terminate_as_interrupt(), interrupted_sync_not_logged():
         try:
-            client, cluster, dashboard = _connect(
+            client, cluster, dashboard = connect(
                 distributed, scheduler, workers, threads_per_worker, dashboard_address
             )
             address = "local" if cluster is not None else str(client.scheduler.address)
@@ -324,8 +186,8 @@ def run_batch(
             _schedule(distributed, client, listed, tasks, on_row_done, progress, log, results)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (handled alike): summarise, then stop
             interrupted = exc
-            noisy_levels = [logging.getLogger(name).level for name in _NOISY_LOGGERS]
-            _quiet_logs()
+            noisy_levels = [logging.getLogger(name).level for name in NOISY_LOGGERS]
+            quiet_logs()
         finally:
             seconds = time.perf_counter() - began
             ordered = [results[scene.id] for scene in listed if scene.id in results]
@@ -341,158 +203,22 @@ def run_batch(
                     "task_threads": sum(nthreads.values()),
                 }
                 try:
-                    with _signals_ignored():  # a batch being stopped still writes it (milliseconds)
+                    with signals_ignored():  # a batch being stopped still writes it (milliseconds)
                         write_summary(out, ordered, seconds, recorded, unfinished=unfinished)
                 except OutputError as exc:
                     summary_error = str(exc)
             try:
-                _stop(client, cluster, scheduler, quiet=interrupted is not None)
+                stop_cluster(client, cluster, scheduler, quiet=interrupted is not None)
             except KeyboardInterrupt as exc:  # pressed again while the cluster stopped: stop waiting
                 interrupted = interrupted or exc
             finally:
                 if noisy_levels is not None:
-                    for name, level in zip(_NOISY_LOGGERS, noisy_levels, strict=True):
+                    for name, level in zip(NOISY_LOGGERS, noisy_levels, strict=True):
                         logging.getLogger(name).setLevel(level)
     result = BatchResult(ordered, seconds, csv_path, json_path, dashboard, unfinished, summary_error)
     if interrupted is not None:
         raise BatchInterrupted(result) from interrupted
     return result
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Ctrl-C and SIGTERM are ignored in the block (in the main thread, where handlers live)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            if handler is not None:  # None: not installed from Python, cannot be restored from it
-                signal.signal(sig, handler)
-
-
-def _stop(client: Any, cluster: Any, scheduler: Any, quiet: bool) -> None:
-    """Close our client and local cluster. ``quiet``: the batch was interrupted with scenes still running, so
-    the local workers' complaints while the cluster goes away under them (lost heartbeats, closed comms)
-    are silenced: the summary and the one-line report say what happened."""
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
-    levels = [logger.level for logger in loggers]
-    if quiet and cluster is not None and client is not None:
-        with contextlib.suppress(Exception):
-            client.run(_quiet_logs)
-    if quiet:
-        _quiet_logs()
-    try:
-        if client is not None and client is not scheduler:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-
-
-class _InterruptedSync(logging.Filter):
-    """Drops tornado's report of the cancel callback that Dask's ``sync`` leaves when Ctrl-C interrupts
-    the main thread: the loop thread logs it, racing the main thread's handling of the interrupt."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "sync.<locals>.cancel" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _interrupted_sync_not_logged() -> Iterator[None]:
-    logger = logging.getLogger("tornado.application")
-    quiet = _InterruptedSync()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
-
-
-#: Loggers that complain while a cluster is stopped under running work: Dask's, and tornado's event loop
-#: (an interrupted ``client.sync`` leaves a cancelled callback it logs as an error).
-_NOISY_LOGGERS = ("distributed", "tornado")
-
-
-def _quiet_logs() -> None:
-    """Only critical messages from Dask and tornado in this process (a worker of a stopping cluster)."""
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def _connect(
-    distributed: Any,
-    scheduler: Any,
-    workers: int | None,
-    threads_per_worker: int | None,
-    dashboard_address: str | None,
-) -> tuple[Any, Any, str | None]:
-    """``(client, local cluster or None, dashboard link or None)``."""
-    if isinstance(scheduler, distributed.Client):
-        return scheduler, None, None
-    if scheduler is not None:
-        try:
-            client = distributed.Client(str(scheduler), set_as_default=False, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise ConfigError(
-                f"cannot reach the Dask scheduler at {scheduler} ({one_line(exc)}); start it with "
-                "`dask scheduler` or drop --scheduler for a local cluster"
-            ) from exc
-        try:
-            client.wait_for_workers(1, timeout=WORKER_WAIT_SECONDS)
-        except TimeoutError as exc:
-            client.close()
-            raise ConfigError(
-                f"no Dask worker joined {scheduler} within {WORKER_WAIT_SECONDS:.0f} s; start some with "
-                f"`dask worker {scheduler}`"
-            ) from exc
-        return client, None, None
-    count, per_worker = local_cluster_size(workers, threads_per_worker)
-    cluster = None
-    try:
-        with _sigint_blocked():
-            cluster = distributed.LocalCluster(
-                n_workers=count,
-                threads_per_worker=per_worker,
-                processes=True,
-                # None would still bind the scheduler's HTTP server to the default :8787; a free port
-                # never clashes
-                dashboard_address=":0" if dashboard_address is None else dashboard_address,
-                silence_logs=logging.ERROR,
-            )
-        dashboard = cluster.dashboard_link if dashboard_address is not None else None
-        return distributed.Client(cluster, set_as_default=False), cluster, dashboard
-    except BaseException:  # e.g. a Ctrl-C pressed while the cluster started, delivered on unblocking
-        if cluster is not None:
-            cluster.close()
-        raise
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Block SIGINT in this thread while a local cluster starts. The cluster's threads inherit the mask, and
-    so do the worker processes they start, now or later to replace one that died: a terminal's Ctrl-C
-    (sent to the whole process group) then reaches only this process, which stops the batch and the
-    cluster, instead of every worker printing its own traceback. A Ctrl-C pressed meanwhile is delivered
-    when the mask is restored."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    # multiprocessing's resource tracker unblocks SIGINT in the thread that first starts it (the
-    # cluster's loop thread, undoing the inherited mask): start it here first
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _schedule(
@@ -543,4 +269,12 @@ def _schedule(
             client.cancel([f for f in futures if not f.done()])
 
 
-__all__ = ["INPUT_KINDS", "BatchResult", "local_cluster_size", "run_batch", "usable_cores"]
+__all__ = [
+    "INPUT_KINDS",
+    "WORKER_WAIT_SECONDS",
+    "BatchInterrupted",
+    "BatchResult",
+    "local_cluster_size",
+    "run_batch",
+    "usable_cores",
+]

@@ -1,0 +1,83 @@
+"""Tiles cut from in-memory ``(bands, H, W)`` arrays (tests, the demo, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from runtime.tile_source import RANGE_SAMPLE_PX, RANGE_SAMPLES, RawTile, clip_tile, finite_valid
+from stars_edge.errors import DataError
+from stars_edge.modalities import MODALITIES
+
+
+class ArraySource:
+    """Tiles cut from in-memory ``(bands, H, W)`` arrays (tests, the demo, benchmarks)."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        valid: Mapping[str, np.ndarray] | None = None,
+        cloud_mask: np.ndarray | None = None,
+    ) -> None:
+        unknown = [m for m in inputs if m not in MODALITIES]
+        if unknown:
+            raise DataError(f"unknown modality {unknown[0]!r}; valid: {', '.join(MODALITIES)}")
+        if not inputs:
+            raise DataError("no input modality given; pass at least one of optical, sar, dsm")
+        self.modalities = tuple(m for m in MODALITIES if m in inputs)
+        self._values = {m: np.asarray(inputs[m]) for m in self.modalities}
+        shapes = {m: a.shape[-2:] for m, a in self._values.items()}
+        for name, array in self._values.items():
+            if array.ndim != 3:
+                raise DataError(f"{name}: expected a (bands, H, W) array, got shape {array.shape}")
+        if len(set(shapes.values())) != 1:
+            raise DataError(f"input arrays must share one grid, got shapes {shapes}")
+        self.height, self.width = (int(v) for v in next(iter(shapes.values())))
+        self._valid = {m: np.asarray(v, dtype=bool) for m, v in (valid or {}).items() if m in self._values}
+        for name, mask in self._valid.items():
+            if mask.shape != (self.height, self.width):
+                raise DataError(
+                    f"{name}: valid mask shape {mask.shape} differs from {self.height}x{self.width}"
+                )
+        if cloud_mask is not None:
+            clouds = np.asarray(cloud_mask).astype(bool)
+            if "optical" in self._valid:
+                self._valid["optical"] = self._valid["optical"] & ~clouds
+            elif "optical" in self._values:
+                self._valid["optical"] = ~clouds
+
+    def band_counts(self) -> dict[str, int]:
+        return {m: int(a.shape[0]) for m, a in self._values.items()}
+
+    def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
+        """Valid values ``(bands, N)`` of each modality on a regular grid of about ``RANGE_SAMPLES**2 x
+        RANGE_SAMPLE_PX**2`` pixels (the same budget as a file's sample), for the input contract."""
+        step = max(1, int(np.sqrt(self.height * self.width / (RANGE_SAMPLES * RANGE_SAMPLE_PX) ** 2)))
+        samples: dict[str, tuple[np.ndarray, str]] = {}
+        for name, array in self._values.items():
+            grid = array[:, ::step, ::step].astype(np.float32)
+            ok = finite_valid(grid)
+            if name in self._valid:
+                ok &= self._valid[name][::step, ::step]
+            samples[name] = (grid[:, ok], f"input array {name!r}")
+        return samples
+
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        h, w = clip_tile(y, x, size, self.height, self.width)
+        inside = np.zeros((size, size), dtype=bool)
+        inside[:h, :w] = True
+        values: dict[str, np.ndarray] = {}
+        valid: dict[str, np.ndarray] = {}
+        for name, array in self._values.items():
+            tile = np.zeros((array.shape[0], size, size), dtype=np.float32)
+            tile[:, :h, :w] = array[:, y : y + h, x : x + w]
+            mask = np.zeros((size, size), dtype=bool)
+            mask[:h, :w] = finite_valid(tile[:, :h, :w])
+            if name in self._valid:
+                mask[:h, :w] &= self._valid[name][y : y + h, x : x + w]
+            values[name], valid[name] = tile, mask
+        return RawTile(values, valid, inside)
+
+    def close(self) -> None:
+        """Nothing to release."""

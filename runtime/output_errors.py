@@ -1,0 +1,107 @@
+"""Output failures as one line each: GDAL errors signalled while writing (which a plain ``close()``
+swallows), ``OSError``s of file operations, and failing fsyncs, with the likely cause (full disk, quota,
+``ulimit -f``) and the fix."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import rasterio
+import rasterio.errors
+
+from stars_edge.errors import OutputError
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or folder's) data to the storage device; a failing fsync (EIO) is an error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"flushing {path} to disk failed ({exc.strerror}); check the device") from exc
+
+
+class _GdalErrors(logging.Handler):
+    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("GDAL signalled an error") or record.levelno >= logging.ERROR:
+            self.messages.append(text)
+
+
+@contextlib.contextmanager
+def gdal_errors(path: Path, action: str) -> Iterator[None]:
+    """Turn any GDAL error signalled in the block (and any rasterio exception) into one ``OutputError``."""
+    handler = _GdalErrors()
+    logger = logging.getLogger("rasterio._env")
+    previous, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    # DEBUG is only for our handler: an application's root handler must not print GDAL's chatter
+    logger.propagate = False
+    try:
+        with rasterio.Env():
+            yield
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise OutputError(_failure(path, action, _innermost(exc))) from exc
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        logger.propagate = propagate
+    if handler.messages:
+        raise OutputError(_failure(path, action, handler.messages[0]))
+
+
+def _innermost(exc: BaseException) -> str:
+    """The root GDAL message of a chained rasterio error ("Write failed. See previous exception...")."""
+    text = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        text = str(cause) or text
+        cause = cause.__cause__ or cause.__context__
+    return text
+
+
+def _failure(path: Path, action: str, message: str, error: int | None = None) -> str:
+    """One line: the file, the system's or GDAL's message, the likely cause (disk full, file size limit)
+    and the fix. ``error`` is the errno when known (EFBIG, ENOSPC, EDQUOT name the cause directly)."""
+    line = message.strip().splitlines()[0] if message.strip() else "unknown GDAL error"
+    line = line.removeprefix("GDAL signalled an error: ")
+    causes = []
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if error == errno.ENOSPC:
+        causes.append("no space left on device")
+    elif error == errno.EDQUOT:
+        causes.append("disk quota exceeded")
+    elif error == errno.EFBIG and soft != resource.RLIM_INFINITY:
+        causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
+    elif error is None:
+        with contextlib.suppress(OSError):
+            stats = os.statvfs(path.parent)
+            if stats.f_bavail * stats.f_frsize < 1 << 20:
+                causes.append("no space left on device")
+        if soft != resource.RLIM_INFINITY:
+            with contextlib.suppress(OSError):
+                if not path.exists() or path.stat().st_size + (1 << 20) >= soft:
+                    causes.append(f"file size limit (ulimit -f) of {soft} bytes reached")
+    cause = f": {'; '.join(causes)}" if causes else ""
+    return f"{action} {path} failed ({line}{cause}); free disk space or fix the folder, then rerun"
+
+
+def os_failure(path: Path, action: str, exc: OSError) -> OutputError:
+    """An ``OSError`` of a file operation as one ``OutputError`` line naming the file and the cause."""
+    return OutputError(_failure(Path(path), action, exc.strerror or str(exc), exc.errno))

@@ -1,0 +1,69 @@
+"""The checks of a run's options shared by ``run`` and ``run-batch``: tiling, batch, ``--min-valid``, the
+edge overrides (``--context-margin``, ``--mask-dilation``) and the probabilities' dtype."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from runtime.tiling import check_tiling
+from stars_edge.errors import ConfigError
+
+PROBABILITY_DTYPES: tuple[str, ...] = ("uint8", "float32")
+
+
+def parse_mask_dilation(items: Sequence[str] | None) -> dict[str, int] | None:
+    """``["optical=16", "sar=4"]`` -> ``{"optical": 16, "sar": 4}``; nothing given -> None (no override)."""
+    if not items:
+        return None
+    parsed: dict[str, int] = {}
+    for item in items:
+        name, sep, pixels = item.partition("=")
+        if not sep or not pixels.strip().isdigit():
+            raise ConfigError(f"--mask-dilation {item!r}: expected MODALITY=PIXELS, e.g. optical=16")
+        parsed[name.strip().lower()] = int(pixels)
+    return parsed
+
+
+def check_edge_overrides(
+    context_margin: int | None, dilation: Mapping[str, int] | None, modalities: Mapping[str, object]
+) -> dict[str, int] | None:
+    """Refuse a negative ``--context-margin``; return the ``--mask-dilation`` override checked: known
+    modalities, non-negative sizes (None stays None: no override). Shared by ``run`` and ``run-batch``."""
+    if context_margin is not None and context_margin < 0:
+        raise ConfigError(f"--context-margin must be >= 0 px, got {context_margin}")
+    if dilation is None:
+        return None
+    checked: dict[str, int] = {}
+    for name, pixels in dilation.items():
+        if name not in modalities:
+            raise ConfigError(
+                f"--mask-dilation names {name!r}; the engines take {', '.join(modalities) or 'nothing'}"
+            )
+        if int(pixels) < 0:
+            raise ConfigError(f"--mask-dilation {name}={pixels}: a dilation is >= 0 px")
+        checked[name] = int(pixels)
+    return checked
+
+
+def check_run_options(tile: int, overlap: int, batch: int, min_valid: float) -> None:
+    """Refuse a tiling, batch size or ``--min-valid`` that no run can use."""
+    check_tiling(tile, overlap)
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {batch}")
+    if not 0.0 < min_valid <= 1.0:
+        raise ConfigError(f"--min-valid must be in (0, 1], got {min_valid}")
+
+
+def check_scene_options(
+    tile: int, overlap: int, batch: int, min_valid: float, probabilities_dtype: str, chunk_width: int | None
+) -> int | None:
+    """``check_run_options`` plus a scene's own: the probabilities' dtype and the column chunk width, which
+    comes back widened to hold at least one tile (None: the whole width)."""
+    check_run_options(tile, overlap, batch, min_valid)
+    if probabilities_dtype not in PROBABILITY_DTYPES:
+        raise ConfigError(f"--probabilities-dtype must be uint8 or float32, got {probabilities_dtype!r}")
+    if chunk_width is not None:
+        if chunk_width <= 0 or chunk_width % 256:
+            raise ConfigError(f"chunk width must be a positive multiple of 256, got {chunk_width}")
+        chunk_width = max(chunk_width, -(-tile // 256) * 256)  # a chunk holds at least one tile
+    return chunk_width

@@ -1,0 +1,71 @@
+"""What a tile source is: the ``RawTile`` it hands out, the ``TileSource`` protocol, and what every source
+shares (clipping a tile to the raster, the finite check, the band-count check, the contract's sample size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from stars_edge.errors import DataError
+from stars_edge.modalities import ModalitySpec
+
+
+@dataclass
+class RawTile:
+    """One tile before normalisation: physical values, validity, and which pixels lie inside the raster."""
+
+    values: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray]
+    inside: np.ndarray
+
+
+class TileSource(Protocol):
+    """Anything that can hand out tiles of a scene on one grid."""
+
+    modalities: tuple[str, ...]
+    height: int
+    width: int
+
+    def read(self, y: int, x: int, size: int) -> RawTile: ...
+
+    def close(self) -> None: ...
+
+
+#: Windows (per side) and their size sampled to check each modality against the input contract before a
+#: run: 9 windows of 128 px (147 k pixels) spread over the scene, each starting on a block of the reference
+#: (decoding is the cost, not the pixels: 25 unaligned 64 px windows decoded all 16 blocks of a 2048 px
+#: scene with 512 px blocks, 0.33 s; 9 aligned ones decode 9).
+RANGE_SAMPLES = 3
+RANGE_SAMPLE_PX = 128
+
+
+def check_band_counts(
+    counts: Mapping[str, int], specs: Mapping[str, ModalitySpec], where: Mapping[str, str]
+) -> None:
+    """Refuse inputs whose band count differs from what the engines were built for."""
+    for name, count in counts.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise DataError(
+                f"{where[name]}: the engines take no {name} input (they know {', '.join(specs) or 'none'}); "
+                f"drop --{name}"
+            )
+        if count != spec.bands:
+            raise DataError(
+                f"{where[name]} has {count} band(s) but the engines expect {spec.bands} {name} band(s) "
+                f"({', '.join(spec.band_names)}); pass data with those bands"
+            )
+
+
+def clip_tile(y: int, x: int, size: int, height: int, width: int) -> tuple[int, int]:
+    """Height and width of the part of a ``size`` tile at ``(y, x)`` that lies inside the raster."""
+    return max(0, min(size, height - y)), max(0, min(size, width - x))
+
+
+def finite_valid(values: np.ndarray) -> np.ndarray:
+    """Pixels whose every band is finite (no NaN, no inf)."""
+    return np.isfinite(values).all(axis=0)
