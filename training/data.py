@@ -184,6 +184,25 @@ def batch_indices(
     return epoch, order[start : start + batch_size].tolist()
 
 
+def draw_batch(
+    dataset: TileDataset,
+    keys: Sequence[str],
+    step: int,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+    stream: int = 1,
+) -> dict[str, Tensor]:
+    """``rank``'s collated batch at ``step`` of the batch sequence ``stream`` (``batch_indices``), with the
+    dataset's augmentation epoch set first, on the CPU."""
+    epoch, indices = batch_indices(len(dataset), batch_size, step, seed, rank, world, stream)
+    set_epoch = getattr(dataset, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    return collate([dataset[i] for i in indices], keys)
+
+
 def collate(samples: Sequence[Mapping[str, Tensor]], keys: Sequence[str]) -> dict[str, Tensor]:
     """Stack samples into a batch, keeping only ``keys`` (modalities and, when listed, ``label``)."""
     batch: dict[str, Tensor] = {}

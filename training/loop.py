@@ -23,10 +23,9 @@ from stars_edge.models import STARSModel, create_model
 from training.config import TrainConfig
 from training.data import (
     TrainingData,
-    batch_indices,
     build_training_data,
     check_batch,
-    collate,
+    draw_batch,
     step_generator,
 )
 from training.distributed import (
@@ -155,13 +154,9 @@ def _train(
     try:
         for step in range(start_step, config.steps):
             model.train()
-            epoch, indices = batch_indices(
-                len(data.train), config.batch_size, step, config.seed, context.rank, context.world_size
+            batch = draw_batch(
+                data.train, keys, step, config.batch_size, config.seed, context.rank, context.world_size
             )
-            set_epoch = getattr(data.train, "set_epoch", None)
-            if set_epoch is not None:
-                set_epoch(epoch)
-            batch = collate([data.train[i] for i in indices], keys)
             if step == start_step:
                 check_batch(batch, in_channels, data.source)
             batch = prepare_batch({k: v.to(device, non_blocking=True) for k, v in batch.items()}, config)

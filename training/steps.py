@@ -21,7 +21,7 @@ from stars_edge.modalities import Pattern, all_patterns
 from stars_edge.models import STARSModel
 from stars_edge.models.pattern_norm import estimate_pattern_statistics
 from training.config import TrainConfig
-from training.data import TrainingData, batch_indices, collate
+from training.data import TrainingData, batch_indices, collate, draw_batch
 from training.distributed import DistributedContext, barrier
 from training.losses import collapse_diagnostics, embedding_class_gaps
 from training.speed import prepare_batch
@@ -64,19 +64,16 @@ def unlabelled_batch(
     """This step's tiles of the unlabelled scenes, for methods whose translation loss can use them."""
     if data.unlabelled is None or not model.method_spec.translation_loss:
         return None
-    epoch, indices = batch_indices(
-        len(data.unlabelled),
-        config.batch_size,
+    batch = draw_batch(
+        data.unlabelled,
+        list(model.modalities),
         step,
+        config.batch_size,
         config.seed,
         context.rank,
         context.world_size,
         stream=UNLABELLED_STREAM,
     )
-    set_epoch = getattr(data.unlabelled, "set_epoch", None)
-    if set_epoch is not None:
-        set_epoch(epoch)
-    batch = collate([data.unlabelled[i] for i in indices], list(model.modalities))
     return prepare_batch({k: v.to(device, non_blocking=True) for k, v in batch.items()}, config)
 
 
