@@ -56,14 +56,14 @@ def save_untrained_checkpoint(path: Path) -> Path:
     return save_checkpoint(path, model, meta)
 
 
-def train_tiny(tiles: TileSet, steps: int = 150) -> STARSModel:
-    """``steps`` Adam steps on ``tiles``, cycling through every pattern; returned in eval mode."""
-    torch.manual_seed(0)
-    model = create_model("tiny", BANDS, classes=7)
+def train_tiny(tiles: TileSet, steps: int = 150, method: str = "stars", seed: int = 0) -> STARSModel:
+    """``steps`` Adam steps of ``method`` on ``tiles``, cycling through every pattern; in eval mode."""
+    torch.manual_seed(seed)
+    model = create_model("tiny", BANDS, classes=7, method=method)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     inputs = {m: torch.from_numpy(a) for m, a in tiles.inputs.items()}
     labels = torch.from_numpy(tiles.labels.astype(np.int64))
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):
         batch = torch.randint(0, len(tiles), (8,), generator=generator)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from int8_models import BANDS, SPECS, TILE, save_untrained_checkpoint, small
+from int8_models import BANDS, SPECS, TILE, save_untrained_checkpoint, small, train_tiny
 
 from export.build import build_engines
 from export.report import BuildReport
@@ -25,7 +25,7 @@ from stars_edge.checkpoint import CheckpointMeta, save_checkpoint
 from stars_edge.data.synthetic import CLASS_NAMES, generate_dataset
 from stars_edge.errors import ConfigError, ExportError
 from stars_edge.manifest import load_manifest
-from stars_edge.modalities import ALL_PATTERNS, Pattern
+from stars_edge.modalities import Pattern
 
 PATTERNS = "optical+sar+dsm,optical"
 #: Synthetic scenes (256 px) the tiny models train on: calibration seeds, so disjoint from the gate's.
@@ -33,25 +33,8 @@ TRAIN_SCENES = 4
 
 
 def _train(method: str, steps: int, seed: int) -> torch.nn.Module:
-    from stars_edge.models import create_model
-
     tiles = load_tiles("synthetic", SPECS, TRAIN_SCENES * (256 // TILE) ** 2, TILE, "calibration")
-    torch.manual_seed(seed)
-    model = create_model("tiny", BANDS, classes=len(CLASS_NAMES), method=method)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    inputs = {m: torch.from_numpy(a) for m, a in tiles.inputs.items()}
-    labels = torch.from_numpy(tiles.labels.astype(np.int64))
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
-        batch = torch.randint(0, len(tiles), (8,), generator=generator)
-        pattern = ALL_PATTERNS[step % len(ALL_PATTERNS)]
-        logits = model({m: inputs[m][batch] for m in pattern})
-        loss = torch.nn.functional.cross_entropy(logits, labels[batch], ignore_index=255)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return train_tiny(tiles, steps, method=method, seed=seed)
 
 
 def _meta(method: str, **changes: Any) -> CheckpointMeta:
