@@ -96,6 +96,7 @@ class _Builder:
             modalities=self.specs,
             tile_size=self.tile,
             tools=tool_versions(),
+            logits_stride=options.logits_stride,
         )
         self.report = BuildReport(self.out / MANIFEST_NAME, self.manifest)
         self._gate_tiles: TileSet | None = None
@@ -319,7 +320,10 @@ class _Builder:
                     shutil.move(scored, candidate)
                 else:
                     model = self._candidate(pattern).model
-                    export_fp32(pattern, candidate, model, self.bands, self.options.opset, self.log)
+                    export_fp32(
+                        pattern, candidate, model, self.bands, self.options.opset, self.log,
+                        self.options.logits_stride,
+                    )  # fmt: skip
             else:
                 source = self.out / f"{pattern}.fp32.onnx"
                 if precision == "fp16":

@@ -106,11 +106,13 @@ def export_fp32(
     bands: Mapping[str, int],
     opset: int,
     log: Callable[[str], None],
+    logits_stride: int = 1,
 ) -> None:
-    """``pattern``'s FP32 ONNX of ``model`` at ``target``, simplified; refused if it differs from PyTorch."""
+    """``pattern``'s FP32 ONNX of ``model`` at ``target``, simplified; refused if it differs from PyTorch.
+    ``logits_stride`` 4 exports the logits before the decoder's final upsampling."""
     from stars_edge.models import export_module
 
-    module = export_module(model, pattern)
+    module = export_module(model, pattern, logits_stride)
     export_onnx(module, pattern, bands, target, opset=opset)
     before = check_parity(module, target, pattern, bands)
     simplify_onnx(target)
@@ -145,7 +147,7 @@ def score_candidates(
     scores, files = [], {}
     for index, candidate in enumerate(candidates):
         path = scratch / f"{pattern}.{index}.fp32.onnx"
-        export_fp32(pattern, path, candidate.model, bands, options.opset, log)
+        export_fp32(pattern, path, candidate.model, bands, options.opset, log, options.logits_stride)
         prediction = gate.predict(path, inputs)
         accuracy = gate.measure(
             prediction, prediction, tiles.labels, names, ignore, None, options.gate_budget

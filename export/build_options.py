@@ -19,7 +19,7 @@ from export.quantizers import DEFAULT_QUANTIZER, QUANTIZERS, tensorrt_refusal
 from export.selection import TIE_TOLERANCE
 from export.tiles import SYNTHETIC
 from stars_edge.errors import ConfigError
-from stars_edge.manifest import BACKENDS, PRECISIONS, Backend, Precision
+from stars_edge.manifest import BACKENDS, LOGITS_STRIDES, PRECISIONS, Backend, Precision
 
 DEFAULT_TILE = 512
 
@@ -61,6 +61,8 @@ class BuildOptions:
     other_checkpoints: tuple[Path, ...] = ()
     #: mIoU points within which candidates tie; a tie goes to fewer GFLOPs (``selection.TIE_TOLERANCE``).
     tie_tolerance: float = TIE_TOLERANCE
+    #: 4: engines return stride-4 logits (no final upsampling); the runtime blends at stride 4 (issue 21).
+    logits_stride: int = 1
 
     @property
     def checkpoints(self) -> tuple[Path, ...]:
@@ -98,6 +100,8 @@ class BuildOptions:
             raise ConfigError("--calib-tiles and --gate-tiles must be at least 1")
         if self.control_tiles < 0 or self.max_float_layers < 0:
             raise ConfigError("--control-tiles and --max-float-layers must be >= 0 (0 turns control off)")
+        if self.logits_stride not in LOGITS_STRIDES:
+            raise ConfigError(f"--logits-stride must be 1 or 4, got {self.logits_stride}")
         if self.tie_tolerance < 0:
             raise ConfigError(f"--tie-tolerance must be >= 0 mIoU points, got {self.tie_tolerance}")
 
@@ -146,6 +150,8 @@ def entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str,
         "gate_tiles": options.gate_tiles,
         "gate_budget": options.gate_budget,
     }
+    if options.logits_stride != 1:  # stride-1 artifacts keep the options they always had
+        common["logits_stride"] = options.logits_stride
     if precision == "int8":
         common.update(
             quantizer=options.quantizer,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.upsampling import input_resolution
 from stars_edge.errors import ExportError
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import Pattern
@@ -71,12 +72,13 @@ def measure_context_margin(
         for _ in range(trials):
             feed = {m: rng.standard_normal((1, bands[m], size, size)).astype(np.float32) for m in pattern}
             feed[modality][:, :, hole] = 0.0
-            base = _softmax(session.run(names, feed)[0])
+            base = _softmax(input_resolution(session.run(names, feed)[0], (size, size)))
             filled = {m: v.copy() for m, v in feed.items()}
             filled[modality][:, :, hole] = rng.choice(
                 [-FILL_STD, FILL_STD], size=(bands[modality], HOLE * HOLE)
             )
-            moved = np.abs(_softmax(session.run(names, filled)[0]) - base).max(axis=(0, 1)) > tolerance
+            moved = _softmax(input_resolution(session.run(names, filled)[0], (size, size)))
+            moved = np.abs(moved - base).max(axis=(0, 1)) > tolerance
             moved &= ~hole
             if moved.any():
                 margin = max(margin, int(distance[moved].max()))

@@ -86,6 +86,7 @@ def _measure_engine(
 ) -> EngineAccuracy:
     """Gate the TensorRT engine itself: same tiles, same FP32 ONNX reference, same budget as its source."""
     from runtime.backends import TensorRTBackend
+    from runtime.upsampling import input_resolution
 
     options = dict(source.options)
     tileset = tiles.get(options, tile)
@@ -100,6 +101,7 @@ def _measure_engine(
         logits = backend.run(inputs)
     finally:
         backend.close()
+    logits = input_resolution(logits, next(iter(inputs.values())).shape[-2:])
     prediction = gate.Predictions(logits.argmax(axis=1).astype("uint8"))
     return gate.measure(
         prediction,

@@ -108,6 +108,7 @@ def try_predict_openvino(
 ) -> tuple[Predictions | None, str]:
     """Predictions of OpenVINO's CPU plugin, or None and why (not installed, cannot compile the graph)."""
     from runtime.backends import OpenVINOBackend
+    from runtime.upsampling import input_resolution
     from stars_edge.errors import StarsEdgeError
 
     if not OpenVINOBackend.is_available():
@@ -115,10 +116,11 @@ def try_predict_openvino(
     try:
         backend = OpenVINOBackend(onnx_path)
         count = len(next(iter(inputs.values())))
-        classes = [
-            backend.run({k: v[start : start + batch] for k, v in inputs.items()}).argmax(axis=1)
-            for start in range(0, count, batch)
+        size = next(iter(inputs.values())).shape[-2:]
+        batches = [
+            {k: v[start : start + batch] for k, v in inputs.items()} for start in range(0, count, batch)
         ]
+        classes = [input_resolution(backend.run(part), size).argmax(axis=1) for part in batches]
         backend.close()
     except StarsEdgeError as exc:
         return None, str(exc)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from runtime.upsampling import input_resolution
 from stars_edge.errors import ExportError
 from stars_edge.manifest import OUTPUT_NAME
 
@@ -42,10 +43,12 @@ def make_session(
 
 
 def run_logits(session: ort.InferenceSession, inputs: Mapping[str, np.ndarray], batch: int = 4) -> np.ndarray:
-    """Logits for ``inputs`` (``{name: (N, C, H, W)}``), run ``batch`` tiles at a time to bound memory."""
-    count = len(next(iter(inputs.values())))
-    outputs = [
-        session.run([OUTPUT_NAME], {name: array[start : start + batch] for name, array in inputs.items()})[0]
-        for start in range(0, count, batch)
-    ]
+    """Logits for ``inputs`` (``{name: (N, C, H, W)}``) at the inputs' resolution (a stride-4 engine's
+    upsampled as the runtime does: ``runtime.upsampling``), run ``batch`` tiles at a time to bound memory."""
+    first = next(iter(inputs.values()))
+    count, size = len(first), first.shape[-2:]
+    outputs = []
+    for start in range(0, count, batch):
+        feed = {name: array[start : start + batch] for name, array in inputs.items()}
+        outputs.append(input_resolution(session.run([OUTPUT_NAME], feed)[0], size))
     return np.concatenate(outputs, axis=0)

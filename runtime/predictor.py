@@ -18,6 +18,7 @@ import numpy as np
 
 from runtime.array_source import ArraySource
 from runtime.backends import BACKEND_CHOICES, resolve_backend_name
+from runtime.blending_stride4 import CHUNK_HALO, check_stride4
 from runtime.engines import EngineSet
 from runtime.gdal_env import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit, tile_cache_bytes
 from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
@@ -36,7 +37,7 @@ from runtime.scheduling import EngineUse, ReadSettings, Timer
 from runtime.signals import terminate_as_interrupt
 from runtime.summary import RunSummary, count_names, output_specs
 from runtime.tile_source import check_band_counts
-from runtime.tiling import TileGrid, check_tiling, plan_chunks
+from runtime.tiling import Chunk, TileGrid, check_tiling, plan_chunks
 from runtime.validity import DEFAULT_CONTEXT_MARGIN, check_inputs
 from runtime.writing import SceneRun, stream_chunk
 from stars_edge.errors import ConfigError, DataError, ManifestError
@@ -169,7 +170,13 @@ class Predictor:
         tile = self.manifest.tile_size if tile is None else tile
         overlap = min(64, tile // 4) if overlap is None else overlap
         check_tiling(tile, overlap)
+        if self.manifest.logits_stride != 1:
+            check_stride4(tile, overlap)
         return tile, overlap
+
+    def _chunks(self, grid: TileGrid, chunk_width: int | None) -> list[Chunk]:
+        """Column chunks; with stride-4 engines each also runs the tiles bilinear reads beyond its edges."""
+        return plan_chunks(grid, chunk_width, CHUNK_HALO if self.manifest.logits_stride != 1 else 0)
 
     def predict_arrays(
         self,
@@ -202,7 +209,7 @@ class Predictor:
         classes = np.full((source.height, source.width), CLASS_NODATA, dtype=np.uint8)
         pattern_map = np.zeros((source.height, source.width), dtype=np.uint8)
         settings = self._settings(min_valid)
-        for chunk in plan_chunks(grid, chunk_width):
+        for chunk in self._chunks(grid, chunk_width):
             stream = stream_chunk(
                 source,
                 grid,
@@ -315,7 +322,7 @@ class Predictor:
                     self.classes, source, grid, engines, raster, outputs, journal, policy, batch, on_row_done
                 )
                 run.execute(
-                    plan_chunks(grid, chunk_width),
+                    self._chunks(grid, chunk_width),
                     self._settings(min_valid),
                     probabilities_dtype if "probabilities" in chosen else None,
                     progress,

@@ -21,6 +21,7 @@ import numpy as np
 from runtime.engines import EngineSet
 from runtime.sources import RawTile, TileSource
 from runtime.tiling import SIZE_MULTIPLE, Chunk, TileGrid
+from runtime.upsampling import upsample4
 from runtime.validity import (
     CODE_PATTERNS,
     CODE_TO_INDEX,
@@ -251,11 +252,22 @@ def batch_of_one(array: np.ndarray) -> np.ndarray:
 
 
 def infer_tiles(
-    tiles: list[PreparedTile], engines: EngineSet, batch: int, margin: int, use: EngineUse
+    tiles: list[PreparedTile],
+    engines: EngineSet,
+    batch: int,
+    margin: int,
+    use: EngineUse,
+    logits_stride: int = 1,
 ) -> list[np.ndarray | None]:
     """Per tile, logits composed per pixel from the engine of each pixel's pattern (None for a tile with no
     valid pixel). Composing is a per-pixel selection, so it works on logits; the blender applies softmax
-    where it needs probabilities."""
+    where it needs probabilities.
+
+    Stride-4 engines (``logits_stride`` 4): a tile with one pattern keeps its engine's coarse logits; a tile
+    with several is composed at full resolution, each engine's logits upsampled over the tile or window it
+    ran on (``upsampling.upsample4``), as a stride-1 engine's in-graph upsampling would have given them."""
+    full = (lambda a: a) if logits_stride == 1 else upsample4
+    mixed: set[int] = set()
     whole: dict[int, list[int]] = {}
     windows: list[tuple[int, int, tuple[int, int, int, int]]] = []
     for index, tile in enumerate(tiles):
@@ -271,6 +283,8 @@ def infer_tiles(
         main = max(found, key=lambda c: (counts[c], -c))
         whole.setdefault(main, []).append(index)
         size = tile.codes.shape[0]
+        if len(found) > 1:
+            mixed.add(index)
         for code in found:
             if code == main:
                 continue
@@ -297,16 +311,17 @@ def infer_tiles(
             use.add(pattern.name, len(part), len(part) * tiles[part[0]].codes.size)
             for slot, index in enumerate(part):
                 target = composed[index]
+                tile_logits = full(logits[slot]) if index in mixed else logits[slot]
                 if target is None:  # the tile's first engine: take it whole, later ones patch their pixels
-                    composed[index] = logits[slot]
+                    composed[index] = tile_logits
                 else:
-                    np.copyto(target, logits[slot], where=(tiles[index].codes == code)[None])
+                    np.copyto(target, tile_logits, where=(tiles[index].codes == code)[None])
     for index, code, (y0, y1, x0, x1) in windows:
         pattern = CODE_PATTERNS[code]
         assert pattern is not None
         tile = tiles[index]
         inputs = {m: batch_of_one(tile.inputs[m][:, y0:y1, x0:x1]) for m in pattern}
-        logits = engines.run(pattern, inputs)[0]
+        logits = full(engines.run(pattern, inputs)[0])
         use.add(pattern.name, 1, (y1 - y0) * (x1 - x0))
         target = composed[index]
         assert target is not None

@@ -82,8 +82,11 @@ class Chunk:
     x_stop: int
 
 
-def plan_chunks(grid: TileGrid, chunk_width: int | None) -> list[Chunk]:
-    """Split the scene into column chunks of ``chunk_width`` final pixels (one chunk when None or wider)."""
+def plan_chunks(grid: TileGrid, chunk_width: int | None, halo: int = 0) -> list[Chunk]:
+    """Split the scene into column chunks of ``chunk_width`` final pixels (one chunk when None or wider).
+
+    ``halo``: a chunk also runs the tiles within that many pixels of its edges (stride-4 blending reads a
+    cell beyond the pixels it finishes: ``blending_stride4.CHUNK_HALO``)."""
     if chunk_width is None or chunk_width >= grid.width:
         return [Chunk(0, 0, grid.cols - 1, 0, grid.width)]
     if chunk_width < grid.tile:
@@ -91,8 +94,8 @@ def plan_chunks(grid: TileGrid, chunk_width: int | None) -> list[Chunk]:
     chunks = []
     for index, x_start in enumerate(range(0, grid.width, chunk_width)):
         x_stop = min(x_start + chunk_width, grid.width)
-        first = max(0, (x_start - grid.tile) // grid.stride + 1)
-        last = min(grid.cols - 1, (x_stop - 1) // grid.stride)
+        first = max(0, (x_start - halo - grid.tile) // grid.stride + 1)
+        last = min(grid.cols - 1, (x_stop - 1 + halo) // grid.stride)
         chunks.append(Chunk(index, first, last, x_start, x_stop))
     return chunks
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from runtime.blending import RowBands, RowBlender
+from runtime.blending_stride4 import Stride4Blender
 from runtime.engines import EngineSet
 from runtime.journal import CheckpointPolicy, Journal
 from runtime.outputs import (
@@ -66,7 +67,9 @@ def stream_chunk(
     before it (without yielding or counting it) to rebuild the overlap carry exactly."""
     warmup = first_row - 1 if first_row > 0 else None
     start_row = first_row if warmup is None else warmup
-    blender = RowBlender(grid, classes, probabilities, patterns, chunk)
+    stride = engines.manifest.logits_stride
+    blending = RowBlender if stride == 1 else Stride4Blender  # stride-4 logits: blended at stride 4
+    blender = blending(grid, classes, probabilities, patterns, chunk)
     prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, 2 * batch + 2)
     columns = chunk.last_col - chunk.first_col + 1
     try:
@@ -78,7 +81,7 @@ def stream_chunk(
                 timer.add("wait", time.perf_counter() - waited)
                 started = time.perf_counter()
                 logits = infer_tiles(
-                    tiles, engines, batch, settings.margin, use if row != warmup else EngineUse()
+                    tiles, engines, batch, settings.margin, use if row != warmup else EngineUse(), stride
                 )
                 blended = time.perf_counter()
                 timer.add("inference", blended - started)

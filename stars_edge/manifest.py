@@ -28,6 +28,7 @@ from stars_edge.io import ensure_writable_dir, sha256_file, write_json_atomic
 from stars_edge.manifest_entries import (
     BACKENDS,
     GATE_VERDICTS,
+    LOGITS_STRIDES,
     MANIFEST_NAME,
     OUTPUT_NAME,
     PRECISIONS,
@@ -47,6 +48,7 @@ from stars_edge.modalities import ALL_PATTERNS, MODALITIES, ModalitySpec, Patter
 __all__ = [
     "BACKENDS",
     "GATE_VERDICTS",
+    "LOGITS_STRIDES",
     "MANIFEST_NAME",
     "OUTPUT_NAME",
     "PRECISIONS",
@@ -93,6 +95,9 @@ class Manifest:
     mask_dilation: dict[str, int] = field(default_factory=dict)
     #: How ``context_margin`` and ``mask_dilation`` were chosen (``runtime.edges.EdgeChoice.to_dict``).
     edge_choice: dict[str, Any] | None = None
+    #: Output stride of every engine's logits: 1 (full resolution, also when absent: older manifests) or 4
+    #: (``build-engines --logits-stride 4``: the runtime blends at stride 4 and upsamples, issue 21).
+    logits_stride: int = 1
 
     def contract(self, modality: str) -> ModalityContract:
         """One modality's input contract: recorded at export, else approximated from its normalisation."""
@@ -100,6 +105,10 @@ class Manifest:
         return recorded if recorded is not None else contract_from_spec(self.modalities[modality])
 
     def __post_init__(self) -> None:
+        if self.logits_stride not in LOGITS_STRIDES:
+            raise ManifestError(
+                f"logits_stride {self.logits_stride!r} is not one of {', '.join(map(str, LOGITS_STRIDES))}"
+            )
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown:
             raise ManifestError(
@@ -225,6 +234,7 @@ class Manifest:
             ),
             **({"mask_dilation": dict(self.mask_dilation)} if self.mask_dilation else {}),
             **({"edge_choice": dict(self.edge_choice)} if self.edge_choice else {}),
+            **({"logits_stride": int(self.logits_stride)} if self.logits_stride != 1 else {}),
         }
 
     @classmethod
@@ -253,6 +263,7 @@ class Manifest:
                 input_contract=contracts_from_dict(data.get("input_contract", {})),
                 mask_dilation={str(k): int(v) for k, v in data.get("mask_dilation", {}).items()},
                 edge_choice=dict(data["edge_choice"]) if data.get("edge_choice") else None,
+                logits_stride=int(data.get("logits_stride", 1)),
             )
         except ManifestError as exc:
             raise ManifestError(f"{where}: {exc}") from exc

@@ -26,6 +26,8 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 GATE_VERDICTS: tuple[GateVerdict, ...] = get_args(GateVerdict)
 OUTPUT_NAME = "logits"
+#: Output strides of an engine's logits (``Manifest.logits_stride``): full resolution, or a quarter of it.
+LOGITS_STRIDES = (1, 4)
 
 
 class EngineInput(TypedDict):

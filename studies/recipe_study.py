@@ -134,10 +134,10 @@ def held_out_translation_gains(
 ) -> dict[str, dict[str, float]]:
     """Translation gains in inference mode on the held-out tiles (``training.losses.translation_gains``).
 
-    ``vs_train_mean``: against the per-channel mean of the fused features of the first ``train_count``
-    training tiles (the constant a deployed model could use); ``vs_held_out_mean``: against the held-out
-    tiles' own mean (an oracle). Empty for a model without translators. Used by this study and by
-    ``tests/test_model_patterns.py``.
+    ``vs_train_mean``: against the per-channel mean of the translation targets (``model.translation_targets``:
+    fused or specific features) of the first ``train_count`` training tiles (the constant a deployed model
+    could use); ``vs_held_out_mean``: against the held-out tiles' own mean (an oracle). Empty for a model
+    without translators. Used by this study and by ``tests/test_model_patterns.py``.
     """
     import torch
 
@@ -151,16 +151,20 @@ def held_out_translation_gains(
     with torch.no_grad():
         train_batch = collate([train_tiles[i] for i in range(min(train_count, len(train_tiles)))], keys)
         encoded = model.encode({m: train_batch[m] for m in model.modalities})
+        train_targets = model.translation_targets(encoded)
         guesses = {
-            (m, i): encoded[m].fused[i].mean(dim=(0, 2, 3)) for m in encoded for i in model.translation_scales
+            (m, i): train_targets[m][i].mean(dim=(0, 2, 3))
+            for m in train_targets
+            for i in model.translation_scales
         }
         test_batch = collate([test_tiles[i] for i in range(len(test_tiles))], keys)
         encoded = model.encode({m: test_batch[m] for m in model.modalities})
+        targets = model.translation_targets(encoded)
         fused = {m: e.fused for m, e in encoded.items()}
         pairs = {(s, t): model.translate(s, t, fused[s]) for s in fused for t in fused if s != t}
         return {
-            "vs_train_mean": translation_gains(pairs, fused, guesses),
-            "vs_held_out_mean": translation_gains(pairs, fused),
+            "vs_train_mean": translation_gains(pairs, targets, guesses),
+            "vs_held_out_mean": translation_gains(pairs, targets),
         }
 
 

@@ -23,6 +23,7 @@ MODEL_OVERRIDE_KEYS: tuple[str, ...] = (
     "translator_reduction",
     "translator_depth",
     "translation_scales",
+    "translation_target",
     "pattern_norm",
     "trunk_norm",
     "decoder",
@@ -47,6 +48,7 @@ class TrainConfig:
     translator_reduction: int | None = None
     translator_depth: int | None = None
     translation_scales: tuple[int, ...] | None = None
+    translation_target: Literal["fused", "specific"] | None = None
     pattern_norm: Literal["reestimate", "learned", "shared"] | None = None
     trunk_norm: Literal["shared", "modality"] | None = None
     decoder: Literal["shared", "per_pattern"] | None = "per_pattern"
@@ -62,6 +64,9 @@ class TrainConfig:
     synthetic_seed: int = 0
     synthetic_unlabelled_scenes: int = 0
     synthetic_optical_bands: int = 4
+    synthetic_train_cloud_cover: float = 0.0
+    synthetic_train_sar_gap: float = 0.0
+    synthetic_train_dsm_voids: float = 0.0
     optical_bands: int | None = None
     sar_bands: int | None = None
     dsm_bands: int | None = None
@@ -158,6 +163,15 @@ class TrainConfig:
                 "synthetic_unlabelled_scenes needs data: synthetic (a dataset folder has no unlabelled split "
                 "yet); set it to 0"
             )
+        holes = self.synthetic_train_holes()
+        for key, fraction in holes.items():
+            if not 0.0 <= fraction < 1.0:
+                raise ConfigError(f"synthetic_train_{key} must be within [0, 1), got {fraction}")
+        if self.trains_on_holes() and self.data != "synthetic":
+            raise ConfigError(
+                "synthetic_train_cloud_cover, synthetic_train_sar_gap and synthetic_train_dsm_voids need "
+                "data: synthetic (a dataset folder brings its own holes); set them to 0"
+            )
         if self.pattern_norm_batches < 0:
             raise ConfigError(f"pattern_norm_batches must be >= 0, got {self.pattern_norm_batches}")
         if not 0.0 <= self.full_pattern_prob <= 1.0:
@@ -178,6 +192,21 @@ class TrainConfig:
             return tuple(m for m in self.modalities if m in self.psa_modalities)
         others = tuple(m for m in self.modalities if m != "dsm")
         return others if len(others) >= 2 else self.modalities
+
+    def synthetic_train_holes(self) -> dict[str, float]:
+        """The holes of the synthetic training scenes, as ``SyntheticConfig`` fields (0 = none)."""
+        return {
+            "cloud_cover": self.synthetic_train_cloud_cover,
+            "sar_gap": self.synthetic_train_sar_gap,
+            "dsm_voids": self.synthetic_train_dsm_voids,
+        }
+
+    def trains_on_holes(self) -> bool:
+        """Whether training scenes have holes, and so the translation and PSA losses skip invalid pixels.
+
+        Off (the default), the losses ignore the validity masks: the clean-scene path stays bit-identical.
+        """
+        return any(value > 0 for value in self.synthetic_train_holes().values())
 
     def model_overrides(self) -> dict[str, Any]:
         """The ModelConfig fields this config sets explicitly."""
@@ -205,6 +234,8 @@ FIELD_HELP: dict[str, str] = {
     "translator_reduction": "override the translator hidden-width reduction (hidden = C / reduction)",
     "translator_depth": "override the translator's 3x3 layers before its 1x1 output",
     "translation_scales": "override the scales translated (0..3 = stride 4..32); others are zero-filled",
+    "translation_target": "what translators predict: fused (a missing modality's whole features) or specific "
+    "(its specific part; the present modalities' shared features fill the shared part)",
     "pattern_norm": "decoder normalization per pattern: reestimate (after training, on training batches), "
     "learned (one BatchNorm per pattern in training) or shared (one set for all patterns: the ablation)",
     "trunk_norm": "shared trunk normalization: shared (one BatchNorm for the mixture of modalities, the "
@@ -226,6 +257,15 @@ FIELD_HELP: dict[str, str] = {
     "labelled ones): methods with a translation loss also train it on a batch of their tiles each step "
     "(the low-label study); the other methods ignore them",
     "synthetic_optical_bands": "optical bands the synthetic generator renders (4 = blue, green, red, nir)",
+    "synthetic_train_cloud_cover": "fraction of each synthetic training (and unlabelled) scene's optical "
+    "covered by clouds, rendered like the test scenes' (thin edges stay valid, cast shadows); clouded "
+    "pixels are zero inputs, the segmentation keeps its labels there, the translation and PSA losses skip "
+    "them. 0 (default): clean scenes; validation scenes stay clean. A pilot (docs/MODEL.md) traded clean "
+    "optical-alone accuracy for cloudy-scene accuracy: an option to measure, not a default",
+    "synthetic_train_sar_gap": "fraction of each synthetic training scene's width lost as a missing SAR "
+    "swath (masked like clouds; 0 = none)",
+    "synthetic_train_dsm_voids": "fraction of each synthetic training scene lost to DSM voids (masked like "
+    "clouds; 0 = none)",
     "optical_bands": "expected optical band count (error if the data differs); unset = take it from the data",
     "sar_bands": "expected SAR band count (error if the data differs)",
     "dsm_bands": "expected DSM band count (error if the data differs)",

@@ -57,12 +57,19 @@ class TrainingData:
         return {m: self.specs[m].bands for m in modalities}
 
 
-def synthetic_scenes(count: int, size: int, base_seed: int, optical_bands: int = 4) -> list[Any]:
-    """``count`` seeded synthetic scenes (seeds ``base_seed .. base_seed + count - 1``)."""
+def synthetic_scenes(
+    count: int, size: int, base_seed: int, optical_bands: int = 4, holes: Mapping[str, float] | None = None
+) -> list[Any]:
+    """``count`` seeded synthetic scenes (seeds ``base_seed .. base_seed + count - 1``).
+
+    ``holes`` sets ``SyntheticConfig``'s ``cloud_cover`` / ``sar_gap`` / ``dsm_voids`` (their defaults are
+    0, so zero holes give exactly the scenes generated without them).
+    """
     from stars_edge.data.synthetic import SyntheticConfig, generate_scene
 
+    extra: dict[str, Any] = dict(holes or {})
     return [
-        generate_scene(SyntheticConfig(size=size, seed=base_seed + i, optical_bands=optical_bands))
+        generate_scene(SyntheticConfig(size=size, seed=base_seed + i, optical_bands=optical_bands, **extra))
         for i in range(count)
     ]
 
@@ -72,11 +79,13 @@ def build_training_data(config: TrainConfig) -> TrainingData:
     from stars_edge.data import SceneTileDataset
 
     if config.data == "synthetic":
+        holes = config.synthetic_train_holes()
         train_scenes = synthetic_scenes(
             config.synthetic_train_scenes,
             config.synthetic_size,
             config.synthetic_seed,
             config.synthetic_optical_bands,
+            holes,
         )
         val_scenes = synthetic_scenes(
             config.synthetic_val_scenes,
@@ -89,6 +98,7 @@ def build_training_data(config: TrainConfig) -> TrainingData:
             config.synthetic_size,
             config.synthetic_seed + config.synthetic_train_scenes,
             config.synthetic_optical_bands,
+            holes,
         )
         source = "synthetic data"
     else:
@@ -193,18 +203,30 @@ def draw_batch(
     rank: int = 0,
     world: int = 1,
     stream: int = 1,
+    masks: bool = False,
 ) -> dict[str, Tensor]:
     """``rank``'s collated batch at ``step`` of the batch sequence ``stream`` (``batch_indices``), with the
-    dataset's augmentation epoch set first, on the CPU."""
+    dataset's augmentation epoch set first, on the CPU (``masks``: as in ``collate``)."""
     epoch, indices = batch_indices(len(dataset), batch_size, step, seed, rank, world, stream)
     set_epoch = getattr(dataset, "set_epoch", None)
     if set_epoch is not None:
         set_epoch(epoch)
-    return collate([dataset[i] for i in indices], keys)
+    return collate([dataset[i] for i in indices], keys, masks)
 
 
-def collate(samples: Sequence[Mapping[str, Tensor]], keys: Sequence[str]) -> dict[str, Tensor]:
-    """Stack samples into a batch, keeping only ``keys`` (modalities and, when listed, ``label``)."""
+#: Batch key prefix of a modality's validity mask: ``batch["valid/optical"]`` is bool ``(N, H, W)``.
+VALID_PREFIX = "valid/"
+
+
+def collate(
+    samples: Sequence[Mapping[str, Any]], keys: Sequence[str], masks: bool = False
+) -> dict[str, Tensor]:
+    """Stack samples into a batch, keeping only ``keys`` (modalities and, when listed, ``label``).
+
+    ``masks=True`` also keeps each listed modality's validity mask (``SceneTileDataset``'s ``"valid"``) as
+    ``valid/<modality>``: training on scenes with holes (``TrainConfig.trains_on_holes``) needs them; off,
+    the batch is what it always was.
+    """
     batch: dict[str, Tensor] = {}
     for key in keys:
         if key not in samples[0]:
@@ -212,7 +234,27 @@ def collate(samples: Sequence[Mapping[str, Tensor]], keys: Sequence[str]) -> dic
         batch[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
     if "label" in batch:
         batch["label"] = batch["label"].long()
+    if masks:
+        valid = samples[0].get("valid")
+        if not isinstance(valid, Mapping):
+            raise DataError(
+                "dataset samples carry no 'valid' masks, which training on scenes with holes needs"
+            )
+        for key in keys:
+            if key in valid:
+                batch[VALID_PREFIX + key] = torch.stack([torch.as_tensor(s["valid"][key]) for s in samples])
     return batch
+
+
+def validity_masks(batch: Mapping[str, Tensor], modalities: Sequence[str]) -> dict[str, Tensor]:
+    """``{modality: bool (N, H, W)}`` of a collated batch (``DataError`` when a mask did not come along)."""
+    missing = [m for m in modalities if VALID_PREFIX + m not in batch]
+    if missing:
+        raise DataError(
+            f"the batch has no validity mask of {', '.join(missing)}: training on scenes with holes needs "
+            "batches drawn with masks=True from a dataset whose samples carry them (SceneTileDataset)"
+        )
+    return {m: batch[VALID_PREFIX + m].bool() for m in modalities}
 
 
 def check_batch(batch: Mapping[str, Tensor], in_channels: Mapping[str, int], source: str) -> None:

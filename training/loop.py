@@ -155,7 +155,14 @@ def _train(
         for step in range(start_step, config.steps):
             model.train()
             batch = draw_batch(
-                data.train, keys, step, config.batch_size, config.seed, context.rank, context.world_size
+                data.train,
+                keys,
+                step,
+                config.batch_size,
+                config.seed,
+                context.rank,
+                context.world_size,
+                masks=config.trains_on_holes(),
             )
             if step == start_step:
                 check_batch(batch, in_channels, data.source)

@@ -8,9 +8,13 @@
   sensitive to scale (a translation at half the norm of the real features is penalised, which cosine
   distance is not) and its value for the per-channel-mean guess is about 1, so ``translation_gain`` =
   1 - error(translator) / error(mean guess) says how much of the target the translator actually predicts;
+  On scenes with holes (``valid`` masks given) each pair and scale counts only the feature cells whose
+  every input pixel is valid in both modalities (``cell_validity``): a hole's zero inputs are neither
+  a source nor a target;
 - distillation: each proper subset's logits towards the full pattern's (teacher detached);
 - PSA: cross-modal supervised contrastive loss on class-balanced pixel samples; its value for identical
-  embeddings is ``log((V - 1) * S)`` (``psa_trivial``), the level a PSA that learns nothing sits at;
+  embeddings is ``log((V - 1) * S)`` (``psa_trivial``), the level a PSA that learns nothing sits at
+  (``ignore_invalid_cells`` keeps it off cells with holes);
 - ShaSpec: L1 alignment of shared features and modality classification of specific features.
 """
 
@@ -55,34 +59,110 @@ def dice_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, 
 VARIANCE_FLOOR = 0.05
 
 
-def channel_scale(target: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and floored variance of a ``(N, C, h, w)`` map, detached: ``(1, C, 1, 1)`` each."""
+#: Fewest valid cells the standardized distance needs: one cell has no variance to standardise by (the error
+#: would be divided by the 1e-8 floor), so a masked term with fewer is 0.
+MIN_SCALE_CELLS = 2
+
+
+def cell_validity(valid: Tensor, size: Sequence[int]) -> Tensor:
+    """``(N, H, W)`` pixel validity -> ``(N, 1, h, w)`` for a feature map of ``size`` ``(h, w)``.
+
+    Conservative: a cell is valid only if every input pixel it covers is (max-pool of the invalid mask,
+    kernel = stride), so no feature computed mostly from a hole's zero inputs counts as valid.
+    """
+    height, width = valid.shape[-2:]
+    cells_h, cells_w = int(size[0]), int(size[1])
+    if height % cells_h or width % cells_w:
+        raise ValueError(f"a {height}x{width} mask does not tile a {cells_h}x{cells_w} feature map")
+    stride = (height // cells_h, width // cells_w)
+    invalid = F.max_pool2d((~valid.bool()).unsqueeze(1).float(), kernel_size=stride, stride=stride)
+    return invalid == 0
+
+
+def ignore_invalid_cells(
+    labels: Tensor, valid: Tensor, stride: int, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
+    """``labels`` with every pixel of a ``stride`` cell that holds an invalid pixel set to ``ignore_index``:
+    a sampler of stride-``stride`` cells (PSA) then never picks a cell that saw a hole."""
+    cells = cell_validity(valid, (labels.shape[-2] // stride, labels.shape[-1] // stride))[:, 0]
+    keep = cells.repeat_interleave(stride, dim=-2).repeat_interleave(stride, dim=-1)
+    return labels.masked_fill(~keep, ignore_index)
+
+
+def channel_scale(target: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and floored variance of a ``(N, C, h, w)`` map, detached: ``(1, C, 1, 1)`` each.
+
+    ``mask`` (bool ``(N, 1, h, w)``) restricts both to its cells (features inside holes are not the target's
+    distribution).
+    """
     with torch.no_grad():
         t = target.detach().float()
-        mean = t.mean(dim=(0, 2, 3), keepdim=True)
-        var = t.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        if mask is None:
+            mean = t.mean(dim=(0, 2, 3), keepdim=True)
+            var = t.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        else:
+            weight = mask.to(t.dtype)
+            count = weight.sum().clamp_min(1.0)
+            mean = (t * weight).sum(dim=(0, 2, 3), keepdim=True) / count
+            var = ((t - mean) ** 2 * weight).sum(dim=(0, 2, 3), keepdim=True) / count
         var = var + VARIANCE_FLOOR * var.mean() + 1e-8
     return mean, var
 
 
-def standardized_error(prediction: Tensor, target: Tensor, var: Tensor | None = None) -> Tensor:
-    """Mean over pixels and channels of ``(prediction - target)^2 / var_c`` (``var`` from the target)."""
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``values`` (``(N, C, h, w)``) over the cells of ``mask`` (``(N, 1, h, w)``; None = all).
+
+    Values outside the mask are replaced, not multiplied, so a non-finite one cannot leak in; with no valid
+    cell the result is 0 (still attached to the graph).
+    """
+    if mask is None:
+        return values.mean()
+    kept = values.masked_fill(~mask, 0.0)
+    return kept.sum() / (mask.sum() * values.shape[1]).clamp_min(1)
+
+
+def standardized_error(
+    prediction: Tensor, target: Tensor, var: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
+    """Mean over pixels (those of ``mask``) and channels of ``(prediction - target)^2 / var_c`` (``var``
+    from the target; with ``mask``, 0 below ``MIN_SCALE_CELLS`` cells)."""
+    if mask is not None and int(mask.sum()) < MIN_SCALE_CELLS:
+        return prediction.sum() * 0.0
     if var is None:
-        _mean, var = channel_scale(target)
-    return ((prediction - target) ** 2 / var).mean()
+        _mean, var = channel_scale(target, mask)
+    return masked_mean((prediction - target) ** 2 / var, mask)
 
 
-def feature_distance(prediction: Tensor, target: Tensor, kind: str = "standardized") -> Tensor:
-    """Distance between feature maps: standardized squared error, ``1 - cos`` over channels, MSE or L1."""
+def feature_distance(
+    prediction: Tensor, target: Tensor, kind: str = "standardized", mask: Tensor | None = None
+) -> Tensor:
+    """Distance between feature maps: standardized squared error, ``1 - cos`` over channels, MSE or L1;
+    with ``mask`` (bool ``(N, 1, h, w)``) only over its cells (0 when it has none)."""
     if kind == "standardized":
-        return standardized_error(prediction, target)
-    if kind == "cosine":
-        return (1.0 - F.cosine_similarity(prediction, target, dim=1)).mean()
-    if kind == "mse":
-        return F.mse_loss(prediction, target)
-    if kind == "l1":
-        return F.l1_loss(prediction, target)
+        return standardized_error(prediction, target, mask=mask)
+    if mask is None:
+        if kind == "cosine":
+            return (1.0 - F.cosine_similarity(prediction, target, dim=1)).mean()
+        if kind == "mse":
+            return F.mse_loss(prediction, target)
+        if kind == "l1":
+            return F.l1_loss(prediction, target)
+    elif kind == "cosine":
+        return masked_mean(1.0 - F.cosine_similarity(prediction, target, dim=1).unsqueeze(1), mask)
+    elif kind == "mse":
+        return masked_mean((prediction - target) ** 2, mask)
+    elif kind == "l1":
+        return masked_mean((prediction - target).abs(), mask)
     raise ValueError(f"unknown translation distance {kind!r}")
+
+
+def pair_validity(
+    valid: Mapping[str, Tensor] | None, source: str, target: str, size: Sequence[int]
+) -> Tensor | None:
+    """Cells of a ``size`` feature map valid in both ``source`` and ``target`` (None without masks)."""
+    if valid is None:
+        return None
+    return cell_validity(valid[source].bool() & valid[target].bool(), size)
 
 
 def translation_loss(
@@ -90,14 +170,20 @@ def translation_loss(
     targets: Mapping[str, Sequence[Tensor]],
     stop_gradient: bool = True,
     distance: str = "standardized",
+    valid: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
     """Mean over ordered pairs and translated scales of distance(T_{j->k}(f_j), f_k), the target detached
-    by default (``translations[(j, k)]`` maps a scale index to the translated features)."""
+    by default (``translations[(j, k)]`` maps a scale index to the translated features).
+
+    ``valid`` (``{modality: bool (N, H, W)}``) limits each term to the cells valid in both modalities; a
+    term without such a cell is 0.
+    """
     terms = []
-    for (_source, target), predicted in translations.items():
+    for (source, target), predicted in translations.items():
         for scale, pred in predicted.items():
             real = targets[target][scale]
-            terms.append(feature_distance(pred, real.detach() if stop_gradient else real, distance))
+            mask = pair_validity(valid, source, target, pred.shape[-2:])
+            terms.append(feature_distance(pred, real.detach() if stop_gradient else real, distance, mask))
     if not terms:
         raise ValueError("translation_loss needs at least one translated pair")
     return torch.stack(terms).mean()
@@ -108,6 +194,7 @@ def translation_gains(
     translations: Mapping[tuple[str, str], Mapping[int, Tensor]],
     targets: Mapping[str, Sequence[Tensor]],
     guesses: Mapping[tuple[str, int], Tensor] | None = None,
+    valid: Mapping[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """``translation_gain/<source>-><target>/s<scale>`` = 1 - error(translator) / error(mean guess).
 
@@ -116,20 +203,25 @@ def translation_gains(
     oracle: used in the training log); ``guesses[(target, scale)]`` replaces it by a constant measured
     elsewhere (on training tiles, for held-out evaluation: the constant a deployed model could use).
     0 means the translator is no better than that constant, 1 a perfect translation.
-    ``translation_gain_min`` is the smallest over pairs and scales.
+    ``translation_gain_min`` is the smallest over pairs and scales. ``valid`` (as in ``translation_loss``)
+    limits both errors and the statistics to cells valid in both modalities (a pair and scale with fewer than
+    ``MIN_SCALE_CELLS`` reports 0: no evidence either way, and every rank logs the same keys).
     """
     gains: dict[str, float] = {}
     for (source, target), predicted in translations.items():
         for scale, pred in predicted.items():
             real = targets[target][scale].detach().float()
-            mean, var = channel_scale(real)
+            key = f"translation_gain/{source}->{target}/s{scale}"
+            mask = pair_validity(valid, source, target, pred.shape[-2:])
+            if mask is not None and int(mask.sum()) < MIN_SCALE_CELLS:
+                gains[key] = 0.0
+                continue
+            mean, var = channel_scale(real, mask)
             if guesses is not None:
                 mean = guesses[(target, scale)].reshape(1, -1, 1, 1).to(real)
-            guess = standardized_error(mean.expand_as(real), real, var)
-            error = standardized_error(pred.detach().float(), real, var)
-            gains[f"translation_gain/{source}->{target}/s{scale}"] = float(
-                1.0 - error / guess.clamp_min(1e-12)
-            )
+            guess = standardized_error(mean.expand_as(real), real, var, mask)
+            error = standardized_error(pred.detach().float(), real, var, mask)
+            gains[key] = float(1.0 - error / guess.clamp_min(1e-12))
     if gains:
         gains["translation_gain_min"] = min(gains.values())
     return gains

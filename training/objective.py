@@ -8,6 +8,12 @@ in every step, each subset supervised by the labels (and, with ``lambda_distill`
 full pattern's logits; off by default because it cost accuracy on every pattern); ``draw``
 decodes the full pattern and one drawn pattern (the old schedule, where a single modality got about one step
 in eight).
+
+Scenes with holes (``TrainConfig.trains_on_holes``: clouds, a SAR swath gap, DSM voids in the training
+scenes): the inputs are already zero where invalid and the segmentation keeps its labels everywhere (the
+model must learn to predict under a cloud from what is there), but the translation loss and its gains count
+only feature cells valid in both modalities, and PSA samples no cell where a modality it views is invalid.
+Off, the batch's validity masks are not read, so the clean-scene path is unchanged.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from torch import Tensor, nn
 from stars_edge.modalities import Pattern
 from stars_edge.models import STARSModel
 from training.config import TrainConfig
+from training.data import validity_masks
 from training.losses import (
     distillation_loss,
+    ignore_invalid_cells,
     modality_classification_loss,
     psa_loss,
     segmentation_loss,
@@ -66,6 +74,7 @@ class TrainingObjective(nn.Module):
         modalities = model.modalities
         encoded = model.encode({m: batch[m] for m in modalities})
         fused = {m: encoded[m].fused for m in modalities}
+        valid = validity_masks(batch, modalities) if cfg.trains_on_holes() else None
 
         translations = self._translations(fused)
 
@@ -91,8 +100,13 @@ class TrainingObjective(nn.Module):
             total = total + cfg.lambda_distill * losses["distill"]
 
         if spec.translation_loss and translations:
+            targets = model.translation_targets(encoded)
             losses["translation"] = translation_loss(
-                translations, fused, stop_gradient=spec.stop_gradient, distance=cfg.translation_distance
+                translations,
+                targets,
+                stop_gradient=spec.stop_gradient,
+                distance=cfg.translation_distance,
+                valid=valid,
             )
             if unlabelled is not None:
                 # the same loss on tiles nobody labelled: what a label-free objective can add (the
@@ -101,28 +115,35 @@ class TrainingObjective(nn.Module):
                 fused_u = {m: encoded_u[m].fused for m in modalities}
                 extra = translation_loss(
                     self._translations(fused_u),
-                    fused_u,
+                    model.translation_targets(encoded_u),
                     stop_gradient=spec.stop_gradient,
                     distance=cfg.translation_distance,
+                    valid=validity_masks(unlabelled, modalities) if valid is not None else None,
                 )
                 losses["translation_unlabelled"] = extra.detach()
                 losses["translation"] = (losses["translation"] + extra) / 2
             total = total + cfg.lambda_tr * losses["translation"]
-            for key, value in translation_gains(translations, fused).items():
+            for key, value in translation_gains(translations, targets, valid=valid).items():
                 losses[key] = torch.tensor(value)
         if spec.psa and len(modalities) > 1:
             viewed = [m for m in modalities if m in cfg.psa_view_modalities()]
             views = {m: model.project(fused[m]) for m in viewed}
+            seen = set(viewed)  # the modalities the views are computed from
             if cfg.psa_views == "real+translated":
                 for m in viewed:
                     alone = [p for p in completed_by_pattern if m not in Pattern.parse(p)]
                     if alone:
                         views[f"{m}~translated"] = model.project(completed_by_pattern[alone[0]][m])
+                        seen.update(Pattern.parse(alone[0]).modalities)
             stride = 4 * 2**model.config.psa_scale
+            psa_labels = labels
+            if valid is not None:
+                everywhere = torch.stack([valid[m] for m in modalities if m in seen]).all(dim=0)
+                psa_labels = ignore_invalid_cells(labels, everywhere, stride, self.ignore_index)
             stats: dict[str, float] = {}
             losses["psa"] = psa_loss(
                 views,
-                labels,
+                psa_labels,
                 stride,
                 cfg.psa_pixels_per_class,
                 cfg.psa_temperature,

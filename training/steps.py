@@ -73,6 +73,7 @@ def unlabelled_batch(
         context.rank,
         context.world_size,
         stream=UNLABELLED_STREAM,
+        masks=config.trains_on_holes(),
     )
     return prepare_batch({k: v.to(device, non_blocking=True) for k, v in batch.items()}, config)
 

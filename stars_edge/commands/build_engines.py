@@ -110,6 +110,13 @@ def build_engines(
         help="With several --checkpoint: candidates within this many validation mIoU points of the best "
         "tie, and a tie goes to the one with fewer GFLOPs for the pattern.",
     ),
+    logits_stride: int = typer.Option(
+        1,
+        "--logits-stride",
+        help="1 (default): engines end with the decoder's x4 bilinear upsampling. 4 (opt-in, issue 21): "
+        "engines return stride-4 logits and the runtime blends at stride 4 and upsamples once per output "
+        "pixel (tile and overlap must then be multiples of 4); see docs/RUNTIME.md.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Export ONNX per pattern (FP32/FP16/INT8), gate accuracy, build TensorRT engines where asked."""
@@ -132,6 +139,7 @@ def build_engines(
         checkpoint=checkpoint[0],
         other_checkpoints=tuple(checkpoint[1:]),
         tie_tolerance=tie_tolerance,
+        logits_stride=logits_stride,
         out=out,
         patterns=patterns,
         precisions=parse_precisions(precision),

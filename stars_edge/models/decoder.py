@@ -9,13 +9,15 @@ one. ``STARSModel`` holds either one shared decoder (``fusion``/``smooth``/``hea
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stars_edge.errors import ConfigError
 from stars_edge.models.blocks import SCSE, ConvBNReLU
 from stars_edge.models.pattern_norm import PatternNorm, activated
 
@@ -48,6 +50,24 @@ def decoder_parts(
     return fusion, unit(width, 3), nn.Conv2d(width, classes, 1)
 
 
+#: Stride of the logits ``decode_features`` returns when not told: 1 (upsampled), or 4 inside
+#: ``logits_at_stride(4)`` (the export wrapper's, for ``build-engines --logits-stride 4``).
+_LOGITS_STRIDE: ContextVar[int] = ContextVar("logits_stride", default=1)
+
+
+@contextlib.contextmanager
+def logits_at_stride(stride: int) -> Iterator[None]:
+    """Within the block, decoders return logits at ``stride`` (1 or 4): an exported graph then ends at the
+    classifier, and the runtime upsamples once per output pixel (issue 21) instead of the engine."""
+    if stride not in (1, 4):
+        raise ConfigError(f"--logits-stride must be 1 or 4, got {stride}")
+    token = _LOGITS_STRIDE.set(stride)
+    try:
+        yield
+    finally:
+        _LOGITS_STRIDE.reset(token)
+
+
 def decode_features(
     features: Mapping[str, Sequence[Tensor]],
     modalities: Sequence[str],
@@ -56,10 +76,12 @@ def decode_features(
     head: nn.Module,
     norms: list[PatternNorm],
     pattern: str,
+    logits_stride: int | None = None,
 ) -> Tensor:
     """Concat modalities per scale -> fusion; FPN top-down to stride 4; smooth; head; upsample x4.
 
-    ``norms`` (the per-pattern ones) are switched to ``pattern`` for the call.
+    ``norms`` (the per-pattern ones) are switched to ``pattern`` for the call. ``logits_stride`` 4 skips
+    the final upsampling (None: the enclosing ``logits_at_stride``, else 1).
     """
     with activated(norms, pattern) if norms else contextlib.nullcontext():
         laterals = [
@@ -70,4 +92,6 @@ def decode_features(
         for lateral in reversed(laterals[:-1]):
             top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
         logits = head(smooth(top))
+    if (_LOGITS_STRIDE.get() if logits_stride is None else logits_stride) == 4:
+        return logits
     return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)

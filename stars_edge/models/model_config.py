@@ -12,6 +12,10 @@ from stars_edge.models.pattern_norm import PATTERN_NORM_MODES
 #: ``shared``: one decoder for all patterns; ``per_pattern``: one per pattern (an engine holds only its own).
 DECODER_MODES: tuple[str, ...] = ("shared", "per_pattern")
 
+#: What a translator predicts for a missing modality: its ``fused`` features, or only its ``specific`` part
+#: (the present modalities' shared features stand in for the shared part, as the method's name promises).
+TRANSLATION_TARGETS: tuple[str, ...] = ("fused", "specific")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -31,6 +35,7 @@ class ModelConfig:
     translator_reduction: int = 1
     translator_depth: int = 2
     translation_scales: tuple[int, ...] = (3,)
+    translation_target: str = "fused"
     psa_dim: int = 32
     psa_scale: int = 1
     scse_reduction: int = 8
@@ -55,6 +60,9 @@ class ModelConfig:
             )
         if self.trunk_norm not in TRUNK_NORM_MODES:
             raise ConfigError(f"unknown trunk_norm {self.trunk_norm!r}; valid: {', '.join(TRUNK_NORM_MODES)}")
+        if self.translation_target not in TRANSLATION_TARGETS:
+            valid = ", ".join(TRANSLATION_TARGETS)
+            raise ConfigError(f"unknown translation_target {self.translation_target!r}; valid: {valid}")
         if self.decoder not in DECODER_MODES:
             raise ConfigError(f"unknown decoder {self.decoder!r}; valid: {', '.join(DECODER_MODES)}")
         if not 0 < self.specific_width <= 4:

@@ -50,20 +50,28 @@ class EncodedModality:
 
 
 class Translator(nn.Module):
-    """T_{j->k}: a small conv mapping modality j's fused features to modality k's at one scale.
+    """T_{j->k}: a small conv mapping modality j's fused features to modality k's at one scale (or to k's
+    specific features only, ``out_channels`` wide, with ``translation_target="specific"``).
 
     ``depth`` x ``ConvBNReLU(-> C / reduction, kernel)`` then a linear 1x1 conv back to C: two 3x3 layers
     see a 5x5 neighbourhood of the source, which is what predicting another sensor's content needs at the
     deep scales; wide backbones use a reduction so that one translator per ordered pair and scale stays cheap.
     """
 
-    def __init__(self, channels: int, kernel: int = 3, reduction: int = 1, depth: int = 1) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel: int = 3,
+        reduction: int = 1,
+        depth: int = 1,
+        out_channels: int | None = None,
+    ) -> None:
         super().__init__()
         hidden = max(channels // reduction, 8)
         layers: list[nn.Module] = [
             ConvBNReLU(channels if i == 0 else hidden, hidden, kernel) for i in range(depth)
         ]
-        self.body = nn.Sequential(*layers, nn.Conv2d(hidden, channels, 1))
+        self.body = nn.Sequential(*layers, nn.Conv2d(hidden, out_channels or channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -151,6 +159,8 @@ class STARSModel(nn.Module):
         )
         #: Scales at which a missing modality is translated; at the others it is filled with zeros.
         self.translation_scales: tuple[int, ...] = config.translation_scales
+        self.translation_target = config.translation_target
+        target_ch = specific_ch if self.translation_target == "specific" else shared_ch
         self.translators = nn.ModuleDict()
         if self.fill == "translate" and len(self.modalities) > 1:
             for source in self.modalities:
@@ -163,6 +173,7 @@ class STARSModel(nn.Module):
                                     config.translator_kernel,
                                     config.translator_reduction,
                                     config.translator_depth,
+                                    target_ch[i],
                                 )
                                 for i in self.translation_scales
                             }
@@ -267,6 +278,12 @@ class STARSModel(nn.Module):
         translators = cast(nn.ModuleDict, self.translators[translator_key(source, target)])
         return {i: translators[str(i)](features[i]) for i in self.translation_scales}
 
+    def translation_targets(self, encoded: Mapping[str, EncodedModality]) -> dict[str, list[Tensor]]:
+        """What each modality's translators are trained to predict: its fused or its specific features."""
+        if self.translation_target == "specific":
+            return {m: e.specific for m, e in encoded.items()}
+        return {m: e.fused for m, e in encoded.items()}
+
     def complete(
         self,
         encoded: Mapping[str, EncodedModality],
@@ -291,6 +308,8 @@ class STARSModel(nn.Module):
                     for j in present
                 ]
                 means = {i: _mean([s[i] for s in sources]) for i in self.translation_scales}
+                if self.translation_target == "specific":
+                    means = self._fuse_translated_specific(m, [encoded[j] for j in present], means)
                 reference = encoded[present[0]].fused
                 out[m] = [means[i] if i in means else torch.zeros_like(f) for i, f in enumerate(reference)]
             elif self.fill == "shared":
@@ -298,6 +317,18 @@ class STARSModel(nn.Module):
             else:
                 out[m] = [torch.zeros_like(f) for f in encoded[present[0]].fused]
         return out
+
+    def _fuse_translated_specific(
+        self, target: str, present: Sequence[EncodedModality], specific: Mapping[int, Tensor]
+    ) -> dict[int, Tensor]:
+        """A missing modality's fused features from the present ones' mean shared features and its
+        translated specific features, through its own mixer (as if it had been encoded)."""
+        mixers = cast(nn.ModuleList, self.mixers[target])
+        fused: dict[int, Tensor] = {}
+        for i, translated in specific.items():
+            shared = _mean([e.shared[i] for e in present])
+            fused[i] = shared + mixers[i](torch.cat([shared, translated], dim=1))
+        return fused
 
     def decode(self, features: Mapping[str, Sequence[Tensor]], pattern: Pattern | None = None) -> Tensor:
         """Concat modalities per scale -> SCSE -> 1x1 conv; FPN top-down to stride 4; head; upsample x4.

@@ -1,0 +1,267 @@
+"""Stride-4 logits (issue 21, opt-in): the runtime blends at stride 4 and upsamples once per output pixel.
+
+The oracle is the same engine with its upsampling in the graph (an ONNX ``Resize``, linear, half-pixel: the
+model's ``F.interpolate``) run as a stride-1 engine: with the stride-4 manifest the runtime must give its
+class map (bar exact near-ties) and its probabilities (within float tolerance), tiled and untiled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_runtime_support import make_physical, random_weights
+
+from runtime import Predictor
+from runtime.blending_stride4 import check_stride4
+from runtime.tiling import TileGrid, plan_chunks
+from runtime.upsampling import input_resolution, upsample4
+from stars_edge.errors import ConfigError, ManifestError
+from stars_edge.io import sha256_file
+from stars_edge.manifest import (
+    MANIFEST_NAME,
+    EngineEntry,
+    Manifest,
+    ModelInfo,
+    engine_inputs,
+    load_manifest,
+    save_manifest,
+)
+from stars_edge.modalities import DEFAULT_SPECS, Pattern, all_patterns
+
+CLASSES = 5
+
+
+def pooled_engine(
+    path: Path, pattern: Pattern, weight: np.ndarray, bias: np.ndarray, upsample: bool, kernel: int = 1
+) -> None:
+    """``Conv1x1(AveragePool4x4/4(concat(inputs)))``: logits at stride 4, translation-equivariant on the
+    4-px grid; ``upsample`` appends ``Resize(x4, linear, half_pixel)`` (a stride-1 engine). ``kernel`` 3
+    spreads the weights over a zero-padded 3x3 window: tile edges then show (not equivariant)."""
+    bands = {m: s.bands for m, s in DEFAULT_SPECS.items()}
+    inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, ["N", bands[m], "H", "W"]) for m in pattern]
+    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES, "h", "w"])
+    initializers = [
+        numpy_helper.from_array(
+            np.repeat(np.repeat(weight.astype(np.float32)[:, :, None, None], kernel, 2), kernel, 3)
+            / kernel**2,
+            "weight",
+        ),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
+        numpy_helper.from_array(np.array([1, 1, 4, 4], dtype=np.float32), "scales"),
+    ]
+    nodes = [helper.make_node("Concat", list(pattern), ["stacked"], axis=1)]
+    nodes.append(
+        helper.make_node("AveragePool", ["stacked"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4])
+    )
+    conv = ["coarse" if upsample else "logits"]
+    nodes.append(helper.make_node("Conv", ["pooled", "weight", "bias"], conv, pads=[kernel // 2] * 4))
+    if upsample:
+        nodes.append(
+            helper.make_node(
+                "Resize",
+                ["coarse", "", "scales"],
+                ["logits"],
+                mode="linear",
+                coordinate_transformation_mode="half_pixel",
+            )
+        )
+    graph = helper.make_graph(nodes, f"pooled_{pattern.name}", inputs, [output], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def build(folder: Path, stride: int, seed: int = 3, kernel: int = 1) -> Path:
+    """Engines for every pattern and their manifest; ``stride`` 4 records ``logits_stride`` 4."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        model=ModelInfo("pooled", "stars", "ab" * 32, CLASSES, tuple(f"c{i}" for i in range(CLASSES))),
+        modalities=dict(DEFAULT_SPECS),
+        tile_size=64,
+        context_margin=0,
+        logits_stride=stride,
+    )
+    weights = random_weights(CLASSES, seed)
+    for pattern in all_patterns(tuple(DEFAULT_SPECS)):
+        weight, bias = weights(pattern, sum(DEFAULT_SPECS[m].bands for m in pattern))
+        name = f"{pattern}.fp32.onnx"
+        pooled_engine(folder / name, pattern, weight * 3.0, bias, stride == 1, kernel)
+        manifest.add(
+            EngineEntry(
+                pattern=pattern,
+                precision="fp32",
+                backend="onnxruntime",
+                path=name,
+                sha256=sha256_file(folder / name),
+                inputs=engine_inputs(pattern, DEFAULT_SPECS),
+                tile_size=64,
+            )
+        )
+    save_manifest(manifest, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(stride-4 engines, the same engines upsampling in the graph)."""
+    root = tmp_path_factory.mktemp("stride4")
+    return build(root / "s4", 4), build(root / "s1", 1)
+
+
+def _predict(folder: Path, inputs: dict[str, np.ndarray], **options: object) -> tuple[np.ndarray, np.ndarray]:
+    with Predictor(folder, backend="onnxruntime", threads=1) as predictor:
+        return predictor.predict_arrays(inputs, **options)  # type: ignore[arg-type]
+
+
+def _close_margin(folder: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Pixels whose two best full-resolution logits (the stride-1 oracle's) are within 1e-4: near-ties."""
+    pattern = Pattern.full()
+    stacked = np.concatenate([DEFAULT_SPECS[m].normalize(inputs[m]) for m in pattern])[None]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / f"{pattern}.fp32.onnx"), providers=["CPUExecutionProvider"])
+    feed, start = {}, 0
+    for m in pattern:
+        feed[m] = stacked[:, start : start + DEFAULT_SPECS[m].bands]
+        start += DEFAULT_SPECS[m].bands
+    logits = np.sort(session.run(None, feed)[0][0], axis=0)
+    return logits[-1] - logits[-2] < 1e-4
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(128, 0), (32, 8), (64, 16)])
+def test_stride4_runtime_equals_the_engine_that_upsamples_in_its_graph(
+    engines: tuple[Path, Path], tile: int, overlap: int
+) -> None:
+    """The oracle runs untiled on a 128 px scene (one tile, no padding: its in-graph upsampling clamps at the
+    scene's edges, as the runtime does); the stride-4 runtime runs untiled or tiled with overlap."""
+    stride4, stride1 = engines
+    inputs = make_physical((128, 128), seed=11)
+    got, got_patterns = _predict(stride4, inputs, tile=tile, overlap=overlap, batch=2)
+    want, want_patterns = _predict(stride1, inputs, tile=128, overlap=0)
+    np.testing.assert_array_equal(got_patterns, want_patterns)
+    differ = got != want
+    assert not (differ & ~_close_margin(stride1, inputs)).any()
+    assert differ.mean() < 1e-3
+
+
+def test_stride4_probabilities_match_within_tolerance(engines: tuple[Path, Path], tmp_path: Path) -> None:
+    """The probabilities output too, through ``predict_scene`` (GeoTIFFs), tiled with overlap."""
+    import rasterio
+    from rasterio.transform import Affine
+    from test_runtime_support import write_raster
+
+    stride4, stride1 = engines
+    inputs = make_physical((128, 128), seed=12)
+    paths = {
+        m: write_raster(tmp_path / f"{m}.tif", a, Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0))
+        for m, a in inputs.items()
+    }
+    results = {}
+    for name, folder, tile, overlap in (("s4", stride4, 32, 8), ("s1", stride1, 128, 0)):
+        with Predictor(folder, backend="onnxruntime", threads=1) as predictor:
+            predictor.predict_scene(
+                **paths,
+                out=tmp_path / f"{name}.tif",
+                probabilities=tmp_path / f"{name}_p.tif",
+                probabilities_dtype="float32",
+                tile=tile,
+                overlap=overlap,
+                chunk_width=None,
+                progress=False,
+            )
+        with rasterio.open(tmp_path / f"{name}_p.tif") as dataset:
+            results[name] = dataset.read()
+    np.testing.assert_allclose(results["s4"], results["s1"], atol=2e-5)
+
+
+def test_cloud_hole_is_composed_at_full_resolution(engines: tuple[Path, Path]) -> None:
+    """A cloud hole (optical invalid) inside tiles: its pixels take the sar+dsm engine, the rest the full
+    engine, composed per pixel at full resolution: the same classes and patterns as the stride-1 oracle
+    except at the pixels the per-window upsampling differs (within 2 px of a window edge) and near-ties."""
+    stride4, stride1 = engines
+    inputs = make_physical((104, 104), seed=13)
+    clouds = np.zeros((104, 104), dtype=bool)
+    clouds[40:70, 30:61] = True
+    inputs["dsm"][:, :, 100:] = np.nan  # nodata at the edge: dsm missing, the pixels still predicted
+    options = {"cloud_mask": clouds, "tile": 32, "overlap": 8, "batch": 3, "allow_out_of_range": True}
+    got, got_patterns = _predict(stride4, inputs, **options)
+    want, want_patterns = _predict(stride1, inputs, **options)
+    np.testing.assert_array_equal(got_patterns, want_patterns)
+    assert (got_patterns == Pattern.parse("sar+dsm").index).sum() > 500
+    assert (got == want).mean() > 0.995
+    hole = Pattern.parse("sar+dsm").index
+    assert (got[got_patterns == hole] == want[want_patterns == hole]).mean() > 0.99
+
+
+def test_nodata_pixels_stay_nodata(engines: tuple[Path, Path]) -> None:
+    """Pixels no modality covers are nodata (255) with pattern 0 in both; their neighbours are predicted."""
+    stride4, stride1 = engines
+    inputs = make_physical((72, 72), seed=14)
+    for array in inputs.values():
+        array[:, 20:30, 33:45] = np.nan
+    got, got_patterns = _predict(stride4, inputs, tile=32, overlap=8)
+    want, want_patterns = _predict(stride1, inputs, tile=32, overlap=8)
+    np.testing.assert_array_equal(got == 255, want == 255)
+    np.testing.assert_array_equal(got_patterns, want_patterns)
+    assert (got[20:30, 33:45] == 255).all() and (got != 255).sum() == 72 * 72 - 120
+
+
+def test_chunked_equals_unchunked(tmp_path: Path) -> None:
+    """Column chunks (each running the tiles within the halo of its edges) give the unchunked bits, with
+    engines whose tile edges show (a zero-padded 3x3 conv): every tile's share counts."""
+    stride4 = build(tmp_path / "edged", 4, kernel=3)
+    inputs = make_physical((70, 150), seed=15)
+    whole, whole_patterns = _predict(stride4, inputs, tile=32, overlap=8)
+    for width in (36, 40, 64):
+        chunked, patterns = _predict(stride4, inputs, tile=32, overlap=8, chunk_width=width)
+        np.testing.assert_array_equal(chunked, whole)
+        np.testing.assert_array_equal(patterns, whole_patterns)
+
+
+def test_a_manifest_without_logits_stride_is_stride_1(engines: tuple[Path, Path], tmp_path: Path) -> None:
+    stride4, stride1 = engines
+    data = json.loads((stride1 / MANIFEST_NAME).read_text())
+    assert "logits_stride" not in data
+    assert load_manifest(stride1).logits_stride == 1
+    assert json.loads((stride4 / MANIFEST_NAME).read_text())["logits_stride"] == 4
+    data["logits_stride"] = 2
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="logits_stride"):
+        load_manifest(tmp_path, verify=False)
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(30, 8), (32, 6), (32, 16)])
+def test_tilings_the_stride4_grid_cannot_carry_are_refused(tile: int, overlap: int) -> None:
+    with pytest.raises(ConfigError, match="--logits-stride 4"):
+        check_stride4(tile, overlap)
+
+
+def test_the_runtime_refuses_an_overlap_not_divisible_by_4(engines: tuple[Path, Path]) -> None:
+    stride4, stride1 = engines
+    inputs = make_physical((64, 64), seed=16)
+    with pytest.raises(ConfigError, match="--logits-stride 4"):
+        _predict(stride4, inputs, tile=32, overlap=6)
+    _predict(stride1, inputs, tile=32, overlap=6)  # stride-1 engines take it
+
+
+def test_chunk_halo_takes_the_neighbouring_tiles() -> None:
+    grid = TileGrid(64, 200, 32, 8)
+    plain, wide = plan_chunks(grid, 48), plan_chunks(grid, 48, halo=8)
+    assert [c.first_col for c in wide] <= [c.first_col for c in plain]
+    assert any(w.first_col < p.first_col or w.last_col > p.last_col for w, p in zip(wide, plain, strict=True))
+
+
+def test_input_resolution_upsamples_stride4_logits_only() -> None:
+    logits = np.random.default_rng(0).normal(size=(2, 3, 8, 8)).astype(np.float32)
+    assert input_resolution(logits, (8, 8)) is logits
+    np.testing.assert_array_equal(input_resolution(logits, (32, 32)), upsample4(logits))
+    with pytest.raises(ManifestError, match="quarter"):
+        input_resolution(logits, (16, 16))
+    flat = np.full((1, 1, 3, 3), 2.0, dtype=np.float32)
+    np.testing.assert_array_equal(upsample4(flat), np.full((1, 1, 12, 12), 2.0, dtype=np.float32))
