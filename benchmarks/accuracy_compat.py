@@ -82,6 +82,35 @@ def probe_runs(settings: StudySettings) -> list[RunSpec]:
     return list(kinds.values())
 
 
+#: Run by ``python -c`` inside a code root: the keys of the probe runs that root's own study plan holds.
+_PLAN_PROGRAM = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks.accuracy_runs import PARTS, SHASPEC_GRID, StudySettings, plan
+settings = StudySettings.from_dict(json.loads(sys.argv[2]))
+print(json.dumps([run.key for run in plan(settings, PARTS, SHASPEC_GRID[0])]))
+"""
+
+
+def _run_in(root: Path, program: str, *args: str) -> str:
+    """The last stdout line of ``python -c program args`` run with ``root``'s code, one thread."""
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(root), *args],
+        cwd=root, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+        raise BenchmarkError(f"the probe failed under {root} (exit {done.returncode}):\n{tail}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def planned_keys(root: Path, settings: StudySettings) -> set[str]:
+    """Keys of the probe-sized runs that the study plan under ``root`` holds (a subprocess)."""
+    probe = StudySettings.from_dict({**settings.to_dict(), **PROBE_SETTINGS})
+    return set(json.loads(_run_in(root, _PLAN_PROGRAM, json.dumps(probe.to_dict()))))
+
+
 def probe_hashes(root: Path, settings: StudySettings, runs: list[RunSpec], real_data: Path) -> dict[str, str]:
     """``{run key: hash of its result}`` of ``runs`` trained by the code under ``root`` (a subprocess)."""
     probe = StudySettings.from_dict({**settings.to_dict(), **PROBE_SETTINGS})
@@ -89,16 +118,8 @@ def probe_hashes(root: Path, settings: StudySettings, runs: list[RunSpec], real_
         {**run.__dict__, "modalities": list(run.modalities), "options": [list(o) for o in run.options]}
         for run in runs
     ]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE_PROGRAM, str(root), json.dumps(probe.to_dict()), json.dumps(specs),
-         str(real_data)],
-        cwd=root, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
-        raise BenchmarkError(f"the probe failed under {root} (exit {done.returncode}):\n{tail}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    output = _run_in(root, _PROBE_PROGRAM, json.dumps(probe.to_dict()), json.dumps(specs), str(real_data))
+    return dict(json.loads(output))
 
 
 def verify_carry_over(
@@ -111,8 +132,10 @@ def verify_carry_over(
 ) -> dict[str, Any]:
     """Probe ``old_commit`` against the current (committed) code; on a full match, log the alias.
 
-    ``runs`` defaults to ``probe_runs(settings)`` (every run kind). Returns the alias record (``"carried":
-    False`` and the differing probes when they differ).
+    ``runs`` defaults to ``probe_runs(settings)`` (every run kind). Kinds the old commit's plan does not hold
+    (an option added since) are left out: the old code cannot run them and has no runs of them to carry;
+    the record lists them as ``new_kinds``. Returns the alias record (``"carried": False`` and the differing
+    probes when they differ).
     """
     if git_commit(root)["dirty"]:
         raise BenchmarkError("commit the current code first: a carry-over names the commit it vouches for")
@@ -125,6 +148,12 @@ def verify_carry_over(
             old = code_fingerprint(tree)
             if old == current:
                 raise BenchmarkError(f"{old_commit} has the current code fingerprint: nothing to carry")
+            known = planned_keys(tree, settings)
+            new_kinds = sorted(r.key for r in runs if r.key not in known)
+            runs = [r for r in runs if r.key in known]
+            if new_kinds:
+                listed = ", ".join(new_kinds)
+                print(f"not in {old_commit[:12]}'s plan (nothing to carry): {listed}", flush=True)
             print(f"probing {len(runs)} run kinds under {old_commit[:12]} (code {old[:12]})", flush=True)
             before = probe_hashes(tree, settings, runs, real_data)
         finally:
@@ -141,6 +170,7 @@ def verify_carry_over(
         "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "carried": not differing,
         "differing": differing,
+        "new_kinds": new_kinds,
     }
     if not differing:
         ResultsLog(log).append(record)

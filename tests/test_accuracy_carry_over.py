@@ -64,8 +64,11 @@ def test_a_change_that_computes_the_same_is_carried_and_one_that_does_not_is_ref
     _commit(repo, "training/objective.py", '"""One training step', '"""(A comment.) One training step', "doc")
     new_fingerprint = code_fingerprint(repo)
     assert new_fingerprint != old_fingerprint
-    alias = verify_carry_over(log, "HEAD~1", SETTINGS, tmp_path, root=repo, runs=RUNS)
+    # a run kind the old commit's plan does not hold has nothing to carry: left out, not probed, listed
+    unplanned = RunSpec("synthetic", "stars", 0, options=(("synthetic_train_cloud_cover", 0.1),))
+    alias = verify_carry_over(log, "HEAD~1", SETTINGS, tmp_path, root=repo, runs=[*RUNS, unplanned])
     assert alias["carried"] and alias["alias"] == {"from": old_fingerprint, "to": new_fingerprint}
+    assert alias["new_kinds"] == [unplanned.key] and alias["probe"]["runs"] == [RUNS[0].key]
     (record,) = ResultsLog(log).read()
     assert record["fingerprint"] == new_fingerprint and record["fingerprint_logged"] == old_fingerprint
     assert select_records([record], "s", "current", current=new_fingerprint).records == [record]
