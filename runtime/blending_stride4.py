@@ -10,6 +10,14 @@ one tile alone covers the pixels (weight 1, a tile's interior) that is exactly w
 probabilities (identical for a translation-equivariant engine). Classes are the argmax of those logits
 (``pixels.clear_argmax``; near-ties through softmax, so they agree with the probabilities output).
 
+Without probabilities requested, classes and patterns are not upsampled pixel by pixel: the 16 pixels of a
+4x4 quad read the same 2x2 cells, and their logits are convex combinations of those cells', so where the
+four cells are covered and lead with one class by ``CLEAR_LEAD`` (within ``LOGIT_BOUND``, far from float32
+rounding) the quad takes that class by broadcasting, and its pattern likewise (``PATTERN_LEAD``); quads of
+uncovered cells are nodata. Only the other quads (class boundaries, near-ties) are interpolated, gathered
+(``upsample4_quads``), and the boxes of tiles composed at full resolution upsampled as a block: the same bits
+as upsampling everything, which is what the probabilities path still does.
+
 Tiles whose inside pixels all have one pattern (nearly all) are blended on the coarse grid. A tile with
 several patterns (a cloud hole: a second engine runs on windows) or with nodata pixels is composed at full
 resolution from the full-resolution validity, each engine's output upsampled over the window it ran on (what
@@ -33,9 +41,10 @@ import numpy as np
 
 from runtime.blending import RowBands
 from runtime.outputs import CLASS_NODATA
-from runtime.pixels import argmax_channels, clear_argmax, softmax_channels
+from runtime.pixels import clear_argmax, softmax_channels
+from runtime.stride4_quads import LAG, Band, Quads, classes_of, pattern_leads, patterns_of, shift_rows
 from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
-from runtime.upsampling import FACTOR, upsample4
+from runtime.upsampling import FACTOR, upsample4, upsample4_quads
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 
@@ -43,8 +52,13 @@ __all__ = ["CHUNK_HALO", "Stride4Blender", "check_stride4"]
 
 #: Pixels beyond a column chunk's edges whose tiles the chunk also runs: bilinear reads the next cell.
 CHUNK_HALO = 2 * FACTOR
-#: Pixel rows each tile row's output lags behind ``TileGrid.final_rows`` (half a cell: bilinear's reach).
-LAG = FACTOR // 2
+#: Quads read their class from their cells only where the cells' normalised logits stay within this: float32
+#: interpolation (and a mixed band's ``x * w / w``) then moves a lead by under 2e-4, well inside the
+#: ``CLEAR_LEAD`` of every cell. Larger logits take the exact path.
+LOGIT_BOUND = 256.0
+#: Quads read their pattern from their cells where the leading weight leads by this share of the largest
+#: (float32 interpolation errs by under 8 * 2**-24 of it).
+PATTERN_LEAD = 2.0**-16
 
 
 def check_stride4(tile: int, overlap: int) -> None:
@@ -101,7 +115,9 @@ class Stride4Blender:
         self._fine: np.ndarray | None = None
         self._fine_shape = (channels, t + LAG, width)
         self._mixed = (False, False)  # whether the previous / current tile row put anything in ``_fine``
-        self._cells = (-(-grid.height // FACTOR), -(-grid.width // FACTOR))
+        #: Scene pixel boxes ``(y0, y1, x0, x1)`` of the tiles in ``_fine`` (its only nonzero pixels).
+        self._boxes: list[tuple[int, int, int, int]] = []
+        self._cell_extent = (-(-grid.height // FACTOR), -(-grid.width // FACTOR))
         self._row = -1
 
     def start_row(self, row: int, fresh: bool = False) -> None:
@@ -111,11 +127,15 @@ class Stride4Blender:
             if self._fine is not None:
                 self._fine[...] = 0.0
             self._mixed = (False, False)
+            self._boxes = []
         else:
-            _shift(self._coarse, self._cell_stride)
+            shift_rows(self._coarse, self._cell_stride)
             if self._fine is not None and any(self._mixed):
-                _shift(self._fine, self.grid.stride)
+                columns = [(box[2] - self._x0, box[3] - self._x0) for box in self._boxes]
+                shift_rows(self._fine, self.grid.stride, columns)
             self._mixed = (self._mixed[1], False)
+            top = row * self.grid.stride - LAG  # the first row ``_fine`` keeps
+            self._boxes = [box for box in self._boxes if box[1] > top]
         self._row = row
 
     def add(self, col: int, logits: np.ndarray | None, pattern_index: np.ndarray) -> None:
@@ -149,6 +169,8 @@ class Stride4Blender:
             self._fine = np.zeros(self._fine_shape, dtype=np.float32)
         self._mixed = (self._mixed[0], True)
         c, t = self.classes, self.grid.tile
+        y = self._row * self.grid.stride
+        self._boxes.append((y, y + t, self._x0 + x0, self._x0 + x0 + t))
         weights = self._window * (pattern_index > 0)
         target = self._fine[:, LAG : LAG + t, x0 : x0 + t]
         target[:c] += logits * weights
@@ -160,43 +182,134 @@ class Stride4Blender:
 
     def finish_row(self) -> RowBands:
         """The rows this tile row completes (``LAG`` rows behind ``final_rows``), chunk's final columns."""
-        grid, row, c = self.grid, self._row, self.classes
+        grid, row = self.grid, self._row
         y0 = 0 if row == 0 else row * grid.stride - LAG
         y1 = grid.height if row == grid.rows - 1 else min(grid.height, (row + 1) * grid.stride - LAG)
-        x_start, x_stop = self.chunk.x_start, self.chunk.x_stop
+        band = Band(y0, y1, self.chunk.x_start, self.chunk.x_stop)
+        if self.probabilities is None:
+            return self._finish_quads(band)
+        return self._finish_upsampled(band)
+
+    def _shares(self) -> tuple[list[int], list[int]]:
+        """The patterns seen so far and their weight channels (none while a single pattern was seen)."""
         seen = sorted(self._seen)
-        shares = [self._channel[i] for i in seen] if len(seen) > 1 else []
-        logits, weight, pattern_weights, covered = self._upsampled(y0, y1, x_start, x_stop, shares)
-        if self._fine is not None and any(self._mixed):
-            base = row * grid.stride - LAG
-            fine = self._fine[:, y0 - base : y1 - base, x_start - self._x0 : x_stop - self._x0]
+        return seen, [self._channel[i] for i in seen] if len(seen) > 1 else []
+
+    def _fine_band(self, band: Band) -> np.ndarray | None:
+        """``_fine`` over the band, or None when no tile of this or the previous row was composed there."""
+        if self._fine is None or not any(self._mixed):
+            return None
+        base = self._row * self.grid.stride - LAG
+        return self._fine[:, band.y0 - base : band.y1 - base, band.x0 - self._x0 : band.x1 - self._x0]
+
+    def _finish_upsampled(self, band: Band) -> RowBands:
+        """Every pixel's logits upsampled, then classes, patterns and probabilities."""
+        logits, covered, classes, patterns = self._dense(band)
+        return RowBands(band.y0, classes, patterns, self._probabilities(logits, covered))
+
+    def _dense(self, band: Band) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, coverage, classes and patterns of every pixel of ``band`` (any part of the row's band),
+        upsampling every channel: the reference the quads of ``_finish_quads`` reproduce."""
+        c = self.classes
+        seen, shares = self._shares()
+        stacked, top, left = self._cells(band, shares)
+        crop = (
+            slice(band.y0 - FACTOR * top, band.y1 - FACTOR * top),
+            slice(band.x0 - FACTOR * left, band.x1 - FACTOR * left),
+        )
+        up = upsample4(stacked)[(slice(None), *crop)]
+        inside = np.repeat(np.repeat(stacked[c + 1] > 0, FACTOR, axis=0), FACTOR, axis=1)[crop]
+        logits, covered, pattern_weights = self._pixels(up, inside, self._fine_band(band), shares)
+        return (
+            logits,
+            covered,
+            classes_of(logits, covered),
+            patterns_of(seen, shares, pattern_weights, covered),
+        )
+
+    def _pixels(
+        self, up: np.ndarray, inside: np.ndarray, fine: np.ndarray | None, shares: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Logits, coverage and pattern weights of pixels from their upsampled ``_cells`` channels ``up``
+        (divided in place by the covered cells' share), their own cell's coverage and ``_fine`` there."""
+        c = self.classes
+        reach = up[c + 1]
+        up /= np.where(reach > 0, reach, 1.0)
+        logits, weight, pattern_weights, covered = up[:c], up[c], up[c + 2 :], inside
+        if fine is not None:
             total = weight + fine[c]
             logits = (logits * weight + fine[:c]) / np.where(total > 0, total, 1.0)
             pattern_weights = pattern_weights + fine[shares]
             covered = covered | (fine[c] > 0)
-        classes = _classes(logits, covered)
-        if shares:
-            patterns = np.asarray(seen, dtype=np.uint8)[argmax_channels(pattern_weights)]
-        else:
-            patterns = np.full(covered.shape, seen[0] if seen else 0, dtype=np.uint8)
-        patterns[~covered] = 0
-        return RowBands(y0, classes, patterns, self._probabilities(logits, covered))
+        return logits, covered, pattern_weights
 
-    def _upsampled(
-        self, y0: int, y1: int, x0: int, x1: int, shares: list[int]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Over pixels ``[y0, y1) x [x0, x1)``: the coarse tiles' logits, their weight and the ``shares``
-        channels (pattern weights) upsampled, and whether a coarse tile covers each pixel's cell.
+    def _finish_quads(self, band: Band) -> RowBands:
+        """Classes and patterns with the bits of ``_dense``, upsampling only the pixels that need it.
+
+        Output pixels come in quads of 4x4 that read the same 2x2 cells (``upsample4_quads``): a pixel's
+        logits are a convex combination of its covered cells' normalised logits. Where all four cells are
+        covered and lead with one class (by ``CLEAR_LEAD``, within ``LOGIT_BOUND``), that class leads every
+        pixel of the quad beyond float32 rounding, so the quad takes it without interpolation; its pattern
+        likewise (``PATTERN_LEAD``). Quads without a covered cell are nodata. The other quads are
+        interpolated (gathered) and decided pixel by pixel; those of tiles composed at full resolution are
+        computed by ``_dense``, box by box."""
+        c = self.classes
+        seen, shares = self._shares()
+        stacked, top, left = self._cells(band, shares)
+        quads = Quads.of(band, top, left, stacked.shape[1:])
+        inside = stacked[c + 1] > 0
+        index, unclear = clear_argmax(stacked[:c])
+        sure = inside & ~unclear & (np.abs(stacked[:c]).max(axis=0) <= LOGIT_BOUND)
+        decided = quads.reduce(np.logical_and, sure) & quads.same(index)
+        if shares:
+            pattern, lead, largest = pattern_leads(stacked[c + 2 :])
+            clear = quads.reduce(np.minimum, lead) >= PATTERN_LEAD * quads.reduce(np.maximum, largest)
+            decided &= clear & quads.same(pattern)
+        empty = ~quads.reduce(np.logical_or, inside)
+        boxes = quads.meeting(self._boxes) if self._fine_band(band) is not None else []
+        for rows, cols in boxes:
+            decided[rows, cols] = True  # computed by ``_dense`` below
+        corner = quads.corner()
+        classes = np.where(empty, np.uint8(CLASS_NODATA), index[corner]).astype(np.uint8)
+        if shares:
+            patterns = np.asarray(seen, dtype=np.uint8)[pattern[corner]]
+        else:
+            patterns = np.full(classes.shape, seen[0] if seen else 0, dtype=np.uint8)
+        patterns[empty] = 0
+        class_map, pattern_map = quads.pixels(classes), quads.pixels(patterns)
+        qy, qx = np.nonzero(~(decided | empty))
+        if qy.size:
+            cells = quads.cells(stacked, qy, qx)
+            fine = self._fine_band(band)
+            if fine is not None:
+                ys, xs = quads.positions(qy, qx)
+                fine = fine[:, ys[:, None, :], xs[None, :, :]]
+            own = [0, 0, 1, 1]  # the cell each pixel of a quad lies in (rows, then columns)
+            inside_quads = cells[:, :, c + 1][own][:, own] > 0
+            up = np.moveaxis(upsample4_quads(cells), 2, 0)
+            logits, covered, pattern_weights = self._pixels(up, inside_quads, fine, shares)
+            quads.assign(class_map, qy, qx, classes_of(logits, covered))
+            quads.assign(pattern_map, qy, qx, patterns_of(seen, shares, pattern_weights, covered))
+        for rows, cols in boxes:
+            part = quads.band_of(rows, cols)
+            _, _, part_classes, part_patterns = self._dense(part)
+            quads.paste(class_map, part, part_classes)
+            quads.paste(pattern_map, part, part_patterns)
+        return RowBands(band.y0, quads.crop(class_map), quads.crop(pattern_map), None)
+
+    def _cells(self, band: Band, shares: list[int]) -> tuple[np.ndarray, int, int]:
+        """The coarse cells the band's pixels read, stacked as normalised logits, weight, coverage (1 or 0)
+        and the ``shares`` channels (pattern weights), with the scene cell of their top-left corner.
 
         Each cell's logits are normalised (weighted sum / weight) before upsampling, so a tile's logits come
         back unchanged where its window is not 1 (the scene's borders); cells no coarse tile covers are left
         out of the interpolation (normalised convolution: the covered cells' bilinear weights, rescaled)."""
         c = self.classes
-        rows, cols = self._cells
-        top = max(0, (y0 + LAG) // FACTOR - 1)
-        bottom = min(rows - 1, (y1 - 1 + LAG) // FACTOR)
-        left = max(0, (x0 + LAG) // FACTOR - 1)
-        right = min(cols - 1, (x1 - 1 + LAG) // FACTOR)
+        rows, cols = self._cell_extent
+        top = max(0, (band.y0 + LAG) // FACTOR - 1)
+        bottom = min(rows - 1, (band.y1 - 1 + LAG) // FACTOR)
+        left = max(0, (band.x0 + LAG) // FACTOR - 1)
+        right = min(cols - 1, (band.x1 - 1 + LAG) // FACTOR)
         base_row = self._row * self._cell_stride - 1
         base_col = self._x0 // FACTOR
         block = self._coarse[
@@ -207,12 +320,7 @@ class Stride4Blender:
         stacked = np.concatenate(
             [block[:c] / np.where(inside, weight, 1.0), block[c : c + 1], inside[None], block[shares]]
         )
-        crop = (slice(y0 - FACTOR * top, y1 - FACTOR * top), slice(x0 - FACTOR * left, x1 - FACTOR * left))
-        up = upsample4(stacked)[(slice(None), *crop)]
-        reach = up[c + 1]
-        up /= np.where(reach > 0, reach, 1.0)
-        cells = np.repeat(np.repeat(inside, FACTOR, axis=0), FACTOR, axis=1)[crop]
-        return up[:c], up[c], up[c + 2 :], cells
+        return stacked, top, left
 
     def _probabilities(self, logits: np.ndarray, covered: np.ndarray) -> np.ndarray | None:
         """Softmax of the upsampled logits in the requested dtype (0 / NaN where nothing covers a pixel)."""
@@ -222,20 +330,3 @@ class Stride4Blender:
         if self.probabilities == "uint8":
             return np.where(covered, np.rint(probs * 255.0), 0).astype(np.uint8)
         return np.where(covered, probs, np.float32(np.nan)).astype(np.float32)
-
-
-def _classes(logits: np.ndarray, covered: np.ndarray) -> np.ndarray:
-    """The argmax of each covered pixel's probabilities, read from its logits where that is exact."""
-    classes, unclear = clear_argmax(logits)
-    unclear &= covered
-    if unclear.any():
-        classes[unclear] = argmax_channels(softmax_channels(logits[:, unclear]))
-    classes[~covered] = CLASS_NODATA
-    return classes
-
-
-def _shift(carry: np.ndarray, rows: int) -> None:
-    """Move ``carry``'s rows up by ``rows`` (the next tile row's start) and clear the rows that open."""
-    kept = carry.shape[1] - rows
-    carry[:, :kept] = carry[:, rows:]
-    carry[:, kept:] = 0.0

@@ -42,6 +42,29 @@ def _upsample_axis(array: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
+def upsample4_quads(quads: np.ndarray) -> np.ndarray:
+    """``(2, 2, ...) -> float32 (4, 4, ...)``: the pixels of ``upsample4`` that read exactly these 2x2 cells,
+    the same bits, for cells gathered from anywhere (the stride-4 blender's pixels near class boundaries).
+
+    Pixels ``4g - 2 .. 4g + 1`` of an axis read cells ``g - 1`` and ``g`` (edge-clamped: the first and last
+    two pixels read one cell twice), so ``quads[i, j]`` holds cells ``(g - 1 + i, f - 1 + j)`` and the result
+    ``[p, q]`` pixel ``(4g - 2 + p, 4f - 2 + q)``; rows first, as ``upsample4``."""
+    return _quads_axis(_quads_axis(np.asarray(quads, dtype=np.float32), 0), 1)
+
+
+def _quads_axis(pairs: np.ndarray, axis: int) -> np.ndarray:
+    """``upsample4``'s two-tap blend along ``axis`` (0 or 1, size 2 -> 4): pixel ``p`` is phase
+    ``(p + 2) % 4`` of the first cell (p < 2, the second its neighbour after) or of the second."""
+    moved = np.moveaxis(pairs, axis, 0)
+    out = np.empty((FACTOR, *moved.shape[1:]), dtype=np.float32)
+    for p in range(FACTOR):
+        weight = NEIGHBOUR_WEIGHTS[(p + 2) % FACTOR]
+        own, neighbour = (moved[0], moved[1]) if p < 2 else (moved[1], moved[0])
+        np.multiply(own, np.float32(1.0 - weight), out=out[p])
+        out[p] += np.float32(weight) * neighbour
+    return np.moveaxis(out, 0, axis)
+
+
 def input_resolution(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """``logits (N, C, h, w)`` of an engine that was fed ``size = (H, W)`` inputs, at ``(H, W)``: unchanged
     from a stride-1 engine, upsampled (``upsample4``) from a stride-4 one; any other size is refused."""

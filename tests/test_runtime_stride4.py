@@ -16,10 +16,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from test_runtime_support import make_physical, random_weights
 
+import runtime.blending_stride4
 from runtime import Predictor
-from runtime.blending_stride4 import check_stride4
+from runtime.blending import RowBands
+from runtime.blending_stride4 import CHUNK_HALO, Stride4Blender, check_stride4
+from runtime.pixels import CLEAR_LEAD
 from runtime.tiling import TileGrid, plan_chunks
-from runtime.upsampling import input_resolution, upsample4
+from runtime.upsampling import input_resolution, upsample4, upsample4_quads
 from stars_edge.errors import ConfigError, ManifestError
 from stars_edge.io import sha256_file
 from stars_edge.manifest import (
@@ -265,3 +268,172 @@ def test_input_resolution_upsamples_stride4_logits_only() -> None:
         input_resolution(logits, (16, 16))
     flat = np.full((1, 1, 3, 3), 2.0, dtype=np.float32)
     np.testing.assert_array_equal(upsample4(flat), np.full((1, 1, 12, 12), 2.0, dtype=np.float32))
+
+
+def test_upsample4_quads_are_the_bits_of_upsample4() -> None:
+    """Each 4x4 quad from its 2x2 cells, edge-clamped quads included, equals ``upsample4`` bit for bit."""
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (2, 3), (5, 4)):
+        cells = (rng.normal(size=(3, h, w)) * rng.choice([1e-3, 1.0, 300.0], size=(3, h, w))).astype(
+            np.float32
+        )
+        padded = np.pad(cells, ((0, 0), (1, 1), (1, 1)), mode="edge")
+        g, f = (a.ravel() for a in np.meshgrid(np.arange(h + 1), np.arange(w + 1), indexing="ij"))
+        quads = np.stack([np.stack([padded[:, g + i, f + j] for j in (0, 1)]) for i in (0, 1)])
+        pixels = upsample4_quads(quads)  # (4, 4, 3, n)
+        whole = np.empty((3, 4 * (h + 1), 4 * (w + 1)), dtype=np.float32)
+        for k in range(g.size):
+            whole[:, 4 * g[k] : 4 * g[k] + 4, 4 * f[k] : 4 * f[k] + 4] = np.moveaxis(pixels[..., k], 2, 0)
+        np.testing.assert_array_equal(whole[:, 2:-2, 2:-2].view(np.uint32), upsample4(cells).view(np.uint32))
+
+
+def _regions(rng: np.random.Generator, shape: tuple[int, int], size: int = 6) -> np.ndarray:
+    """A random value in 0..3 per ``size`` x ``size`` block of cells, at cell resolution."""
+    blocks = rng.integers(0, 4, size=(-(-shape[0] // size), -(-shape[1] // size)))
+    return np.repeat(np.repeat(blocks, size, axis=0), size, axis=1)[: shape[0], : shape[1]]
+
+
+def _coarse_field(rng: np.random.Generator, shape: tuple[int, int], classes: int) -> np.ndarray:
+    """Cell logits in regions: plateaus (one class leads by 2), near-ties (leads of either sign around
+    ``CLEAR_LEAD``, exact ties), large logits and logits of 1e4 whose leader leads by 2 float32 steps."""
+    h, w = shape
+    kind, leader = _regions(rng, shape), _regions(rng, shape, 3) % classes
+    rival = (leader + 1 + _regions(rng, shape) % (classes - 1)) % classes if classes > 1 else leader
+    at = np.indices(shape)
+    field = rng.normal(scale=0.3, size=(classes, h, w)).astype(np.float32)
+    field[leader, *at] += 2.0
+    leads = np.array([-9e-4, -5e-4, -1e-7, 0.0, 1e-7, 5e-4, CLEAR_LEAD - 1e-6, CLEAR_LEAD, 1.1e-3, 2e-3])
+    near = kind == 1
+    field[:, near] = np.float32(1.5)
+    field[rival, *at] = np.where(near, np.float32(2.5), field[rival, *at])
+    field[leader, *at] = np.where(near, np.float32(2.5) + rng.choice(leads, size=shape), field[leader, *at])
+    field[:, kind == 2] *= np.float32(300.0)
+    huge = kind == 3
+    step = np.float32(2.0**-10)  # a float32 step at 1e4
+    base = np.float32(1e4) + step * rng.integers(0, 64, size=shape).astype(np.float32)
+    field[:, huge] = base[huge] - 8 * step
+    low, high = np.minimum(leader, rival), np.maximum(leader, rival)  # the leader has the larger index
+    field[low, *at] = np.where(huge, base, field[low, *at])
+    field[high, *at] = np.where(huge, base + 2 * step, field[high, *at])
+    return field
+
+
+def _adversarial_cells(
+    rng: np.random.Generator, shape: tuple[int, int], classes: int, patterns: list[int]
+) -> np.ndarray:
+    """``Stride4Blender._coarse`` channels over the whole scene: logit sums of ``_coarse_field`` times
+    weights that divide exactly (some cells uncovered), and the weights of two of ``patterns`` per region,
+    tied or a few float32 steps apart."""
+    weights = np.array([0.0, 0.25, 0.5, 1.0, 2.0], dtype=np.float32)
+    weight = rng.choice(weights, p=[0.04, 0.24, 0.24, 0.24, 0.24], size=shape)
+    cells = np.zeros((classes + 1 + 7, *shape), dtype=np.float32)
+    cells[:classes] = _coarse_field(rng, shape, classes) * weight
+    cells[classes] = weight
+    at, options = np.indices(shape), np.array(patterns)
+    first = _regions(rng, shape, 4) % options.size
+    second = (first + 1 + _regions(rng, shape, 5) % (options.size - 1)) % options.size
+    top = rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
+    steps = rng.choice(np.array([0, 1, 1, 2, 3, 1000]), size=shape) * np.spacing(top)
+    cells[classes + options[first], *at] = np.where(weight > 0, top, 0.0)
+    cells[classes + options[second], *at] = np.where(weight > 0, top - steps, 0.0)
+    return cells
+
+
+def _blend_both(
+    grid: TileGrid,
+    field: np.ndarray,
+    patterns: list[int],
+    rng: np.random.Generator,
+    chunk_width: int | None,
+    cells: np.ndarray | None = None,
+) -> list[tuple[list[RowBands], list[RowBands]]]:
+    """Run the same tiles through the class-only blender and the full-upsample one (probabilities on);
+    ``cells`` then replaces each tile row's coarse sums (``_coarse``), for values no tiles would give."""
+    classes, t, size = field.shape[0], grid.tile, grid.tile // 4
+    tiles: dict[tuple[int, int], tuple[np.ndarray | None, np.ndarray]] = {}
+    for row in range(grid.rows):
+        for col in range(grid.cols):
+            y, x = grid.origin(row, col)
+            coarse = np.zeros((classes, size, size), dtype=np.float32)
+            part = field[:, y // 4 : y // 4 + size, x // 4 : x // 4 + size]
+            coarse[:, : part.shape[1], : part.shape[2]] = part
+            noise = rng.normal(scale=0.05, size=coarse.shape).astype(np.float32) * (rng.random() < 0.5)
+            coarse += np.where(np.abs(coarse) < 100.0, noise, 0.0)
+            index = np.full((t, t), patterns[(row + 2 * col) % len(patterns)], dtype=np.uint8)
+            kind = rng.random()
+            logits: np.ndarray | None = coarse
+            if kind < 0.08:
+                logits, index = None, np.zeros((t, t), dtype=np.uint8)  # no valid pixel
+            elif kind < 0.2:
+                index[t // 4 : t // 2, 3 : t // 3] = 0  # nodata pixels: composed at full resolution
+            elif kind < 0.3:
+                index[5 : t // 2, t // 3 :] = patterns[0] % 7 + 1  # a second pattern: full-resolution logits
+                logits = upsample4(coarse) + rng.normal(scale=0.01, size=(classes, t, t)).astype(np.float32)
+            tiles[row, col] = (logits, index)
+    results = []
+    for chunk in plan_chunks(grid, chunk_width, CHUNK_HALO):
+        outputs = []
+        for probabilities in (None, "float32"):
+            blender = Stride4Blender(grid, classes, probabilities, chunk=chunk)
+            bands = []
+            for row in range(1, grid.rows):  # row 1 first: a resume's warm-up row starts fresh
+                blender.start_row(row, fresh=row == 1)
+                for col in range(chunk.first_col, chunk.last_col + 1):
+                    blender.add(col, *tiles[row, col])
+                if cells is not None:
+                    coarse = blender._coarse
+                    y0, x0 = row * grid.stride // 4 - 1, chunk.first_col * grid.stride // 4  # row >= 1
+                    coarse[...] = cells[:, y0 : y0 + coarse.shape[1], x0 : x0 + coarse.shape[2]]
+                bands.append(blender.finish_row())
+            outputs.append(bands)
+        results.append((outputs[0], outputs[1]))
+    return results
+
+
+CASES = [
+    (150, 203, 32, 8, [7], None, 4),
+    (150, 203, 32, 8, [7, 3, 5], None, 4),
+    (181, 246, 64, 16, [1, 4], 70, 5),
+    (97, 130, 32, 12, [2, 6], 40, 3),
+    (96, 128, 32, 0, [7, 3], None, 4),
+    (70, 90, 32, 8, [7, 5], None, 1),
+]
+
+
+@pytest.mark.parametrize("adversarial", [False, True])
+@pytest.mark.parametrize(("height", "width", "tile", "overlap", "patterns", "chunk_width", "classes"), CASES)
+def test_class_map_without_probabilities_is_the_full_upsample(
+    monkeypatch: pytest.MonkeyPatch,
+    height: int,
+    width: int,
+    tile: int,
+    overlap: int,
+    patterns: list[int],
+    chunk_width: int | None,
+    classes: int,
+    adversarial: bool,
+) -> None:
+    """Without probabilities, classes are read per 4x4 quad from its cells where they agree clearly and
+    interpolated elsewhere: the class and pattern maps must be the bits of the full upsample (the path
+    probabilities take), on plateaus, near-ties, large logits, overlaps, scene edges, chunks and nodata;
+    ``adversarial`` also writes coarse sums no tiles would give (pattern weights a few float32 steps
+    apart, uncovered cells anywhere)."""
+    gathered = []
+
+    def counting(quads: np.ndarray) -> np.ndarray:
+        gathered.append(quads.shape[-1])
+        return upsample4_quads(quads)
+
+    monkeypatch.setattr(runtime.blending_stride4, "upsample4_quads", counting)
+    rng = np.random.default_rng(height + width + tile + classes)
+    grid = TileGrid(height, width, tile, overlap)
+    shape = (-(-height // 4) + tile, -(-width // 4) + tile)
+    field = _coarse_field(rng, shape, classes)
+    seen = sorted({*patterns, patterns[0] % 7 + 1})  # the patterns tiles bring (channel classes + index)
+    cells = _adversarial_cells(rng, shape, classes, seen) if adversarial else None
+    for fast, full in _blend_both(grid, field, patterns, rng, chunk_width, cells):
+        for got, want in zip(fast, full, strict=True):
+            assert got.start == want.start and got.probabilities is None
+            np.testing.assert_array_equal(got.classes, want.classes)
+            np.testing.assert_array_equal(got.patterns, want.patterns)
+    assert 0 < 16 * sum(gathered) < 0.75 * height * width  # both paths ran, the shortcut on most pixels

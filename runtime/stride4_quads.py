@@ -1,0 +1,182 @@
+"""Output geometry of the stride-4 blender: 4x4 pixel blocks ("quads") that read the same 2x2 coarse cells,
+and the per-pixel class and pattern decisions (``runtime/blending_stride4.py`` holds the blender).
+
+A quad whose four cells agree on a clearly leading class takes that class without interpolation: bilinear
+interpolation is a convex combination of the four cells, so a class leading at all four leads everywhere
+between them. The rest are gathered and interpolated exactly (``upsampling.upsample4_quads``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from runtime.outputs import CLASS_NODATA
+from runtime.pixels import argmax_channels, clear_argmax, softmax_channels
+from runtime.upsampling import FACTOR
+
+__all__ = ["LAG", "Band", "Quads", "classes_of", "pattern_leads", "patterns_of", "shift_rows"]
+
+#: Pixel rows each tile row's output lags behind ``TileGrid.final_rows`` (half a cell: bilinear's reach).
+LAG = FACTOR // 2
+
+
+def classes_of(logits: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """The argmax of each covered pixel's probabilities, read from its logits where that is exact."""
+    classes, unclear = clear_argmax(logits)
+    unclear &= covered
+    if unclear.any():
+        classes[unclear] = argmax_channels(softmax_channels(logits[:, unclear]))
+    classes[~covered] = CLASS_NODATA
+    return classes
+
+
+class Band(NamedTuple):
+    """Output pixels ``[y0, y1) x [x0, x1)`` of the scene."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+@dataclass(frozen=True)
+class Quads:
+    """The 4x4 pixel quads over a band, each reading 2x2 cells of a ``_cells`` block: quad ``(g, f)`` holds
+    block pixels ``4g - 2 .. 4g + 1`` by ``4f - 2 .. 4f + 1`` and reads block cells ``g - 1, g`` by
+    ``f - 1, f``, clamped to the block (the scene's edges; ``upsample4_quads``)."""
+
+    band: Band
+    origin: tuple[int, int]  # the scene pixel of the first quad's top-left (quads counted from it)
+    rows: (
+        np.ndarray
+    )  # the block cell rows the quad rows read: the first quad's g - 1 .. the last's g, clamped
+    cols: np.ndarray
+
+    @classmethod
+    def of(cls, band: Band, top: int, left: int, cells: tuple[int, ...]) -> Quads:
+        """The quads meeting ``band``, for a block whose top-left cell is scene cell ``(top, left)``."""
+        oy, ox = FACTOR * top - LAG, FACTOR * left - LAG
+        g0, g1 = (band.y0 - oy) // FACTOR, -(-(band.y1 - oy) // FACTOR)
+        f0, f1 = (band.x0 - ox) // FACTOR, -(-(band.x1 - ox) // FACTOR)
+        rows = np.clip(np.arange(g0 - 1, g1), 0, cells[0] - 1)
+        cols = np.clip(np.arange(f0 - 1, f1), 0, cells[1] - 1)
+        return cls(band, (oy + FACTOR * g0, ox + FACTOR * f0), rows, cols)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.size - 1, self.cols.size - 1
+
+    def corner(self) -> tuple[np.ndarray, np.ndarray]:
+        """Index of each quad's top-left cell in the block."""
+        return self.rows[:-1, None], self.cols[None, :-1]
+
+    def _four(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The four cells each quad reads, as four quad-shaped arrays."""
+        block = cells[np.ix_(self.rows, self.cols)]
+        return block[:-1, :-1], block[1:, :-1], block[:-1, 1:], block[1:, 1:]
+
+    def reduce(self, reduce: np.ufunc, cells: np.ndarray) -> np.ndarray:
+        """``reduce`` (a binary ufunc) over the four cells of each quad."""
+        a, b, c, d = self._four(cells)
+        return reduce(reduce(a, b), reduce(c, d))
+
+    def same(self, cells: np.ndarray) -> np.ndarray:
+        """Whether the four cells of each quad hold the same value."""
+        a, b, c, d = self._four(cells)
+        return (a == b) & (a == c) & (a == d)
+
+    def meeting(self, boxes: list[tuple[int, int, int, int]]) -> list[tuple[slice, slice]]:
+        """The quads whose pixels meet the scene pixel ``boxes`` ``(y0, y1, x0, x1)``, as rectangles (boxes
+        of one tile row side by side merged)."""
+        h, w = self.shape
+        oy, ox = self.origin
+        spans: dict[tuple[int, int], list[list[int]]] = {}
+        for y0, y1, x0, x1 in sorted(boxes, key=lambda box: (box[0], box[2])):
+            rows = (max(0, (y0 - oy) // FACTOR), min(h, -(-(y1 - oy) // FACTOR)))
+            cols = [max(0, (x0 - ox) // FACTOR), min(w, -(-(x1 - ox) // FACTOR))]
+            if rows[0] >= rows[1] or cols[0] >= cols[1]:
+                continue
+            row_spans = spans.setdefault(rows, [])
+            if row_spans and cols[0] <= row_spans[-1][1]:
+                row_spans[-1][1] = max(row_spans[-1][1], cols[1])
+            else:
+                row_spans.append(cols)
+        return [(slice(*rows), slice(*cols)) for rows, col_spans in spans.items() for cols in col_spans]
+
+    def band_of(self, rows: slice, cols: slice) -> Band:
+        """The band's pixels in quads ``rows`` x ``cols``."""
+        (oy, ox), band = self.origin, self.band
+        return Band(
+            max(band.y0, oy + FACTOR * rows.start),
+            min(band.y1, oy + FACTOR * rows.stop),
+            max(band.x0, ox + FACTOR * cols.start),
+            min(band.x1, ox + FACTOR * cols.stop),
+        )
+
+    def cells(self, stacked: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        """``(2, 2, channels, n)``: the cells quads ``(qy, qx)`` read."""
+        cells = np.empty((2, 2, stacked.shape[0], qy.size), dtype=np.float32)
+        for i in (0, 1):
+            for j in (0, 1):
+                cells[i, j] = stacked[:, self.rows[qy + i], self.cols[qx + j]]
+        return cells
+
+    def positions(self, qy: np.ndarray, qx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(4, n)`` band rows and columns of the pixels of quads ``(qy, qx)``, clamped into the band (the
+        pixels outside it are cropped later)."""
+        (oy, ox), band, step = self.origin, self.band, np.arange(FACTOR)[:, None]
+        ys = np.clip(oy + FACTOR * qy + step, band.y0, band.y1 - 1) - band.y0
+        xs = np.clip(ox + FACTOR * qx + step, band.x0, band.x1 - 1) - band.x0
+        return ys, xs
+
+    def pixels(self, values: np.ndarray) -> np.ndarray:
+        """Per-quad ``values`` broadcast to a writable pixel array (4x4 per quad)."""
+        h, w = self.shape
+        return np.ascontiguousarray(
+            np.broadcast_to(values[:, None, :, None], (h, FACTOR, w, FACTOR))
+        ).reshape(FACTOR * h, FACTOR * w)
+
+    def assign(self, pixels: np.ndarray, qy: np.ndarray, qx: np.ndarray, values: np.ndarray) -> None:
+        """Write ``(4, 4, n)`` quad ``values`` into the quads ``(qy, qx)`` of a ``pixels`` array."""
+        h, w = self.shape
+        pixels.reshape(h, FACTOR, w, FACTOR)[qy, :, qx, :] = np.moveaxis(values, 2, 0)
+
+    def paste(self, pixels: np.ndarray, part: Band, values: np.ndarray) -> None:
+        """Write ``values`` of the band's pixels ``part`` into a ``pixels`` array."""
+        oy, ox = self.origin
+        pixels[part.y0 - oy : part.y1 - oy, part.x0 - ox : part.x1 - ox] = values
+
+    def crop(self, pixels: np.ndarray) -> np.ndarray:
+        """A ``pixels`` array cut to the band."""
+        (oy, ox), band = self.origin, self.band
+        return np.ascontiguousarray(pixels[band.y0 - oy : band.y1 - oy, band.x0 - ox : band.x1 - ox])
+
+
+def patterns_of(seen: list[int], shares: list[int], weights: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """Each covered pixel's pattern: the one with the most weight (the only one seen without ``shares``)."""
+    if shares:
+        patterns = np.asarray(seen, dtype=np.uint8)[argmax_channels(weights)]
+    else:
+        patterns = np.full(covered.shape, seen[0] if seen else 0, dtype=np.uint8)
+    patterns[~covered] = 0
+    return patterns
+
+
+def pattern_leads(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: the leading pattern channel (first on ties), its lead over the runner-up and its weight."""
+    ordered = np.sort(weights, axis=0)
+    return argmax_channels(weights), ordered[-1] - ordered[-2], ordered[-1]
+
+
+def shift_rows(carry: np.ndarray, rows: int, columns: list[tuple[int, int]] | None = None) -> None:
+    """Move ``carry``'s rows up by ``rows`` (the next tile row's start) and clear the rows that open: only
+    ``columns`` ``(x0, x1)`` of them where those hold all its nonzero values."""
+    kept = carry.shape[1] - rows
+    carry[:, :kept] = carry[:, rows:]
+    if columns is None:
+        carry[:, kept:] = 0.0
+    for x0, x1 in columns or []:
+        carry[:, kept:, x0:x1] = 0.0
