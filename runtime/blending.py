@@ -31,7 +31,7 @@ from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 
-__all__ = ["RowBands", "RowBlender", "argmax_channels", "softmax_channels"]
+__all__ = ["RowBands", "RowBlender", "argmax_channels", "check_probabilities_dtype", "softmax_channels"]
 
 #: ``(y0, y1, x0, x1)`` in tile coordinates.
 Rect = tuple[int, int, int, int]
@@ -45,6 +45,12 @@ class RowBands:
     classes: np.ndarray
     patterns: np.ndarray
     probabilities: np.ndarray | None
+
+
+def check_probabilities_dtype(probabilities: str | None) -> None:
+    """Refuse a probabilities output dtype the blenders cannot write."""
+    if probabilities not in (None, "uint8", "float32"):
+        raise ConfigError(f"probabilities dtype must be uint8 or float32, got {probabilities!r}")
 
 
 class RowBlender:
@@ -70,8 +76,7 @@ class RowBlender:
         patterns: Sequence[Pattern] = ALL_PATTERNS,
         chunk: Chunk | None = None,
     ) -> None:
-        if probabilities not in (None, "uint8", "float32"):
-            raise ConfigError(f"probabilities dtype must be uint8 or float32, got {probabilities!r}")
+        check_probabilities_dtype(probabilities)
         self.grid = grid
         self.classes = classes
         self.probabilities = probabilities

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from runtime.blending import RowBands
+from runtime.blending import RowBands, check_probabilities_dtype
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import clear_argmax, softmax_channels
 from runtime.stride4_quads import LAG, Band, Quads, classes_of, pattern_leads, patterns_of, shift_rows
@@ -91,8 +91,7 @@ class Stride4Blender:
         patterns: Sequence[Pattern] = ALL_PATTERNS,
         chunk: Chunk | None = None,
     ) -> None:
-        if probabilities not in (None, "uint8", "float32"):
-            raise ConfigError(f"probabilities dtype must be uint8 or float32, got {probabilities!r}")
+        check_probabilities_dtype(probabilities)
         check_stride4(grid.tile, grid.overlap)
         self.grid = grid
         self.classes = classes
