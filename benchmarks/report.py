@@ -7,12 +7,12 @@ written by ``benchmarks/accuracy.py``: rows with method, pattern, miou, mf1, per
 training speed (``benchmarks/train_speed.py``), ``run-batch`` throughput (``benchmarks/batch.py``), the
 runtime's peak memory (``benchmarks/runtime_memory.py``) and the results of the studies that write into
 ``benchmarks/results/`` (``studies/int8_placement.py``, ``studies/int8_calibration.py``,
-``studies/quantizers.py``, ``studies/input_contract.py``), and renders what they hold, side by side: latency
-per pattern and precision, the targets each run measured, the end-to-end runtime, the INT8 studies, accuracy
-per method and pattern (mean and spread over seeds), accuracy against speed for the model variants that have
-both, then training and runtime throughput and memory, then the input contract. Only summaries (means,
-spreads) are computed here; every number comes from the JSON files. A file's kind is read from its own keys,
-never from its name.
+``studies/quantizers.py``, ``studies/input_contract.py``, ``studies/hole_training.py``), and renders what
+they hold, side by side: latency per pattern and precision, the targets each run measured, the end-to-end
+runtime, the INT8 studies, accuracy per method and pattern (mean and spread over seeds), accuracy against
+speed for the model variants that have both, then training and runtime throughput and memory, then the input
+contract and training on scenes with holes. Only summaries (means, spreads, differences) are computed here;
+every number comes from the JSON files. A file's kind is read from its own keys, never from its name.
 
 This module finds and classifies the files and assembles the report; the sections live in
 ``report_sections``, ``report_training_runtime`` and ``report_studies`` (whose renderers the studies use for
@@ -50,8 +50,10 @@ from benchmarks.report_sections import (
     summary_lines,
 )
 from benchmarks.report_studies import (
+    hole_training_section,
     input_contract_section,
     int8_calibration_section,
+    is_hole_training,
     is_input_contract,
     is_int8_calibration,
     is_placement,
@@ -135,6 +137,7 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (is_int8_calibration, found.int8_calibration),
         (is_quantizers, found.quantizers),
         (is_input_contract, found.input_contract),
+        (is_hole_training, found.hole_training),
         (_is_low_label, found.low_label),
     )
     for path in sorted(set(paths)):
@@ -169,8 +172,9 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         "number below was measured by the benchmark or study script each section names "
         "(`benchmarks/latency.py`, `benchmarks/accuracy.py`, `benchmarks/train_speed.py`, "
         "`benchmarks/batch.py`, `benchmarks/runtime_memory.py`, `studies/int8_placement.py`, "
-        "`studies/int8_calibration.py`, `studies/quantizers.py`, `studies/input_contract.py`) on the "
-        "machine that section describes. How to reproduce: `benchmarks/README.md`, `studies/README.md`.",
+        "`studies/int8_calibration.py`, `studies/quantizers.py`, `studies/input_contract.py`, "
+        "`studies/hole_training.py`) on the machine that section describes. How to reproduce: "
+        "`benchmarks/README.md`, `studies/README.md`.",
         "",
         *summary_lines(found),
     ]
@@ -196,6 +200,8 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
     lines += training_runtime_sections(found.train_speed, found.batch, found.memory)
     for path, data in found.input_contract:
         lines += input_contract_section(path, data)
+    for path, data in found.hole_training:
+        lines += hole_training_section(path, data)
     for path, data in found.low_label:
         plot = path.with_suffix(".png")
         lines += [f"Source: `{path.name}` (`python benchmarks/accuracy.py`).", ""]

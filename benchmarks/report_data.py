@@ -35,6 +35,7 @@ class ResultSet:
     int8_calibration: list[Entry] = field(default_factory=list)
     quantizers: list[Entry] = field(default_factory=list)
     input_contract: list[Entry] = field(default_factory=list)
+    hole_training: list[Entry] = field(default_factory=list)
     low_label: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -51,6 +52,7 @@ class ResultSet:
             self.quantizers,
             self.low_label,
             self.input_contract,
+            self.hole_training,
         )
         return sum(len(kind) for kind in kinds)
 

@@ -8,7 +8,9 @@ from here; nothing under ``benchmarks/`` imports from ``studies/``. Kinds, each 
   its own per-pattern table);
 - ``studies/input_contract.py``: catch rate and false refusals of the input contract;
 - ``studies/int8_calibration.py``: INT8 calibration methods per pattern;
-- ``studies/quantizers.py``: INT8 quantizers through the build's accuracy gate.
+- ``studies/quantizers.py``: INT8 quantizers through the build's accuracy gate;
+- ``studies/hole_training.py``: training on scenes with holes against clean training (a pilot), on clean
+  and cloudy scenes.
 
 Each ``*_lines`` function returns the lines under a heading (the caller writes the heading: ``#`` in the
 study's file, ``##`` in the report); nothing here reads files or computes more than counts and means.
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.markdown import fmt
-from benchmarks.report_data import has_rows
+from benchmarks.report_data import has_rows, pattern_order
 
 #: The input contract study's verdict a wrong encoding was designed to get; only these count in the rate.
 CAUGHT = "caught"
@@ -232,6 +234,103 @@ def quantizers_lines(result: Mapping[str, Any], heading: str = "##") -> list[str
 
 
 # --------------------------------------------------------------------------------------------------------
+# Training on scenes with holes (studies/hole_training.py)
+# --------------------------------------------------------------------------------------------------------
+
+#: The two runs ``studies/hole_training.py`` trains: on clean scenes, and with the hole options on.
+HOLE_RUNS = ("clean", "holes")
+
+
+def _is_hole_run(run: Any) -> bool:
+    return (
+        isinstance(run, dict)
+        and isinstance(run.get("clean"), dict)
+        and "clean_mean" in run
+        and isinstance(run.get("cloudy_pytorch"), dict)
+        and isinstance(run.get("cloudy_runtime"), dict)
+        and "selection" in run["cloudy_runtime"]
+    )
+
+
+def is_hole_training(data: Mapping[str, Any]) -> bool:
+    """``studies/hole_training.py``: settings and two runs (clean, holes), each scored three ways."""
+    return isinstance(data.get("settings"), dict) and all(_is_hole_run(data.get(n)) for n in HOLE_RUNS)
+
+
+def _pair(entry: Sequence[Any]) -> str:
+    """An edge study ``[[margin, dilation], miou]`` as ``margin/dilation: miou``."""
+    (margin, dilation), score = entry
+    return f"{margin}/{dilation}: {float(score):.2f}"
+
+
+def hole_training_lines(data: Mapping[str, Any]) -> list[str]:
+    """Clean-test mIoU per pattern, cloudy scenes through PyTorch, and the runtime's edge choice, for the
+    clean-trained and the hole-trained model side by side (difference: hole-trained - clean-trained)."""
+    clean, holes = (data[n] for n in HOLE_RUNS)
+    s = data["settings"]
+    options = ", ".join(f"`{k}` {v}" for k, v in holes["options"].items()) or "none"
+    lines = [
+        f"**Pilot: one seed** (seed {s.get('seed', '?')}), {s.get('steps', '?')} steps, "
+        f"{s.get('train_scenes', '?')} training scenes, {s.get('scenes', '?')} clean test and "
+        f"{s.get('scenes', '?')} cloudy scenes of 256 px; commit {data.get('commit', '?')}. "
+        f"Both runs train the `edge` recipe with the same seed; the hole-trained one with {options}.",
+        "",
+        "Clean test scenes, mIoU per pattern:",
+        "",
+        "| pattern | clean-trained | hole-trained | difference |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for pattern in sorted(clean["clean"], key=pattern_order):
+        a, b = clean["clean"][pattern], holes["clean"].get(pattern)
+        diff = "" if b is None else f"{b - a:+.2f}"
+        lines.append(f"| `{pattern}` | {a:.2f} | {'' if b is None else f'{b:.2f}'} | {diff} |")
+    a, b = clean["clean_mean"], holes["clean_mean"]
+    lines.append(f"| mean | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+    cloudy_a, cloudy_b = clean["cloudy_pytorch"], holes["cloudy_pytorch"]
+    fraction = cloudy_a.get("hole_fraction")
+    lines += [
+        "",
+        "Held-out cloudy scenes through PyTorch, mIoU; composite: each pixel predicted by the pattern of the "
+        "modalities valid there (context margin 0); holes: pixels where some modality is missing"
+        + ("" if fraction is None else f" ({float(fraction):.1%} of the pixels)")
+        + "; clear: pixels where every modality is valid:",
+        "",
+        "| prediction | region | clean-trained | hole-trained | difference |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for prediction, label in (("composite", "composite"), ("full_pattern_zero_filled", "full, zero-filled")):
+        for region in ("all", "holes", "clear"):
+            key = f"{prediction}/{region}"
+            if key in cloudy_a and key in cloudy_b:
+                a, b = cloudy_a[key], cloudy_b[key]
+                lines.append(f"| {label} | {region} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+    runtime_a, runtime_b = clean["cloudy_runtime"], holes["cloudy_runtime"]
+    held_out = runtime_a.get("held_out") or {}
+    lines += [
+        "",
+        f"Through the runtime (FP32 engines, `studies/edge_study.py`): pooled mIoU on "
+        f"{held_out.get('scenes', '?')} held-out cloudy scenes of {held_out.get('size', '?')} px, as "
+        "context margin / optical dilation (px): score. Selection: the pair each model's validation "
+        "scenes pick; best fixed margin: the best margin without dilation; best in hindsight: the best pair "
+        "on these scenes.",
+        "",
+        "| model | selection | best fixed margin | best in hindsight | measured margin |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in (("clean-trained", runtime_a), ("hole-trained", runtime_b)):
+        measured = row.get("measured_margin")
+        lines.append(
+            f"| {name} | {_pair(row['selection'])} | {_pair(row['best_fixed_margin'])} | "
+            f"{_pair(row['best_in_hindsight'])} | "
+            + ("" if measured is None else f"{measured[0]} px: {float(measured[1]):.2f}")
+            + " |"
+        )
+    gain = float(runtime_b["selection"][1]) - float(runtime_a["selection"][1])
+    lines += ["", f"Hole-trained selection - clean-trained selection: {gain:+.2f} mIoU.", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------------
 # Report sections
 # --------------------------------------------------------------------------------------------------------
 
@@ -265,4 +364,14 @@ def quantizers_section(path: Path, data: Mapping[str, Any]) -> list[str]:
         "",
         *quantizers_lines(data, heading="###"),
         "",
+    ]
+
+
+def hole_training_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    return [
+        f"## Training on scenes with holes (pilot): `{path.name}`",
+        "",
+        "Written by `python studies/hole_training.py` (studies/README.md).",
+        "",
+        *hole_training_lines(data),
     ]

@@ -317,3 +317,87 @@ def test_the_low_label_study_is_rendered_not_skipped(tmp_path: Path) -> None:
     out = tmp_path / "REPORT.md"
     assert report.main([str(path), "--out", str(out), "--plots", str(tmp_path)]) == 0
     assert "| zero_fill_dropout | 41.50 ± 0.50 (n=2) |" in out.read_text()
+
+
+def _hole_run(
+    clean: dict[str, float], cloudy: float, selection: Any, fixed: Any, best: Any
+) -> dict[str, Any]:
+    """One run of ``studies/hole_training.py``: clean-test mIoU per pattern, cloudy scenes, the edge study."""
+    return {
+        "options": {},
+        "clean": clean,
+        "clean_mean": sum(clean.values()) / len(clean),
+        "cloudy_pytorch": {
+            "hole_fraction": 0.25,
+            "composite/all": cloudy,
+            "composite/holes": cloudy - 10.0,
+            "composite/clear": cloudy + 5.0,
+            "full_pattern_zero_filled/all": cloudy - 8.0,
+            "full_pattern_zero_filled/holes": cloudy - 30.0,
+            "full_pattern_zero_filled/clear": cloudy + 5.0,
+        },
+        "cloudy_runtime": {
+            "engines": "/tmp/hole_training/x/engines",
+            "method": "stars",
+            "checkpoint_sha256": "0" * 64,
+            "held_out": {"scenes": 8, "size": 512, "seed_base": 9600000},
+            "measured_margin": [60, 60.5],
+            "best_fixed_margin": fixed,
+            "selection": selection,
+            "best_in_hindsight": best,
+            "selection_minus_best_fixed": round(selection[1] - fixed[1], 3),
+            "validation_scores": [{"context_margin": 0, "optical_dilation": 0, "miou": 70.0}],
+            "held_out_scores": [{"context_margin": 0, "optical_dilation": 0, "miou": 70.0}],
+        },
+    }
+
+
+def hole_training_result() -> dict[str, Any]:
+    """What ``studies/hole_training.py`` writes, two patterns, round numbers."""
+    holes = _hole_run(
+        {"optical+sar": 74.5, "sar": 61.25}, 72.0, [[0, 0], 74.25], [[0, 0], 74.25], [[0, 0], 74.25]
+    )
+    holes["options"] = {"synthetic_train_cloud_cover": 0.15, "synthetic_train_sar_gap": 0.2}
+    return {
+        "commit": "abc1234",
+        "settings": {"out": "x.json", "steps": "800", "train_scenes": "8", "scenes": "4", "seed": "0"},
+        "clean": _hole_run(
+            {"optical+sar": 75.0, "sar": 61.0}, 67.5, [[8, 16], 72.375], [[16, 0], 72.25], [[0, 16], 72.75]
+        ),
+        "holes": holes,
+    }
+
+
+def test_the_hole_training_pilot_is_rendered_run_against_run(tmp_path: Path) -> None:
+    """``studies/hole_training.py``'s record: known by its keys; per pattern, cloudy, runtime, run by run."""
+    path = _write(tmp_path, "renamed.json", hole_training_result())
+    found = report.collect([path])
+    assert [p.name for p, _ in found.hole_training] == ["renamed.json"] and not found.skipped
+    out = tmp_path / "REPORT.md"
+    assert report.main([str(path), "--out", str(out), "--plots", str(tmp_path)]) == 0
+    section = _sections(out.read_text())["Training on scenes with holes (pilot): `renamed.json`"]
+    assert "Written by `python studies/hole_training.py` (studies/README.md)." in section
+    assert "**Pilot: one seed** (seed 0), 800 steps, 8 training scenes" in section
+    assert "commit abc1234" in section and "`synthetic_train_cloud_cover` 0.15" in section
+    assert "| `optical+sar` | 75.00 | 74.50 | -0.50 |" in section
+    assert "| `sar` | 61.00 | 61.25 | +0.25 |" in section
+    assert "| mean | 68.00 | 67.88 | -0.12 |" in section
+    assert "(25.0% of the pixels)" in section
+    assert "| composite | all | 67.50 | 72.00 | +4.50 |" in section
+    assert "| composite | holes | 57.50 | 62.00 | +4.50 |" in section
+    assert "| composite | clear | 72.50 | 77.00 | +4.50 |" in section
+    assert "8 held-out cloudy scenes of 512 px" in section
+    assert "| clean-trained | 8/16: 72.38 | 16/0: 72.25 | 0/16: 72.75 | 60 px: 60.50 |" in section
+    assert "| hole-trained | 0/0: 74.25 | 0/0: 74.25 | 0/0: 74.25 | 60 px: 60.50 |" in section
+    assert "Hole-trained selection - clean-trained selection: +1.88 mIoU." in section
+
+
+def test_every_checked_in_result_is_rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real run over ``benchmarks/results/*.json`` (plots stubbed: slow, and not what is checked) lists no
+    file as not rendered; the hole-training pilot, once listed so, has its section."""
+    for name in ("plot_latency", "plot_accuracy", "plot_speed_accuracy"):
+        monkeypatch.setattr(report, name, lambda *args: None)
+    out = report.render_report(sorted(STUDY_RESULTS.glob("*.json")), tmp_path / "REPORT.md", tmp_path)
+    text = out.read_text()
+    assert not [line for line in text.splitlines() if line.startswith("Files not rendered")]
+    assert "## Training on scenes with holes (pilot): `hole_training_pilot.json`" in text
