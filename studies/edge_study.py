@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # run as `python studies/edge_study.py`: make `st
 
 from export.tiles import hole_scenes  # noqa: E402
 from runtime.edges import DILATIONS, MARGINS, HoleScene, choose_edges  # noqa: E402
-from stars_edge.manifest import load_manifest  # noqa: E402
+from stars_edge.manifest import Manifest, load_manifest  # noqa: E402
 from studies.common import RESULTS_DIR, short_commit  # noqa: E402
 
 #: Held-out scenes: seeds far from training, calibration, gate, the edge-selection scenes and the demo.
@@ -34,9 +34,16 @@ HELD_OUT_SEED_BASE = 9_600_000
 CLOUD_COVERS = (0.1, 0.15, 0.2, 0.3)
 
 
+def sensitivity_margin(manifest: Manifest) -> int:
+    """The margin measured at export (the sensitivity bound): a manifest whose margin was chosen by
+    accuracy keeps it in its ``edge_choice`` record, and its ``context_margin`` is then the chosen one."""
+    choice = manifest.edge_choice or {}
+    return int(choice.get("measured_margin", manifest.context_margin or 0))
+
+
 def study(engines: Path, scenes: int, size: int, tile: int | None) -> dict[str, Any]:
     manifest = load_manifest(engines)
-    measured = int(manifest.context_margin or 0)
+    measured = sensitivity_margin(manifest)
     validation = [HoleScene(i, c, lab) for i, c, lab in hole_scenes(manifest.modalities)]
     picked = choose_edges(engines, validation, measured, "validation", tile=tile)
     evaluation = [

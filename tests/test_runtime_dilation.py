@@ -114,3 +114,14 @@ def test_a_real_size_patch_keeps_its_optical_data_outside_the_hole(engines: Path
     old = Predictor(engines, backend="onnxruntime", threads=1, context_margin=64)
     _, patterns = old.predict_arrays(inputs, cloud_mask=clouds, tile=64, overlap=16)
     assert (patterns == SAR).all()
+
+
+def test_the_edge_study_compares_against_the_measured_margin_not_the_chosen_one(engines: Path) -> None:
+    from studies.edge_study import sensitivity_margin
+
+    manifest = load_manifest(engines)
+    manifest.context_margin = 16
+    manifest.edge_choice = None
+    assert sensitivity_margin(manifest) == 16  # no choice made: the manifest's margin is the measured one
+    manifest.edge_choice = {"chosen": {"context_margin": 16, "mask_dilation": {}}, "measured_margin": 64}
+    assert sensitivity_margin(manifest) == 64

@@ -61,10 +61,12 @@ def test_the_sweep_has_one_lambda_zero_control_and_the_main_methods_both_psa_abl
 
 def test_fidelity_runs_change_only_their_option() -> None:
     runs = plan(SETTINGS, ("fidelity",))
-    assert len(runs) == 2 * len(SETTINGS.seeds)
+    assert len(runs) == 3 * len(SETTINGS.seeds)
     configs = [train_config(SETTINGS, r, Path("/tmp/unused")) for r in runs]
     assert configs[0].translation_scales == (1, 2, 3) and configs[0].psa_views == "real"
     assert configs[1].psa_views == "real+translated" and configs[1].translation_scales is None
+    assert configs[2].translation_target == "specific" and configs[2].psa_views == "real"
+    assert configs[0].translation_target is None and configs[1].translation_target is None
     assert len({r.key for r in runs}) == len(runs) and all("," not in r.key for r in runs)
 
 
