@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from test_runtime_support import build_engines, make_physical, random_weights, write_raster
+from test_runtime_support import build_engines, interruptible, make_physical, random_weights, write_raster
 
 from runtime import Predictor
 from runtime.batch import BatchSettings, Scene, read_scenes, run_batch, run_scene, verify_scene
@@ -132,6 +132,7 @@ def _start_and_signal(command: list[str], out: Path, send: Callable[[int], None]
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     deadline = time.monotonic() + 120
     while not list(out.glob("*.run.json")):

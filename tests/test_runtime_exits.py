@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from test_runtime_support import build_engines, make_physical, random_weights, write_raster
+from test_runtime_support import build_engines, interruptible, make_physical, random_weights, write_raster
 
 from runtime import Predictor
 from runtime.outputs import check_output_target, journal_path, partial_path
@@ -155,6 +155,7 @@ def test_a_signal_prints_where_the_run_stopped_and_the_command_that_continues_it
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     journal = journal_path(folder / "pred.tif")
     deadline = time.monotonic() + 120
@@ -245,6 +246,7 @@ def test_an_interrupted_cog_finalisation_resumes(
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=interruptible,
     )
     journal = journal_path(tmp_path / "run" / "pred.tif")
     assert journal.exists() and not (tmp_path / "run" / "pred.tif").exists()

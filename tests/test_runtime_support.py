@@ -7,6 +7,7 @@ tested here too, so a broken fixture fails loudly instead of making other tests 
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -213,3 +214,10 @@ def make_physical(shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray
         "sar": rng.normal((-10.0, -17.0), 4.0, (height, width, 2)).transpose(2, 0, 1).astype(np.float32),
         "dsm": rng.normal(5.0, 8.0, (1, height, width)).astype(np.float32),
     }
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: reset SIGINT to its default, because a test
+    run started as a background job of a shell without job control ignores SIGINT, and every child would
+    inherit that (the run would finish instead of stopping)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
