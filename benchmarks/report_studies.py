@@ -335,43 +335,34 @@ def hole_training_lines(data: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def input_contract_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+def study_section(title: str, path: Path, script: str, lines: list[str]) -> list[str]:
+    """A study's report section: its title and file, the script that wrote it, then its lines."""
     return [
-        f"## Input contract: catch rate and false refusals: `{path.name}`",
+        f"## {title}: `{path.name}`",
         "",
-        "Written by `python studies/input_contract.py` (studies/README.md).",
+        f"Written by `python {script}` (studies/README.md).",
         "",
-        *input_contract_lines(data),
+        *lines,
     ]
+
+
+def input_contract_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    lines = input_contract_lines(data)
+    return study_section(
+        "Input contract: catch rate and false refusals", path, "studies/input_contract.py", lines
+    )
 
 
 def int8_calibration_section(path: Path, data: Mapping[str, Any]) -> list[str]:
-    return [
-        f"## INT8 calibration methods: `{path.name}`",
-        "",
-        "Written by `python studies/int8_calibration.py` (studies/README.md).",
-        "",
-        *int8_calibration_lines(data["rows"], data["settings"]),
-        "",
-    ]
+    lines = [*int8_calibration_lines(data["rows"], data["settings"]), ""]
+    return study_section("INT8 calibration methods", path, "studies/int8_calibration.py", lines)
 
 
 def quantizers_section(path: Path, data: Mapping[str, Any]) -> list[str]:
-    return [
-        f"## INT8 quantizers through the accuracy gate: `{path.name}`",
-        "",
-        "Written by `python studies/quantizers.py` (studies/README.md).",
-        "",
-        *quantizers_lines(data, heading="###"),
-        "",
-    ]
+    lines = [*quantizers_lines(data, heading="###"), ""]
+    return study_section("INT8 quantizers through the accuracy gate", path, "studies/quantizers.py", lines)
 
 
 def hole_training_section(path: Path, data: Mapping[str, Any]) -> list[str]:
-    return [
-        f"## Training on scenes with holes (pilot): `{path.name}`",
-        "",
-        "Written by `python studies/hole_training.py` (studies/README.md).",
-        "",
-        *hole_training_lines(data),
-    ]
+    lines = hole_training_lines(data)
+    return study_section("Training on scenes with holes (pilot)", path, "studies/hole_training.py", lines)
