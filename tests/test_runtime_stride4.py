@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_runtime_support import make_physical, random_weights
+from test_runtime_support import build_engines, make_physical, random_weights
 
 import runtime.blending_stride4
 from runtime import Predictor
@@ -24,17 +24,11 @@ from runtime.pixels import CLEAR_LEAD
 from runtime.tiling import TileGrid, plan_chunks
 from runtime.upsampling import input_resolution, upsample4, upsample4_quads
 from stars_edge.errors import ConfigError, ManifestError
-from stars_edge.io import sha256_file
 from stars_edge.manifest import (
     MANIFEST_NAME,
-    EngineEntry,
-    Manifest,
-    ModelInfo,
-    engine_inputs,
     load_manifest,
-    save_manifest,
 )
-from stars_edge.modalities import DEFAULT_SPECS, Pattern, all_patterns
+from stars_edge.modalities import DEFAULT_SPECS, Pattern
 
 CLASSES = 5
 
@@ -82,32 +76,14 @@ def pooled_engine(
 
 def build(folder: Path, stride: int, seed: int = 3, kernel: int = 1) -> Path:
     """Engines for every pattern and their manifest; ``stride`` 4 records ``logits_stride`` 4."""
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(
-        model=ModelInfo("pooled", "stars", "ab" * 32, CLASSES, tuple(f"c{i}" for i in range(CLASSES))),
-        modalities=dict(DEFAULT_SPECS),
-        tile_size=64,
-        context_margin=0,
-        logits_stride=stride,
-    )
+
+    def write(
+        path: Path, pattern: Pattern, bands: object, weight: np.ndarray, bias: np.ndarray, k: int
+    ) -> None:
+        pooled_engine(path, pattern, weight * 3.0, bias, stride == 1, k)
+
     weights = random_weights(CLASSES, seed)
-    for pattern in all_patterns(tuple(DEFAULT_SPECS)):
-        weight, bias = weights(pattern, sum(DEFAULT_SPECS[m].bands for m in pattern))
-        name = f"{pattern}.fp32.onnx"
-        pooled_engine(folder / name, pattern, weight * 3.0, bias, stride == 1, kernel)
-        manifest.add(
-            EngineEntry(
-                pattern=pattern,
-                precision="fp32",
-                backend="onnxruntime",
-                path=name,
-                sha256=sha256_file(folder / name),
-                inputs=engine_inputs(pattern, DEFAULT_SPECS),
-                tile_size=64,
-            )
-        )
-    save_manifest(manifest, folder)
-    return folder
+    return build_engines(folder, weights, CLASSES, kernel=kernel, write_engine=write, logits_stride=stride)
 
 
 @pytest.fixture(scope="module")

@@ -106,8 +106,15 @@ def build_engines(
     tile_size: int = 64,
     context_margin: int | None = 0,
     kernel: int = 1,
+    write_engine: Callable[..., object] | None = None,
+    logits_stride: int = 1,
 ) -> Path:
-    """Write one conv engine per pattern (and precision) plus ``manifest.json``; returns ``folder``."""
+    """Write one engine per pattern (and precision) plus ``manifest.json``; returns ``folder``.
+
+    ``write_engine(path, pattern, bands, weight, bias, kernel)`` writes each engine (default:
+    ``conv_engine``); ``logits_stride`` is recorded in the manifest (engines that return stride-4 logits).
+    """
+    write: Callable[..., object] = write_engine or conv_engine
     specs = dict(specs or DEFAULT_SPECS)
     folder.mkdir(parents=True, exist_ok=True)
     patterns = patterns or all_patterns(tuple(specs))
@@ -118,13 +125,14 @@ def build_engines(
         modalities=specs,
         tile_size=tile_size,
         context_margin=context_margin,
+        logits_stride=logits_stride,
     )
     bands = {m: s.bands for m, s in specs.items()}
     for pattern in patterns:
         weight, bias = weights(pattern, sum(bands[m] for m in pattern))
         for precision in precisions:
             name = f"{pattern}.{precision}.onnx"
-            conv_engine(folder / name, pattern, bands, weight, bias, kernel)
+            write(folder / name, pattern, bands, weight, bias, kernel)
             manifest.add(
                 EngineEntry(
                     pattern=pattern,
