@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stars_edge.errors import ConfigError
+from stars_edge.manifest import LOGITS_STRIDES
 from stars_edge.models.blocks import SCSE, ConvBNReLU
 from stars_edge.models.pattern_norm import PatternNorm, activated
 
@@ -59,7 +60,7 @@ _LOGITS_STRIDE: ContextVar[int] = ContextVar("logits_stride", default=1)
 def logits_at_stride(stride: int) -> Iterator[None]:
     """Within the block, decoders return logits at ``stride`` (1 or 4): an exported graph then ends at the
     classifier, and the runtime upsamples once per output pixel (issue 21) instead of the engine."""
-    if stride not in (1, 4):
+    if stride not in LOGITS_STRIDES:
         raise ConfigError(f"--logits-stride must be 1 or 4, got {stride}")
     token = _LOGITS_STRIDE.set(stride)
     try:
@@ -76,12 +77,11 @@ def decode_features(
     head: nn.Module,
     norms: list[PatternNorm],
     pattern: str,
-    logits_stride: int | None = None,
 ) -> Tensor:
     """Concat modalities per scale -> fusion; FPN top-down to stride 4; smooth; head; upsample x4.
 
-    ``norms`` (the per-pattern ones) are switched to ``pattern`` for the call. ``logits_stride`` 4 skips
-    the final upsampling (None: the enclosing ``logits_at_stride``, else 1).
+    ``norms`` (the per-pattern ones) are switched to ``pattern`` for the call. Inside
+    ``logits_at_stride(4)`` the final upsampling is skipped.
     """
     with activated(norms, pattern) if norms else contextlib.nullcontext():
         laterals = [
@@ -92,6 +92,6 @@ def decode_features(
         for lateral in reversed(laterals[:-1]):
             top = lateral + F.interpolate(top, scale_factor=2.0, mode="nearest")
         logits = head(smooth(top))
-    if (_LOGITS_STRIDE.get() if logits_stride is None else logits_stride) == 4:
+    if _LOGITS_STRIDE.get() == 4:
         return logits
     return F.interpolate(logits, scale_factor=4.0, mode="bilinear", align_corners=False)
