@@ -138,7 +138,13 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
             f"{sum(p['load_and_first_call_s'] for p in engine['per_pattern'].values()):.2f} s alone); main "
             f"thread outside its stages (start-up, range check, commit): {wall - main:.2f} s"
         )
-    lines.append(f"    engine-only shapes: {engine['shapes']}")
+    shapes = f"    engine-only shapes: {engine['shapes']}"
+    if engine.get("first_call_seconds_total") is not None:
+        shapes += (
+            f"; first calls at shapes new to a loaded engine {engine['first_call_seconds_total']:+.2f} s "
+            "over steady calls (not in the floor)"
+        )
+    lines.append(shapes)
     arrays = run.get("arrays")
     if arrays:
         differs = not arrays["pattern_pixels_match_file_run"]

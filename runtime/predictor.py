@@ -345,6 +345,7 @@ class Predictor:
             tiles=len(grid),
             engine_runs=dict(run.use.runs),
             engine_pixels=dict(run.use.pixels),
+            engine_shapes=run.use.shape_counts(),
             pattern_pixels=count_names(run.counts),
             stage_seconds=dict(run.timer.seconds),
             wall_seconds=time.perf_counter() - began,

@@ -224,6 +224,11 @@ class RasterSource:
         valid: dict[str, np.ndarray] = {}
         for name in self.modalities:
             plan = self._plans[name]
+            if h == size and w == size:  # a tile inside the raster (nearly all): no padding to copy into
+                values[name], valid[name] = self._read_physical(
+                    self._readers[name], self.paths[name], plan, window, y
+                )
+                continue
             tile = np.zeros((len(plan.indexes), size, size), dtype=np.float32)
             mask = np.zeros((size, size), dtype=bool)
             if h and w:
@@ -319,7 +324,10 @@ def _apply_scale_offset(reader: Any, bands: list[int], data: np.ndarray) -> np.n
         return data
     scale = np.asarray(scales, dtype=np.float32).reshape(-1, 1, 1)
     offset = np.asarray(offsets, dtype=np.float32).reshape(-1, 1, 1)
-    return data * scale + offset
+    # in place on the freshly read array: the same float32 operations as ``data * scale + offset``
+    np.multiply(data, scale, out=data)
+    np.add(data, offset, out=data)
+    return data
 
 
 def _crs_name(crs: Any) -> str:

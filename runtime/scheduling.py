@@ -52,14 +52,26 @@ class Timer:
 
 @dataclass
 class EngineUse:
-    """Engine calls and the pixels they processed, per pattern name (tiles and windows alike)."""
+    """Engine runs (tiles and windows; a batched call of n tiles is n runs), the pixels they processed, and
+    the engine calls per input shape ``(batch, height, width)``, per pattern name."""
 
     runs: dict[str, int] = field(default_factory=dict)
     pixels: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, dict[tuple[int, int, int], int]] = field(default_factory=dict)
 
-    def add(self, name: str, runs: int, pixels: int) -> None:
+    def add(self, name: str, runs: int, pixels: int, shape: tuple[int, int, int]) -> None:
+        """Count one engine call of input ``shape`` that covered ``runs`` tiles or windows and ``pixels``."""
         self.runs[name] = self.runs.get(name, 0) + runs
         self.pixels[name] = self.pixels.get(name, 0) + pixels
+        calls = self.shapes.setdefault(name, {})
+        calls[shape] = calls.get(shape, 0) + 1
+
+    def shape_counts(self) -> dict[str, dict[str, int]]:
+        """Engine calls per ``"BxHxW"`` input shape, per pattern name (``RunSummary.engine_shapes``)."""
+        return {
+            name: {"x".join(str(v) for v in shape): calls for shape, calls in counts.items()}
+            for name, counts in self.shapes.items()
+        }
 
 
 @dataclass
@@ -308,7 +320,8 @@ def infer_tiles(
             logits = engines.run(pattern, inputs)
             if not logits.flags.writeable:  # later engines patch their pixels into it
                 logits = logits.copy()
-            use.add(pattern.name, len(part), len(part) * tiles[part[0]].codes.size)
+            fed = next(iter(inputs.values())).shape  # (batch, bands, height, width)
+            use.add(pattern.name, len(part), len(part) * tiles[part[0]].codes.size, (fed[0], fed[2], fed[3]))
             for slot, index in enumerate(part):
                 target = composed[index]
                 tile_logits = full(logits[slot]) if index in mixed else logits[slot]
@@ -322,7 +335,8 @@ def infer_tiles(
         tile = tiles[index]
         inputs = {m: batch_of_one(tile.inputs[m][:, y0:y1, x0:x1]) for m in pattern}
         logits = full(engines.run(pattern, inputs)[0])
-        use.add(pattern.name, 1, (y1 - y0) * (x1 - x0))
+        fed = next(iter(inputs.values())).shape
+        use.add(pattern.name, 1, (y1 - y0) * (x1 - x0), (fed[0], fed[2], fed[3]))
         target = composed[index]
         assert target is not None
         view = target[:, y0:y1, x0:x1]

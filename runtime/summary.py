@@ -36,6 +36,9 @@ class RunSummary:
     processed_pixels: int | None = None
     #: Pixels fed to each pattern's engine (whole tiles and windows around invalid regions).
     engine_pixels: dict[str, int] = field(default_factory=dict)
+    #: Engine calls per input shape ``"BxHxW"`` (batch, height, width), per pattern name: whole-tile batches
+    #: and windows, this call's only (like ``engine_runs``: a resume counts what it ran itself).
+    engine_shapes: dict[str, dict[str, int]] = field(default_factory=dict)
     tile_rows: int = 0
     resumed: bool = False
     chunks: int = 1
@@ -56,6 +59,7 @@ class RunSummary:
             "tiles": self.tiles,
             "engine_runs": dict(self.engine_runs),
             "engine_pixels": dict(self.engine_pixels),
+            "engine_shapes": {name: dict(calls) for name, calls in self.engine_shapes.items()},
             "pattern_pixels": dict(self.pattern_pixels),
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
             "wall_seconds": round(self.wall_seconds, 4),

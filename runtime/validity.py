@@ -134,8 +134,11 @@ def prepare_inputs(
     prepared: dict[str, np.ndarray] = {}
     for name, data in values.items():
         normalised = specs[name].normalize(data)
-        np.copyto(normalised, np.float32(fill), where=(~valid[name] & inside)[None])
-        np.copyto(normalised, np.float32(0.0), where=~inside[None])
+        holes = ~valid[name] & inside
+        if holes.any():
+            np.copyto(normalised, np.float32(fill), where=holes[None])
+        if not inside.all():
+            np.copyto(normalised, np.float32(0.0), where=~inside[None])
         prepared[name] = normalised
     return prepared
 

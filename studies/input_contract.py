@@ -57,9 +57,11 @@ def rewrite_geotiff(
     descriptions: Sequence[str | None] | None = None,
     dtype: str | None = None,
     scale: float | None = None,
+    offset: float | None = None,
 ) -> Path:
     """Copy a GeoTIFF with its valid pixels transformed by ``change``, and its band descriptions, dtype
-    (nodata 0 for a new dtype) or GDAL scale tag replaced: how a product with another encoding looks."""
+    (nodata 0 for a new dtype) or GDAL scale/offset tags replaced: how a product with another encoding
+    looks."""
     with rasterio.open(source) as dataset:
         data = dataset.read().astype(np.float64)
         profile = dataset.profile
@@ -77,6 +79,8 @@ def rewrite_geotiff(
             out.set_band_description(band, text or "")
         if scale is not None:
             out.scales = (scale,) * data.shape[0]
+        if offset is not None:
+            out.offsets = (offset,) * data.shape[0]
     return target
 
 

@@ -167,8 +167,12 @@ def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_sc
         assert engine["cpu_seconds"] == pytest.approx(
             sum(p["cpu_seconds"] for p in engine["per_pattern"].values())
         )
-        exact = all(p["whole_tiles_only"] for p in engine["per_pattern"].values())
-        assert engine["shapes"].startswith("exact" if exact else "approximated by pixels")
+        # every call shape the run made was timed on its own
+        shapes = run["summary"]["engine_shapes"]
+        timed = {n: {k: r["calls"] for k, r in p["shapes"].items()} for n, p in engine["per_pattern"].items()}
+        assert timed == shapes
+        count = sum(len(calls) for calls in shapes.values())
+        assert engine["shapes"] == f"exact: timed per call shape ({count} shapes)"
         # the floor: both terms, over the usable cores, against the scene's wall time
         floor = run["floor"]
         assert floor["engine_cpu_seconds"] == pytest.approx(engine["cpu_seconds"])
@@ -281,3 +285,120 @@ def test_end_to_end_failure_is_one_line_naming_the_cause(
     # only two patterns have int8 engines; the runtime needs all seven for a three-modality scene
     assert error.startswith("error: end-to-end run on") and "has no engine for" in error
     assert not (tmp_path / "out.json").exists()
+
+
+#: Calls per input shape of a cloudy run: whole-tile batches of the full pattern, and sar+dsm windows.
+CLOUDY_SHAPES = {
+    "optical+sar+dsm": {"2x64x64": 3, "1x64x64": 1},
+    "sar+dsm": {"1x32x64": 4, "1x32x32": 2, "1x64x64": 1},
+}
+
+
+def _runs_and_pixels(shapes: dict[str, dict[str, int]]) -> tuple[dict[str, int], dict[str, int]]:
+    runs, pixels = {}, {}
+    for name, calls in shapes.items():
+        parsed = [(tuple(int(v) for v in key.split("x")), count) for key, count in calls.items()]
+        runs[name] = sum(b * count for (b, _, _), count in parsed)
+        pixels[name] = sum(b * h * w * count for (b, h, w), count in parsed)
+    return runs, pixels
+
+
+def test_engine_only_times_every_call_shape_of_the_run(
+    engine_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``engine_shapes`` every shape is fed to its engine and timed on its own: each shape's time is
+    its calls x its median per call, the floor their sum; first calls at new shapes are reported apart."""
+    from benchmarks.latency_floor import engine_only
+    from benchmarks.markdown import where_time_goes
+    from runtime.engines import EngineSet
+    from stars_edge.manifest import load_manifest
+
+    fed: list[tuple[str, tuple[int, int, int]]] = []
+    original = EngineSet.run
+
+    def spy(self: EngineSet, pattern: Any, inputs: Any) -> Any:
+        sizes = {a.shape[:1] + a.shape[2:] for a in inputs.values()}
+        assert len(sizes) == 1  # every modality of a call has the call's shape
+        fed.append((pattern.name, sizes.pop()))
+        return original(self, pattern, inputs)
+
+    monkeypatch.setattr(EngineSet, "run", spy)
+    manifest = load_manifest(engine_folder)
+    runs, pixels = _runs_and_pixels(CLOUDY_SHAPES)
+    timing = {"warmup": 1, "min_runs": 3, "max_runs": 4, "min_seconds": 0.0}
+    engine = engine_only(
+        manifest, "openvino", "fp32", 1, runs, pixels, 64, 2, timing, engine_shapes=CLOUDY_SHAPES
+    )
+    assert engine["shapes"] == "exact: timed per call shape (5 shapes)"
+    # each pattern's shapes, most-called first, each on inputs of its own shape
+    order = [(n, tuple(int(v) for v in k.split("x"))) for n, c in CLOUDY_SHAPES.items() for k in c]
+    assert list(dict.fromkeys(fed)) == order
+    steady_total = first_total = 0.0
+    for name, part in engine["per_pattern"].items():
+        assert part["runs"] == runs[name] and part["pixels"] == pixels[name]
+        rows = part["shapes"]
+        assert {k: r["calls"] for k, r in rows.items()} == CLOUDY_SHAPES[name]
+        for position, row in enumerate(rows.values()):
+            assert row["timed"] and row["calls_timed"] >= 3 and row["wall_ms_per_call"] > 0
+            assert row["cpu_seconds"] == pytest.approx(row["calls"] * row["cpu_ms_per_call"] / 1e3)
+            assert row["wall_seconds"] == pytest.approx(row["calls"] * row["wall_ms_per_call"] / 1e3)
+            # the most-called shape loads the engine; every further one is a first call at a new shape
+            assert (row["first_call_s"] is None) == (position == 0)
+            if position:
+                first_total += row["first_call_s"] - row["wall_ms_per_call"] / 1e3
+        assert part["cpu_seconds"] == pytest.approx(sum(r["cpu_seconds"] for r in rows.values()))
+        assert part["wall_seconds"] == pytest.approx(sum(r["wall_seconds"] for r in rows.values()))
+        assert part["load_and_first_call_s"] > 0
+        steady_total += part["cpu_seconds"]
+    assert engine["cpu_seconds"] == pytest.approx(steady_total)
+    assert engine["first_call_seconds_total"] == pytest.approx(first_total)
+    run = {
+        "size": 128, "predict_s": 1.0, "mpx_per_s": 0.016, "engine_only": engine,
+        "floor": {"engine_cpu_seconds": 0.1, "decode_cpu_seconds": 0.1, "cores": 2, "floor_seconds": 0.1,
+                  "floor_fraction": 0.1},
+    }  # fmt: skip
+    printed = "\n".join(where_time_goes(run))
+    assert "engine-only shapes: exact: timed per call shape (5 shapes); first calls at shapes new" in printed
+
+
+def test_engine_only_caps_the_shapes_it_times_and_falls_back_to_pixels_without_shapes(
+    engine_folder: Path,
+) -> None:
+    from benchmarks.latency_floor import engine_only
+    from stars_edge.manifest import load_manifest
+
+    manifest = load_manifest(engine_folder)
+    runs, pixels = _runs_and_pixels(CLOUDY_SHAPES)
+    timing = {"warmup": 0, "min_runs": 2, "max_runs": 2, "min_seconds": 0.0}
+    # at most 3 shapes: each pattern's most-called, then the most-called of the rest (1x32x32, 2 calls)
+    engine = engine_only(
+        manifest,
+        "openvino",
+        "fp32",
+        1,
+        runs,
+        pixels,
+        64,
+        2,
+        timing,
+        engine_shapes=CLOUDY_SHAPES,
+        max_shapes=3,
+    )
+    assert engine["shapes"].startswith("exact: timed per call shape (3 shapes); 2 rarer shapes (2 calls)")
+    rows = engine["per_pattern"]["sar+dsm"]["shapes"]
+    assert [k for k, r in rows.items() if r["timed"]] == ["1x32x64", "1x32x32"]
+    assert {k: r["rate_of"] for k, r in rows.items() if not r["timed"]} == {"1x64x64": "1x32x64"}
+    untimed = rows["1x64x64"]  # twice the pixels of 1x32x64: twice its time per call
+    assert untimed["wall_ms_per_call"] == pytest.approx(2 * rows["1x32x64"]["wall_ms_per_call"])
+    assert untimed["cpu_seconds"] == pytest.approx(untimed["calls"] * untimed["cpu_ms_per_call"] / 1e3)
+    assert not engine["per_pattern"]["optical+sar+dsm"]["shapes"]["1x64x64"]["timed"]
+    # an older summary without engine_shapes: pixels / tile^2 tiles at the whole-tile rate
+    old = engine_only(manifest, "openvino", "fp32", 1, runs, pixels, 64, 2, timing)
+    assert (
+        old["shapes"].startswith("approximated by pixels for sar+dsm")
+        and "first_call_seconds_total" not in old
+    )
+    part = old["per_pattern"]["sar+dsm"]
+    assert "shapes" not in part and part["cpu_seconds"] == pytest.approx(
+        part["pixels"] / 64**2 * part["cpu_ms_per_tile"] / 1e3
+    )

@@ -107,12 +107,39 @@ def test_sub_pattern_engines_run_on_windows_with_the_same_result(
     assert summary.engine_runs == {"optical+sar+dsm": 1, "sar+dsm": 1}  # type: ignore[attr-defined]
     # the window: the cloud's 32-px cells grown by the margin, on the 32-px grid: 64 x 64, not 256 x 256
     assert summary.engine_pixels["sar+dsm"] == 64 * 64  # type: ignore[attr-defined]
+    # the call shapes fed to the engines: the whole tile, and the window
+    assert summary.engine_shapes == {  # type: ignore[attr-defined]
+        "optical+sar+dsm": {"1x256x256": 1},
+        "sar+dsm": {"1x64x64": 1},
+    }
     monkeypatch.setattr(runtime.scheduling, "WINDOW_AREA_LIMIT", -1.0)  # every pattern on the whole tile
     whole, whole_summary = _run_scene(wide_engines, tmp_path / "t", values, tile=256, overlap=0)
     assert whole_summary.engine_pixels["sar+dsm"] == 256 * 256  # type: ignore[attr-defined]
     np.testing.assert_array_equal(windowed["pred"], whole["pred"])
     np.testing.assert_array_equal(windowed["pat"], whole["pat"])
     np.testing.assert_allclose(windowed["prob"], whole["prob"], atol=1e-5)
+
+
+def test_the_summary_counts_engine_calls_per_input_shape(wide_engines: Path, tmp_path: Path) -> None:
+    """``RunSummary.engine_shapes``: calls per ``BxHxW`` of every whole-tile batch and every window, which
+    add up to ``engine_runs`` (a batch of n tiles is n runs) and ``engine_pixels`` per pattern."""
+    values = make_physical((256, 384), seed=5)
+    values["optical"][:, 10:30, 20:44] = np.nan  # a small cloud: a window of sar+dsm
+    values["optical"][:, 140:256, 130:384] = np.nan  # a large one: sar+dsm on whole tiles
+    values["sar"][:, 70:80, 300:310] = np.nan  # a small SAR gap: a window of optical+dsm
+    _, summary = _run_scene(wide_engines, tmp_path, values, tile=128, overlap=16, batch=2)
+    shapes, runs, pixels = summary.engine_shapes, summary.engine_runs, summary.engine_pixels  # type: ignore[attr-defined]
+    assert set(shapes) == set(runs)
+    seen: set[tuple[int, ...]] = set()
+    for name, calls in shapes.items():
+        parsed = {tuple(int(v) for v in key.split("x")): count for key, count in calls.items()}
+        assert all(count > 0 for count in parsed.values())
+        assert sum(b * count for (b, _, _), count in parsed.items()) == runs[name]
+        assert sum(b * h * w * count for (b, h, w), count in parsed.items()) == pixels[name]
+        seen |= set(parsed)
+    # whole-tile batches of 2, lone whole tiles, and windows smaller than a tile, all recorded
+    assert {(2, 128, 128), (1, 128, 128)} <= seen and any(h * w < 128 * 128 for _, h, w in seen)
+    assert summary.to_dict()["engine_shapes"] == shapes  # type: ignore[attr-defined]
 
 
 def test_scattered_invalid_pixels_cost_no_extra_engine_work(wide_engines: Path, tmp_path: Path) -> None:

@@ -208,6 +208,20 @@ def test_bands_select_from_a_multiband_stack_by_number_or_description(
         _run(engines, tmp_path / "none", optical=bare)
 
 
+def test_sentinel2_l2a_baseline_04_offset_is_applied(
+    engines: Path, scene: dict[str, Path], tmp_path: Path
+) -> None:
+    """L2A since processing baseline 04.00: DN = (reflectance + 0.1) x 10000, declared as scale 1e-4 and
+    offset -0.1 (BOA_ADD_OFFSET); the runtime applies both, so the map matches the reflectance file's."""
+    l2a = rewrite_geotiff(
+        scene["optical"], tmp_path / "l2a.tif", lambda a: (a + 0.1) * 10000, None, "uint16", 1e-4, -0.1
+    )
+    _, expected = _run(engines, tmp_path / "reference", optical=scene["optical"])
+    summary, classes = _run(engines, tmp_path / "l2a", optical=l2a)
+    assert (classes == expected).mean() > 0.999  # uint16 rounding moves a few pixels at most
+    assert summary.input_notes == []  # type: ignore[attr-defined]
+
+
 def test_band_selection_errors_name_the_problem(
     engines: Path, scene: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -105,6 +105,14 @@ def test_resume_equals_uninterrupted(
     assert not partial_path(folder / "pred.tif").exists() and not journal_path(folder / "pred.tif").exists()
     whole = _run(engines, scene, tmp_path / "again")
     assert summary.pattern_pixels == whole.pattern_pixels
+    # engine calls: this call's only (not the interrupted one's), call shapes and runs alike
+    shaped = {
+        n: sum(int(k.split("x")[0]) * c for k, c in calls.items())
+        for n, calls in summary.engine_shapes.items()
+    }
+    assert shaped == summary.engine_runs
+    if written:
+        assert sum(summary.engine_runs.values()) < sum(whole.engine_runs.values())
 
 
 def test_interrupted_twice_then_resumed(engines: Path, scene: dict[str, Path], tmp_path: Path) -> None:

@@ -178,6 +178,50 @@ def test_cloud_hole_is_composed_at_full_resolution(engines: tuple[Path, Path]) -
     assert (got[got_patterns == hole] == want[want_patterns == hole]).mean() > 0.99
 
 
+def test_fill_values_reach_no_pixel_beyond_the_margin_at_stride_4(
+    engines: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A cloud across tile edges: its pixels take the sar+dsm windows' logits alone, the other pixels the
+    full engine's cells, so what is put into the cloud's optical pixels changes no class, pattern or
+    probability. These engines' outputs reach 6 px (a 4x4 pooling cell, then bilinear to the next cell): a
+    margin of 8 covers it; with margin 0 the same fills do show (the test can fail)."""
+    import rasterio
+    from rasterio.transform import Affine
+    from test_runtime_support import write_raster
+
+    stride4, _ = engines
+    inputs = make_physical((104, 104), seed=17)
+    inputs["optical"][:, 20:60, 26:70] = np.nan  # across the tiles' overlap bands (tile 32, overlap 8)
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0)
+    paths = {m: write_raster(tmp_path / f"{m}.tif", a, transform) for m, a in inputs.items()}
+
+    def run(name: str, fill: float, margin: int) -> dict[str, np.ndarray]:
+        with Predictor(stride4, backend="onnxruntime", threads=1, context_margin=margin) as predictor:
+            predictor.fill_value = fill
+            predictor.predict_scene(
+                **paths,
+                out=tmp_path / f"{name}.tif",
+                pattern_map=tmp_path / f"{name}_pat.tif",
+                probabilities=tmp_path / f"{name}_p.tif",
+                probabilities_dtype="float32",
+                tile=32,
+                overlap=8,
+                progress=False,
+            )
+        arrays = {}
+        for part in ("", "_pat", "_p"):
+            with rasterio.open(tmp_path / f"{name}{part}.tif") as dataset:
+                arrays[part] = dataset.read()
+        return arrays
+
+    base, other = run("a", 0.0, 8), run("b", 9.0, 8)
+    for part in base:
+        np.testing.assert_array_equal(base[part], other[part], err_msg=part)
+    assert (base["_pat"] == Pattern.parse("sar+dsm").index).sum() > 40 * 44
+    leak_a, leak_b = run("c", 0.0, 0), run("d", 9.0, 0)
+    assert not np.array_equal(leak_a["_p"], leak_b["_p"])
+
+
 def test_nodata_pixels_stay_nodata(engines: tuple[Path, Path]) -> None:
     """Pixels no modality covers are nodata (255) with pattern 0 in both; their neighbours are predicted."""
     stride4, stride1 = engines
