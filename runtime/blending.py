@@ -27,6 +27,7 @@ import numpy as np
 
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import argmax_channels, clear_argmax, softmax_channels
+from runtime.stride4_mixed import PatchedTile
 from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
@@ -125,13 +126,15 @@ class RowBlender:
         if self._probs is not None:
             self._probs.fill(0)
 
-    def add(self, col: int, logits: np.ndarray | None, pattern_index: np.ndarray) -> None:
+    def add(self, col: int, logits: np.ndarray | PatchedTile | None, pattern_index: np.ndarray) -> None:
         """Blend tile ``col`` of the current row: ``logits (classes, T, T)`` and the per-pixel pattern index
-        (0 where the tile has no prediction); ``logits`` None for a tile with no valid pixel.
+        (0 where the tile has no prediction); ``logits`` None for a tile with no valid pixel (a
+        ``PatchedTile`` comes from stride-4 engines only, which ``Stride4Blender`` blends).
 
         The carry is read for columns ``[x0, x0 + T)`` and rewritten for ``[x0, x0 + stride)``, which every
         earlier or current tile has already read, so one array serves as carry in and out.
         """
+        assert not isinstance(logits, PatchedTile), "stride-4 output given to the stride-1 blender"
         grid, t, o, s = self.grid, self.grid.tile, self.grid.overlap, self.grid.stride
         x0 = col * s - self._x0
         present: tuple[int, ...] = ()

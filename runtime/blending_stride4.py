@@ -42,6 +42,8 @@ import numpy as np
 from runtime.blending import RowBands, check_probabilities_dtype
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import clear_argmax, softmax_channels
+from runtime.stride4_bands import PixelBand, overridden
+from runtime.stride4_mixed import PatchedTile, Split, split
 from runtime.stride4_quads import LAG, Band, Quads, classes_of, pattern_leads, patterns_of, shift_rows
 from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
 from runtime.upsampling import FACTOR, upsample4, upsample4_quads
@@ -110,12 +112,11 @@ class Stride4Blender:
         channels = classes + 1 + len(self._indices)
         #: Coarse rows ``[row * stride/4 - 1, row * stride/4 + T/4)`` of the chunk: a cell row of carry above.
         self._coarse = np.zeros((channels, self._cell_tile + 1, width // FACTOR), dtype=np.float32)
-        #: Pixel rows ``[row * stride - LAG, row * stride + T)``, for tiles composed at full resolution.
-        self._fine: np.ndarray | None = None
-        self._fine_shape = (channels, t + LAG, width)
-        self._mixed = (False, False)  # whether the previous / current tile row put anything in ``_fine``
-        #: Scene pixel boxes ``(y0, y1, x0, x1)`` of the tiles in ``_fine`` (its only nonzero pixels).
-        self._boxes: list[tuple[int, int, int, int]] = []
+        band_shape = (channels, t + LAG, width)
+        #: Tiles composed at full resolution (nodata inside): their weighted logits join the coarse sums.
+        self._fine = PixelBand(band_shape, self._x0, grid.stride)
+        #: Boundary pixels of tiles with several patterns: their weighted logits replace the coarse value.
+        self._boundary = PixelBand(band_shape, self._x0, grid.stride)
         self._cell_extent = (-(-grid.height // FACTOR), -(-grid.width // FACTOR))
         self._row = -1
 
@@ -123,21 +124,13 @@ class Stride4Blender:
         """Begin tile row ``row``; ``fresh`` drops the carry (the first row, or a resume's warm-up row)."""
         if fresh:
             self._coarse[...] = 0.0
-            if self._fine is not None:
-                self._fine[...] = 0.0
-            self._mixed = (False, False)
-            self._boxes = []
         else:
             shift_rows(self._coarse, self._cell_stride)
-            if self._fine is not None and any(self._mixed):
-                columns = [(box[2] - self._x0, box[3] - self._x0) for box in self._boxes]
-                shift_rows(self._fine, self.grid.stride, columns)
-            self._mixed = (self._mixed[1], False)
-            top = row * self.grid.stride - LAG  # the first row ``_fine`` keeps
-            self._boxes = [box for box in self._boxes if box[1] > top]
+        self._fine.start_row(row, fresh)
+        self._boundary.start_row(row, fresh)
         self._row = row
 
-    def add(self, col: int, logits: np.ndarray | None, pattern_index: np.ndarray) -> None:
+    def add(self, col: int, logits: np.ndarray | PatchedTile | None, pattern_index: np.ndarray) -> None:
         """Blend tile ``col`` of the current row (``logits`` None: a tile with no valid pixel)."""
         if logits is None:
             return
@@ -146,6 +139,11 @@ class Stride4Blender:
         inside = pattern_index[: grid.height - y, : grid.width - x]
         low = int(inside.min())
         x0 = x - self._x0
+        if isinstance(logits, PatchedTile):
+            if low > 0:  # no nodata inside: pure cells coarse, boundary pixels at full resolution
+                self._add_split(y, x, split(logits, pattern_index, inside.shape))
+                return
+            logits = logits.composed(pattern_index)
         if logits.shape[-1] == self._cell_tile and low == int(inside.max()):
             self._add_coarse(x0 // FACTOR, logits, low)
         else:
@@ -162,16 +160,33 @@ class Stride4Blender:
         target[c] += window
         target[self._channel[index]] += window
 
+    def _add_split(self, y: int, x: int, parts: Split) -> None:
+        """A tile with several patterns: its pure cells' logits and weights on the coarse grid (each with its
+        own pattern), its boundary pixels' weighted logits in the boundary band."""
+        c, size = self.classes, self._cell_tile
+        cell_x = (x - self._x0) // FACTOR
+        window = self._coarse_window * (parts.cell_index > 0)
+        target = self._coarse[:, 1 : 1 + size, cell_x : cell_x + size]
+        target[:c] += parts.cells * window
+        target[c] += window
+        for index in np.unique(parts.cell_index):
+            if index:
+                self._seen.add(int(index))
+                target[self._channel[int(index)]] += np.where(parts.cell_index == index, window, 0.0)
+        for (y0, y1, x0, x1), index, logits, pixels in parts.boundary:
+            self._seen.add(index)
+            weights = self._window[y0:y1, x0:x1][pixels]  # only the boundary pixels of the box
+            band = self._boundary.target((y + y0, y + y1, x + x0, x + x1))
+            band[:c, pixels] += logits[:, pixels] * weights
+            band[c, pixels] += weights
+            band[self._channel[index], pixels] += weights
+
     def _add_fine(self, x0: int, logits: np.ndarray, pattern_index: np.ndarray) -> None:
         """Logits composed per pixel at full resolution: weighted where the pixel has a pattern."""
-        if self._fine is None:
-            self._fine = np.zeros(self._fine_shape, dtype=np.float32)
-        self._mixed = (self._mixed[0], True)
         c, t = self.classes, self.grid.tile
         y = self._row * self.grid.stride
-        self._boxes.append((y, y + t, self._x0 + x0, self._x0 + x0 + t))
         weights = self._window * (pattern_index > 0)
-        target = self._fine[:, LAG : LAG + t, x0 : x0 + t]
+        target = self._fine.target((y, y + t, self._x0 + x0, self._x0 + x0 + t))
         target[:c] += logits * weights
         target[c] += weights
         for index in np.unique(pattern_index):
@@ -194,13 +209,6 @@ class Stride4Blender:
         seen = sorted(self._seen)
         return seen, [self._channel[i] for i in seen] if len(seen) > 1 else []
 
-    def _fine_band(self, band: Band) -> np.ndarray | None:
-        """``_fine`` over the band, or None when no tile of this or the previous row was composed there."""
-        if self._fine is None or not any(self._mixed):
-            return None
-        base = self._row * self.grid.stride - LAG
-        return self._fine[:, band.y0 - base : band.y1 - base, band.x0 - self._x0 : band.x1 - self._x0]
-
     def _finish_upsampled(self, band: Band) -> RowBands:
         """Every pixel's logits upsampled, then classes, patterns and probabilities."""
         logits, covered, classes, patterns = self._dense(band)
@@ -218,7 +226,10 @@ class Stride4Blender:
         )
         up = upsample4(stacked)[(slice(None), *crop)]
         inside = np.repeat(np.repeat(stacked[c + 1] > 0, FACTOR, axis=0), FACTOR, axis=1)[crop]
-        logits, covered, pattern_weights = self._pixels(up, inside, self._fine_band(band), shares)
+        logits, covered, pattern_weights = self._pixels(up, inside, self._fine.view(band), shares)
+        boundary = self._boundary.view(band)
+        if boundary is not None:
+            logits, covered, pattern_weights = overridden(boundary, logits, covered, pattern_weights, shares)
         return (
             logits,
             covered,
@@ -264,8 +275,11 @@ class Stride4Blender:
             pattern, lead, largest = pattern_leads(stacked[c + 2 :])
             clear = quads.reduce(np.minimum, lead) >= PATTERN_LEAD * quads.reduce(np.maximum, largest)
             decided &= clear & quads.same(pattern)
+        boundary = self._boundary.view(band)
+        if boundary is not None:  # quads of boundary pixels only: their pixels come from the boundary band
+            decided |= quads.covering(boundary[c] > 0)
         empty = ~quads.reduce(np.logical_or, inside)
-        boxes = quads.meeting(self._boxes) if self._fine_band(band) is not None else []
+        boxes = quads.meeting(self._fine.boxes) if self._fine.view(band) is not None else []
         for rows, cols in boxes:
             decided[rows, cols] = True  # computed by ``_dense`` below
         corner = quads.corner()
@@ -279,7 +293,7 @@ class Stride4Blender:
         qy, qx = np.nonzero(~(decided | empty))
         if qy.size:
             cells = quads.cells(stacked, qy, qx)
-            fine = self._fine_band(band)
+            fine = self._fine.view(band)
             if fine is not None:
                 ys, xs = quads.positions(qy, qx)
                 fine = fine[:, ys[:, None, :], xs[None, :, :]]
@@ -294,7 +308,25 @@ class Stride4Blender:
             _, _, part_classes, part_patterns = self._dense(part)
             quads.paste(class_map, part, part_classes)
             quads.paste(pattern_map, part, part_patterns)
-        return RowBands(band.y0, quads.crop(class_map), quads.crop(pattern_map), None)
+        class_map, pattern_map = quads.crop(class_map), quads.crop(pattern_map)
+        self._paste_boundary(band, class_map, pattern_map, seen, shares)
+        return RowBands(band.y0, class_map, pattern_map, None)
+
+    def _paste_boundary(
+        self, band: Band, class_map: np.ndarray, pattern_map: np.ndarray, seen: list[int], shares: list[int]
+    ) -> None:
+        """The boundary band's pixels of ``band`` (their own engines' logits), over the quads' decisions."""
+        view = self._boundary.view(band)
+        if view is None:
+            return
+        c = self.classes
+        weight = view[c]
+        replaced = weight > 0
+        if not replaced.any():
+            return
+        logits = view[:c][:, replaced] / weight[replaced]
+        class_map[replaced] = classes_of(logits, np.ones(logits.shape[1:], dtype=bool))
+        pattern_map[replaced] = patterns_of(seen, shares, view[shares][:, replaced], replaced[replaced])
 
     def _cells(self, band: Band, shares: list[int]) -> tuple[np.ndarray, int, int]:
         """The coarse cells the band's pixels read, stacked as normalised logits, weight, coverage (1 or 0)

@@ -20,8 +20,8 @@ import numpy as np
 
 from runtime.engines import EngineSet
 from runtime.sources import RawTile, TileSource
+from runtime.stride4_mixed import Box, PatchedTile
 from runtime.tiling import SIZE_MULTIPLE, Chunk, TileGrid
-from runtime.upsampling import upsample4
 from runtime.validity import (
     CODE_PATTERNS,
     CODE_TO_INDEX,
@@ -270,16 +270,17 @@ def infer_tiles(
     margin: int,
     use: EngineUse,
     logits_stride: int = 1,
-) -> list[np.ndarray | None]:
+) -> list[np.ndarray | PatchedTile | None]:
     """Per tile, logits composed per pixel from the engine of each pixel's pattern (None for a tile with no
     valid pixel). Composing is a per-pixel selection, so it works on logits; the blender applies softmax
     where it needs probabilities.
 
     Stride-4 engines (``logits_stride`` 4): a tile with one pattern keeps its engine's coarse logits; a tile
-    with several is composed at full resolution, each engine's logits upsampled over the tile or window it
-    ran on (``upsampling.upsample4``), as a stride-1 engine's in-graph upsampling would have given them."""
-    full = (lambda a: a) if logits_stride == 1 else upsample4
+    with several becomes a ``PatchedTile`` (each engine run's coarse logits and the box it ran on), which the
+    blender sorts into coarse cells and full-resolution boundary pixels (``runtime/stride4_mixed.py``)."""
+    stride4 = logits_stride != 1
     mixed: set[int] = set()
+    parts: dict[int, list[tuple[Box, int, np.ndarray]]] = {}  # stride 4: a mixed tile's engine runs
     whole: dict[int, list[int]] = {}
     windows: list[tuple[int, int, tuple[int, int, int, int]]] = []
     for index, tile in enumerate(tiles):
@@ -297,6 +298,8 @@ def infer_tiles(
         size = tile.codes.shape[0]
         if len(found) > 1:
             mixed.add(index)
+            if stride4:
+                parts[index] = []
         for code in found:
             if code == main:
                 continue
@@ -323,8 +326,12 @@ def infer_tiles(
             fed = next(iter(inputs.values())).shape  # (batch, bands, height, width)
             use.add(pattern.name, len(part), len(part) * tiles[part[0]].codes.size, (fed[0], fed[2], fed[3]))
             for slot, index in enumerate(part):
+                if stride4 and index in mixed:
+                    size = tiles[index].codes.shape
+                    parts[index].append(((0, size[0], 0, size[1]), int(CODE_TO_INDEX[code]), logits[slot]))
+                    continue
                 target = composed[index]
-                tile_logits = full(logits[slot]) if index in mixed else logits[slot]
+                tile_logits = logits[slot]
                 if target is None:  # the tile's first engine: take it whole, later ones patch their pixels
                     composed[index] = tile_logits
                 else:
@@ -334,11 +341,16 @@ def infer_tiles(
         assert pattern is not None
         tile = tiles[index]
         inputs = {m: batch_of_one(tile.inputs[m][:, y0:y1, x0:x1]) for m in pattern}
-        logits = full(engines.run(pattern, inputs)[0])
+        logits = engines.run(pattern, inputs)[0]
         fed = next(iter(inputs.values())).shape
         use.add(pattern.name, 1, (y1 - y0) * (x1 - x0), (fed[0], fed[2], fed[3]))
+        if stride4:
+            parts[index].append(((y0, y1, x0, x1), int(CODE_TO_INDEX[code]), logits))
+            continue
         target = composed[index]
         assert target is not None
         view = target[:, y0:y1, x0:x1]
         np.copyto(view, logits, where=(tile.codes[y0:y1, x0:x1] == code)[None])
-    return composed
+    if not stride4:
+        return list(composed)
+    return [PatchedTile(parts[index]) if index in parts else logits for index, logits in enumerate(composed)]

@@ -78,6 +78,14 @@ class Quads:
         block = cells[np.ix_(self.rows, self.cols)]
         return block[:-1, :-1], block[1:, :-1], block[:-1, 1:], block[1:, 1:]
 
+    def covering(self, pixels: np.ndarray) -> np.ndarray:
+        """Per quad: whether ``pixels`` (booleans over the band) holds at all its pixels in the band."""
+        h, w = self.shape
+        (oy, ox), band = self.origin, self.band
+        full = np.ones((FACTOR * h, FACTOR * w), dtype=bool)
+        full[band.y0 - oy : band.y1 - oy, band.x0 - ox : band.x1 - ox] = pixels
+        return np.asarray(full.reshape(h, FACTOR, w, FACTOR).all(axis=(1, 3)))
+
     def reduce(self, reduce: np.ufunc, cells: np.ndarray) -> np.ndarray:
         """``reduce`` (a binary ufunc) over the four cells of each quad."""
         a, b, c, d = self._four(cells)
@@ -172,11 +180,19 @@ def pattern_leads(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def shift_rows(carry: np.ndarray, rows: int, columns: list[tuple[int, int]] | None = None) -> None:
-    """Move ``carry``'s rows up by ``rows`` (the next tile row's start) and clear the rows that open: only
-    ``columns`` ``(x0, x1)`` of them where those hold all its nonzero values."""
+    """Move ``carry``'s rows up by ``rows`` (the next tile row's start) and clear the rows that open; with
+    ``columns`` ``(x0, x1)`` (where all its nonzero values lie) only those columns move."""
     kept = carry.shape[1] - rows
-    carry[:, :kept] = carry[:, rows:]
     if columns is None:
+        carry[:, :kept] = carry[:, rows:]
         carry[:, kept:] = 0.0
-    for x0, x1 in columns or []:
+        return
+    merged: list[list[int]] = []
+    for x0, x1 in sorted(columns):  # each column moves once
+        if merged and x0 <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], x1)
+        else:
+            merged.append([x0, x1])
+    for x0, x1 in merged:
+        carry[:, :kept, x0:x1] = carry[:, rows:, x0:x1]
         carry[:, kept:, x0:x1] = 0.0

@@ -159,6 +159,41 @@ def test_stride4_probabilities_match_within_tolerance(engines: tuple[Path, Path]
     np.testing.assert_allclose(results["s4"], results["s1"], atol=2e-5)
 
 
+def test_a_cloudy_tile_gives_the_oracle_probabilities(engines: tuple[Path, Path], tmp_path: Path) -> None:
+    """One tile with a cloud (no overlap, nothing blended): the pure cells interpolated on the coarse grid and
+    the boundary pixels upsampled from their own engine give the stride-1 engines' probabilities."""
+    import rasterio
+    from rasterio.transform import Affine
+    from test_runtime_support import write_raster
+
+    stride4, stride1 = engines
+    inputs = make_physical((128, 128), seed=18)
+    inputs["optical"][:, 37:90, 21:66] = np.nan  # not on the 4-px grid: mixed cells along every edge
+    inputs["sar"][:, 100:, 90:] = np.nan  # a second hole pattern in a corner
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0)
+    paths = {m: write_raster(tmp_path / f"{m}.tif", a, transform) for m, a in inputs.items()}
+    results = {}
+    for name, folder in (("s4", stride4), ("s1", stride1)):
+        with Predictor(folder, backend="onnxruntime", threads=1, context_margin=5) as predictor:
+            predictor.predict_scene(
+                **paths,
+                out=tmp_path / f"{name}.tif",
+                pattern_map=tmp_path / f"{name}_pat.tif",
+                probabilities=tmp_path / f"{name}_p.tif",
+                probabilities_dtype="float32",
+                tile=128,
+                overlap=0,
+                progress=False,
+            )
+        with rasterio.open(tmp_path / f"{name}_p.tif") as probabilities:
+            results[name] = probabilities.read()
+        with rasterio.open(tmp_path / f"{name}_pat.tif") as patterns:
+            results[f"{name}_pat"] = patterns.read(1)
+    np.testing.assert_array_equal(results["s4_pat"], results["s1_pat"])
+    assert len(np.unique(results["s4_pat"])) == 3
+    np.testing.assert_allclose(results["s4"], results["s1"], atol=2e-5)
+
+
 def test_cloud_hole_is_composed_at_full_resolution(engines: tuple[Path, Path]) -> None:
     """A cloud hole (optical invalid) inside tiles: its pixels take the sar+dsm engine, the rest the full
     engine, composed per pixel at full resolution: the same classes and patterns as the stride-1 oracle
