@@ -58,6 +58,9 @@ CHUNK_HALO = 2 * FACTOR
 #: interpolation (and a mixed band's ``x * w / w``) then moves a lead by under 2e-4, well inside the
 #: ``CLEAR_LEAD`` of every cell. Larger logits take the exact path.
 LOGIT_BOUND = 256.0
+#: Undecided quads are interpolated this many at a time: their pixels' channels stay in the CPU's caches
+#: (all at once, a 4096 px row of quads moved ~190 MB through memory per channel pass).
+QUAD_BLOCK = 2048
 #: Quads read their pattern from their cells where the leading weight leads by this share of the largest
 #: (float32 interpolation errs by under 8 * 2**-24 of it).
 PATTERN_LEAD = 2.0**-16
@@ -290,13 +293,15 @@ class Stride4Blender:
             patterns = np.full(classes.shape, seen[0] if seen else 0, dtype=np.uint8)
         patterns[empty] = 0
         class_map, pattern_map = quads.pixels(classes), quads.pixels(patterns)
-        qy, qx = np.nonzero(~(decided | empty))
-        if qy.size:
+        undecided_y, undecided_x = np.nonzero(~(decided | empty))
+        fine_band = self._fine.view(band)
+        for start in range(0, undecided_y.size, QUAD_BLOCK):
+            qy, qx = undecided_y[start : start + QUAD_BLOCK], undecided_x[start : start + QUAD_BLOCK]
             cells = quads.cells(stacked, qy, qx)
-            fine = self._fine.view(band)
-            if fine is not None:
+            fine = None
+            if fine_band is not None:
                 ys, xs = quads.positions(qy, qx)
-                fine = fine[:, ys[:, None, :], xs[None, :, :]]
+                fine = fine_band[:, ys[:, None, :], xs[None, :, :]]
             own = [0, 0, 1, 1]  # the cell each pixel of a quad lies in (rows, then columns)
             inside_quads = cells[:, :, c + 1][own][:, own] > 0
             up = np.moveaxis(upsample4_quads(cells), 2, 0)

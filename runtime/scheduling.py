@@ -36,6 +36,8 @@ from stars_edge.modalities import ModalitySpec
 STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write")
 #: Above this fraction of the tile, a secondary pattern runs on the whole tile (one batched call).
 WINDOW_AREA_LIMIT = 0.5
+#: Window sides (px): a window's height and width are each rounded up to one of these (or the tile).
+WINDOW_SIDES = (64, 128, 256, 512, 1024)
 
 
 class Timer:
@@ -204,6 +206,17 @@ def pattern_windows(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, 
     cell = SIZE_MULTIPLE
     cells = np.asarray(mask.reshape(size // cell, cell, size // cell, cell).any(axis=(1, 3)))
     boxes = [_grow(_tight(mask, box, cell), margin, cell, size) for box in _components(cells)]
+    while True:  # merge, then round each side up to a bucket; again until nothing changes
+        boxes = _merged(boxes)
+        bucketed = [_bucketed(box, size) for box in boxes]
+        if bucketed == boxes:
+            return boxes
+        boxes = bucketed
+
+
+def _merged(boxes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """``boxes`` with every overlapping pair replaced by its bounding box."""
+    boxes = list(boxes)
     merged = True
     while merged:
         merged = False
@@ -218,6 +231,23 @@ def pattern_windows(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, 
             if merged:
                 break
     return boxes
+
+
+def _bucketed(box: tuple[int, int, int, int], size: int) -> tuple[int, int, int, int]:
+    """``box`` grown on each axis to the next window side in ``WINDOW_SIDES`` (at most the tile), about its
+    centre on the 32-px grid and moved inside the tile: more context for the same pixels, and engine calls
+    of a few shapes (each new shape costs a dynamic-shape engine a slow first call)."""
+    y0, y1 = _bucketed_axis(box[0], box[1], size)
+    x0, x1 = _bucketed_axis(box[2], box[3], size)
+    return y0, y1, x0, x1
+
+
+def _bucketed_axis(start: int, stop: int, size: int) -> tuple[int, int]:
+    side = next((s for s in WINDOW_SIDES if s >= stop - start), size)
+    side = min(side, size)
+    start -= (side - (stop - start)) // 2 // SIZE_MULTIPLE * SIZE_MULTIPLE
+    start = min(max(0, start), size - side)
+    return start, start + side
 
 
 def _tight(mask: np.ndarray, box: tuple[int, int, int, int], cell: int) -> tuple[int, int, int, int]:

@@ -120,6 +120,31 @@ def test_sub_pattern_engines_run_on_windows_with_the_same_result(
     np.testing.assert_allclose(windowed["prob"], whole["prob"], atol=1e-5)
 
 
+def test_windows_take_a_few_shapes_and_keep_their_pixels_and_margin() -> None:
+    """Windows are rounded up to ``WINDOW_SIDES`` per axis (a few engine call shapes instead of one per
+    cloud), stay inside the tile, never overlap, and still hold every masked pixel with its margin."""
+    rng = np.random.default_rng(3)
+    size, margin = 512, 16
+    shapes: set[tuple[int, int]] = set()
+    for _ in range(40):
+        mask = np.zeros((size, size), dtype=bool)
+        for _ in range(int(rng.integers(1, 5))):
+            y, x = rng.integers(0, size - 8, 2)
+            h, w = rng.integers(3, 90, 2)
+            mask[y : y + h, x : x + w] = True
+        boxes = runtime.scheduling.pattern_windows(mask, margin)
+        covered = np.zeros_like(mask)
+        for y0, y1, x0, x1 in boxes:
+            assert 0 <= y0 < y1 <= size and 0 <= x0 < x1 <= size
+            assert {y1 - y0, x1 - x0} <= {*runtime.scheduling.WINDOW_SIDES, size}
+            assert not covered[y0:y1, x0:x1].any()  # no two windows overlap
+            covered[y0:y1, x0:x1] = True
+            shapes.add((y1 - y0, x1 - x0))
+        grown = box_any(mask, margin)  # every pixel within the margin of a masked one (inside the tile)
+        assert covered[grown].all()
+    assert len(shapes) <= 12
+
+
 def test_the_summary_counts_engine_calls_per_input_shape(wide_engines: Path, tmp_path: Path) -> None:
     """``RunSummary.engine_shapes``: calls per ``BxHxW`` of every whole-tile batch and every window, which
     add up to ``engine_runs`` (a batch of n tiles is n runs) and ``engine_pixels`` per pattern."""
