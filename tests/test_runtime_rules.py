@@ -197,3 +197,27 @@ def test_geotiff_scale_and_offset_tags_give_physical_values(tmp_path: Path) -> N
     as_float = RasterSource({"sar": tmp_path / "float.tif"}, specs).read(0, 0, 64)
     as_dn = RasterSource({"sar": tmp_path / "dn.tif"}, specs).read(0, 0, 64)
     np.testing.assert_allclose(as_dn.values["sar"], as_float.values["sar"], rtol=1e-5, atol=1e-7)
+
+
+def test_box_any_is_the_square_dilation() -> None:
+    """``box_any`` against the definition (any masked pixel within the Chebyshev radius), on random masks
+    of odd shapes, densities and radii from 0 to beyond the array."""
+    from runtime.validity import box_any
+
+    rng = np.random.default_rng(7)
+    for _ in range(120):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        mask = rng.random((h, w)) < float(rng.choice([0.002, 0.03, 0.3]))
+        radius = int(rng.integers(0, 45))
+        want = np.array(
+            [
+                [
+                    mask[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1].any()
+                    for x in range(w)
+                ]
+                for y in range(h)
+            ]
+        )
+        got = box_any(mask, radius)
+        assert got.dtype == bool and got.shape == mask.shape
+        np.testing.assert_array_equal(got, want, err_msg=f"{h}x{w} radius {radius}")
