@@ -144,7 +144,7 @@ class Stride4Blender:
         x0 = x - self._x0
         if isinstance(logits, PatchedTile):
             if low > 0:  # no nodata inside: pure cells coarse, boundary pixels at full resolution
-                self._add_split(y, x, split(logits, pattern_index, inside.shape))
+                self._add_split(y, x, split(logits, pattern_index))
                 return
             logits = logits.composed(pattern_index)
         if logits.shape[-1] == self._cell_tile and low == int(inside.max()):
@@ -176,13 +176,13 @@ class Stride4Blender:
             if index:
                 self._seen.add(int(index))
                 target[self._channel[int(index)]] += np.where(parts.cell_index == index, window, 0.0)
-        for (y0, y1, x0, x1), index, logits, pixels in parts.boundary:
+        for (y0, y1, x0, x1), index, rows, cols, logits in parts.boundary:
             self._seen.add(index)
-            weights = self._window[y0:y1, x0:x1][pixels]  # only the boundary pixels of the box
-            band = self._boundary.target((y + y0, y + y1, x + x0, x + x1))
-            band[:c, pixels] += logits[:, pixels] * weights
-            band[c, pixels] += weights
-            band[self._channel[index], pixels] += weights
+            weights = self._window[y0 + rows, x0 + cols]
+            band = self._boundary.target((y + y0, y + y1, x + x0, x + x1), rows, cols)
+            band[:c, rows, cols] += logits * weights
+            band[c, rows, cols] += weights
+            band[self._channel[index], rows, cols] += weights
 
     def _add_fine(self, x0: int, logits: np.ndarray, pattern_index: np.ndarray) -> None:
         """Logits composed per pixel at full resolution: weighted where the pixel has a pattern."""
@@ -320,18 +320,23 @@ class Stride4Blender:
     def _paste_boundary(
         self, band: Band, class_map: np.ndarray, pattern_map: np.ndarray, seen: list[int], shares: list[int]
     ) -> None:
-        """The boundary band's pixels of ``band`` (their own engines' logits), over the quads' decisions."""
-        view = self._boundary.view(band)
-        if view is None:
+        """The boundary band's pixels of ``band`` (their own engines' logits), over the quads' decisions:
+        the pixels each tile wrote (a pixel two tiles wrote is decided twice, from the same sums)."""
+        if self._boundary.view(band) is None:
             return
         c = self.classes
-        weight = view[c]
-        replaced = weight > 0
-        if not replaced.any():
-            return
-        logits = view[:c][:, replaced] / weight[replaced]
-        class_map[replaced] = classes_of(logits, np.ones(logits.shape[1:], dtype=bool))
-        pattern_map[replaced] = patterns_of(seen, shares, view[shares][:, replaced], replaced[replaced])
+        for pixels in self._boundary.pixels:
+            assert pixels is not None
+            rows, cols = pixels
+            here = (rows >= band.y0) & (rows < band.y1) & (cols >= band.x0) & (cols < band.x1)
+            if not here.any():
+                continue
+            rows, cols = rows[here], cols[here]
+            values = self._boundary.at(rows, cols)
+            logits = values[:c] / values[c]
+            every = np.ones(rows.shape, dtype=bool)
+            class_map[rows - band.y0, cols - band.x0] = classes_of(logits, every)
+            pattern_map[rows - band.y0, cols - band.x0] = patterns_of(seen, shares, values[shares], every)
 
     def _cells(self, band: Band, shares: list[int]) -> tuple[np.ndarray, int, int]:
         """The coarse cells the band's pixels read, stacked as normalised logits, weight, coverage (1 or 0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.stride4_mixed import Box
-from runtime.stride4_quads import LAG, Band, shift_rows
+from runtime.stride4_quads import LAG, Band, merged_spans
 
 __all__ = ["PixelBand", "overridden"]
 
@@ -29,6 +29,8 @@ class PixelBand:
         self._array: np.ndarray | None = None
         self._written = (False, False)  # whether the previous / current tile row wrote anything
         self.boxes: list[Box] = []
+        #: Per box, the scene rows and columns of the pixels written (None: the whole box).
+        self.pixels: list[tuple[np.ndarray, np.ndarray] | None] = []
         self._row = 0
 
     def start_row(self, row: int, fresh: bool) -> None:
@@ -37,24 +39,50 @@ class PixelBand:
             if self._array is not None:
                 self._array[...] = 0.0
             self._written = (False, False)
-            self.boxes = []
+            self.boxes, self.pixels = [], []
         else:
             if self._array is not None and any(self._written):
-                columns = [(box[2] - self._x0, box[3] - self._x0) for box in self.boxes]
-                shift_rows(self._array, self._stride, columns)
+                self._shift()
             self._written = (self._written[1], False)
             top = row * self._stride - LAG  # the first row the band keeps
-            self.boxes = [box for box in self.boxes if box[1] > top]
+            kept = [k for k, box in enumerate(self.boxes) if box[1] > top]
+            self.boxes, self.pixels = [self.boxes[k] for k in kept], [self.pixels[k] for k in kept]
         self._row = row
 
-    def target(self, box: Box) -> np.ndarray:
-        """The band's pixels of scene ``box`` (in the current tile row), to accumulate into."""
+    def _shift(self) -> None:
+        """Move the rows the next tile row keeps up by a stride, in the boxes' columns only, then clear what
+        the boxes held below them: work in proportion to the boxes, not to the chunk's width."""
+        assert self._array is not None
+        kept = self._array.shape[1] - self._stride
+        base = self._row * self._stride - LAG
+        columns = [(box[2] - self._x0, box[3] - self._x0) for box in self.boxes]
+        for x0, x1 in merged_spans(columns):
+            self._array[:, :kept, x0:x1] = self._array[:, self._stride :, x0:x1]
+        for (y0, y1, x0, x1), pixels in zip(self.boxes, self.pixels, strict=True):
+            if pixels is not None:
+                rows = pixels[0] - base
+                below = rows >= kept
+                self._array[:, rows[below], pixels[1][below] - self._x0] = 0.0
+                continue
+            top = max(kept, y0 - base)
+            if top < y1 - base:
+                self._array[:, top : y1 - base, x0 - self._x0 : x1 - self._x0] = 0.0
+
+    def target(self, box: Box, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
+        """The band's pixels of scene ``box`` (in the current tile row), to accumulate into; ``rows`` and
+        ``cols`` (in the box) say which pixels will be written, when not all."""
         if self._array is None:
             self._array = np.zeros(self._shape, dtype=np.float32)
         self._written = (self._written[0], True)
         self.boxes.append(box)
+        self.pixels.append(None if rows is None or cols is None else (rows + box[0], cols + box[2]))
         base = self._row * self._stride - LAG
         return self._array[:, box[0] - base : box[1] - base, box[2] - self._x0 : box[3] - self._x0]
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``(channels, n)``: the band's values at scene pixels ``rows``, ``cols`` (rows of this band)."""
+        assert self._array is not None
+        return self._array[:, rows - (self._row * self._stride - LAG), cols - self._x0]
 
     def view(self, band: Band) -> np.ndarray | None:
         """The band's pixels of ``band``, or None when neither this tile row nor the previous wrote any."""

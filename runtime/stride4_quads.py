@@ -17,7 +17,7 @@ from runtime.outputs import CLASS_NODATA
 from runtime.pixels import argmax_channels, clear_argmax, softmax_channels
 from runtime.upsampling import FACTOR
 
-__all__ = ["LAG", "Band", "Quads", "classes_of", "pattern_leads", "patterns_of", "shift_rows"]
+__all__ = ["LAG", "Band", "Quads", "classes_of", "merged_spans", "pattern_leads", "patterns_of", "shift_rows"]
 
 #: Pixel rows each tile row's output lags behind ``TileGrid.final_rows`` (half a cell: bilinear's reach).
 LAG = FACTOR // 2
@@ -187,12 +187,17 @@ def shift_rows(carry: np.ndarray, rows: int, columns: list[tuple[int, int]] | No
         carry[:, :kept] = carry[:, rows:]
         carry[:, kept:] = 0.0
         return
-    merged: list[list[int]] = []
-    for x0, x1 in sorted(columns):  # each column moves once
-        if merged and x0 <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], x1)
-        else:
-            merged.append([x0, x1])
-    for x0, x1 in merged:
+    for x0, x1 in merged_spans(columns):  # each column moves once
         carry[:, :kept, x0:x1] = carry[:, rows:, x0:x1]
         carry[:, kept:, x0:x1] = 0.0
+
+
+def merged_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(start, stop)`` spans with the overlapping or touching ones merged, in order."""
+    merged: list[list[int]] = []
+    for start, stop in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], stop)
+        else:
+            merged.append([start, stop])
+    return [(start, stop) for start, stop in merged]

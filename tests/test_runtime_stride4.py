@@ -225,8 +225,8 @@ def test_fill_values_reach_no_pixel_beyond_the_margin_at_stride_4(
     from test_runtime_support import write_raster
 
     stride4, _ = engines
-    inputs = make_physical((104, 104), seed=17)
-    inputs["optical"][:, 20:60, 26:70] = np.nan  # across the tiles' overlap bands (tile 32, overlap 8)
+    inputs = make_physical((100, 102), seed=17)  # the last tiles hang over the edge (padding)
+    inputs["optical"][:, 20:60, 26:96] = np.nan  # across the overlap bands (tile 32, overlap 8), to the edge
     transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0)
     paths = {m: write_raster(tmp_path / f"{m}.tif", a, transform) for m, a in inputs.items()}
 
