@@ -71,7 +71,7 @@ def check_stride4(tile: int, overlap: int) -> None:
     if tile % FACTOR or overlap % FACTOR:
         raise ConfigError(
             f"engines built with --logits-stride 4 need --tile and --overlap that are multiples of 4, got "
-            f"--tile {tile} --overlap {overlap}"
+            f"--tile {tile} --overlap {overlap} (or rebuild them with --logits-stride 1)"
         )
     if tile - 2 * overlap < FACTOR:
         raise ConfigError(
