@@ -76,6 +76,13 @@ def engine_lines(
             f"| `{pattern}` | {', '.join(precisions)} | `{name}` (`{sha256[:12]}`) | {method} | "
             f"{decoders.get(sha256, '?')} |"
         )
+    if manifest.logits_stride != 1:
+        lines += [
+            "",
+            f"The engines return logits at stride {manifest.logits_stride} (`build-engines "
+            "--logits-stride`, the default): the runtime blends them at that stride and upsamples once per "
+            "output pixel.",
+        ]
     return lines
 
 

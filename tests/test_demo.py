@@ -105,6 +105,9 @@ def test_report_names_each_engines_checkpoint_method_and_decoder(tmp_path: Path)
     one = engine_lines(_manifest(), "checkpoint.pt", {"ab" * 32: "per_pattern"})
     assert "| `sar` | fp32, int8 | `checkpoint.pt` (`abababababab`) | stars | per_pattern |" in one
     assert len(one) == 2 + 2  # header + one row per pattern
+    stride4 = _manifest()
+    stride4.logits_stride = 4
+    assert "logits at stride 4" in engine_lines(stride4, "checkpoint.pt")[-1]
 
     zero_fill = {"path": "/runs/zf/last.pt", "sha256": "cd" * 32, "method": "zero_fill_dropout"}
     stars = {"path": "/runs/stars/last.pt", "sha256": "ab" * 32, "method": "stars"}
