@@ -129,69 +129,70 @@ def test_stride4_runtime_equals_the_engine_that_upsamples_in_its_graph(
     assert differ.mean() < 1e-3
 
 
-def test_stride4_probabilities_match_within_tolerance(engines: tuple[Path, Path], tmp_path: Path) -> None:
-    """The probabilities output too, through ``predict_scene`` (GeoTIFFs), tiled with overlap."""
+def _scene_outputs(
+    folder: Path,
+    paths: dict[str, Path],
+    out: Path,
+    tile: int,
+    overlap: int,
+    context_margin: int | None = None,
+    fill: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """``predict_scene`` over GeoTIFFs with every output (float32 probabilities): classes, patterns and
+    probabilities as read back."""
     import rasterio
+
+    out.mkdir(parents=True, exist_ok=True)
+    with Predictor(folder, backend="onnxruntime", threads=1, context_margin=context_margin) as predictor:
+        predictor.fill_value = fill
+        predictor.predict_scene(
+            **paths,  # type: ignore[arg-type]
+            out=out / "classes.tif",
+            pattern_map=out / "patterns.tif",
+            probabilities=out / "probabilities.tif",
+            probabilities_dtype="float32",
+            tile=tile,
+            overlap=overlap,
+            chunk_width=None,
+            progress=False,
+        )
+    arrays = {}
+    for name in ("classes", "patterns", "probabilities"):
+        with rasterio.open(out / f"{name}.tif") as dataset:
+            arrays[name] = dataset.read()
+    return arrays
+
+
+def _rasters(inputs: dict[str, np.ndarray], folder: Path) -> dict[str, Path]:
     from rasterio.transform import Affine
     from test_runtime_support import write_raster
 
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0)
+    return {m: write_raster(folder / f"{m}.tif", a, transform) for m, a in inputs.items()}
+
+
+def test_stride4_probabilities_match_within_tolerance(engines: tuple[Path, Path], tmp_path: Path) -> None:
+    """The probabilities output too, through ``predict_scene`` (GeoTIFFs), tiled with overlap."""
     stride4, stride1 = engines
-    inputs = make_physical((128, 128), seed=12)
-    paths = {
-        m: write_raster(tmp_path / f"{m}.tif", a, Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0))
-        for m, a in inputs.items()
-    }
-    results = {}
-    for name, folder, tile, overlap in (("s4", stride4, 32, 8), ("s1", stride1, 128, 0)):
-        with Predictor(folder, backend="onnxruntime", threads=1) as predictor:
-            predictor.predict_scene(
-                **paths,
-                out=tmp_path / f"{name}.tif",
-                probabilities=tmp_path / f"{name}_p.tif",
-                probabilities_dtype="float32",
-                tile=tile,
-                overlap=overlap,
-                chunk_width=None,
-                progress=False,
-            )
-        with rasterio.open(tmp_path / f"{name}_p.tif") as dataset:
-            results[name] = dataset.read()
-    np.testing.assert_allclose(results["s4"], results["s1"], atol=2e-5)
+    paths = _rasters(make_physical((128, 128), seed=12), tmp_path)
+    got = _scene_outputs(stride4, paths, tmp_path / "s4", 32, 8)
+    want = _scene_outputs(stride1, paths, tmp_path / "s1", 128, 0)
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=2e-5)
 
 
 def test_a_cloudy_tile_gives_the_oracle_probabilities(engines: tuple[Path, Path], tmp_path: Path) -> None:
     """One tile with a cloud (no overlap, nothing blended): the pure cells interpolated on the coarse grid and
     the boundary pixels upsampled from their own engine give the stride-1 engines' probabilities."""
-    import rasterio
-    from rasterio.transform import Affine
-    from test_runtime_support import write_raster
-
     stride4, stride1 = engines
     inputs = make_physical((128, 128), seed=18)
     inputs["optical"][:, 37:90, 21:66] = np.nan  # not on the 4-px grid: mixed cells along every edge
     inputs["sar"][:, 100:, 90:] = np.nan  # a second hole pattern in a corner
-    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0)
-    paths = {m: write_raster(tmp_path / f"{m}.tif", a, transform) for m, a in inputs.items()}
-    results = {}
-    for name, folder in (("s4", stride4), ("s1", stride1)):
-        with Predictor(folder, backend="onnxruntime", threads=1, context_margin=5) as predictor:
-            predictor.predict_scene(
-                **paths,
-                out=tmp_path / f"{name}.tif",
-                pattern_map=tmp_path / f"{name}_pat.tif",
-                probabilities=tmp_path / f"{name}_p.tif",
-                probabilities_dtype="float32",
-                tile=128,
-                overlap=0,
-                progress=False,
-            )
-        with rasterio.open(tmp_path / f"{name}_p.tif") as probabilities:
-            results[name] = probabilities.read()
-        with rasterio.open(tmp_path / f"{name}_pat.tif") as patterns:
-            results[f"{name}_pat"] = patterns.read(1)
-    np.testing.assert_array_equal(results["s4_pat"], results["s1_pat"])
-    assert len(np.unique(results["s4_pat"])) == 3
-    np.testing.assert_allclose(results["s4"], results["s1"], atol=2e-5)
+    paths = _rasters(inputs, tmp_path)
+    got = _scene_outputs(stride4, paths, tmp_path / "s4", 128, 0, context_margin=5)
+    want = _scene_outputs(stride1, paths, tmp_path / "s1", 128, 0, context_margin=5)
+    np.testing.assert_array_equal(got["patterns"], want["patterns"])
+    assert len(np.unique(got["patterns"])) == 3
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=2e-5)
 
 
 def test_cloud_hole_is_composed_at_full_resolution(engines: tuple[Path, Path]) -> None:
@@ -220,41 +221,18 @@ def test_fill_values_reach_no_pixel_beyond_the_margin_at_stride_4(
     full engine's cells, so what is put into the cloud's optical pixels changes no class, pattern or
     probability. These engines' outputs reach 6 px (a 4x4 pooling cell, then bilinear to the next cell): a
     margin of 8 covers it; with margin 0 the same fills do show (the test can fail)."""
-    import rasterio
-    from rasterio.transform import Affine
-    from test_runtime_support import write_raster
-
     stride4, _ = engines
     inputs = make_physical((100, 102), seed=17)  # the last tiles hang over the edge (padding)
     inputs["optical"][:, 20:60, 26:96] = np.nan  # across the overlap bands (tile 32, overlap 8), to the edge
-    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5700000.0)
-    paths = {m: write_raster(tmp_path / f"{m}.tif", a, transform) for m, a in inputs.items()}
-
-    def run(name: str, fill: float, margin: int) -> dict[str, np.ndarray]:
-        with Predictor(stride4, backend="onnxruntime", threads=1, context_margin=margin) as predictor:
-            predictor.fill_value = fill
-            predictor.predict_scene(
-                **paths,
-                out=tmp_path / f"{name}.tif",
-                pattern_map=tmp_path / f"{name}_pat.tif",
-                probabilities=tmp_path / f"{name}_p.tif",
-                probabilities_dtype="float32",
-                tile=32,
-                overlap=8,
-                progress=False,
-            )
-        arrays = {}
-        for part in ("", "_pat", "_p"):
-            with rasterio.open(tmp_path / f"{name}{part}.tif") as dataset:
-                arrays[part] = dataset.read()
-        return arrays
-
-    base, other = run("a", 0.0, 8), run("b", 9.0, 8)
+    paths = _rasters(inputs, tmp_path)
+    base = _scene_outputs(stride4, paths, tmp_path / "a", 32, 8, context_margin=8, fill=0.0)
+    other = _scene_outputs(stride4, paths, tmp_path / "b", 32, 8, context_margin=8, fill=9.0)
     for part in base:
         np.testing.assert_array_equal(base[part], other[part], err_msg=part)
-    assert (base["_pat"] == Pattern.parse("sar+dsm").index).sum() > 40 * 44
-    leak_a, leak_b = run("c", 0.0, 0), run("d", 9.0, 0)
-    assert not np.array_equal(leak_a["_p"], leak_b["_p"])
+    assert (base["patterns"] == Pattern.parse("sar+dsm").index).sum() > 40 * 44
+    leak_a = _scene_outputs(stride4, paths, tmp_path / "c", 32, 8, context_margin=0, fill=0.0)
+    leak_b = _scene_outputs(stride4, paths, tmp_path / "d", 32, 8, context_margin=0, fill=9.0)
+    assert not np.array_equal(leak_a["probabilities"], leak_b["probabilities"])
 
 
 def test_nodata_pixels_stay_nodata(engines: tuple[Path, Path]) -> None:
