@@ -266,8 +266,11 @@ def test_end_to_end_on_a_scene_with_gaps_runs_several_engines(engine_folder: Pat
     # the SAR swath and the clouds leave pixels where only some modalities are valid
     assert pixels.get("optical+sar+dsm", 0) > 0 and len([p for p in pixels if p != "none"]) >= 2
     assert sum(largest["engine_runs"].values()) >= largest["tiles"]
-    # every pattern the runtime ran has an engine-only row, so the busy fraction is computed
+    # every pattern the runtime ran has an engine-only row, so the busy fraction is computed; with the floor
+    # measured, from the run's own engine calls timed per input shape (windows at their own shapes)
     assert largest["engine_busy_fraction"] > 0
+    assert largest["engine_seconds"] == largest["engine_only"]["wall_seconds"]
+    assert "per input shape" in largest["engine_seconds_source"]
 
 
 def test_end_to_end_failure_is_one_line_naming_the_cause(
