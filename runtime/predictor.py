@@ -31,6 +31,7 @@ from runtime.run_options import (
     check_edge_overrides,
     check_run_options,
     check_scene_options,
+    default_batch,
     parse_mask_dilation,
 )
 from runtime.scheduling import EngineUse, ReadSettings, Timer
@@ -185,7 +186,7 @@ class Predictor:
         cloud_mask: np.ndarray | None = None,
         tile: int | None = None,
         overlap: int | None = None,
-        batch: int = 1,
+        batch: int | None = None,
         min_valid: float = DEFAULT_MIN_VALID,
         chunk_width: int | None = None,
         allow_out_of_range: bool = False,
@@ -195,7 +196,7 @@ class Predictor:
         ``tile`` defaults to the manifest's tile size, ``overlap`` to a quarter tile (at most 64). Arrays
         are tested against the engines' input contract like files (``allow_out_of_range`` warns instead)."""
         tile, overlap = self._tiling(tile, overlap)
-        check_run_options(tile, overlap, batch, min_valid)
+        check_run_options(tile, overlap, 1 if batch is None else batch, min_valid)
         source = ArraySource(inputs, valid, cloud_mask)
         check_band_counts(
             source.band_counts(),
@@ -205,6 +206,7 @@ class Predictor:
         self._check_contract(source.sample_values(), allow_out_of_range)
         patterns = all_patterns(source.modalities)
         engines = self._engine_set(patterns, tile)
+        batch = default_batch(engines.backend) if batch is None else batch
         grid = TileGrid(source.height, source.width, tile, overlap)
         classes = np.full((source.height, source.width), CLASS_NODATA, dtype=np.uint8)
         pattern_map = np.zeros((source.height, source.width), dtype=np.uint8)
@@ -242,7 +244,7 @@ class Predictor:
         probabilities: str | os.PathLike[str] | None = None,
         tile: int | None = None,
         overlap: int | None = None,
-        batch: int = 1,
+        batch: int | None = None,
         min_valid: float = DEFAULT_MIN_VALID,
         resume: bool = False,
         progress: bool = True,
@@ -272,7 +274,9 @@ class Predictor:
         """
         began = time.perf_counter()
         tile, overlap = self._tiling(tile, overlap)
-        chunk_width = check_scene_options(tile, overlap, batch, min_valid, probabilities_dtype, chunk_width)
+        chunk_width = check_scene_options(
+            tile, overlap, 1 if batch is None else batch, min_valid, probabilities_dtype, chunk_width
+        )
         targets = {"classes": out, "patterns": pattern_map, "probabilities": probabilities}
         paths = {"optical": optical, "sar": sar, "dsm": dsm}
         given = [p for p in (optical, sar, dsm, cloud_mask, dtm) if p is not None]
@@ -293,6 +297,7 @@ class Predictor:
                 input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 patterns = all_patterns(source.modalities)
                 engines = self._engine_set(patterns, tile)
+                batch = default_batch(engines.backend) if batch is None else batch
                 grid = TileGrid(source.height, source.width, tile, overlap)
                 for target in chosen.values():
                     ensure_writable_dir(target.parent)

@@ -226,3 +226,32 @@ def test_onnxruntime_gpu_providers_are_described_plainly() -> None:
         "onnxruntime 1.20.1 on GPU 0 (CUDA execution provider)"
     )
     assert _describe_device("1.20.1", ("CPUExecutionProvider",), 0) == "onnxruntime 1.20.1 on CPU"
+
+
+@needs_openvino
+def test_the_default_batch_follows_the_backend(setup: dict[str, Path], tmp_path: Path) -> None:
+    """Without ``batch``, OpenVINO runs tiles four at a time (faster there, the same class maps) and ONNX
+    Runtime one at a time; an explicit batch wins. The calls' shapes say which ran."""
+    optical = make_physical((64, 256), seed=9)["optical"]  # a row of 5 tiles of 64 px (overlap 16)
+    raster = write_raster(tmp_path / "wide.tif", optical, TRANSFORM)
+    maps, batches = {}, {}
+    for name, backend, batch in (
+        ("ov", "openvino", None),
+        ("ov1", "openvino", 1),
+        ("ort", "onnxruntime", None),
+    ):
+        with Predictor(setup["engines"], backend=backend, threads=1) as predictor:
+            summary = predictor.predict_scene(
+                optical=raster, out=tmp_path / f"{name}.tif", tile=64, batch=batch, progress=False
+            )
+        batches[name] = {int(shape.split("x")[0]) for shape in summary.engine_shapes["optical"]}
+        maps[name] = _read_classes(tmp_path / f"{name}.tif")
+    assert max(batches["ov"]) == 4 and batches["ov1"] == {1} and batches["ort"] == {1}
+    np.testing.assert_array_equal(maps["ov"], maps["ov1"])
+
+
+def _read_classes(path: Path) -> np.ndarray:
+    import rasterio
+
+    with rasterio.open(path) as dataset:
+        return dataset.read(1)

@@ -22,7 +22,7 @@ def check_options(
     scheduler: Any,
     tile: int | None,
     overlap: int | None,
-    batch: int,
+    batch: int | None,
     backend: str,
     precision: str,
     min_valid: float,
@@ -46,7 +46,7 @@ def check_options(
         check_tiling(tile, overlap or 0)
     elif overlap is not None and overlap < 0:
         raise ConfigError(f"--overlap must be at least 0, got {overlap}")
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {batch}")
     if not 0.0 < min_valid <= 1.0:
         raise ConfigError(f"--min-valid must be in (0, 1], got {min_valid}")

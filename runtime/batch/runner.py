@@ -71,7 +71,7 @@ def run_batch(
     cog: bool = False,
     tile: int | None = None,
     overlap: int | None = None,
-    batch: int = 1,
+    batch: int | None = None,
     backend: str = "auto",
     precision: str = "fp32",
     min_valid: float = DEFAULT_MIN_VALID,

@@ -52,7 +52,7 @@ class BatchSettings:
     #: None: the manifest's tile size, and the runtime's default overlap for it.
     tile: int | None = None
     overlap: int | None = None
-    batch: int = 1
+    batch: int | None = None
     min_valid: float = DEFAULT_MIN_VALID
     probabilities: bool = False
     probabilities_dtype: str = "uint8"

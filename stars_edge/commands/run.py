@@ -55,7 +55,7 @@ def run(
     probabilities_dtype: str = PROBABILITIES_DTYPE,
     tile: int | None = TILE,
     overlap: int | None = OVERLAP,
-    batch: int = BATCH,
+    batch: int | None = BATCH,
     backend: str = BACKEND,
     precision: str = PRECISION,
     min_valid: float = MIN_VALID,

@@ -70,7 +70,7 @@ def run_batch(
     probabilities_dtype: str = PROBABILITIES_DTYPE,
     tile: int | None = TILE,
     overlap: int | None = OVERLAP,
-    batch: int = BATCH,
+    batch: int | None = BATCH,
     backend: str = BACKEND,
     precision: str = PRECISION,
     min_valid: float = MIN_VALID,
