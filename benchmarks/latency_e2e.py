@@ -19,7 +19,8 @@ from typing import Any
 
 from benchmarks.common import load_average, where_time_goes
 from benchmarks.latency_e2e_child import _peak_rss_mib, _run_e2e_child, e2e_child_main
-from benchmarks.latency_floor import floor_timing, fraction_summary
+from benchmarks.latency_engine_only import floor_timing
+from benchmarks.latency_floor import fraction_summary
 from benchmarks.latency_plan import FULL_PATTERN, BenchmarkPlan, Echo, timing_kwargs
 from benchmarks.latency_scenes import (
     CLOUDY_VARIANTS,

@@ -311,7 +311,7 @@ def test_engine_only_times_every_call_shape_of_the_run(
 ) -> None:
     """With ``engine_shapes`` every shape is fed to its engine and timed on its own: each shape's time is
     its calls x its median per call, the floor their sum; first calls at new shapes are reported apart."""
-    from benchmarks.latency_floor import engine_only
+    from benchmarks.latency_engine_only import engine_only
     from benchmarks.markdown import where_time_goes
     from runtime.engines import EngineSet
     from stars_edge.manifest import load_manifest
@@ -367,7 +367,7 @@ def test_engine_only_times_every_call_shape_of_the_run(
 def test_engine_only_caps_the_shapes_it_times_and_falls_back_to_pixels_without_shapes(
     engine_folder: Path,
 ) -> None:
-    from benchmarks.latency_floor import engine_only
+    from benchmarks.latency_engine_only import engine_only
     from stars_edge.manifest import load_manifest
 
     manifest = load_manifest(engine_folder)
