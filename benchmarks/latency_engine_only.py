@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.latency_plan import make_inputs
+from benchmarks.latency_plan import make_inputs, shape_inputs
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import Pattern
 
@@ -67,18 +67,6 @@ def time_wall_and_cpu(
         cpus.append(time.process_time() - cpu)
         walls.append(time.perf_counter() - wall)
     return walls, cpus
-
-
-def shape_inputs(
-    manifest: Manifest, pattern: Pattern, shape: tuple[int, int, int], seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Seeded inputs like ``latency_plan.make_inputs``, of one call shape ``(batch, height, width)``."""
-    batch, height, width = shape
-    rng = np.random.default_rng(seed)
-    return {
-        name: rng.standard_normal((batch, manifest.modalities[name].bands, height, width), dtype=np.float32)
-        for name in pattern
-    }
 
 
 def parse_shape(key: str) -> tuple[int, int, int]:

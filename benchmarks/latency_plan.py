@@ -81,9 +81,17 @@ def make_inputs(
     manifest: Manifest, pattern: Pattern, batch: int, tile: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Normalised-scale random inputs ``{modality: float32 (batch, bands, tile, tile)}`` for one pattern."""
+    return shape_inputs(manifest, pattern, (batch, tile, tile), seed)
+
+
+def shape_inputs(
+    manifest: Manifest, pattern: Pattern, shape: tuple[int, int, int], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``make_inputs`` of any call shape ``(batch, height, width)`` (a window under a cloud, say)."""
+    batch, height, width = shape
     rng = np.random.default_rng(seed)
     return {
-        name: rng.standard_normal((batch, manifest.modalities[name].bands, tile, tile), dtype=np.float32)
+        name: rng.standard_normal((batch, manifest.modalities[name].bands, height, width), dtype=np.float32)
         for name in pattern
     }
 

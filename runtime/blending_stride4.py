@@ -282,7 +282,8 @@ class Stride4Blender:
         if boundary is not None:  # quads of boundary pixels only: their pixels come from the boundary band
             decided |= quads.covering(boundary[c] > 0)
         empty = ~quads.reduce(np.logical_or, inside)
-        boxes = quads.meeting(self._fine.boxes) if self._fine.view(band) is not None else []
+        fine_band = self._fine.view(band)
+        boxes = quads.meeting(self._fine.boxes) if fine_band is not None else []
         for rows, cols in boxes:
             decided[rows, cols] = True  # computed by ``_dense`` below
         corner = quads.corner()
@@ -294,7 +295,6 @@ class Stride4Blender:
         patterns[empty] = 0
         class_map, pattern_map = quads.pixels(classes), quads.pixels(patterns)
         undecided_y, undecided_x = np.nonzero(~(decided | empty))
-        fine_band = self._fine.view(band)
         for start in range(0, undecided_y.size, QUAD_BLOCK):
             qy, qx = undecided_y[start : start + QUAD_BLOCK], undecided_x[start : start + QUAD_BLOCK]
             cells = quads.cells(stacked, qy, qx)

@@ -179,17 +179,11 @@ def pattern_leads(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return argmax_channels(weights), ordered[-1] - ordered[-2], ordered[-1]
 
 
-def shift_rows(carry: np.ndarray, rows: int, columns: list[tuple[int, int]] | None = None) -> None:
-    """Move ``carry``'s rows up by ``rows`` (the next tile row's start) and clear the rows that open; with
-    ``columns`` ``(x0, x1)`` (where all its nonzero values lie) only those columns move."""
+def shift_rows(carry: np.ndarray, rows: int) -> None:
+    """Move ``carry``'s rows up by ``rows`` (the next tile row's start) and clear the rows that open."""
     kept = carry.shape[1] - rows
-    if columns is None:
-        carry[:, :kept] = carry[:, rows:]
-        carry[:, kept:] = 0.0
-        return
-    for x0, x1 in merged_spans(columns):  # each column moves once
-        carry[:, :kept, x0:x1] = carry[:, rows:, x0:x1]
-        carry[:, kept:, x0:x1] = 0.0
+    carry[:, :kept] = carry[:, rows:]
+    carry[:, kept:] = 0.0
 
 
 def merged_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
