@@ -38,11 +38,17 @@ SPECS = synthetic_specs()
 HELD_OUT_SEEDS = (4_242_001, 4_242_002)
 
 
-@pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Conv engines on the synthetic specs, with the contract ``build-engines`` records by default."""
+@pytest.fixture(scope="module", params=[1, 4], ids=["stride1", "stride4"])
+def engines(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Conv engines on the synthetic specs, with the contract ``build-engines`` records by default; every
+    test runs with engines that end at full resolution and with engines that return stride-4 logits (the
+    ``build-engines`` default)."""
     folder = build_engines(
-        tmp_path_factory.mktemp("engines"), random_weights(classes=3, seed=5), classes=3, specs=SPECS
+        tmp_path_factory.mktemp("engines"),
+        random_weights(classes=3, seed=5),
+        classes=3,
+        specs=SPECS,
+        logits_stride=request.param,
     )
     values, source = sample_physical(SYNTHETIC, SPECS, 256)
     manifest = load_manifest(folder)

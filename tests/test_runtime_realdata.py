@@ -54,7 +54,10 @@ def test_sen1floods11_optical_sar(shared_data: Path, tmp_path: Path) -> None:
     assert (classes == expected).mean() > 0.999
 
 
-def test_spacenet6_rgb_and_sar_with_nan_footprint(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("logits_stride", [1, 4])
+def test_spacenet6_rgb_and_sar_with_nan_footprint(
+    shared_data: Path, tmp_path: Path, logits_stride: int
+) -> None:
     folder = shared_data / "spacenet6_solaris_sample"
     optical, sar = folder / "rgb_unmasked.tif", folder / "sar_masked.tif"
     if not optical.is_file() or not sar.is_file():
@@ -63,7 +66,10 @@ def test_spacenet6_rgb_and_sar_with_nan_footprint(shared_data: Path, tmp_path: P
         "optical": _spec("optical", ("red", "green", "blue"), 100.0, 60.0),
         "sar": _spec("sar", ("hh", "hv", "vh", "vv"), 10.0, 8.0),
     }
-    engines = build_engines(tmp_path / "engines", random_weights(classes=3, seed=2), classes=3, specs=specs)
+    weights = random_weights(classes=3, seed=2)
+    engines = build_engines(
+        tmp_path / "engines", weights, classes=3, specs=specs, logits_stride=logits_stride
+    )
     predictor = Predictor(engines, backend="onnxruntime", threads=1)
     predictor.predict_scene(
         optical=optical,

@@ -7,6 +7,7 @@ tested here too, so a broken fixture fails loudly instead of making other tests 
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,8 +33,11 @@ def conv_engine(
     weight: np.ndarray,
     bias: np.ndarray,
     kernel: int = 1,
+    logits_stride: int = 1,
 ) -> Path:
-    """Write ``logits = Conv(concat(inputs of pattern))`` as an ONNX file with dynamic N/H/W.
+    """Write ``logits = Conv(concat(inputs of pattern))`` as an ONNX file with dynamic N/H/W (with
+    ``logits_stride`` 4, averaged over 4x4 blocks: logits at a quarter of the input size, as engines built
+    with ``--logits-stride 4`` return them).
 
     ``kernel`` 1 gives a 1x1 convolution; an odd ``kernel`` k > 1 spreads the 1x1 weights over a k x k
     kernel (centre weight 1/2, the rest sharing the other half) with zero padding: an engine with a real
@@ -47,7 +51,8 @@ def conv_engine(
         weight4 = weight.astype(np.float32)[:, :, None, None]
     inputs = [helper.make_tensor_value_info(m, TensorProto.FLOAT, ["N", bands[m], "H", "W"]) for m in pattern]
     classes = weight.shape[0]
-    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, "H", "W"])
+    size = ["H", "W"] if logits_stride == 1 else ["h", "w"]
+    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, *size])
     initializers = [
         numpy_helper.from_array(weight4, "weight"),
         numpy_helper.from_array(bias.astype(np.float32), "bias"),
@@ -59,11 +64,22 @@ def conv_engine(
     else:
         source = pattern.modalities[0]
     pad = kernel // 2
+    conv = "logits" if logits_stride == 1 else "full"
     nodes.append(
         helper.make_node(
-            "Conv", [source, "weight", "bias"], ["logits"], kernel_shape=[kernel, kernel], pads=[pad] * 4
+            "Conv", [source, "weight", "bias"], [conv], kernel_shape=[kernel, kernel], pads=[pad] * 4
         )
     )
+    if logits_stride != 1:
+        nodes.append(
+            helper.make_node(
+                "AveragePool",
+                [conv],
+                ["logits"],
+                kernel_shape=[logits_stride] * 2,
+                strides=[logits_stride] * 2,
+            )
+        )
     graph = helper.make_graph(nodes, f"conv_{pattern.name}", inputs, [output], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
@@ -112,9 +128,9 @@ def build_engines(
     """Write one engine per pattern (and precision) plus ``manifest.json``; returns ``folder``.
 
     ``write_engine(path, pattern, bands, weight, bias, kernel)`` writes each engine (default:
-    ``conv_engine``); ``logits_stride`` is recorded in the manifest (engines that return stride-4 logits).
+    ``conv_engine`` at ``logits_stride``); ``logits_stride`` is recorded in the manifest.
     """
-    write: Callable[..., object] = write_engine or conv_engine
+    write: Callable[..., object] = write_engine or functools.partial(conv_engine, logits_stride=logits_stride)
     specs = dict(specs or DEFAULT_SPECS)
     folder.mkdir(parents=True, exist_ok=True)
     patterns = patterns or all_patterns(tuple(specs))
