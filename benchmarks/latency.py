@@ -257,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--e2e-tile", type=int, default=None, help="Tile size for the end-to-end run (default: --tile)."
     )
     parser.add_argument(
-        "--e2e-batch", type=int, default=1, help="Tiles per engine call in the end-to-end run (default 1)."
+        "--e2e-batch",
+        type=int,
+        default=None,
+        help="Tiles per engine call in the end-to-end run (default: what the runtime uses on its backend, "
+        "runtime.run_options.default_batch: 4 on OpenVINO, 1 elsewhere; --batch must include it for the "
+        "engine-only comparison).",
     )
     parser.add_argument(
         "--e2e-scene",

@@ -30,6 +30,7 @@ from benchmarks.latency_scenes import (
     scene_paths,
     store_sentinel2_like,
 )
+from runtime.run_options import default_batch
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import ALL_PATTERNS
 
@@ -96,6 +97,7 @@ def benchmark_e2e(
         precision = "int8" if int8_everywhere and allowed else "fp32"
     tile = plan.e2e_tile or plan.tile
     backend = _resolved_backend(plan.e2e_backend, manifest, precision)
+    batch = default_batch(backend) if plan.e2e_batch is None else plan.e2e_batch
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     decoding = gdal_threads(plan.gdal_threads, usable)
     section: dict[str, Any] = {
@@ -104,18 +106,19 @@ def benchmark_e2e(
         "gdal_num_threads": decoding,
         "tile": tile,
         "overlap": plan.e2e_overlap,
-        "batch": plan.e2e_batch,
+        "batch": batch,
+        "batch_source": "the runtime's default" if plan.e2e_batch is None else "--e2e-batch",
         "threads": plan.threads,
         "scene": plan.e2e_scene,
         "runs": [],
     }
-    full = _engine_only_row(engine_rows, FULL_PATTERN.name, precision, tile, plan.e2e_batch, backend)
+    full = _engine_only_row(engine_rows, FULL_PATTERN.name, precision, tile, batch, backend)
     section["engine_only_mpx_per_s"] = full["mpx_per_s"] if full else None
     section["engine_only_ms_per_tile"] = full["ms_per_tile"] if full else None
     if full is None:
         echo(
             f"note: no {backend} engine-only row for {FULL_PATTERN} {precision} at tile {tile}, batch "
-            f"{plan.e2e_batch}; end-to-end/engine-only ratios need --tile/--batch to include those"
+            f"{batch}; end-to-end/engine-only ratios need --tile/--batch to include those"
         )
     jobs = [(plan.e2e_scene, size) for size in plan.e2e_sizes]
     if plan.e2e_scene in CLOUDY_VARIANTS and plan.e2e_sizes:
@@ -142,7 +145,7 @@ def benchmark_e2e(
             "threads": plan.threads,
             "tile": tile,
             "overlap": plan.e2e_overlap,
-            "batch": plan.e2e_batch,
+            "batch": batch,
             **{m: str(p) for m, p in paths.items()},
             "out": str(out_dir / "prediction.tif"),
             "pattern_map": str(out_dir / "pattern_map.tif"),
@@ -178,7 +181,7 @@ def benchmark_e2e(
         if full is not None:
             run["fraction_of_engine_only"] = run["mpx_per_s"] / full["mpx_per_s"]
         per_pattern = {
-            name: _engine_only_row(engine_rows, name, precision, tile, plan.e2e_batch, backend)
+            name: _engine_only_row(engine_rows, name, precision, tile, batch, backend)
             for name in summary["engine_runs"]
         }
         if per_pattern and all(row is not None for row in per_pattern.values()):

@@ -70,10 +70,14 @@ class ArraySource:
         values: dict[str, np.ndarray] = {}
         valid: dict[str, np.ndarray] = {}
         for name, array in self._values.items():
-            tile = np.zeros((array.shape[0], size, size), dtype=np.float32)
-            tile[:, :h, :w] = array[:, y : y + h, x : x + w]
-            mask = np.zeros((size, size), dtype=bool)
-            mask[:h, :w] = finite_valid(tile[:, :h, :w])
+            if h == size and w == size:  # inside the raster (nearly every tile): one copy, no padding
+                tile = np.array(array[:, y : y + h, x : x + w], dtype=np.float32)
+                mask = finite_valid(tile)
+            else:
+                tile = np.zeros((array.shape[0], size, size), dtype=np.float32)
+                tile[:, :h, :w] = array[:, y : y + h, x : x + w]
+                mask = np.zeros((size, size), dtype=bool)
+                mask[:h, :w] = finite_valid(tile[:, :h, :w])
             if name in self._valid:
                 mask[:h, :w] &= self._valid[name][y : y + h, x : x + w]
             values[name], valid[name] = tile, mask

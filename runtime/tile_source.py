@@ -30,7 +30,10 @@ class TileSource(Protocol):
     height: int
     width: int
 
-    def read(self, y: int, x: int, size: int) -> RawTile: ...
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        """Tile ``(y, x)`` of ``size`` px, padded beyond the raster; its arrays are new and the caller's to
+        change (normalisation works in place)."""
+        ...
 
     def close(self) -> None: ...
 

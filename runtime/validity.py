@@ -109,6 +109,10 @@ def pixel_codes(
     inside_count = int(inside.sum())
     if inside_count == 0:
         return codes
+    if inside_count == inside.size and all(ok.all() for ok in valid.values()):
+        # every modality valid everywhere (most tiles of a clear scene): each pixel takes all of them
+        codes.fill(np.uint8(sum(MODALITY_BITS[m] for m in valid)))
+        return codes
     fractions = {m: float(np.count_nonzero(v & inside)) / inside_count for m, v in valid.items()}
     present = [m for m, f in fractions.items() if f >= min_valid] or [
         m for m, f in fractions.items() if f > 0
@@ -139,7 +143,7 @@ def prepare_inputs(
     inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``)."""
     prepared: dict[str, np.ndarray] = {}
     for name, data in values.items():
-        normalised = specs[name].normalize(data)
+        normalised = normalize_owned(specs[name], data)
         holes = ~valid[name] & inside
         if holes.any():
             np.copyto(normalised, np.float32(fill), where=holes[None])
@@ -147,6 +151,19 @@ def prepare_inputs(
             np.copyto(normalised, np.float32(0.0), where=~inside[None])
         prepared[name] = normalised
     return prepared
+
+
+def normalize_owned(spec: ModalitySpec, data: np.ndarray) -> np.ndarray:
+    """``spec.normalize(data)`` computed in ``data``'s own buffer: the same float32 subtraction and division
+    (the same bits) without two tile-sized temporaries. Sources hand out tiles the caller owns
+    (``TileSource.read``; a dilated read's crop is a view of one); anything else (another dtype, a read-only
+    array) goes through ``normalize``. The backends make a view contiguous where they need it."""
+    owned = data.dtype == np.float32 and data.flags.writeable
+    if not owned or data.ndim != 3 or data.shape[0] != spec.bands:
+        return spec.normalize(data)
+    np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=data)
+    np.divide(data, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=data)
+    return data
 
 
 def check_inputs(

@@ -38,13 +38,15 @@ def test_quick_run_measures_the_streaming_runtime_end_to_end(engine_folder: Path
     pytest.importorskip("rasterio")
     out = tmp_path / "latency_e2e.json"
     argv = [
-        "--engines", str(engine_folder), "--tile", "64", "--batch", "1", "--threads", "1", "--quick",
+        "--engines", str(engine_folder), "--tile", "64", "--batch", "4", "--threads", "1", "--quick",
         "--precision", "fp32", "--e2e-size", "128,256", "--overlap", "16", "--backends", "openvino",
         "--workdir", str(tmp_path / "work"), "--json", str(out),
     ]  # fmt: skip
     assert latency.main(argv) == 0
     e2e = json.loads(out.read_text())["e2e"]
     assert e2e["precision"] == "fp32" and e2e["tile"] == 64 and e2e["overlap"] == 16
+    # without --e2e-batch the scene runs at the runtime's own default (4 tiles per call on OpenVINO)
+    assert e2e["batch"] == 4 and e2e["batch_source"] == "the runtime's default"
     assert [run["size"] for run in e2e["runs"]] == [128, 256]
     for run in e2e["runs"]:
         assert run["tiles"] == run["summary"]["tiles"] > 0
@@ -67,7 +69,7 @@ def s2like_run(engine_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
     argv = [
         "--engines", str(engine_folder), "--tile", "64", "--batch", "1", "--threads", "1", "--quick",
         "--precision", "fp32", "--e2e-size", "256", "--e2e-scene", "s2like", "--overlap", "16",
-        "--backends", "openvino", "--patterns", "optical+sar+dsm", "--gdal-threads", "2",
+        "--e2e-batch", "1", "--backends", "openvino", "--patterns", "optical+sar+dsm", "--gdal-threads", "2",
         "--workdir", str(folder / "work"), "--json", str(out),
     ]  # fmt: skip
     assert latency.main(argv) == 0
@@ -127,6 +129,7 @@ def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_sc
 
     result, work = s2like_run
     e2e = result["e2e"]
+    assert e2e["batch"] == 1 and e2e["batch_source"] == "--e2e-batch"
     assert set(e2e["floor_fraction"]) == set(e2e["arrays_fraction"]) == {"s2like", "s2like_clouds"}
     for scene in ("s2like", "s2like_clouds"):
         for key in ("floor_fraction", "arrays_fraction"):

@@ -221,3 +221,54 @@ def test_box_any_is_the_square_dilation() -> None:
         got = box_any(mask, radius)
         assert got.dtype == bool and got.shape == mask.shape
         np.testing.assert_array_equal(got, want, err_msg=f"{h}x{w} radius {radius}")
+
+
+def test_normalising_in_the_tile_buffer_gives_the_same_bits() -> None:
+    """``normalize_owned`` writes into the tile a source handed over (and into a dilated read's view of one)
+    the same float32 values as ``ModalitySpec.normalize``; an array it does not own is left untouched."""
+    from runtime.validity import normalize_owned
+    from stars_edge.modalities import ModalitySpec
+
+    spec = ModalitySpec(
+        "optical", ("b", "g", "r", "n"), (0.11, 0.093, 0.07, 0.25), (0.031, 0.047, 0.033, 0.19)
+    )
+    rng = np.random.default_rng(3)
+    tile = rng.uniform(-0.2, 1.5, (4, 40, 40)).astype(np.float32)
+    want = spec.normalize(tile.copy())
+    owned = tile.copy()
+    got = normalize_owned(spec, owned)
+    assert got is owned  # in place: no tile-sized copy
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    halo = np.pad(tile, ((0, 0), (3, 3), (3, 3)))
+    view = normalize_owned(spec, halo[:, 3:-3, 3:-3])
+    np.testing.assert_array_equal(view.view(np.uint32), want.view(np.uint32))
+    frozen = tile.copy()
+    frozen.flags.writeable = False
+    np.testing.assert_array_equal(normalize_owned(spec, frozen), want)
+    np.testing.assert_array_equal(frozen, tile)
+    as_float64 = tile.astype(np.float64)
+    np.testing.assert_array_equal(normalize_owned(spec, as_float64), spec.normalize(tile.astype(np.float64)))
+    assert as_float64.dtype == np.float64 and np.array_equal(as_float64, tile.astype(np.float64))
+
+
+def test_pattern_codes_of_a_clean_tile_take_every_modality() -> None:
+    """The shortcut for tiles where every modality is valid everywhere gives the rule's answer; a single
+    invalid pixel, or padding, takes the general path."""
+    from runtime.validity import MODALITY_BITS, pixel_codes
+
+    size = 64
+    inside = np.ones((size, size), dtype=bool)
+    for names in (("optical",), ("sar", "dsm"), ("optical", "sar", "dsm")):
+        valid = {m: np.ones((size, size), dtype=bool) for m in names}
+        codes = pixel_codes(valid, inside, 0.5, 16)
+        assert codes.dtype == np.uint8
+        assert (codes == sum(MODALITY_BITS[m] for m in names)).all()
+    valid = {m: np.ones((size, size), dtype=bool) for m in ("optical", "sar")}
+    valid["optical"][30, 30] = False
+    codes = pixel_codes(valid, inside, 0.5, 4)
+    assert codes[30, 30] == MODALITY_BITS["sar"] and codes[26, 30] == MODALITY_BITS["sar"]
+    assert codes[25, 30] == MODALITY_BITS["optical"] | MODALITY_BITS["sar"]
+    padded = inside.copy()
+    padded[:, 40:] = False
+    codes = pixel_codes({m: np.ones((size, size), dtype=bool) for m in ("optical", "sar")}, padded, 0.5, 4)
+    assert (codes[:, 40:] == 0).all() and (codes[:, :40] == 3).all()
