@@ -7,7 +7,17 @@ summary = Predictor("engines/").predict_scene(optical="opt.tif", sar="sar.tif", 
 """
 
 from runtime.predictor import Predictor, RunSummary
+from runtime.row_stream import RowBlock, RowResult
 from runtime.sources import ArraySource, RasterSource
 from runtime.tiling import TileGrid, blend_window
 
-__all__ = ["ArraySource", "Predictor", "RasterSource", "RunSummary", "TileGrid", "blend_window"]
+__all__ = [
+    "ArraySource",
+    "Predictor",
+    "RasterSource",
+    "RowBlock",
+    "RowResult",
+    "RunSummary",
+    "TileGrid",
+    "blend_window",
+]

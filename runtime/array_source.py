@@ -65,23 +65,38 @@ class ArraySource:
 
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = clip_tile(y, x, size, self.height, self.width)
-        inside = np.zeros((size, size), dtype=bool)
-        inside[:h, :w] = True
-        values: dict[str, np.ndarray] = {}
-        valid: dict[str, np.ndarray] = {}
-        for name, array in self._values.items():
-            if h == size and w == size:  # inside the raster (nearly every tile): one copy, no padding
-                tile = np.array(array[:, y : y + h, x : x + w], dtype=np.float32)
-                mask = finite_valid(tile)
-            else:
-                tile = np.zeros((array.shape[0], size, size), dtype=np.float32)
-                tile[:, :h, :w] = array[:, y : y + h, x : x + w]
-                mask = np.zeros((size, size), dtype=bool)
-                mask[:h, :w] = finite_valid(tile[:, :h, :w])
-            if name in self._valid:
-                mask[:h, :w] &= self._valid[name][y : y + h, x : x + w]
-            values[name], valid[name] = tile, mask
-        return RawTile(values, valid, inside)
+        return cut_tile(self._values, self._valid, y, x, h, w, size)
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def cut_tile(
+    values: Mapping[str, np.ndarray],
+    valid: Mapping[str, np.ndarray],
+    top: int,
+    x: int,
+    h: int,
+    w: int,
+    size: int,
+) -> RawTile:
+    """A ``size`` px tile of in-memory arrays: rows ``top:top + h``, columns ``x:x + w`` (the part inside the
+    raster), padded beyond it; NaN/inf and ``valid == False`` (where a modality has a mask) are invalid.
+    The arrays are new (the caller normalises them in place); an inside tile is copied once, unpadded."""
+    inside = np.zeros((size, size), dtype=bool)
+    inside[:h, :w] = True
+    tiles: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for name, array in values.items():
+        if h == size and w == size:  # inside the raster (nearly every tile): one copy, no padding
+            tile = np.array(array[:, top : top + h, x : x + w], dtype=np.float32)
+            mask = finite_valid(tile)
+        else:
+            tile = np.zeros((array.shape[0], size, size), dtype=np.float32)
+            tile[:, :h, :w] = array[:, top : top + h, x : x + w]
+            mask = np.zeros((size, size), dtype=bool)
+            mask[:h, :w] = finite_valid(tile[:, :h, :w])
+        if name in valid:
+            mask[:h, :w] &= valid[name][top : top + h, x : x + w]
+        tiles[name], masks[name] = tile, mask
+    return RawTile(tiles, masks, inside)

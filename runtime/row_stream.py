@@ -1,0 +1,279 @@
+"""Streaming rows (issue 21): a push-broom sensor hands over blocks of rows, not a whole scene in memory.
+
+``Predictor.predict_arrays`` needs every row before it starts and returns whole maps. ``stream_rows`` pulls
+``RowBlock``s from an iterator only when a tile needs their rows, drops the rows no later tile can read, and
+yields each band of output rows as soon as the blender has finished it: memory is bounded by the tile, not
+by the scene's height. Input rows held at once: at most ``tile + 2 * halo + block - 1`` (``halo``: the
+largest mask dilation, which ``scheduling.read_dilated`` reads above and below a tile; ``block``: the
+largest block's rows), recorded in ``RowStreamSource.peak_rows``. Per tile it reads what ``ArraySource``
+reads from the same rows concatenated (same padding, validity, cloud masking), and there is one column
+chunk spanning the width (rows are consumed once, in order), so the maps are the bits ``predict_arrays``
+gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from runtime.array_source import ArraySource, cut_tile
+from runtime.blending import RowBands
+from runtime.run_options import check_run_options, default_batch
+from runtime.scheduling import EngineUse, Timer
+from runtime.tile_source import RawTile, check_band_counts, clip_tile
+from runtime.tiling import TileGrid
+from runtime.writing import stream_chunk
+from stars_edge.errors import DataError
+from stars_edge.modalities import DEFAULT_MIN_VALID, MODALITIES, ModalitySpec, all_patterns
+
+if TYPE_CHECKING:
+    from runtime.predictor import Predictor
+
+__all__ = ["RowBlock", "RowResult", "RowStream", "RowStreamSource", "stream_rows"]
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """The next rows of a scene, as ``predict_arrays`` takes a whole one: ``values`` maps a modality to
+    physical ``(bands, rows, width)`` values (NaN/inf invalid), ``valid`` a modality to a bool ``(rows,
+    width)`` mask (False invalid), ``cloud_mask`` (True = cloud) masks optical. Copied when pulled, so the
+    sensor may reuse its buffers."""
+
+    values: Mapping[str, np.ndarray]
+    valid: Mapping[str, np.ndarray] | None = None
+    cloud_mask: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """Finished output rows ``[start, start + rows)``: classes ``uint8`` (255 = nodata) and the pattern map
+    ``uint8`` (0 = none), each ``(rows, width)`` and the caller's to keep."""
+
+    start: int
+    classes: np.ndarray
+    patterns: np.ndarray
+
+
+class RowStreamSource:
+    """A ``TileSource`` over rows pulled lazily from an iterator of ``RowBlock``s.
+
+    Reads must come in order (one reader thread, row-major, ``y`` never decreasing, as ``Prefetcher`` reads
+    one column chunk): a read at ``y`` drops every held row above ``y`` and pulls blocks until the tile's
+    rows are held. ``peak_rows`` is the most input rows held at once. Every block is checked when pulled
+    (``DataError`` naming its index); ``specs`` are the engines' modalities, for the band counts.
+    """
+
+    def __init__(
+        self, blocks: Iterable[RowBlock], height: int, width: int, specs: Mapping[str, ModalitySpec]
+    ) -> None:
+        self.height, self.width = int(height), int(width)
+        self.modalities: tuple[str, ...] = ()
+        self.blocks_taken = 0
+        self.rows_delivered = 0
+        self.start = 0  # the first held row; rows [start, rows_delivered) are held
+        self.peak_rows = 0
+        self._blocks = iter(blocks)
+        self._specs = specs
+        self._values: dict[str, np.ndarray] = {}  # float32 (bands, held, width)
+        self._valid: dict[str, np.ndarray] = {}  # bool (held, width), cloud mask folded into optical
+        self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+    def sample_values(self, rows: int) -> dict[str, tuple[np.ndarray, str]]:
+        """Pull until ``min(rows, height)`` rows are held and sample the held rows for the input contract
+        (``ArraySource.sample_values``' grid and format): only the stream's first rows are checked."""
+        self._fill_to(min(rows, self.height))
+        held = f"rows {self.start}-{self.rows_delivered - 1}"
+        samples = ArraySource(self._values, self._valid).sample_values()
+        return {m: (data, f"streamed input {m!r} ({held})") for m, (data, _) in samples.items()}
+
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        h, w = clip_tile(y, x, size, self.height, self.width)
+        if y < self.start:
+            raise RuntimeError(f"row {y} read after it was dropped (first held row {self.start})")
+        self._drop_before(y)
+        self._fill_to(y + h)
+        self._drop_before(y)  # rows a gap in the reads skipped (none when reads overlap, as tiles do)
+        return cut_tile(self._values, self._valid, y - self.start, x, h, w, size)
+
+    def finish(self) -> None:
+        """Refuse a stream that goes on past ``height`` rows (asks the iterator for one more block)."""
+        while self._pull():
+            pass
+
+    def close(self) -> None:
+        """Drop the held rows."""
+        self._values, self._valid, self._pending = {}, {}, []
+
+    def _drop_before(self, y: int) -> None:
+        drop = min(y, self.rows_delivered) - self.start
+        if drop > 0:
+            self._values = {m: a[:, drop:] for m, a in self._values.items()}
+            self._valid = {m: a[drop:] for m, a in self._valid.items()}
+            self.start += drop
+
+    def _fill_to(self, stop: int) -> None:
+        while self.rows_delivered < stop:
+            if not self._pull():
+                raise DataError(
+                    f"the stream ended after {self.rows_delivered} of {self.height} rows (row block "
+                    f"{self.blocks_taken} never came); hand over all {self.height} rows, or pass the "
+                    "height the sensor delivers"
+                )
+        if self._pending:  # one copy per tile row: the held rows become contiguous again
+            for name in self.modalities:
+                held = [self._values[name]] if name in self._values else []
+                self._values[name] = np.concatenate(held + [p[0][name] for p in self._pending], axis=1)
+                held = [self._valid[name]] if name in self._valid else []
+                self._valid[name] = np.concatenate(held + [p[1][name] for p in self._pending], axis=0)
+            self._pending = []
+
+    def _pull(self) -> bool:
+        """Take the next block into the pending rows; False when the iterator has ended."""
+        try:
+            block = next(self._blocks)
+        except StopIteration:
+            return False
+        index, self.blocks_taken = self.blocks_taken, self.blocks_taken + 1
+        values, valid, rows = self._checked(block, index)
+        if self.rows_delivered + rows > self.height:
+            raise DataError(
+                f"row block {index} brings the stream to {self.rows_delivered + rows} rows, more than the "
+                f"scene's {self.height}; pass the height the sensor delivers or stop after {self.height} rows"
+            )
+        if rows:
+            self._pending.append((values, valid))
+            self.rows_delivered += rows
+            self.peak_rows = max(self.peak_rows, self.rows_delivered - self.start)
+        return True
+
+    def _checked(self, block: object, index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+        """One block's float32 values and bool validity (cloud mask folded in) and its row count."""
+        where = f"row block {index}"
+        if not isinstance(block, RowBlock):
+            raise DataError(f"{where} is a {type(block).__name__}; hand over runtime.RowBlock objects")
+        unknown = [m for m in block.values if m not in MODALITIES]
+        if unknown:
+            raise DataError(f"{where}: unknown modality {unknown[0]!r}; valid: {', '.join(MODALITIES)}")
+        names = tuple(m for m in MODALITIES if m in block.values)
+        if not self.modalities:
+            if not names:
+                raise DataError(f"{where}: no input modality given; pass at least one of optical, sar, dsm")
+            self.modalities = names
+        elif names != self.modalities:
+            raise DataError(
+                f"{where} carries {', '.join(names) or 'no modality'}, the first block "
+                f"{', '.join(self.modalities)}; every block must carry the same modalities (mark missing "
+                "pixels with NaN or valid=False)"
+            )
+        raw = {m: np.asarray(block.values[m]) for m in names}
+        for name, array in raw.items():
+            if array.ndim != 3:
+                raise DataError(f"{where}: {name}: expected a (bands, rows, width) array, got {array.shape}")
+        check_band_counts(
+            {m: int(a.shape[0]) for m, a in raw.items()},
+            self._specs,
+            {m: f"{where}: input array {m!r}" for m in names},
+        )
+        masks = {f"{m} valid": np.array(v, dtype=bool) for m, v in (block.valid or {}).items() if m in raw}
+        if block.cloud_mask is not None:
+            masks["cloud_mask"] = np.asarray(block.cloud_mask).astype(bool)
+        for label, mask in masks.items():
+            if mask.ndim != 2:
+                raise DataError(f"{where}: {label}: expected a (rows, width) mask, got shape {mask.shape}")
+        widths = {f"{m} values": a.shape[2] for m, a in raw.items()} | {
+            k: a.shape[1] for k, a in masks.items()
+        }
+        for label, got in widths.items():
+            if got != self.width:
+                raise DataError(
+                    f"{where}: {label} is {got} px wide but the scene is {self.width}; hand over whole rows"
+                )
+        counts = {f"{m} values": a.shape[1] for m, a in raw.items()} | {
+            k: a.shape[0] for k, a in masks.items()
+        }
+        if len(set(counts.values())) != 1:
+            detail = ", ".join(f"{k} {v}" for k, v in counts.items())
+            raise DataError(
+                f"{where}: its arrays disagree on the number of rows ({detail}); values, valid and "
+                "cloud_mask of one block must cover the same rows"
+            )
+        rows = int(next(iter(counts.values())))
+        valid = {m: masks.get(f"{m} valid", np.ones((rows, self.width), dtype=bool)) for m in names}
+        if "cloud_mask" in masks and "optical" in valid:
+            valid["optical"] = valid["optical"] & ~masks["cloud_mask"]
+        return {m: np.array(a, dtype=np.float32) for m, a in raw.items()}, valid, rows
+
+
+class RowStream(Iterator[RowResult]):
+    """The ``RowResult``s of a stream, top to bottom; ``source`` (``peak_rows``) shows the memory held.
+
+    After the last rows it checks that the block iterator has ended (a stream longer than ``height`` is a
+    ``DataError``); ``close()`` (or leaving a ``for`` loop early and dropping it) stops the reader thread.
+    """
+
+    def __init__(self, source: RowStreamSource, bands: Generator[tuple[int, RowBands], None, None]) -> None:
+        self.source = source
+        self._results = self._run(bands)
+
+    def _run(self, bands: Generator[tuple[int, RowBands], None, None]) -> Generator[RowResult, None, None]:
+        try:
+            with contextlib.closing(bands):  # stops the reader thread however the stream ends
+                for _, band in bands:  # views into the blender's reused rows: copied
+                    if band.classes.shape[0]:
+                        yield RowResult(band.start, band.classes.copy(), band.patterns.copy())
+            self.source.finish()
+        finally:
+            self.source.close()
+
+    def __next__(self) -> RowResult:
+        return next(self._results)
+
+    def __iter__(self) -> RowStream:
+        return self
+
+    def close(self) -> None:
+        """Stop early: the reader thread ends and the held rows are dropped."""
+        self._results.close()
+
+    @property
+    def peak_rows(self) -> int:
+        """The most input rows held at once so far."""
+        return self.source.peak_rows
+
+
+def stream_rows(
+    predictor: Predictor,
+    blocks: Iterable[RowBlock],
+    height: int,
+    width: int,
+    *,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int | None = None,
+    min_valid: float = DEFAULT_MIN_VALID,
+    allow_out_of_range: bool = False,
+) -> RowStream:
+    """``predict_arrays`` over a scene of ``height x width`` px that arrives as ``RowBlock``s.
+
+    The call checks the options, pulls the first ``min(height, tile)`` rows (or more, to the end of their
+    block) and tests them against the input contract (only those rows: later rows are not sampled), then
+    loads the engines, all before any engine call; the returned iterator yields finished rows as the blocks
+    arrive. A stream that ends early raises ``DataError`` once the rows before the missing ones are yielded;
+    one with more than ``height`` rows raises after the last rows.
+    """
+    tile, overlap = predictor._tiling(tile, overlap)
+    check_run_options(tile, overlap, 1 if batch is None else batch, min_valid)
+    grid = TileGrid(height, width, tile, overlap)
+    source = RowStreamSource(blocks, height, width, predictor.manifest.modalities)
+    predictor._check_contract(source.sample_values(tile), allow_out_of_range)
+    patterns = all_patterns(source.modalities)
+    engines = predictor._engine_set(patterns, tile)
+    batch = default_batch(engines.backend) if batch is None else batch
+    (chunk,) = predictor._chunks(grid, None)
+    settings = predictor._settings(min_valid)
+    args = (engines, settings, Timer(), batch, 0, predictor.classes, None, patterns, EngineUse())
+    return RowStream(source, stream_chunk(source, grid, chunk, *args))
