@@ -15,6 +15,9 @@ Both run inside the end-to-end child process (``benchmarks.latency_e2e.e2e_child
   ``Predictor.predict_arrays`` alone is timed; ``arrays_fraction`` = engine-only wall time of the same engine
   runs / its wall time (nothing to decode: the on-board case). ``predict_arrays`` returns no summary, so the
   engine runs are the file run's; its pattern map is checked against the file run's pattern pixels.
+- **Rows run.** The same arrays handed over ``ROW_BLOCK`` rows at a time through ``Predictor.predict_rows``
+  (the on-board streaming case): its wall time, the most input rows it held, and whether its maps are the
+  arrays run's bytes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 #: GDAL block cache while decoding once: far more than one block window of every band (a fresh dataset
 #: starts empty, so nothing is served from an earlier read).
 DECODE_CACHE_BYTES = 256 * 2**20
+#: Rows per block when the arrays run is repeated as a sensor's stream (``Predictor.predict_rows``).
+ROW_BLOCK = 128
 
 
 def decode_once(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, Any]:
@@ -150,6 +155,54 @@ def arrays_run(
         "cpu_seconds": cpu_seconds,
         "pattern_pixels": counts,
         "pattern_pixels_match_file_run": counts == {k: int(v) for k, v in file_pattern_pixels.items()},
+        "rows": rows_run(make_predictor, inputs, valid, clouds, options, _classes, pattern_map),
+    }
+
+
+def rows_run(
+    make_predictor: Callable[[], Any],
+    inputs: Mapping[str, np.ndarray],
+    valid: Mapping[str, np.ndarray],
+    clouds: np.ndarray | None,
+    options: Mapping[str, Any],
+    classes: np.ndarray,
+    pattern_map: np.ndarray,
+) -> dict[str, Any]:
+    """The same scene handed over as a sensor would, ``ROW_BLOCK`` rows at a time, through
+    ``Predictor.predict_rows``: wall time, the most input rows held, and whether its maps are
+    ``predict_arrays``' bytes."""
+    from runtime import RowBlock
+
+    height, width = classes.shape
+    blocks = (
+        RowBlock(
+            {m: a[:, top : top + ROW_BLOCK] for m, a in inputs.items()},
+            {m: v[top : top + ROW_BLOCK] for m, v in valid.items()},
+            None if clouds is None else clouds[top : top + ROW_BLOCK],
+        )
+        for top in range(0, height, ROW_BLOCK)
+    )
+    predictor = make_predictor()
+    same = True
+    try:
+        wall, cpu = time.perf_counter(), time.process_time()
+        stream = predictor.predict_rows(blocks, height, width, **options)
+        for result in stream:
+            rows = slice(result.start, result.start + result.classes.shape[0])
+            same &= bool(
+                np.array_equal(result.classes, classes[rows])
+                and np.array_equal(result.patterns, pattern_map[rows])
+            )
+        cpu_seconds = time.process_time() - cpu
+        wall_seconds = time.perf_counter() - wall
+    finally:
+        predictor.close()
+    return {
+        "block_rows": ROW_BLOCK,
+        "wall_seconds": wall_seconds,
+        "cpu_seconds": cpu_seconds,
+        "peak_input_rows": stream.peak_rows,
+        "same_maps_as_arrays": same,
     }
 
 
@@ -192,6 +245,7 @@ def measure_floor(
         arrays = arrays_run(predictor_factory, paths, options, summary["pattern_pixels"])
         arrays["engine_wall_seconds"] = engine["wall_seconds"]
         arrays["arrays_fraction"] = engine["wall_seconds"] / arrays["wall_seconds"]
+        arrays["rows"]["rows_fraction"] = engine["wall_seconds"] / arrays["rows"]["wall_seconds"]
         result["arrays"] = arrays
     return result
 

@@ -154,6 +154,14 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
             f"{arrays['arrays_fraction']:.3f}"
             + (" (WARNING: its pattern map differs from the file run's)" if differs else "")
         )
+        rows = arrays.get("rows")
+        if rows:
+            lines.append(
+                f"    as a sensor's stream: predict_rows {rows['wall_seconds']:.2f} s in "
+                f"{rows['block_rows']}-row blocks, at most {rows['peak_input_rows']} input rows held -> "
+                f"{rows['rows_fraction']:.3f} of engine-only"
+                + ("" if rows["same_maps_as_arrays"] else " (WARNING: its maps differ from predict_arrays')")
+            )
     elif run.get("arrays_skipped"):
         lines.append(f"    from arrays: not run ({run['arrays_skipped']})")
     return lines

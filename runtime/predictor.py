@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolic
 from runtime.output_paths import check_output_targets, journal_path
 from runtime.outputs import CLASS_NODATA, RasterGrid, build_overviews, commit, discard
 from runtime.raster_source import RasterSource
-from runtime.row_stream import RowBlock, RowResult, stream_rows
+from runtime.row_stream import RowBlock, RowStream, stream_rows
 from runtime.run_identity import output_tags, run_fingerprint
 from runtime.run_options import (
     PROBABILITY_DTYPES,
@@ -244,7 +244,7 @@ class Predictor:
         batch: int | None = None,
         min_valid: float = DEFAULT_MIN_VALID,
         allow_out_of_range: bool = False,
-    ) -> Iterator[RowResult]:
+    ) -> RowStream:
         """``predict_arrays`` for a sensor that hands over rows: ``blocks`` (``RowBlock``s, top to bottom,
         ``height`` rows of ``width`` px in all) are pulled as tiles need them and each band of finished rows
         is yielded as a ``RowResult``; memory is bounded by the tile, not the height. The first rows are

@@ -191,6 +191,11 @@ def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_sc
         assert arrays["pattern_pixels"] == run["summary"]["pattern_pixels"]
         assert arrays["wall_seconds"] > 0 and arrays["array_bytes"] == run["size"] ** 2 * bands * 4
         assert run["arrays_fraction"] == pytest.approx(engine["wall_seconds"] / arrays["wall_seconds"])
+        # the rows run: the same arrays as a sensor's stream, the same bytes, rows held bounded by the tile
+        rows = arrays["rows"]
+        assert rows["same_maps_as_arrays"] and rows["wall_seconds"] > 0
+        assert 0 < rows["peak_input_rows"] <= min(run["size"], 64 + rows["block_rows"])
+        assert rows["rows_fraction"] == pytest.approx(engine["wall_seconds"] / rows["wall_seconds"])
     largest = {r["scene"]: r for r in e2e["runs"] if r["size"] == 256}
     assert e2e["floor_fraction"] == {s: r["floor_fraction"] for s, r in largest.items()}
     assert e2e["arrays_fraction"] == {s: r["arrays_fraction"] for s, r in largest.items()}
