@@ -5,10 +5,11 @@
 yields each band of output rows as soon as the blender has finished it: memory is bounded by the tile, not
 by the scene's height. Input rows held at once: at most ``tile + 2 * halo + block - 1`` (``halo``: the
 largest mask dilation, which ``scheduling.read_dilated`` reads above and below a tile; ``block``: the
-largest block's rows), recorded in ``RowStreamSource.peak_rows``. Per tile it reads what ``ArraySource``
-reads from the same rows concatenated (same padding, validity, cloud masking), and there is one column
-chunk spanning the width (rows are consumed once, in order), so the maps are the bits ``predict_arrays``
-gives.
+largest block's rows), recorded in ``RowStreamSource.peak_rows``: each block is written once into one
+store per modality, which reclaims rows no read needs before it grows, so no transient second buffer or
+sensor block outlives its rows. Per tile it reads what ``ArraySource`` reads from the same rows
+concatenated (same padding, validity, cloud masking), and there is one column chunk spanning the width
+(rows are consumed once, in order), so the maps are the bits ``predict_arrays`` gives.
 """
 
 from __future__ import annotations
@@ -74,30 +75,35 @@ class RowStreamSource:
         self.modalities: tuple[str, ...] = ()
         self.blocks_taken = 0
         self.rows_delivered = 0
-        self.start = 0  # the first held row; rows [start, rows_delivered) are held
+        self.start = 0  # the first row a later read may need; rows [start, rows_delivered) are held
         self.peak_rows = 0
         self._blocks = iter(blocks)
         self._specs = specs
-        self._values: dict[str, np.ndarray] = {}  # float32 (bands, held, width)
-        self._valid: dict[str, np.ndarray] = {}  # bool (held, width), cloud mask folded into optical
-        self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        # one store per modality: scene row ``stored + i`` at row ``i``; each block is written into it once
+        # (converted to float32 on the way), rows before ``start`` are reclaimed when a block needs the room
+        self._stored = 0
+        self._values: dict[str, np.ndarray] = {}  # float32 (bands, capacity, width)
+        self._valid: dict[str, np.ndarray] = {}  # bool (capacity, width), cloud mask folded into optical
 
     def sample_values(self, rows: int) -> dict[str, tuple[np.ndarray, str]]:
         """Pull until ``min(rows, height)`` rows are held and sample the held rows for the input contract
         (``ArraySource.sample_values``' grid and format): only the stream's first rows are checked."""
         self._fill_to(min(rows, self.height))
         held = f"rows {self.start}-{self.rows_delivered - 1}"
-        samples = ArraySource(self._values, self._valid).sample_values()
+        first, stop = self.start - self._stored, self.rows_delivered - self._stored
+        values = {m: a[:, first:stop] for m, a in self._values.items()}
+        valid = {m: a[first:stop] for m, a in self._valid.items()}
+        samples = ArraySource(values, valid).sample_values()
         return {m: (data, f"streamed input {m!r} ({held})") for m, (data, _) in samples.items()}
 
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = clip_tile(y, x, size, self.height, self.width)
         if y < self.start:
             raise RuntimeError(f"row {y} read after it was dropped (first held row {self.start})")
-        self._drop_before(y)
+        self.start = min(y, self.rows_delivered)
         self._fill_to(y + h)
-        self._drop_before(y)  # rows a gap in the reads skipped (none when reads overlap, as tiles do)
-        return cut_tile(self._values, self._valid, y - self.start, x, h, w, size)
+        self.start = y  # rows a gap in the reads skipped (none when reads overlap, as tiles do)
+        return cut_tile(self._values, self._valid, y - self._stored, x, h, w, size)
 
     def finish(self) -> None:
         """Refuse a stream that goes on past ``height`` rows (asks the iterator for one more block)."""
@@ -106,14 +112,7 @@ class RowStreamSource:
 
     def close(self) -> None:
         """Drop the held rows."""
-        self._values, self._valid, self._pending = {}, {}, []
-
-    def _drop_before(self, y: int) -> None:
-        drop = min(y, self.rows_delivered) - self.start
-        if drop > 0:
-            self._values = {m: a[:, drop:] for m, a in self._values.items()}
-            self._valid = {m: a[drop:] for m, a in self._valid.items()}
-            self.start += drop
+        self._values, self._valid = {}, {}
 
     def _fill_to(self, stop: int) -> None:
         while self.rows_delivered < stop:
@@ -123,16 +122,9 @@ class RowStreamSource:
                     f"{self.blocks_taken} never came); hand over all {self.height} rows, or pass the "
                     "height the sensor delivers"
                 )
-        if self._pending:  # one copy per tile row: the held rows become contiguous again
-            for name in self.modalities:
-                held = [self._values[name]] if name in self._values else []
-                self._values[name] = np.concatenate(held + [p[0][name] for p in self._pending], axis=1)
-                held = [self._valid[name]] if name in self._valid else []
-                self._valid[name] = np.concatenate(held + [p[1][name] for p in self._pending], axis=0)
-            self._pending = []
 
     def _pull(self) -> bool:
-        """Take the next block into the pending rows; False when the iterator has ended."""
+        """Write the next block into the store; False when the iterator has ended."""
         try:
             block = next(self._blocks)
         except StopIteration:
@@ -145,10 +137,33 @@ class RowStreamSource:
                 f"scene's {self.height}; pass the height the sensor delivers or stop after {self.height} rows"
             )
         if rows:
-            self._pending.append((values, valid))
+            at = self._room(rows)
+            for name in self.modalities:
+                self._values[name][:, at : at + rows] = values[name]  # the one copy, to float32
+                self._valid[name][at : at + rows] = valid[name]
             self.rows_delivered += rows
-            self.peak_rows = max(self.peak_rows, self.rows_delivered - self.start)
+            self.peak_rows = max(self.peak_rows, self.rows_delivered - self._stored)
         return True
+
+    def _room(self, rows: int) -> int:
+        """Store row where ``rows`` new rows go: rows before ``start`` are dropped (the held ones move to
+        the top) when the store is full, and it grows to exactly what is held when that is not enough."""
+        held = self.rows_delivered - self.start
+        capacity = next(iter(self._valid.values())).shape[0] if self._valid else 0
+        if self.rows_delivered - self._stored + rows <= capacity:
+            return self.rows_delivered - self._stored
+        first = self.start - self._stored
+        for name in self.modalities:
+            old_values, old_valid = self._values.get(name), self._valid.get(name)
+            if held + rows > capacity:
+                bands = int(self._specs[name].bands)
+                self._values[name] = np.empty((bands, held + rows, self.width), dtype=np.float32)
+                self._valid[name] = np.empty((held + rows, self.width), dtype=bool)
+            if held and old_values is not None and old_valid is not None:
+                self._values[name][:, :held] = old_values[:, first : first + held]
+                self._valid[name][:held] = old_valid[first : first + held]
+        self._stored = self.start
+        return held
 
     def _checked(self, block: object, index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
         """One block's float32 values and bool validity (cloud mask folded in) and its row count."""
@@ -205,7 +220,7 @@ class RowStreamSource:
         valid = {m: masks.get(f"{m} valid", np.ones((rows, self.width), dtype=bool)) for m in names}
         if "cloud_mask" in masks and "optical" in valid:
             valid["optical"] = valid["optical"] & ~masks["cloud_mask"]
-        return {m: np.array(a, dtype=np.float32) for m, a in raw.items()}, valid, rows
+        return raw, valid, rows
 
 
 class RowStream(Iterator[RowResult]):
