@@ -1,0 +1,124 @@
+"""INT8 against ONNX Runtime FP32 at the runtime's default tile, interleaved in one process (issue 21).
+
+Single engine calls at 256 px vary by up to 1.6x between runs on a shared VM, so the configurations compared
+here run round-robin in one process: each round times every (backend, precision, batch) of the full pattern's
+engine, with the runtime's own engine settings (``runtime.engines.EngineSet``), and the median over rounds
+is reported per tile. Ratios: same batch, best of each, and what the runtime runs by default
+(``runtime.run_options.default_batch`` per backend).
+
+    python benchmarks/int8_default_tile.py --engines demo_out/engines --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import load_average, machine_info
+from benchmarks.latency_engine_only import usable_cores
+from benchmarks.latency_plan import FULL_PATTERN as FULL
+from stars_edge.io import write_json_atomic
+
+#: (backend, precision) pairs timed; the first INT8 one against the ONNX Runtime FP32 one.
+CONFIGS: tuple[tuple[str, str], ...] = (("openvino", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"))
+
+
+def time_interleaved(
+    engines_dir: Path, tile: int | None, batches: tuple[int, ...], rounds: int, calls: int
+) -> tuple[int, dict[str, list[float]]]:
+    """Milliseconds per tile of every configuration, one median per round; and the tile used."""
+    from runtime import Predictor
+
+    engine_sets = {}
+    for backend, precision in CONFIGS:
+        predictor = Predictor(engines_dir, backend=backend, precision=precision, allow_flagged=True)
+        tile = predictor.manifest.tile_size if tile is None else tile
+        engine_sets[(backend, precision)] = predictor._engine_set([FULL], tile)
+    assert tile is not None
+    rng = np.random.default_rng(0)
+    bands = {m: spec.bands for m, spec in predictor.manifest.modalities.items() if m in FULL}
+    inputs = {
+        b: {m: rng.standard_normal((b, n, tile, tile), dtype=np.float32) for m, n in bands.items()}
+        for b in batches
+    }
+    times: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for (backend, precision), engines in engine_sets.items():
+            for batch in batches:
+                for _ in range(2):  # warm: the shape may be new to this engine
+                    engines.run(FULL, inputs[batch])
+                per_call = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    engines.run(FULL, inputs[batch])
+                    per_call.append(time.perf_counter() - start)
+                key = f"{backend} {precision} batch {batch}"
+                times.setdefault(key, []).append(statistics.median(per_call) * 1e3 / batch)
+    return tile, times
+
+
+def ratios(ms: dict[str, float], batches: tuple[int, ...]) -> dict[str, float]:
+    """INT8 speed-ups over ONNX Runtime FP32: per batch, best of each, and at each backend's default batch."""
+    from runtime.run_options import default_batch
+
+    def at(backend: str, precision: str, batch: int) -> float:
+        return ms[f"{backend} {precision} batch {batch}"]
+
+    result = {f"batch {b}": at("onnxruntime", "fp32", b) / at("openvino", "int8", b) for b in batches}
+    best_int8 = min(at("openvino", "int8", b) for b in batches)
+    result["best of each"] = min(at("onnxruntime", "fp32", b) for b in batches) / best_int8
+    ov, ort = default_batch("openvino"), default_batch("onnxruntime")
+    if ov in batches and ort in batches:
+        result["runtime defaults"] = at("onnxruntime", "fp32", ort) / at("openvino", "int8", ov)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--engines", type=Path, required=True, help="engine folder with FP32 and INT8 engines"
+    )
+    parser.add_argument("--tile", type=int, default=None, help="tile in px (default: the manifest's)")
+    parser.add_argument("--batch", default="1,4", help="comma-separated batch sizes (default 1,4)")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=15, help="timed calls per configuration and round")
+    parser.add_argument("--json", type=Path, help="write settings, machine, medians and ratios here")
+    args = parser.parse_args(argv)
+    if not (args.engines / "manifest.json").is_file():
+        parser.error(f"{args.engines}: no manifest.json; pass a folder written by stars-edge build-engines")
+    batches = tuple(int(b) for b in args.batch.split(","))
+    load_start = load_average()
+    tile, times = time_interleaved(args.engines, args.tile, batches, args.rounds, args.calls)
+    medians = {key: round(float(np.median(values)), 3) for key, values in times.items()}
+    for key, value in medians.items():
+        print(f"{value:8.3f} ms per tile  {key}")
+    speedups = {key: round(value, 3) for key, value in ratios(medians, batches).items()}
+    for key, value in speedups.items():
+        print(f"OpenVINO INT8 vs ONNX Runtime FP32, {key}: {value:.2f}x")
+    print(f"tile {tile}; load average {load_start} at start, {load_average()} at end")
+    if args.json:
+        machine = {**machine_info(usable_cores()), "load_start": load_start, "load_end": load_average()}
+        settings = {"tile": tile, "batches": list(batches), "rounds": args.rounds, "calls": args.calls}
+        record = {
+            "command": " ".join(sys.argv),
+            "engines": str(args.engines),
+            "settings": settings,
+            "machine": machine,
+            "ms_per_tile": medians,
+            "int8_speedup_over_ort_fp32": speedups,
+        }
+        write_json_atomic(args.json, record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
