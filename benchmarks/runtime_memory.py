@@ -62,8 +62,10 @@ print(json.dumps({"peak_rss_mib": hwm / 1024,
 """
 
 
-def build_engines(folder: Path, classes: int = 7) -> Path:
-    """1x1-conv engines for optical, sar and optical+sar, with their manifest (margin 0: 1x1 kernels)."""
+def build_engines(folder: Path, classes: int = 7, logits_stride: int = 4) -> Path:
+    """1x1-conv engines for optical, sar and optical+sar, with their manifest (margin 0: 1x1 kernels); with
+    ``logits_stride`` 4 (what ``build-engines`` ships by default) they end in a 4x4 average pool, so the run
+    blends at stride 4 like a real engine's."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -78,6 +80,7 @@ def build_engines(folder: Path, classes: int = 7) -> Path:
         modalities=specs,
         tile_size=512,
         context_margin=0,
+        logits_stride=logits_stride,
     )
     rng = np.random.default_rng(0)
     for name in ("optical", "sar", "optical+sar"):
@@ -94,7 +97,13 @@ def build_engines(folder: Path, classes: int = 7) -> Path:
         if len(pattern) > 1:
             nodes.append(helper.make_node("Concat", list(pattern), ["x"], axis=1))
             source = "x"
-        nodes.append(helper.make_node("Conv", [source, "w"], ["logits"], kernel_shape=[1, 1]))
+        conv_out = "logits" if logits_stride == 1 else "full"
+        nodes.append(helper.make_node("Conv", [source, "w"], [conv_out], kernel_shape=[1, 1]))
+        if logits_stride != 1:
+            size = [logits_stride, logits_stride]
+            nodes.append(
+                helper.make_node("AveragePool", ["full"], ["logits"], kernel_shape=size, strides=size)
+            )
         graph = helper.make_graph(nodes, name, inputs, [output], [numpy_helper.from_array(weight, "w")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 9
@@ -123,7 +132,9 @@ def write_scene(folder: Path, height: int, width: int) -> tuple[Path, Path]:
 
     transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
     paths = []
-    for name, bands, mean, amplitude in (("optical", 4, 0.12, 0.05), ("sar", 2, -12.0, 4.0)):
+    # per-band means the input contract accepts: reflectance, and SAR in dB with vv above vh
+    for name, means, amplitude in (("optical", (0.12,) * 4, 0.05), ("sar", (-10.0, -17.0), 3.0)):
+        bands = len(means)
         path = folder / f"{name}_{height}x{width}.tif"
         profile = {
             "driver": "GTiff", "height": height, "width": width, "count": bands, "dtype": "float32",
@@ -137,7 +148,7 @@ def write_scene(folder: Path, height: int, width: int) -> tuple[Path, Path]:
                 yy = np.arange(top, top + rows, dtype=np.float32)[:, None]
                 data = np.stack(
                     [
-                        mean + amplitude * np.sin(yy / (37.0 + 11 * b) + xx / (53.0 + 7 * b))
+                        means[b] + amplitude * np.sin(yy / (37.0 + 11 * b) + xx / (53.0 + 7 * b))
                         for b in range(bands)
                     ]
                 ).astype(np.float32)
@@ -147,11 +158,11 @@ def write_scene(folder: Path, height: int, width: int) -> tuple[Path, Path]:
 
 
 def measure(
-    sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None
+    sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None, logits_stride: int = 4
 ) -> list[dict[str, object]]:
     """Peak RSS per scene, each predicted in a fresh child so one scene's high-water mark cannot leak into
     the next."""
-    engines = build_engines(work / "engines")
+    engines = build_engines(work / "engines", logits_stride=logits_stride)
     results = []
     for height, width in sizes:
         optical, sar = write_scene(work, height, width)
@@ -216,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="GDAL_CACHEMAX (MB) for the runs; default: the runtime's sizing",
     )
     parser.add_argument(
+        "--logits-stride",
+        type=int,
+        choices=(1, 4),
+        default=4,
+        help="engines returning stride-4 logits (default, as build-engines ships) or full-resolution ones",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: scenes {QUICK_SIZES} unless --sizes is given (numbers not measurements)",
@@ -235,7 +253,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="stars-edge-memory-") as work:
-        results = measure(sizes, Path(work), args.gdal_cachemax)
+        results = measure(sizes, Path(work), args.gdal_cachemax, args.logits_stride)
     return {
         "benchmark": "runtime peak RSS vs scene size",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -246,6 +264,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "load_average_1m": start_load,
         "machine": machine,
         "gdal_cachemax_mb": args.gdal_cachemax,
+        "logits_stride": args.logits_stride,
         "parent_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "wall_seconds": round(time.time() - started, 1),
         "results": results,

@@ -55,7 +55,9 @@ def fake_measure(monkeypatch: pytest.MonkeyPatch, load: FakeLoad) -> list[list[t
     """Replace the scene runs: record the sizes asked for, raise the load as real runs would."""
     calls: list[list[tuple[int, int]]] = []
 
-    def measure(sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None) -> list[Any]:
+    def measure(
+        sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None, logits_stride: int = 4
+    ) -> list[Any]:
         load.work()
         calls.append(list(sizes))
         return [
@@ -148,3 +150,17 @@ def test_batch_records_the_load_before_writing_scenes(
     markdown = batch_bench.render_markdown(result)
     assert f"1-minute load average {IDLE} at the start (before the scenes were written)" in markdown
     assert f"{BUSY} at the end (counts the benchmark's own workers)" in markdown
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_runtime_memory_runs_real_scenes_with_engines_of_either_logits_stride(
+    tmp_path: Path, stride: int
+) -> None:
+    """The memory benchmark's engines and child run for real at both logits strides (4 ships)."""
+    pytest.importorskip("rasterio")
+    from stars_edge.manifest import load_manifest
+
+    rows = runtime_memory.measure([(256, 512)], tmp_path, logits_stride=stride)
+    assert load_manifest(tmp_path / "engines", verify=False).logits_stride == stride
+    assert rows[0]["height"] == 256 and rows[0]["width"] == 512
+    assert float(rows[0]["peak_rss_mib"]) > 10  # type: ignore[arg-type]
