@@ -61,6 +61,10 @@ LOGIT_BOUND = 256.0
 #: Undecided quads are interpolated this many at a time: their pixels' channels stay in the CPU's caches
 #: (all at once, a 4096 px row of quads moved ~190 MB through memory per channel pass).
 QUAD_BLOCK = 2048
+#: Rows upsampled at once where probabilities are written: a 4096 px chunk's whole band of full-resolution
+#: float32 channels and their temporaries put a 4096 px scene's peak RSS at 681 MiB, against 472 in 64-row
+#: parts and 454 at stride 1 (``benchmarks/runtime_memory.py``); the bytes are the same.
+DENSE_ROWS = 64
 #: Quads read their pattern from their cells where the leading weight leads by this share of the largest
 #: (float32 interpolation errs by under 8 * 2**-24 of it).
 PATTERN_LEAD = 2.0**-16
@@ -213,9 +217,21 @@ class Stride4Blender:
         return seen, [self._channel[i] for i in seen] if len(seen) > 1 else []
 
     def _finish_upsampled(self, band: Band) -> RowBands:
-        """Every pixel's logits upsampled, then classes, patterns and probabilities."""
-        logits, covered, classes, patterns = self._dense(band)
-        return RowBands(band.y0, classes, patterns, self._probabilities(logits, covered))
+        """Every pixel's logits upsampled, then classes, patterns and probabilities; ``DENSE_ROWS`` rows at a
+        time, so the full-resolution float channels of a whole band never exist at once."""
+        parts = []
+        for y in range(band.y0, max(band.y1, band.y0 + 1), DENSE_ROWS):
+            logits, covered, classes, patterns = self._dense(
+                Band(y, min(y + DENSE_ROWS, band.y1), band.x0, band.x1)
+            )
+            parts.append((classes, patterns, self._probabilities(logits, covered)))
+        probabilities = [p[2] for p in parts if p[2] is not None]
+        return RowBands(
+            band.y0,
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate(probabilities, axis=1) if probabilities else None,
+        )
 
     def _dense(self, band: Band) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Logits, coverage, classes and patterns of every pixel of ``band`` (any part of the row's band),

@@ -470,3 +470,26 @@ def test_class_map_without_probabilities_is_the_full_upsample(
             np.testing.assert_array_equal(got.classes, want.classes)
             np.testing.assert_array_equal(got.patterns, want.patterns)
     assert 0 < 16 * sum(gathered) < 0.75 * height * width  # both paths ran, the shortcut on most pixels
+
+
+def test_probabilities_upsampled_in_row_parts_are_the_bytes_of_one_pass(
+    engines: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probabilities path upsamples ``DENSE_ROWS`` rows at a time (peak memory); parts of 4 and 24 rows
+    (not a multiple of a band, cutting through clouds and the boundary pixels) give one pass's bytes."""
+    import runtime.blending_stride4 as blending_stride4
+
+    stride4, _ = engines
+    inputs = make_physical((136, 120), seed=21)
+    inputs["optical"][:, 37:90, 21:66] = np.nan
+    inputs["sar"][:, 100:, 90:] = np.nan
+    paths = _rasters(inputs, tmp_path)
+    outputs = {}
+    for rows in (4, 24, 100_000):
+        monkeypatch.setattr(blending_stride4, "DENSE_ROWS", rows)
+        outputs[rows] = _scene_outputs(stride4, paths, tmp_path / f"rows{rows}", 64, 16, context_margin=5)
+    for rows in (4, 24):
+        for name in ("classes", "patterns", "probabilities"):
+            np.testing.assert_array_equal(
+                outputs[rows][name], outputs[100_000][name], err_msg=f"{rows} {name}"
+            )
