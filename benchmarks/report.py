@@ -61,7 +61,7 @@ from benchmarks.report_studies import (
     placement_section,
     quantizers_section,
 )
-from benchmarks.report_training_runtime import training_runtime_sections
+from benchmarks.report_training_runtime import int8_default_tile_section, training_runtime_sections
 from stars_edge.errors import StarsEdgeError
 from stars_edge.io import write_text_atomic
 
@@ -124,6 +124,11 @@ def _is_memory(data: Mapping[str, Any]) -> bool:
     )
 
 
+def _is_int8_default_tile(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/int8_default_tile.py``: per-tile medians and the INT8 speed-ups."""
+    return isinstance(data.get("ms_per_tile"), dict) and "int8_speedup_over_ort_fp32" in data
+
+
 def collect(paths: Sequence[Path]) -> ResultSet:
     """Load every JSON file and classify it by the keys it holds; files of no known kind are listed."""
     found = ResultSet()
@@ -139,6 +144,7 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (is_input_contract, found.input_contract),
         (is_hole_training, found.hole_training),
         (_is_low_label, found.low_label),
+        (_is_int8_default_tile, found.int8_default_tile),
     )
     for path in sorted(set(paths)):
         try:
@@ -187,6 +193,8 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         lines += int8_calibration_section(path, data)
     for path, data in found.quantizers:
         lines += quantizers_section(path, data)
+    for path, data in found.int8_default_tile:
+        lines += int8_default_tile_section(path, data)
     for path, data in found.accuracy:
         groups = accuracy_groups(data["rows"])
         plot = plot_accuracy(

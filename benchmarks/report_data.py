@@ -37,6 +37,7 @@ class ResultSet:
     input_contract: list[Entry] = field(default_factory=list)
     hole_training: list[Entry] = field(default_factory=list)
     low_label: list[Entry] = field(default_factory=list)
+    int8_default_tile: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
@@ -53,6 +54,7 @@ class ResultSet:
             self.low_label,
             self.input_contract,
             self.hole_training,
+            self.int8_default_tile,
         )
         return sum(len(kind) for kind in kinds)
 

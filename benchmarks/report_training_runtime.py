@@ -199,6 +199,34 @@ def memory_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def int8_default_tile_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/int8_default_tile.py``: ms per tile per backend, precision and batch; the speed-ups."""
+    machine = data.get("machine") or {}
+    settings = data.get("settings") or {}
+    lines = [
+        f"## INT8 at the default tile: `{path.name}` (`benchmarks/int8_default_tile.py`)",
+        "",
+        _command(data.get("command")),
+        f"- Engines: `{data.get('engines')}`; tile {settings.get('tile')}, {settings.get('rounds')} "
+        f"interleaved rounds of {settings.get('calls')} calls; CPU flags {_flags(machine.get('cpu_flags'))}; "
+        f"1-minute load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the "
+        "end.",
+        "",
+        "| backend, precision, batch | ms per tile (median of rounds) |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {key} | {value:.3f} |" for key, value in (data.get("ms_per_tile") or {}).items()]
+    speedups: Mapping[str, Any] = data.get("int8_speedup_over_ort_fp32") or {}
+    if speedups:
+        lines += [
+            "",
+            "OpenVINO INT8 over ONNX Runtime FP32: "
+            + "; ".join(f"{k} {v:.2f}x" for k, v in speedups.items())
+            + " (target 1.5x, best of each).",
+        ]
+    return [*lines, ""]
+
+
 def training_runtime_sections(
     train_speed: Sequence[tuple[Path, Mapping[str, Any]]],
     batch: Sequence[tuple[Path, Mapping[str, Any]]],

@@ -368,6 +368,25 @@ def hole_training_result() -> dict[str, Any]:
     }
 
 
+def test_the_int8_default_tile_result_is_rendered_not_skipped(tmp_path: Path) -> None:
+    """``benchmarks/int8_default_tile.py``'s JSON: known by its keys, its medians and speed-ups shown."""
+    data = {
+        "command": "benchmarks/int8_default_tile.py --engines E",
+        "engines": "E",
+        "settings": {"tile": 256, "batches": [1, 4], "rounds": 12, "calls": 15},
+        "machine": {**MACHINE, "load_start": 0.38, "load_end": 0.48},
+        "ms_per_tile": {"openvino int8 batch 1": 3.057, "onnxruntime fp32 batch 1": 4.339},
+        "int8_speedup_over_ort_fp32": {"batch 1": 1.419, "best of each": 1.419},
+    }
+    path = _write(tmp_path, "timing.json", data)
+    found = report.collect([path])
+    assert [p.name for p, _ in found.int8_default_tile] == ["timing.json"] and not found.skipped
+    out = tmp_path / "REPORT.md"
+    assert report.main([str(path), "--out", str(out), "--plots", str(tmp_path)]) == 0
+    text = out.read_text()
+    assert "| openvino int8 batch 1 | 3.057 |" in text and "best of each 1.42x" in text
+
+
 def test_the_hole_training_pilot_is_rendered_run_against_run(tmp_path: Path) -> None:
     """``studies/hole_training.py``'s record: known by its keys; per pattern, cloudy, runtime, run by run."""
     path = _write(tmp_path, "renamed.json", hole_training_result())
