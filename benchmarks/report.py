@@ -61,7 +61,11 @@ from benchmarks.report_studies import (
     placement_section,
     quantizers_section,
 )
-from benchmarks.report_training_runtime import int8_default_tile_section, training_runtime_sections
+from benchmarks.report_training_runtime import (
+    arrays_profile_section,
+    int8_default_tile_section,
+    training_runtime_sections,
+)
 from stars_edge.errors import StarsEdgeError
 from stars_edge.io import write_text_atomic
 
@@ -129,6 +133,11 @@ def _is_int8_default_tile(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("ms_per_tile"), dict) and "int8_speedup_over_ort_fp32" in data
 
 
+def _is_arrays_profile(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/arrays_profile.py``: seconds per stage of a serial ``predict_arrays``."""
+    return isinstance(data.get("stage_seconds"), dict) and "serial_profiled_seconds" in data
+
+
 def collect(paths: Sequence[Path]) -> ResultSet:
     """Load every JSON file and classify it by the keys it holds; files of no known kind are listed."""
     found = ResultSet()
@@ -145,6 +154,7 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (is_hole_training, found.hole_training),
         (_is_low_label, found.low_label),
         (_is_int8_default_tile, found.int8_default_tile),
+        (_is_arrays_profile, found.arrays_profile),
     )
     for path in sorted(set(paths)):
         try:
@@ -195,6 +205,8 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         lines += quantizers_section(path, data)
     for path, data in found.int8_default_tile:
         lines += int8_default_tile_section(path, data)
+    for path, data in found.arrays_profile:
+        lines += arrays_profile_section(path, data)
     for path, data in found.accuracy:
         groups = accuracy_groups(data["rows"])
         plot = plot_accuracy(

@@ -38,6 +38,7 @@ class ResultSet:
     hole_training: list[Entry] = field(default_factory=list)
     low_label: list[Entry] = field(default_factory=list)
     int8_default_tile: list[Entry] = field(default_factory=list)
+    arrays_profile: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
@@ -55,6 +56,7 @@ class ResultSet:
             self.input_contract,
             self.hole_training,
             self.int8_default_tile,
+            self.arrays_profile,
         )
         return sum(len(kind) for kind in kinds)
 

@@ -227,6 +227,28 @@ def int8_default_tile_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def arrays_profile_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/arrays_profile.py``: seconds per stage of ``predict_arrays`` with nothing overlapped."""
+    machine = data.get("machine") or {}
+    stages: Mapping[str, float] = data.get("stage_seconds") or {}
+    total = sum(stages.values()) or 1.0
+    lines = [
+        f"## Where predict_arrays spends its time: `{path.name}` (`benchmarks/arrays_profile.py`)",
+        "",
+        _command(data.get("command")),
+        f"- {data.get('size')} px `{data.get('scene')}` scene, {data.get('backend')} "
+        f"{data.get('precision')}; profiled serial run {fmt(data.get('serial_profiled_seconds'))} s, "
+        f"threaded run {fmt(data.get('threaded_seconds'))} s, same class map: {data.get('same_class_map')}; "
+        f"CPU flags {_flags(machine.get('cpu_flags'))}; 1-minute load average {machine.get('load_start')} at "
+        "the start.",
+        "",
+        "| stage | seconds | share |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {stage} | {value:.3f} | {100 * value / total:.1f} % |" for stage, value in stages.items()]
+    return [*lines, ""]
+
+
 def training_runtime_sections(
     train_speed: Sequence[tuple[Path, Mapping[str, Any]]],
     batch: Sequence[tuple[Path, Mapping[str, Any]]],

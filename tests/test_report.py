@@ -387,6 +387,28 @@ def test_the_int8_default_tile_result_is_rendered_not_skipped(tmp_path: Path) ->
     assert "| openvino int8 batch 1 | 3.057 |" in text and "best of each 1.42x" in text
 
 
+def test_the_arrays_profile_is_rendered_not_skipped(tmp_path: Path) -> None:
+    """``benchmarks/arrays_profile.py``'s JSON: known by its keys, its stages shown with their shares."""
+    data = {
+        "command": "benchmarks/arrays_profile.py --engines E",
+        "scene": "s2like",
+        "size": 4096,
+        "backend": "openvino",
+        "precision": "int8",
+        "stage_seconds": {"engine calls": 1.5, "cutting tiles": 0.5},
+        "serial_profiled_seconds": 2.1,
+        "threaded_seconds": 2.0,
+        "same_class_map": True,
+        "machine": {**MACHINE, "load_start": 0.39},
+    }
+    path = _write(tmp_path, "where.json", data)
+    found = report.collect([path])
+    assert [p.name for p, _ in found.arrays_profile] == ["where.json"] and not found.skipped
+    out = tmp_path / "REPORT.md"
+    assert report.main([str(path), "--out", str(out), "--plots", str(tmp_path)]) == 0
+    assert "| engine calls | 1.500 | 75.0 % |" in out.read_text()
+
+
 def test_the_hole_training_pilot_is_rendered_run_against_run(tmp_path: Path) -> None:
     """``studies/hole_training.py``'s record: known by its keys; per pattern, cloudy, runtime, run by run."""
     path = _write(tmp_path, "renamed.json", hole_training_result())
