@@ -12,9 +12,7 @@ is reported per tile. Ratios: same batch, best of each, and what the runtime run
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,34 +31,25 @@ CONFIGS: tuple[tuple[str, str], ...] = (("openvino", "int8"), ("onnxruntime", "f
 def time_interleaved(
     engines_dir: Path, tile: int | None, batches: tuple[int, ...], rounds: int, calls: int
 ) -> tuple[int, dict[str, list[float]]]:
-    """Milliseconds per tile of every configuration, one median per round; and the tile used."""
+    """Milliseconds per tile of every configuration, one median per round (``Predictor.measure_latency``:
+    two warm-up calls, then ``calls`` timed ones); and the tile used."""
     from runtime import Predictor
 
-    engine_sets = {}
-    for backend, precision in CONFIGS:
-        predictor = Predictor(engines_dir, backend=backend, precision=precision, allow_flagged=True)
-        tile = predictor.manifest.tile_size if tile is None else tile
-        engine_sets[(backend, precision)] = predictor._engine_set([FULL], tile)
-    assert tile is not None
-    rng = np.random.default_rng(0)
-    bands = {m: spec.bands for m, spec in predictor.manifest.modalities.items() if m in FULL}
-    inputs = {
-        b: {m: rng.standard_normal((b, n, tile, tile), dtype=np.float32) for m, n in bands.items()}
-        for b in batches
+    predictors = {
+        config: Predictor(engines_dir, backend=config[0], precision=config[1], allow_flagged=True)
+        for config in CONFIGS
     }
+    tile = next(iter(predictors.values())).manifest.tile_size if tile is None else tile
     times: dict[str, list[float]] = {}
-    for _ in range(rounds):
-        for (backend, precision), engines in engine_sets.items():
-            for batch in batches:
-                for _ in range(2):  # warm: the shape may be new to this engine
-                    engines.run(FULL, inputs[batch])
-                per_call = []
-                for _ in range(calls):
-                    start = time.perf_counter()
-                    engines.run(FULL, inputs[batch])
-                    per_call.append(time.perf_counter() - start)
-                key = f"{backend} {precision} batch {batch}"
-                times.setdefault(key, []).append(statistics.median(per_call) * 1e3 / batch)
+    try:
+        for _ in range(rounds):
+            for (backend, precision), predictor in predictors.items():
+                for batch in batches:
+                    ms = predictor.measure_latency(tile, runs=calls, warmup=2, batch=batch, patterns=[FULL])
+                    times.setdefault(f"{backend} {precision} batch {batch}", []).append(ms[FULL.name] / batch)
+    finally:
+        for predictor in predictors.values():
+            predictor.close()
     return tile, times
 
 
