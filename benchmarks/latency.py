@@ -265,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         "engine-only comparison).",
     )
     parser.add_argument(
+        "--e2e-streams",
+        type=int,
+        default=None,
+        help="OpenVINO streams (engine calls in flight) in the end-to-end run and its engine-only timing "
+        "(default: what the runtime uses, runtime.run_options.default_streams: 2 on OpenVINO, 1 elsewhere).",
+    )
+    parser.add_argument(
         "--e2e-scene",
         default="full",
         choices=tuple(E2E_SCENES),
@@ -362,6 +369,7 @@ def parse_plan(argv: Sequence[str] | None = None) -> BenchmarkPlan:
         e2e_tile=args.e2e_tile,
         e2e_overlap=args.overlap,
         e2e_batch=args.e2e_batch,
+        e2e_streams=args.e2e_streams,
         e2e_scene=args.e2e_scene,
         e2e_arrays_max_size=args.e2e_arrays_max_size,
         e2e_precision=args.e2e_precision,

@@ -30,7 +30,7 @@ from benchmarks.latency_scenes import (
     scene_paths,
     store_sentinel2_like,
 )
-from runtime.run_options import default_batch
+from runtime.run_options import default_batch, default_streams
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import ALL_PATTERNS
 
@@ -98,6 +98,7 @@ def benchmark_e2e(
     tile = plan.e2e_tile or plan.tile
     backend = _resolved_backend(plan.e2e_backend, manifest, precision)
     batch = default_batch(backend) if plan.e2e_batch is None else plan.e2e_batch
+    streams = default_streams(backend, plan.threads) if plan.e2e_streams is None else plan.e2e_streams
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     decoding = gdal_threads(plan.gdal_threads, usable)
     section: dict[str, Any] = {
@@ -108,6 +109,8 @@ def benchmark_e2e(
         "overlap": plan.e2e_overlap,
         "batch": batch,
         "batch_source": "the runtime's default" if plan.e2e_batch is None else "--e2e-batch",
+        "streams": streams,
+        "streams_source": "the runtime's default" if plan.e2e_streams is None else "--e2e-streams",
         "threads": plan.threads,
         "scene": plan.e2e_scene,
         "runs": [],
@@ -143,6 +146,7 @@ def benchmark_e2e(
             "allow_out_of_range": False,
             "precision": precision,
             "threads": plan.threads,
+            "streams": streams,
             "tile": tile,
             "overlap": plan.e2e_overlap,
             "batch": batch,

@@ -51,6 +51,7 @@ def e2e_child_main(spec_json: str) -> None:
             precision=spec["precision"],
             threads=spec["threads"],
             allow_flagged=True,
+            streams=spec.get("streams"),
         )
 
     try:

@@ -228,6 +228,7 @@ def measure_floor(
         spec["timing"],
         int(spec.get("seed", 0)),
         summary.get("engine_shapes"),
+        streams=int(spec.get("streams") or 1),
     )
     decode = decode_once(paths)
     result: dict[str, Any] = {

@@ -61,6 +61,7 @@ class BenchmarkPlan:
     e2e_tile: int | None = None
     e2e_overlap: int = 64
     e2e_batch: int | None = None  # None: the runtime's default for the backend
+    e2e_streams: int | None = None  # None: the runtime's default for the backend (OpenVINO streams)
     e2e_scene: str = "full"
     #: Largest end-to-end scene also run from in-memory arrays (its arrays must fit in memory).
     e2e_arrays_max_size: int = ARRAYS_MAX_SIZE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -88,6 +89,7 @@ class EngineSet:
         threads: int | None = None,
         allow_flagged: bool = False,
         requested: str | None = None,
+        streams: int = 1,
     ) -> None:
         self.manifest = manifest
         self.backend = backend
@@ -96,7 +98,10 @@ class EngineSet:
         self.precision = precision
         self.threads = threads
         self.allow_flagged = allow_flagged
+        #: OpenVINO inference streams per engine (``run`` calls in flight at once); 1 on other backends.
+        self.streams = streams if backend == "openvino" else 1
         self._loaded: dict[Pattern, Backend] = {}
+        self._loading = threading.Lock()  # engines load on first use, possibly from several threads
         self.device = ""
 
     def entry(self, pattern: Pattern) -> EngineEntry:
@@ -172,7 +177,19 @@ class EngineSet:
                     f"use --tile {entry.tile_size} or smaller (or rebuild the engines for {tile})"
                 )
 
+    @property
+    def concurrency(self) -> int:
+        """``run`` calls that may be in flight at once from different threads."""
+        return self.streams
+
     def _engine(self, pattern: Pattern) -> Backend:
+        engine = self._loaded.get(pattern)
+        if engine is not None:
+            return engine
+        with self._loading:
+            return self._load(pattern)
+
+    def _load(self, pattern: Pattern) -> Backend:
         engine = self._loaded.get(pattern)
         if engine is None:
             entry = self.entry(pattern)
@@ -183,6 +200,7 @@ class EngineSet:
                 threads=self.threads,
                 output_name=entry.output,
                 input_bands={item["name"]: int(item["bands"]) for item in entry.inputs},
+                streams=self.streams,
             )
             self.device = engine.device
             self._loaded[pattern] = engine

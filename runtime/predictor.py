@@ -8,6 +8,7 @@ thread, engine calls on tiles and windows), ``blending`` + ``writing`` (carry, b
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -24,6 +25,7 @@ from runtime.gdal_env import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit,
 from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
 from runtime.output_paths import check_output_targets, journal_path
 from runtime.outputs import CLASS_NODATA, RasterGrid, build_overviews, commit, discard
+from runtime.pipelining import Together
 from runtime.raster_source import RasterSource
 from runtime.row_stream import RowBlock, RowStream, stream_rows
 from runtime.run_identity import output_tags, run_fingerprint
@@ -33,6 +35,7 @@ from runtime.run_options import (
     check_run_options,
     check_scene_options,
     default_batch,
+    default_streams,
     parse_mask_dilation,
 )
 from runtime.scheduling import EngineUse, ReadSettings, Timer
@@ -87,6 +90,7 @@ class Predictor:
         allow_flagged: bool = False,
         context_margin: int | None = None,
         mask_dilation: Mapping[str, int] | None = None,
+        streams: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -94,6 +98,8 @@ class Predictor:
             raise ConfigError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
         if threads is not None and threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {threads}")
+        if streams is not None and streams < 1:
+            raise ConfigError(f"--streams must be at least 1, got {streams}")
         self.manifest: Manifest = load_manifest(Path(engines_dir), verify=False)
         digest = self.manifest.model.checkpoint_sha256
         if expected_model_sha256 is not None and expected_model_sha256 != digest:
@@ -104,6 +110,7 @@ class Predictor:
         self.requested_backend = backend
         self.precision = precision
         self.threads = threads
+        self.streams = streams
         self.allow_flagged = allow_flagged
         self._margin_override = context_margin
         self._dilation_override = check_edge_overrides(
@@ -148,6 +155,7 @@ class Predictor:
                 self.threads,
                 self.allow_flagged,
                 requested=self.requested_backend,
+                streams=default_streams(backend, self.threads) if self.streams is None else self.streams,
             )
             self._engines[backend] = engines
         engines.check(tuple(patterns), tile)
@@ -403,16 +411,24 @@ class Predictor:
         warmup: int = 2,
         batch: int = 1,
         patterns: Sequence[Pattern | str] | None = None,
+        in_flight: int | None = None,
     ) -> dict[str, float]:
-        """Median milliseconds of one engine call (``batch`` random normalised tiles) per pattern.
+        """Median milliseconds of one engine call (``batch`` random normalised tiles) per pattern, at the
+        occupancy a scene gives it: engines with several streams (OpenVINO) are timed with one call in flight
+        per stream, each call counted at its share of that time (a single call alone runs on one stream).
+        ``in_flight`` overrides how many calls run at once (benchmarks: ONNX Runtime sessions are safe to call
+        from several threads, each with its ``threads``).
 
         Covers the given patterns, or every pattern the manifest has an engine for at this precision; the
         backend is chosen as for a scene. For quick reports (the demo); ``benchmarks/latency.py`` measures
         formally.
         """
         tile, _ = self._tiling(tile, 0)
-        if runs < 1 or warmup < 0 or batch < 1:
-            raise ConfigError(f"runs and batch must be >= 1 and warmup >= 0, got {runs}, {batch}, {warmup}")
+        if runs < 1 or warmup < 0 or batch < 1 or (in_flight is not None and in_flight < 1):
+            raise ConfigError(
+                f"runs, batch and in_flight must be >= 1 and warmup >= 0, got {runs}, {batch}, {in_flight}, "
+                f"{warmup}"
+            )
         if patterns is None:
             chosen = tuple(p for p in self.manifest.patterns if self.manifest.find(p, self.precision))
         else:
@@ -432,13 +448,15 @@ class Predictor:
                 )
                 for m in pattern
             }
-            for _ in range(warmup):
-                engines.run(pattern, inputs)
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                engines.run(pattern, inputs)
-                times.append(time.perf_counter() - start)
+            calls = engines.concurrency if in_flight is None else in_flight
+            with Together(functools.partial(engines.run, pattern, inputs), calls) as together:
+                for _ in range(warmup):
+                    together()
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    together()
+                    times.append((time.perf_counter() - start) / together.count)
             latencies[pattern.name] = float(np.median(times) * 1000.0)
         return latencies
 

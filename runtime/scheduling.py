@@ -60,13 +60,16 @@ class EngineUse:
     runs: dict[str, int] = field(default_factory=dict)
     pixels: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, dict[tuple[int, int, int], int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str, runs: int, pixels: int, shape: tuple[int, int, int]) -> None:
-        """Count one engine call of input ``shape`` that covered ``runs`` tiles or windows and ``pixels``."""
-        self.runs[name] = self.runs.get(name, 0) + runs
-        self.pixels[name] = self.pixels.get(name, 0) + pixels
-        calls = self.shapes.setdefault(name, {})
-        calls[shape] = calls.get(shape, 0) + 1
+        """Count one engine call of input ``shape`` that covered ``runs`` tiles or windows and ``pixels``
+        (calls run on several threads when the engines have several streams)."""
+        with self._lock:
+            self.runs[name] = self.runs.get(name, 0) + runs
+            self.pixels[name] = self.pixels.get(name, 0) + pixels
+            calls = self.shapes.setdefault(name, {})
+            calls[shape] = calls.get(shape, 0) + 1
 
     def shape_counts(self) -> dict[str, dict[str, int]]:
         """Engine calls per ``"BxHxW"`` input shape, per pattern name (``RunSummary.engine_shapes``)."""

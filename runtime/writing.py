@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ from runtime.outputs import (
     pending,
     validate_partial,
 )
-from runtime.scheduling import EngineUse, Prefetcher, ReadSettings, Timer, infer_tiles
+from runtime.pipelining import EnginePipeline
+from runtime.scheduling import EngineUse, Prefetcher, ReadSettings, Timer
 from runtime.sources import TileSource
 from runtime.summary import count_names, names_to_counts
 from runtime.tiling import Chunk, TileGrid
@@ -70,29 +72,45 @@ def stream_chunk(
     stride = engines.manifest.logits_stride
     blending = RowBlender if stride == 1 else Stride4Blender  # stride-4 logits: blended at stride 4
     blender = blending(grid, classes, probabilities, patterns, chunk)
-    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, 2 * batch + 2)
+    pipeline = EnginePipeline(engines, batch, settings.margin, stride)
+    depth = (pipeline.concurrency + 1) * batch + 2  # tiles: the groups in flight, the one blended, the next
+    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, depth)
     columns = chunk.last_col - chunk.first_col + 1
+    groups: deque[tuple[int, bool]] = deque()  # (tile row, last group of the row) of each submitted group
+    blending_row = -1
+
+    def blend_oldest() -> Generator[tuple[int, RowBands], None, None]:
+        nonlocal blending_row
+        row, last = groups.popleft()
+        started = time.perf_counter()
+        tiles, logits = pipeline.take()
+        blended = time.perf_counter()
+        timer.add("inference", blended - started)
+        if row != blending_row:
+            blender.start_row(row, fresh=row == start_row)
+            blending_row = row
+        for tile, tile_logits in zip(tiles, logits, strict=True):
+            blender.add(tile.col, tile_logits, pattern_index(tile.codes))
+        timer.add("blend", time.perf_counter() - blended)
+        if row != warmup and on_tiles is not None:
+            on_tiles(len(tiles))
+        if last and row != warmup:
+            yield row, blender.finish_row()
+
     try:
         for row in range(start_row, grid.rows):
-            blender.start_row(row, fresh=row == start_row)
             for offset in range(0, columns, batch):
                 waited = time.perf_counter()
                 tiles = [prefetch.get() for _ in range(min(batch, columns - offset))]
                 timer.add("wait", time.perf_counter() - waited)
-                started = time.perf_counter()
-                logits = infer_tiles(
-                    tiles, engines, batch, settings.margin, use if row != warmup else EngineUse(), stride
-                )
-                blended = time.perf_counter()
-                timer.add("inference", blended - started)
-                for tile, tile_logits in zip(tiles, logits, strict=True):
-                    blender.add(tile.col, tile_logits, pattern_index(tile.codes))
-                timer.add("blend", time.perf_counter() - blended)
-                if row != warmup and on_tiles is not None:
-                    on_tiles(len(tiles))
-            if row != warmup:
-                yield row, blender.finish_row()
+                pipeline.submit(tiles, use if row != warmup else EngineUse())
+                groups.append((row, offset + batch >= columns))
+                while pipeline.full():
+                    yield from blend_oldest()
+        while groups:
+            yield from blend_oldest()
     finally:
+        pipeline.close()
         prefetch.close()
 
 

@@ -130,17 +130,19 @@ def open_backend(
     input_bands: Mapping[str, int] | None = None,
     tile: int | None = None,
     device_index: int = 0,
+    streams: int = 1,
 ) -> Backend:
     """Load one engine file on ``backend`` (a resolved name, not ``auto``).
 
     OpenVINO failing to read or compile a file ONNX Runtime can run is not fatal: the engine runs on ONNX
-    Runtime and one warning line says why (once per reason and process).
+    Runtime and one warning line says why (once per reason and process). ``streams`` is OpenVINO's
+    (``OpenVINOBackend``); the other backends run one call at a time (``concurrency`` 1).
     """
     if backend == "tensorrt":
         return TensorRTBackend(path, device_index=device_index)
     if backend == "openvino":
         try:
-            return OpenVINOBackend(path, threads=threads, output_name=output_name)
+            return OpenVINOBackend(path, threads=threads, output_name=output_name, streams=streams)
         except (BackendUnavailableError, ManifestError) as exc:
             reason = str(exc)
             if reason not in _warned:

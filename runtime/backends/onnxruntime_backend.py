@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.backends.base import rejected_inputs
 from stars_edge.errors import BackendUnavailableError, DataError, ManifestError
 
 #: Execution providers we use when the installed onnxruntime offers them, fastest first.
@@ -89,6 +90,8 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    #: One ``run`` at a time: the runtime does not call it from several threads.
+    concurrency = 1
 
     def __init__(
         self,
@@ -164,11 +167,7 @@ class OnnxRuntimeBackend:
         try:
             (logits,) = self._session.run([self.output_name], feed)
         except Exception as exc:  # shape or type mismatches surface as onnxruntime exceptions
-            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
-            raise DataError(
-                f"{self.path} rejected inputs {shapes}: {str(exc).splitlines()[0]}; check that the rasters "
-                "match the bands the engines were built for"
-            ) from exc
+            raise rejected_inputs(self.path, feed, exc) from exc
         return np.asarray(logits, dtype=np.float32)
 
     def close(self) -> None:

@@ -107,6 +107,8 @@ class TensorRTBackend:
     """One deserialised TensorRT engine, one execution context and one CUDA stream."""
 
     name = "tensorrt"
+    #: One ``run`` at a time: the runtime does not call it from several threads.
+    concurrency = 1
 
     def __init__(self, path: str | Path, device_index: int = 0) -> None:
         reason = self.unavailable_reason()

@@ -21,6 +21,7 @@ from stars_edge.commands.run_options import (
     OVERWRITE,
     PRECISION,
     PROBABILITIES_DTYPE,
+    STREAMS,
     TILE,
 )
 from stars_edge.errors import Interrupted
@@ -61,7 +62,12 @@ def run(
     min_valid: float = MIN_VALID,
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run of the same command."),
     overwrite: bool = OVERWRITE,
-    threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime intra-op threads."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        help="Inference threads (ONNX Runtime intra-op; OpenVINO's, shared by its streams).",
+    ),
+    streams: int | None = STREAMS,
     overviews: bool = typer.Option(False, "--overviews", help="Add internal overviews to the outputs."),
     cog: bool = COG,
     allow_flagged: bool = ALLOW_FLAGGED,
@@ -83,6 +89,7 @@ def run(
         backend=backend.lower(),
         precision=precision.lower(),
         threads=threads,
+        streams=streams,
         allow_flagged=allow_flagged,
         context_margin=context_margin,
         mask_dilation=parse_mask_dilation(mask_dilation),

@@ -19,6 +19,13 @@ BATCH = typer.Option(
     help="Tiles per engine call (tiles are batched per pattern). Default: 4 with OpenVINO (faster, the same "
     "class maps), 1 with the other backends.",
 )
+STREAMS = typer.Option(
+    None,
+    "--streams",
+    min=1,
+    help="OpenVINO inference streams: engine calls in flight at once while the last results are blended "
+    "(the same class maps). Default: 2 with OpenVINO (at most --threads), 1 with the other backends.",
+)
 BACKEND = typer.Option(
     "auto",
     "--backend",
