@@ -64,6 +64,7 @@ from benchmarks.report_studies import (
 from benchmarks.report_training_runtime import (
     arrays_profile_section,
     int8_default_tile_section,
+    streams_ab_section,
     training_runtime_sections,
 )
 from stars_edge.errors import StarsEdgeError
@@ -138,6 +139,11 @@ def _is_arrays_profile(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("stage_seconds"), dict) and "serial_profiled_seconds" in data
 
 
+def _is_streams_ab(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/streams_ab.py``: per-case wall times at each stream count."""
+    return isinstance(data.get("streams_ab"), dict) and "streams_compared" in data
+
+
 def collect(paths: Sequence[Path]) -> ResultSet:
     """Load every JSON file and classify it by the keys it holds; files of no known kind are listed."""
     found = ResultSet()
@@ -155,6 +161,7 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (_is_low_label, found.low_label),
         (_is_int8_default_tile, found.int8_default_tile),
         (_is_arrays_profile, found.arrays_profile),
+        (_is_streams_ab, found.streams_ab),
     )
     for path in sorted(set(paths)):
         try:
@@ -207,6 +214,8 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         lines += int8_default_tile_section(path, data)
     for path, data in found.arrays_profile:
         lines += arrays_profile_section(path, data)
+    for path, data in found.streams_ab:
+        lines += streams_ab_section(path, data)
     for path, data in found.accuracy:
         groups = accuracy_groups(data["rows"])
         plot = plot_accuracy(

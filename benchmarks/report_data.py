@@ -39,6 +39,7 @@ class ResultSet:
     low_label: list[Entry] = field(default_factory=list)
     int8_default_tile: list[Entry] = field(default_factory=list)
     arrays_profile: list[Entry] = field(default_factory=list)
+    streams_ab: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
@@ -57,6 +58,7 @@ class ResultSet:
             self.hole_training,
             self.int8_default_tile,
             self.arrays_profile,
+            self.streams_ab,
         )
         return sum(len(kind) for kind in kinds)
 

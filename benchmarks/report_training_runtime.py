@@ -263,3 +263,33 @@ def training_runtime_sections(
     for path, data in memory:
         lines += memory_section(path, data)
     return lines
+
+
+def streams_ab_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/streams_ab.py``: end-to-end wall per case at each OpenVINO stream count, interleaved."""
+    machine = data.get("machine") or {}
+    counts = [int(c) for c in data.get("streams_compared") or []]
+    lines = [
+        f"## OpenVINO streams end to end: `{path.name}` (`benchmarks/streams_ab.py`)",
+        "",
+        _command(data.get("command")),
+        f"- {data.get('size')} px Sentinel-2-like scene; {data.get('rounds')} interleaved rounds of separate "
+        f"processes, {data.get('calls')} timed runs each; CPU flags {_flags(machine.get('cpu_flags'))}; "
+        f"1-minute load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the "
+        "end.",
+        "",
+        "| case | "
+        + " | ".join(f"streams {c}: median (min) wall s, CPU s" for c in counts)
+        + " | speed-up | "
+        "same class maps |",
+        "| --- | " + " | ".join("---:" for _ in counts) + " | ---: | --- |",
+    ]
+    for case, row in (data.get("streams_ab") or {}).items():
+        cells = [
+            f"{fmt(row[f'streams {c}']['median_wall_s'])} ({fmt(row[f'streams {c}']['min_wall_s'])}), "
+            f"{fmt(row[f'streams {c}']['median_cpu_s'])}"
+            for c in counts
+        ]
+        speedups = "; ".join(f"{v:.2f}x" for v in (row.get("speedup") or {}).values())
+        lines.append(f"| {case} | " + " | ".join(cells) + f" | {speedups} | {row.get('same_class_maps')} |")
+    return [*lines, ""]

@@ -56,12 +56,14 @@ def default_batch(backend: str) -> int:
     return DEFAULT_BATCH.get(backend, 1)
 
 
-#: OpenVINO inference streams when ``--streams`` is not given (issue 21). On 2 cores, two single-thread
-#: streams ran a batch of four 256 px INT8 tiles 1.23x faster than one two-thread stream with 24 % less CPU,
-#: and with a call in flight on each while the main thread blends (``runtime/pipelining.py``) a 4096 px
-#: scene from arrays took 1.75 s against 1.96 s (median of 6, separate processes, same class maps); from
-#: files the difference was within noise (4.05 against 3.96 s). A single call (a one-tile scene) runs on
-#: one stream's thread, slower than on both: pass ``--streams 1`` where latency matters more.
+#: OpenVINO inference streams when ``--streams`` is not given (issue 21). On 2 cores the engines alone are
+#: about as fast either way (a clean 4096 px scene's calls: 1.18 s with two in flight on two single-thread
+#: streams, 1.15 s one at a time on one two-thread stream); the gain is the pipeline's. With a call in flight
+#: on each stream while the main thread blends (``runtime/pipelining.py``), 4096 px scenes
+#: (9 runs each, 3 rounds of separate processes interleaved; same class maps) took, median wall one stream /
+#: two: from arrays 2.22 / 1.77 s (1.25x), cloudy from arrays 4.04 / 3.94 s, from files 3.49 / 3.38 s, with
+#: 8-20 % less CPU. A single call (a one-tile scene) runs on one stream's thread, slower than on both: pass
+#: ``--streams 1`` where one tile's latency matters more.
 DEFAULT_STREAMS: dict[str, int] = {"openvino": 2}
 
 

@@ -80,9 +80,9 @@ class OpenVINOBackend:
     """One compiled model per engine file on the CPU, with one infer request per stream.
 
     ``streams`` > 1 compiles that many independent streams (the threads split among them) and lets as many
-    ``run`` calls run at once, each on its own request: on 2 cores, two single-thread streams ran a batch
-    of four 256 px INT8 tiles 1.23x faster than one two-thread stream and with 24 % less CPU, and a stream
-    that loses its core to other work does not stall the other (one stream's threads wait for each other).
+    ``run`` calls run at once, each on its own request, so the runtime can keep the engines busy while it
+    blends (``runtime/pipelining.py``), and a stream that loses its core to other work does not stall the
+    other (one stream's threads wait for each other).
     """
 
     name = "openvino"

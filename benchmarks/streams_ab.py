@@ -1,0 +1,175 @@
+"""One OpenVINO stream against several, end to end, in separate processes interleaved (issue 21).
+
+A process that compiles models with different stream settings slows the one-stream model (measured), and a
+single run of each varies by up to 20 % on a shared VM, so each (case, streams) runs in a fresh child
+process, the children alternate round by round, and each child times ``--calls`` runs after a warm-up.
+Cases: the latency benchmark's Sentinel-2-like scene from in-memory arrays (``predict_arrays``), from its
+files (``predict_scene``), and its cloudy variant from arrays. The runtime's defaults otherwise (tile,
+batch, INT8 on OpenVINO). Prints per-case medians and the ratio; the class maps must be the same bytes.
+
+    python benchmarks/streams_ab.py --engines demo_out/engines --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import load_average, machine_info
+from benchmarks.latency_engine_only import usable_cores
+from benchmarks.latency_floor import load_scene_arrays
+from benchmarks.latency_scenes import scene_paths
+from stars_edge.io import write_json_atomic
+
+#: (label, latency benchmark scene, how it is handed over).
+CASES: tuple[tuple[str, str, str], ...] = (
+    ("clean, from arrays", "s2like", "arrays"),
+    ("clean, from files", "s2like", "files"),
+    ("10 % clouds, from arrays", "s2like_clouds", "arrays"),
+)
+
+
+def child(
+    engines: str, precision: str, scene: str, mode: str, streams: int, size: int, workdir: Path, calls: int
+) -> dict:
+    """Time ``calls`` runs of one case in this process (after a warm-up); wall, CPU, class map digest."""
+    from runtime import Predictor
+
+    paths = scene_paths(workdir, size, 0, scene)
+    walls: list[float] = []
+    cpus: list[float] = []
+    with Predictor(engines, backend="openvino", precision=precision, streams=streams) as predictor:
+        if mode == "arrays":
+            inputs, valid, clouds = load_scene_arrays(paths)
+            predictor.predict_arrays({m: a[:, :512, :512] for m, a in inputs.items()})
+        with tempfile.TemporaryDirectory() as folder:
+            for call in range(calls + (mode == "files")):  # files: the first run loads the engines
+                wall, cpu = time.perf_counter(), time.process_time()
+                if mode == "arrays":
+                    classes, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds)
+                    digest = hashlib.md5(classes.tobytes()).hexdigest()
+                else:
+                    out = Path(folder) / f"classes{call}.tif"
+                    predictor.predict_scene(
+                        optical=paths["optical"],
+                        sar=paths["sar"],
+                        dsm=paths["dsm"],
+                        cloud_mask=paths.get("cloud_mask"),
+                        out=out,
+                        progress=False,
+                    )
+                    digest = hashlib.md5(out.read_bytes()).hexdigest()
+                if mode == "arrays" or call > 0:
+                    walls.append(time.perf_counter() - wall)
+                    cpus.append(time.process_time() - cpu)
+    return {"wall_seconds": walls, "cpu_seconds": cpus, "digest": digest}
+
+
+def summarise(runs: list[dict[str, Any]], streams: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """Per case: median and minimum wall and median CPU per stream count, the ratio of the first stream
+    count's median wall to each other's, and whether every run gave the same class map."""
+    table: dict[str, dict[str, Any]] = {}
+    for label, _, _ in CASES:
+        mine = [r for r in runs if r["case"] == label]
+        if not mine:
+            continue
+        row: dict[str, Any] = {"same_class_maps": len({r["digest"] for r in mine}) == 1}
+        for count in streams:
+            walls = [w for r in mine if r["streams"] == count for w in r["wall_seconds"]]
+            cpus = [c for r in mine if r["streams"] == count for c in r["cpu_seconds"]]
+            row[f"streams {count}"] = {
+                "median_wall_s": statistics.median(walls),
+                "min_wall_s": min(walls),
+                "median_cpu_s": statistics.median(cpus),
+                "runs": len(walls),
+            }
+        base = row[f"streams {streams[0]}"]["median_wall_s"]
+        row["speedup"] = {
+            f"streams {c} over {streams[0]}": base / row[f"streams {c}"]["median_wall_s"] for c in streams[1:]
+        }
+        table[label] = row
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--engines", required=True, help="engine folder with INT8 engines (build-engines)")
+    parser.add_argument("--precision", default="int8", help="engine precision (default int8)")
+    parser.add_argument("--streams", default="1,2", help="stream counts compared, first is the base")
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=3, help="timed runs per child process")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/stars_edge_streams_ab"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        scene, mode, count = args.child.split(",")
+        result = child(
+            args.engines, args.precision, scene, mode, int(count), args.size, args.workdir, args.calls
+        )
+        print(json.dumps(result))
+        return 0
+    streams = tuple(int(s) for s in args.streams.split(","))
+    for _, scene, _ in CASES:
+        scene_paths(args.workdir, args.size, 0, scene)  # written once, before anything is timed
+    load_start = load_average()
+    runs: list[dict[str, Any]] = []
+    for round_index in range(args.rounds):
+        for count in streams:
+            for label, scene, mode in CASES:
+                command = [sys.executable, __file__, "--engines", args.engines, "--size", str(args.size)]
+                command += ["--precision", args.precision]
+                command += ["--calls", str(args.calls), "--workdir", str(args.workdir)]
+                command += ["--child", f"{scene},{mode},{count}"]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"{label}, streams {count}: the child failed:\n{done.stderr[-3000:]}")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                runs.append({"round": round_index, "case": label, "streams": count, **result})
+                walls = ", ".join(f"{w:.2f}" for w in result["wall_seconds"])
+                print(f"round {round_index + 1}, streams {count}, {label}: {walls} s", flush=True)
+    table = summarise(runs, streams)
+    for label, row in table.items():
+        cells = "; ".join(
+            f"{k} median {v['median_wall_s']:.2f} s" for k, v in row.items() if k.startswith("st")
+        )
+        ratios = "; ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
+        print(f"{label}: {cells}; {ratios}; same class maps: {row['same_class_maps']}")
+    if args.json:
+        write_json_atomic(
+            args.json,
+            {
+                "command": " ".join(sys.argv),
+                "engines": args.engines,
+                "precision": args.precision,
+                "size": args.size,
+                "streams_compared": list(streams),
+                "rounds": args.rounds,
+                "calls": args.calls,
+                "machine": {
+                    **machine_info(usable_cores()),
+                    "load_start": load_start,
+                    "load_end": load_average(),
+                },
+                "streams_ab": table,
+                "runs": runs,
+            },
+        )
+    return 0 if all(row["same_class_maps"] for row in table.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
