@@ -1,11 +1,14 @@
-"""One OpenVINO stream against several, end to end, in separate processes interleaved (issue 21).
+"""One stream against several (calls in flight at once), end to end, in separate processes interleaved.
+
+Issue 21: OpenVINO streams, and ONNX Runtime on the CPU with its threads split among calls in flight.
 
 A process that compiles models with different stream settings slows the one-stream model (measured), and a
 single run of each varies by up to 20 % on a shared VM, so each (case, streams) runs in a fresh child
 process, the children alternate round by round, and each child times ``--calls`` runs after a warm-up.
 Cases: the latency benchmark's Sentinel-2-like scene from in-memory arrays (``predict_arrays``), from its
 files (``predict_scene``), and its cloudy variant from arrays. The runtime's defaults otherwise (tile,
-batch, INT8 on OpenVINO). Prints per-case medians and the ratio; the class maps must be the same bytes.
+batch); ``--backend`` and ``--precision`` choose the engines (default OpenVINO INT8). Prints per-case
+medians and the ratio; the class maps must be the same bytes.
 
     python benchmarks/streams_ab.py --engines demo_out/engines --json out.json
 """
@@ -40,7 +43,15 @@ CASES: tuple[tuple[str, str, str], ...] = (
 
 
 def child(
-    engines: str, precision: str, scene: str, mode: str, streams: int, size: int, workdir: Path, calls: int
+    engines: str,
+    backend: str,
+    precision: str,
+    scene: str,
+    mode: str,
+    streams: int,
+    size: int,
+    workdir: Path,
+    calls: int,
 ) -> dict:
     """Time ``calls`` runs of one case in this process (after a warm-up); wall, CPU, class map digest."""
     from runtime import Predictor
@@ -48,7 +59,7 @@ def child(
     paths = scene_paths(workdir, size, 0, scene)
     walls: list[float] = []
     cpus: list[float] = []
-    with Predictor(engines, backend="openvino", precision=precision, streams=streams) as predictor:
+    with Predictor(engines, backend=backend, precision=precision, streams=streams) as predictor:
         if mode == "arrays":
             inputs, valid, clouds = load_scene_arrays(paths)
             predictor.predict_arrays({m: a[:, :512, :512] for m, a in inputs.items()})
@@ -106,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--engines", required=True, help="engine folder with INT8 engines (build-engines)")
+    parser.add_argument("--backend", default="openvino", choices=("openvino", "onnxruntime"))
     parser.add_argument("--precision", default="int8", help="engine precision (default int8)")
     parser.add_argument("--streams", default="1,2", help="stream counts compared, first is the base")
     parser.add_argument("--size", type=int, default=4096)
@@ -118,7 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         scene, mode, count = args.child.split(",")
         result = child(
-            args.engines, args.precision, scene, mode, int(count), args.size, args.workdir, args.calls
+            args.engines,
+            args.backend,
+            args.precision,
+            scene,
+            mode,
+            int(count),
+            args.size,
+            args.workdir,
+            args.calls,
         )
         print(json.dumps(result))
         return 0
@@ -131,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         for count in streams:
             for label, scene, mode in CASES:
                 command = [sys.executable, __file__, "--engines", args.engines, "--size", str(args.size)]
-                command += ["--precision", args.precision]
+                command += ["--backend", args.backend, "--precision", args.precision]
                 command += ["--calls", str(args.calls), "--workdir", str(args.workdir)]
                 command += ["--child", f"{scene},{mode},{count}"]
                 done = subprocess.run(command, capture_output=True, text=True)
@@ -154,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "command": " ".join(sys.argv),
                 "engines": args.engines,
+                "backend": args.backend,
                 "precision": args.precision,
                 "size": args.size,
                 "streams_compared": list(streams),

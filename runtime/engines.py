@@ -15,6 +15,7 @@ from runtime.backends import (
     TensorRTBackend,
     gpu_compute_capability,
     manifest_backend,
+    onnxruntime_has_gpu,
     open_backend,
 )
 from stars_edge.errors import ConfigError, ManifestError
@@ -98,8 +99,10 @@ class EngineSet:
         self.precision = precision
         self.threads = threads
         self.allow_flagged = allow_flagged
-        #: OpenVINO inference streams per engine (``run`` calls in flight at once); 1 on other backends.
-        self.streams = streams if backend == "openvino" else 1
+        #: Calls in flight at once per engine: OpenVINO streams, ONNX Runtime on the CPU; 1 otherwise
+        #: (TensorRT, ONNX Runtime with a GPU provider).
+        on_cpu = backend == "openvino" or (backend == "onnxruntime" and not onnxruntime_has_gpu())
+        self.streams = streams if on_cpu else 1
         self._loaded: dict[Pattern, Backend] = {}
         self._loading = threading.Lock()  # engines load on first use, possibly from several threads
         self.device = ""

@@ -51,6 +51,7 @@ __all__ = [
     "cuda_status",
     "gpu_compute_capability",
     "manifest_backend",
+    "onnxruntime_has_gpu",
     "open_backend",
     "resolve_backend_name",
     "tensorrt_engines_for_this_gpu",
@@ -81,7 +82,7 @@ def tensorrt_engines_for_this_gpu(manifest: Manifest, patterns: tuple[Pattern, .
     return True
 
 
-def _onnxruntime_has_gpu() -> bool:
+def onnxruntime_has_gpu() -> bool:
     """True when this onnxruntime build offers a GPU provider and a GPU answers."""
     if not OnnxRuntimeBackend.is_available():
         return False
@@ -112,7 +113,7 @@ def resolve_backend_name(
     if requested == "auto":
         if TensorRTBackend.is_available() and tensorrt_engines_for_this_gpu(manifest, patterns, precision):
             return "tensorrt"
-        if not _onnxruntime_has_gpu() and OpenVINOBackend.is_available():
+        if not onnxruntime_has_gpu() and OpenVINOBackend.is_available():
             return "openvino"
     if not OnnxRuntimeBackend.is_available():
         raise BackendUnavailableError(
@@ -135,8 +136,8 @@ def open_backend(
     """Load one engine file on ``backend`` (a resolved name, not ``auto``).
 
     OpenVINO failing to read or compile a file ONNX Runtime can run is not fatal: the engine runs on ONNX
-    Runtime and one warning line says why (once per reason and process). ``streams`` is OpenVINO's
-    (``OpenVINOBackend``); the other backends run one call at a time (``concurrency`` 1).
+    Runtime and one warning line says why (once per reason and process). ``streams`` (calls in flight at
+    once) applies to OpenVINO and to ONNX Runtime on the CPU; TensorRT runs one call at a time.
     """
     if backend == "tensorrt":
         return TensorRTBackend(path, device_index=device_index)
@@ -152,6 +153,7 @@ def open_backend(
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES[1:])}")
     return OnnxRuntimeBackend(
         path,
+        streams=streams,
         threads=threads,
         output_name=output_name,
         device_id=device_index,

@@ -23,8 +23,9 @@ STREAMS = typer.Option(
     None,
     "--streams",
     min=1,
-    help="OpenVINO inference streams: engine calls in flight at once while the last results are blended "
-    "(the same class maps). Default: 2 with OpenVINO (at most --threads), 1 with the other backends.",
+    help="Engine calls in flight at once while the last results are blended, with the same class maps "
+    "(OpenVINO streams; ONNX Runtime on the CPU splits its threads among them). Default: 2 on both (at "
+    "most --threads); 1 on TensorRT and ONNX Runtime's GPU providers.",
 )
 BACKEND = typer.Option(
     "auto",
