@@ -106,7 +106,8 @@ def render_report(
         f"scenes of {config.train_scene_size} px (seed {config.seed}); engines: ONNX Runtime CPU, "
         f"`{precision}`; "
         f"tile {config.tile}, overlap {config.overlap}. Latency: median of {config.latency_runs} single-tile "
-        "engine calls per precision on this machine.",
+        "engine calls per precision on this machine, with as many in flight at once as the runtime keeps "
+        "(two on a CPU backend), each counted at its share of the time (`Predictor.measure_latency`).",
         "",
         "The scene is held out (its seed is disjoint from the training scenes). The model is trained only",
         "briefly, so the absolute mIoU is that of a demo, not of the method: see `benchmarks/`.",
