@@ -38,10 +38,11 @@ from runtime import Predictor
 args = json.loads(sys.argv[1])
 kill_at = args.pop("kill_at")
 sig = getattr(signal, args.pop("signal"))
+streams = args.pop("streams", 1)
 def hook(row):
     if row == kill_at:
         os.kill(os.getpid(), sig)
-predictor = Predictor(args.pop("engines"), backend="onnxruntime", threads=1)
+predictor = Predictor(args.pop("engines"), backend="onnxruntime", threads=streams, streams=streams)
 predictor.predict_scene(on_row_done=hook, progress=False, **args)
 """
 
@@ -96,9 +97,13 @@ def _child(args: dict[str, object], **popen: object) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.parametrize(("sig", "kill_at"), [("SIGKILL", 16), ("SIGTERM", 13)])
+@pytest.mark.parametrize(
+    ("sig", "kill_at", "streams"),
+    # streams 2: engine calls in flight on worker threads when the signal lands (runtime/pipelining.py)
+    [("SIGKILL", 16, 1), ("SIGTERM", 13, 1), ("SIGKILL", 16, 2), ("SIGTERM", 13, 2)],
+)
 def test_killed_run_resumes_to_the_identical_result(
-    engines: Path, scene: dict[str, Path], tmp_path: Path, sig: str, kill_at: int
+    engines: Path, scene: dict[str, Path], tmp_path: Path, sig: str, kill_at: int, streams: int
 ) -> None:
     whole = tmp_path / "whole"
     Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
@@ -106,7 +111,7 @@ def test_killed_run_resumes_to_the_identical_result(
     )
     folder = tmp_path / "killed"
     done = _child({**_kwargs(scene, folder), "engines": str(engines), "kill_at": kill_at, "signal": sig,
-                   "checkpoint_rows": 1})  # fmt: skip
+                   "checkpoint_rows": 1, "streams": streams})  # fmt: skip
     if sig == "SIGKILL":
         assert done.returncode == -signal.SIGKILL
     else:  # handled like Ctrl-C: the run unwinds and saves its journal
