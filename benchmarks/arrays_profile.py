@@ -2,7 +2,7 @@
 
 The runtime reads and prepares tiles on a reader thread while the main thread runs the engines and blends,
 so a profile of a normal run shows contention, not work. Here the reader's work runs on the main thread
-(``SerialReader`` stands in for ``runtime.scheduling.Prefetcher``: the same ``prepared_tiles``, in the same
+(``SerialReader`` stands in for ``runtime.scheduling.Prefetcher``: the same ``prepare`` calls, in the same
 order, without the thread), and ``cProfile`` attributes every second of the one thread to a stage by the
 deepest frame of the stage's module. The maps are the same bytes as a threaded run's (checked).
 
@@ -19,6 +19,7 @@ import cProfile
 import pstats
 import sys
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -52,22 +53,19 @@ STAGES: tuple[tuple[str, str], ...] = (
 
 
 class SerialReader:
-    """``Prefetcher``'s interface: ``prepared_tiles`` on the caller's thread, row-major from ``first_row``."""
+    """``Prefetcher``'s interface, ``prepare`` run on the caller's thread, row-major from ``first_row``."""
 
     def __init__(
-        self,
-        source: Any,
-        grid: Any,
-        chunk: Any,
-        first_row: int,
-        settings: Any,
-        timer: Any,
-        depth: int,
-        batch: int = 1,
+        self, source: Any, grid: Any, chunk: Any, first_row: int, settings: Any, timer: Any, depth: int
     ):
-        from runtime.scheduling import prepared_tiles
+        from runtime.scheduling import prepare
 
-        self._tiles = prepared_tiles(source, grid, chunk, first_row, settings, timer, batch)
+        def tiles() -> Generator[Any, None, None]:
+            for row in range(first_row, grid.rows):
+                for col in range(chunk.first_col, chunk.last_col + 1):
+                    yield prepare(source, grid, row, col, settings, timer)
+
+        self._tiles = tiles()
 
     def get(self) -> Any:
         return next(self._tiles)

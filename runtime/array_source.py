@@ -64,10 +64,8 @@ class ArraySource:
         return samples
 
     def read(self, y: int, x: int, size: int) -> RawTile:
-        """The tile; inside the raster, float32 arrays come as read-only views (the runtime normalises them
-        straight into its batch buffers: ``validity.prepare_inputs``), never copied first."""
         h, w = clip_tile(y, x, size, self.height, self.width)
-        return cut_tile(self._values, self._valid, y, x, h, w, size, views=True)
+        return cut_tile(self._values, self._valid, y, x, h, w, size)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -81,24 +79,17 @@ def cut_tile(
     h: int,
     w: int,
     size: int,
-    views: bool = False,
 ) -> RawTile:
     """A ``size`` px tile of in-memory arrays: rows ``top:top + h``, columns ``x:x + w`` (the part inside the
     raster), padded beyond it; NaN/inf and ``valid == False`` (where a modality has a mask) are invalid.
-    The arrays are new (the caller may normalise them in place); an inside tile is copied once, unpadded,
-    or with ``views`` (and float32 values) not copied at all: a read-only view of ``values``."""
+    The arrays are new (the caller normalises them in place); an inside tile is copied once, unpadded."""
     inside = np.zeros((size, size), dtype=bool)
     inside[:h, :w] = True
     tiles: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     for name, array in values.items():
         if h == size and w == size:  # inside the raster (nearly every tile): one copy, no padding
-            window = array[:, top : top + h, x : x + w]
-            if views and window.dtype == np.float32:  # float32 already: the same finite test, no copy
-                tile = window.view()
-                tile.flags.writeable = False
-            else:
-                tile = np.array(window, dtype=np.float32)
+            tile = np.array(array[:, top : top + h, x : x + w], dtype=np.float32)
             mask = finite_valid(tile)
         else:
             tile = np.zeros((array.shape[0], size, size), dtype=np.float32)

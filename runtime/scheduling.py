@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,40 +80,11 @@ class EngineUse:
 
 
 @dataclass
-class Slot:
-    """Where a tile's normalised inputs go: place ``index`` of a batch buffer per modality (``arena``), so
-    the tiles of one engine call already lie side by side and need no stacking."""
-
-    arena: dict[str, np.ndarray]
-    index: int
-
-
-@dataclass
 class PreparedTile:
     row: int
     col: int
     inputs: dict[str, np.ndarray]
     codes: np.ndarray
-    slot: Slot | None = None
-
-
-def batch_arena(modalities: Sequence[str], specs: Mapping[str, ModalitySpec], tiles: int, size: int) -> Slot:
-    """A batch buffer for ``tiles`` tiles of ``size`` px per modality (slot 0; ``Slot.index`` picks one)."""
-    arena = {m: np.empty((tiles, specs[m].bands, size, size), dtype=np.float32) for m in modalities}
-    return Slot(arena, 0)
-
-
-def stacked(tiles: Sequence[PreparedTile], modalities: Iterable[str]) -> dict[str, np.ndarray]:
-    """The tiles' inputs as ``(N, bands, H, W)`` batches: a view of their batch buffer where they fill
-    consecutive slots of one (the reader put them there), else a stacked copy."""
-    first = tiles[0].slot
-    if first is not None and all(
-        t.slot is not None and t.slot.arena is first.arena and t.slot.index == first.index + i
-        for i, t in enumerate(tiles)
-    ):
-        end = first.index + len(tiles)
-        return {m: first.arena[m][first.index : end] for m in modalities}
-    return {m: np.stack([t.inputs[m] for t in tiles]) for m in modalities}
 
 
 @dataclass
@@ -155,58 +126,26 @@ def read_dilated(source: TileSource, y: int, x: int, size: int, dilation: Mappin
 
 
 def prepare(
-    source: TileSource,
-    grid: TileGrid,
-    row: int,
-    col: int,
-    settings: ReadSettings,
-    timer: Timer,
-    slot: Slot | None = None,
+    source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
 ) -> PreparedTile:
-    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise (into ``slot``
-    of a batch buffer when given)."""
+    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise."""
     y, x = grid.origin(row, col)
     start = time.perf_counter()
     raw = read_dilated(source, y, x, grid.tile, settings.dilation)
     middle = time.perf_counter()
     values, valid = clean_tile(raw)
     codes = pixel_codes(valid, raw.inside, settings.min_valid, settings.margin)
-    out = None if slot is None else {m: buffer[slot.index] for m, buffer in slot.arena.items()}
-    inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill, out)
+    inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill)
     timer.add("read", middle - start)
     timer.add("preprocess", time.perf_counter() - middle)
-    return PreparedTile(row, col, inputs, codes, slot)
-
-
-def prepared_tiles(
-    source: TileSource,
-    grid: TileGrid,
-    chunk: Chunk,
-    first_row: int,
-    settings: ReadSettings,
-    timer: Timer,
-    batch: int = 1,
-) -> Generator[PreparedTile, None, None]:
-    """One chunk's prepared tiles, row-major from ``first_row``, each tile row's normalised into batch
-    buffers of ``batch`` tiles: the groups the engine calls take (``runtime.writing.stream_chunk``)."""
-    columns = chunk.last_col - chunk.first_col + 1
-    for row in range(first_row, grid.rows):
-        for offset in range(0, columns, batch):
-            count = min(batch, columns - offset)
-            arena = batch_arena(source.modalities, settings.specs, count, grid.tile).arena
-            for index in range(count):
-                col = chunk.first_col + offset + index
-                yield prepare(source, grid, row, col, settings, timer, Slot(arena, index))
+    return PreparedTile(row, col, inputs, codes)
 
 
 _END = object()
 
 
 class Prefetcher:
-    """A reader thread filling a bounded queue with one chunk's prepared tiles, row-major from a row.
-
-    Each tile row's tiles are normalised into batch buffers of ``batch`` tiles, the groups the engine calls
-    take (``runtime.writing.stream_chunk``), so a batch of one pattern is a view, not a stacked copy."""
+    """A reader thread filling a bounded queue with one chunk's prepared tiles, row-major from a row."""
 
     def __init__(
         self,
@@ -217,11 +156,9 @@ class Prefetcher:
         settings: ReadSettings,
         timer: Timer,
         depth: int,
-        batch: int = 1,
     ) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._batch = max(1, batch)
         self._args = (source, grid, chunk, first_row, settings, timer)
         self._thread = threading.Thread(target=self._work, name="stars-edge-reader", daemon=True)
         self._thread.start()
@@ -236,10 +173,14 @@ class Prefetcher:
         return False
 
     def _work(self) -> None:
+        source, grid, chunk, first_row, settings, timer = self._args
         try:
-            for tile in prepared_tiles(*self._args, self._batch):
-                if self._stop.is_set() or not self._put(tile):
-                    return
+            for row in range(first_row, grid.rows):
+                for col in range(chunk.first_col, chunk.last_col + 1):
+                    if self._stop.is_set():
+                        return
+                    if not self._put(prepare(source, grid, row, col, settings, timer)):
+                        return
             self._put(_END)
         except BaseException as exc:  # handed to the main thread, which re-raises it
             self._put(exc)
@@ -411,7 +352,7 @@ def infer_tiles(
             if len(part) == 1:  # a view, not a copy of the tile's inputs
                 inputs = {m: batch_of_one(tiles[part[0]].inputs[m]) for m in pattern}
             else:
-                inputs = stacked([tiles[i] for i in part], pattern)
+                inputs = {m: np.stack([tiles[i].inputs[m] for i in part]) for m in pattern}
             logits = engines.run(pattern, inputs)
             if not logits.flags.writeable:  # later engines patch their pixels into it
                 logits = logits.copy()

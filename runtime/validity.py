@@ -138,18 +138,12 @@ def prepare_inputs(
     inside: np.ndarray,
     specs: Mapping[str, ModalitySpec],
     fill: float = 0.0,
-    out: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Normalised ``float32 (bands, T, T)`` inputs: ``fill`` (0 = the band mean) where a modality is invalid
-    inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``).
-    With ``out`` (a buffer per modality, e.g. a slot of a batch), each is written there in one pass from
-    ``values`` (which may then be read-only views), so no copy of the tile is made to normalise it."""
+    inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``)."""
     prepared: dict[str, np.ndarray] = {}
     for name, data in values.items():
-        if out is not None and name in out:
-            normalised = normalize_into(specs[name], data, out[name])
-        else:
-            normalised = normalize_owned(specs[name], data)
+        normalised = normalize_owned(specs[name], data)
         holes = ~valid[name] & inside
         if holes.any():
             np.copyto(normalised, np.float32(fill), where=holes[None])
@@ -170,14 +164,6 @@ def normalize_owned(spec: ModalitySpec, data: np.ndarray) -> np.ndarray:
     np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=data)
     np.divide(data, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=data)
     return data
-
-
-def normalize_into(spec: ModalitySpec, data: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``spec.normalize(data)`` written into ``out`` (float32, ``data``'s shape): the same float32
-    subtraction and division as ``normalize_owned``, so the same bits, reading ``data`` once."""
-    np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=out, dtype=np.float32)
-    np.divide(out, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=out)
-    return out
 
 
 def check_inputs(

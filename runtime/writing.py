@@ -74,7 +74,7 @@ def stream_chunk(
     blender = blending(grid, classes, probabilities, patterns, chunk)
     pipeline = EnginePipeline(engines, batch, settings.margin, stride)
     depth = (pipeline.concurrency + 1) * batch + 2  # tiles: the groups in flight, the one blended, the next
-    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, depth, batch)
+    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, depth)
     columns = chunk.last_col - chunk.first_col + 1
     groups: deque[tuple[int, bool]] = deque()  # (tile row, last group of the row) of each submitted group
     blending_row = -1

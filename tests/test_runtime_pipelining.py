@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 from conftest import NO_TORCH_PRELUDE
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import DEFAULT_SPECS, build_engines, make_physical, random_weights
+from test_runtime_support import build_engines, make_physical, random_weights
 
-import runtime.scheduling
 from runtime import Predictor
 from runtime.backends import OpenVINOBackend
 from runtime.engines import EngineSet
 from runtime.pipelining import EnginePipeline, Together
 from runtime.run_options import default_streams
-from runtime.scheduling import EngineUse, PreparedTile, Slot, batch_arena, stacked
+from runtime.scheduling import EngineUse, PreparedTile
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 
@@ -235,52 +234,3 @@ def test_default_streams_and_their_checks(engines: dict[int, Path]) -> None:
         assert predictor._engine_set([FULL_PATTERN], None).concurrency == 2
     with Predictor(engines[1], backend="openvino", threads=1) as predictor:
         assert predictor._engine_set([FULL_PATTERN], None).concurrency == 1
-
-
-def test_tiles_of_one_call_are_a_view_of_their_batch_buffer() -> None:
-    """The reader normalises a group's tiles into consecutive slots of one buffer: the engine call takes a
-    view of it; tiles from different buffers, or out of order, are stacked into a copy."""
-    first = batch_arena(["optical", "sar"], DEFAULT_SPECS, 3, 8)
-    second = batch_arena(["optical", "sar"], DEFAULT_SPECS, 3, 8)
-    rng = np.random.default_rng(0)
-    for buffer in (*first.arena.values(), *second.arena.values()):
-        buffer[...] = rng.normal(size=buffer.shape)
-
-    def tile(slot: Slot, index: int) -> PreparedTile:
-        inputs = {m: b[index] for m, b in slot.arena.items()}
-        return PreparedTile(0, index, inputs, np.zeros((8, 8), np.uint8), Slot(slot.arena, index))
-
-    group = [tile(first, 0), tile(first, 1), tile(first, 2)]
-    view = stacked(group[1:], ["optical", "sar"])
-    assert np.shares_memory(view["optical"], first.arena["optical"])
-    np.testing.assert_array_equal(view["sar"], first.arena["sar"][1:3])
-    for mixed in ([group[0], tile(second, 1)], [group[1], group[0]]):
-        copy = stacked(mixed, ["optical"])
-        assert not np.shares_memory(copy["optical"], first.arena["optical"])
-        np.testing.assert_array_equal(copy["optical"], np.stack([t.inputs["optical"] for t in mixed]))
-
-
-def test_the_reader_fills_batch_buffers_by_engine_call_groups_and_leaves_arrays_alone(
-    engines: dict[int, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A clean scene's batches are views of the reader's buffers (no stacked copy), the maps are those of
-    batch 1, and the caller's arrays come back untouched (the reader reads them through read-only views)."""
-    inputs = make_physical((200, 200), seed=4)
-    before = {m: a.copy() for m, a in inputs.items()}
-    with Predictor(engines[1], backend="onnxruntime", streams=1) as one:
-        want, _ = one.predict_arrays(inputs, tile=64, overlap=16, batch=1)
-    copies = []
-    real = runtime.scheduling.stacked
-
-    def counting(tiles: Any, modalities: Any) -> dict[str, np.ndarray]:
-        got = real(tiles, modalities)
-        copies.append(not any(np.shares_memory(a, tiles[0].slot.arena[m]) for m, a in got.items()))
-        return got
-
-    monkeypatch.setattr(runtime.scheduling, "stacked", counting)
-    with Predictor(engines[1], backend="onnxruntime", streams=1) as batched:
-        got, _ = batched.predict_arrays(inputs, tile=64, overlap=16, batch=3)
-    np.testing.assert_array_equal(got, want)
-    assert copies and not any(copies)  # every multi-tile call was a view
-    for name, array in inputs.items():
-        np.testing.assert_array_equal(array, before[name])
