@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import load_average, machine_info
-from benchmarks.latency_engine_only import usable_cores
 from benchmarks.latency_floor import load_scene_arrays
 from benchmarks.latency_scenes import scene_paths
+from runtime.cpus import usable_cores
 from stars_edge.io import write_json_atomic
 
 #: Stage of a profiled function, by the file it lives in (first match wins; order matters).

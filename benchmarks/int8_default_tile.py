@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import load_average, machine_info
-from benchmarks.latency_engine_only import usable_cores
 from benchmarks.latency_plan import FULL_PATTERN as FULL
+from runtime.cpus import usable_cores
 from stars_edge.io import write_json_atomic
 
 #: (backend, precision, threads, calls in flight; None: the runtime's) timed, by label. The OpenVINO INT8 one

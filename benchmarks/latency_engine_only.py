@@ -20,7 +20,6 @@ time counted per call (their throughput, which is what a scene sees; one call al
 from __future__ import annotations
 
 import functools
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -49,11 +48,6 @@ MAX_TIMED_SHAPES = 40
 def floor_timing(timing: Mapping[str, float]) -> dict[str, float]:
     """The plan's timing (``latency_plan.timing_kwargs``), raised to ``FLOOR_MIN_TIMING``."""
     return {key: max(float(timing[key]), minimum) for key, minimum in FLOOR_MIN_TIMING.items()}
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity), the divisor of the CPU floor."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def time_wall_and_cpu(

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.latency_engine_only import engine_only, usable_cores
+from benchmarks.latency_engine_only import engine_only
+from runtime.cpus import usable_cores
 from stars_edge.manifest import Manifest
 from stars_edge.modalities import ALL_PATTERNS, MODALITIES
 

@@ -29,9 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import load_average, machine_info
-from benchmarks.latency_engine_only import usable_cores
 from benchmarks.latency_floor import load_scene_arrays
 from benchmarks.latency_scenes import scene_paths
+from runtime.cpus import usable_cores
 from stars_edge.io import write_json_atomic
 
 #: (label, latency benchmark scene, how it is handed over).

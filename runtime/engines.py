@@ -12,10 +12,10 @@ import numpy as np
 from runtime.backends import (
     MANIFEST_BACKEND,
     Backend,
+    OnnxRuntimeBackend,
     TensorRTBackend,
     gpu_compute_capability,
     manifest_backend,
-    onnxruntime_has_gpu,
     open_backend,
 )
 from stars_edge.errors import ConfigError, ManifestError
@@ -101,7 +101,7 @@ class EngineSet:
         self.allow_flagged = allow_flagged
         #: Calls in flight at once per engine: OpenVINO streams, ONNX Runtime on the CPU; 1 otherwise
         #: (TensorRT, ONNX Runtime with a GPU provider).
-        on_cpu = backend == "openvino" or (backend == "onnxruntime" and not onnxruntime_has_gpu())
+        on_cpu = backend == "openvino" or (backend == "onnxruntime" and OnnxRuntimeBackend.cpu_only())
         self.streams = streams if on_cpu else 1
         self._loaded: dict[Pattern, Backend] = {}
         self._loading = threading.Lock()  # engines load on first use, possibly from several threads

@@ -51,7 +51,6 @@ __all__ = [
     "cuda_status",
     "gpu_compute_capability",
     "manifest_backend",
-    "onnxruntime_has_gpu",
     "open_backend",
     "resolve_backend_name",
     "tensorrt_engines_for_this_gpu",
@@ -82,7 +81,7 @@ def tensorrt_engines_for_this_gpu(manifest: Manifest, patterns: tuple[Pattern, .
     return True
 
 
-def onnxruntime_has_gpu() -> bool:
+def _onnxruntime_has_gpu() -> bool:
     """True when this onnxruntime build offers a GPU provider and a GPU answers."""
     if not OnnxRuntimeBackend.is_available():
         return False
@@ -113,7 +112,7 @@ def resolve_backend_name(
     if requested == "auto":
         if TensorRTBackend.is_available() and tensorrt_engines_for_this_gpu(manifest, patterns, precision):
             return "tensorrt"
-        if not onnxruntime_has_gpu() and OpenVINOBackend.is_available():
+        if not _onnxruntime_has_gpu() and OpenVINOBackend.is_available():
             return "openvino"
     if not OnnxRuntimeBackend.is_available():
         raise BackendUnavailableError(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import rejected_inputs
+from runtime.cpus import usable_cores
 from stars_edge.errors import BackendUnavailableError, DataError, ManifestError
 
 #: Execution providers we use when the installed onnxruntime offers them, fastest first.
@@ -118,11 +119,9 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3
         chosen = list(providers) if providers is not None else self.default_providers()
         #: ``run`` calls that may be in flight at once (``streams`` on the CPU; GPU providers take one).
-        self.concurrency = max(1, streams) if chosen == ["CPUExecutionProvider"] else 1
+        self.concurrency = max(1, streams) if self.cpu_only(chosen) else 1
         if self.concurrency > 1:
-            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            cores = threads if threads is not None else (usable or 1)
-            threads = max(1, cores // self.concurrency)
+            threads = max(1, (usable_cores() if threads is None else threads) // self.concurrency)
         if threads is not None:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
@@ -156,6 +155,14 @@ class OnnxRuntimeBackend:
     def is_available(cls) -> bool:
         """True when onnxruntime can be imported (no session or device is created)."""
         return importlib.util.find_spec("onnxruntime") is not None
+
+    @classmethod
+    def cpu_only(cls, providers: Sequence[str] | None = None) -> bool:
+        """True when ``providers`` (default: ``default_providers``) are the CPU provider alone: the sessions
+        that take several ``run`` calls at once (``streams``)."""
+        return list(providers if providers is not None else cls.default_providers()) == [
+            "CPUExecutionProvider"
+        ]
 
     @staticmethod
     def default_providers() -> list[str]:

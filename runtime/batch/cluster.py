@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
 from runtime.batch.summary import one_line
+from runtime.cpus import usable_cores
 from runtime.signals import sigint_blocked
 from stars_edge.errors import ConfigError
 
 #: Seconds to wait for a first worker on an existing scheduler before giving up.
 WORKER_WAIT_SECONDS = 60.0
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def local_cluster_size(workers: int | None, threads_per_worker: int | None) -> tuple[int, int]:

@@ -27,6 +27,7 @@ import rasterio.errors
 from runtime import Predictor
 from runtime.batch.scenes import MODALITIES, Scene
 from runtime.batch.summary import SceneResult, one_line
+from runtime.cpus import usable_cores
 from runtime.outputs import check_regular_or_new, os_failure
 from stars_edge.errors import ManifestError
 from stars_edge.io import sha256_file, write_json_atomic
@@ -175,7 +176,7 @@ def onnx_threads(settings: BatchSettings) -> int | None:
     """``--threads`` if given, else this host's cores shared among the task threads running on it."""
     if settings.threads is not None:
         return settings.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     try:
         from distributed import get_worker
 
