@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +36,17 @@ class EnginePipeline:
             if self.concurrency > 1
             else None
         )
-        self._pending: deque[tuple[list[PreparedTile], EngineUse, Future[Logits] | None]] = deque()
+        #: Per submitted group: the caller's tag, its tiles, its engine use and its running calls.
+        self._pending: deque[tuple[Any, list[PreparedTile], EngineUse, Future[Logits] | None]] = deque()
 
     def _infer(self, tiles: list[PreparedTile], use: EngineUse) -> Logits:
         return infer_tiles(tiles, self._engines, self._batch, self._margin, use, self._stride)
 
-    def submit(self, tiles: list[PreparedTile], use: EngineUse) -> None:
-        """Queue one group; its engine calls start now when a stream is free (else when it is taken)."""
+    def submit(self, tiles: list[PreparedTile], use: EngineUse, tag: Any = None) -> None:
+        """Queue one group (``tag``: what the caller needs back with it); its engine calls start now when a
+        stream is free (else when it is taken)."""
         future = self._workers.submit(self._infer, tiles, use) if self._workers is not None else None
-        self._pending.append((tiles, use, future))
+        self._pending.append((tag, tiles, use, future))
 
     def full(self) -> bool:
         """True when the oldest group should be taken before another is submitted."""
@@ -52,14 +55,15 @@ class EnginePipeline:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def take(self) -> tuple[list[PreparedTile], Logits]:
-        """The oldest group and its logits (waits for its engine calls; their errors are raised here)."""
-        tiles, use, future = self._pending.popleft()
-        return tiles, future.result() if future is not None else self._infer(tiles, use)
+    def take(self) -> tuple[Any, list[PreparedTile], Logits]:
+        """The oldest group's tag, tiles and logits (waits for its engine calls; their errors are raised
+        here)."""
+        tag, tiles, use, future = self._pending.popleft()
+        return tag, tiles, future.result() if future is not None else self._infer(tiles, use)
 
     def close(self) -> None:
         """Drop the groups not taken and wait for the calls already running (they use the engines)."""
-        for _, _, future in self._pending:
+        for *_, future in self._pending:
             if future is not None:
                 future.cancel()
         self._pending.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
@@ -76,14 +75,12 @@ def stream_chunk(
     depth = (pipeline.concurrency + 1) * batch + 2  # tiles: the groups in flight, the one blended, the next
     prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, depth)
     columns = chunk.last_col - chunk.first_col + 1
-    groups: deque[tuple[int, bool]] = deque()  # (tile row, last group of the row) of each submitted group
     blending_row = -1
 
     def blend_oldest() -> Generator[tuple[int, RowBands], None, None]:
         nonlocal blending_row
-        row, last = groups.popleft()
         started = time.perf_counter()
-        tiles, logits = pipeline.take()
+        (row, last), tiles, logits = pipeline.take()  # tag: tile row, last group of the row
         blended = time.perf_counter()
         timer.add("inference", blended - started)
         if row != blending_row:
@@ -103,11 +100,12 @@ def stream_chunk(
                 waited = time.perf_counter()
                 tiles = [prefetch.get() for _ in range(min(batch, columns - offset))]
                 timer.add("wait", time.perf_counter() - waited)
-                pipeline.submit(tiles, use if row != warmup else EngineUse())
-                groups.append((row, offset + batch >= columns))
+                pipeline.submit(
+                    tiles, use if row != warmup else EngineUse(), (row, offset + batch >= columns)
+                )
                 while pipeline.full():
                     yield from blend_oldest()
-        while groups:
+        while len(pipeline):
             yield from blend_oldest()
     finally:
         pipeline.close()

@@ -134,11 +134,11 @@ def test_pipeline_hands_results_back_in_submission_order() -> None:
         for value in range(6):
             pipeline.submit([_tile(value, float(value))], EngineUse())
             while pipeline.full():
-                tiles, logits = pipeline.take()
+                _, tiles, logits = pipeline.take()
                 taken.append((tiles[0].col, float(logits[0][0, 0, 0])))  # type: ignore[index]
         assert len(pipeline) == 2  # one group per stream still in flight
         while len(pipeline):
-            tiles, logits = pipeline.take()
+            _, tiles, logits = pipeline.take()
             taken.append((tiles[0].col, float(logits[0][0, 0, 0])))  # type: ignore[index]
     finally:
         pipeline.close()
@@ -151,7 +151,7 @@ def test_pipeline_raises_an_engine_error_where_its_group_is_taken() -> None:
         pipeline.submit([_tile(0, 1.0)], EngineUse())
         pipeline.submit([_tile(1, -1.0)], EngineUse())
         pipeline.submit([_tile(2, 2.0)], EngineUse())
-        assert pipeline.take()[0][0].col == 0
+        assert pipeline.take()[1][0].col == 0
         with pytest.raises(ValueError, match="rejected"):
             pipeline.take()
     finally:
