@@ -15,7 +15,7 @@ from typing import Any
 from export import gate
 from export.accuracy_control import DEFAULT_MAX_FLOAT_LAYERS
 from export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD, DEFAULT_PLACEMENT, PLACEMENTS
-from export.quantizers import DEFAULT_QUANTIZER, QUANTIZERS, tensorrt_refusal
+from export.quantizers import QUANTIZERS, default_quantizer, tensorrt_refusal
 from export.selection import TIE_TOLERANCE
 from export.tiles import SYNTHETIC
 from stars_edge.errors import ConfigError
@@ -35,15 +35,18 @@ class BuildOptions:
     precisions: tuple[Precision, ...] = ("fp32", "fp16", "int8")
     calib_data: str = SYNTHETIC
     calib_tiles: int = 32
-    calib_method: str = DEFAULT_CALIBRATION_METHOD
+    #: Ours only (the vendors calibrate their own way); empty: ``DEFAULT_CALIBRATION_METHOD``.
+    calib_method: str = ""
     #: Tiles from the calibration source, after the calibration tiles, on which INT8 accuracy control picks
     #: the layers to keep float (0: off). Disjoint from the gate's tiles.
     control_tiles: int = 32
     max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS
-    placement: str = DEFAULT_PLACEMENT
+    #: Ours only (the vendors place Q/DQ their own way); empty: ``DEFAULT_PLACEMENT``.
+    placement: str = ""
     #: Who writes the INT8 Q/DQ graph: ``ours`` (export/quantize.py), ``nncf`` or ``modelopt``
-    #: (export/quantizers.py); the same gate measures each.
-    quantizer: str = DEFAULT_QUANTIZER
+    #: (export/quantizers.py); the same gate measures each. Empty: the backend's default (``nncf`` for CPU
+    #: builds, ``ours`` for TensorRT; ``quantizers.default_quantizer``).
+    quantizer: str = ""
     gate_data: str = SYNTHETIC
     gate_tiles: int = 16
     gate_budget: float = gate.DEFAULT_BUDGET
@@ -80,6 +83,26 @@ class BuildOptions:
             raise ConfigError(
                 f"unknown precision {unknown[0] if unknown else ''!r}; choose {', '.join(PRECISIONS)}"
             )
+        if not self.quantizer:
+            object.__setattr__(self, "quantizer", default_quantizer(self.backend))
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"unknown --quantizer {self.quantizer!r}; choose {', '.join(QUANTIZERS)}")
+        # only a value other than ours' default is refused, so that ``dataclasses.replace`` (which runs this
+        # again on the resolved fields) keeps working
+        custom_calibration = self.calib_method not in ("", DEFAULT_CALIBRATION_METHOD)
+        custom_placement = self.placement not in ("", DEFAULT_PLACEMENT)
+        if (
+            "int8" in self.precisions
+            and self.quantizer != "ours"
+            and (custom_calibration or custom_placement)
+        ):
+            given = "--calib-method" if custom_calibration else "--int8-placement"
+            raise ConfigError(
+                f"{given} applies to --quantizer ours only; this build's quantizer is {self.quantizer}, "
+                f"which calibrates and places Q/DQ its own way (pass --quantizer ours with {given})"
+            )
+        object.__setattr__(self, "calib_method", self.calib_method or DEFAULT_CALIBRATION_METHOD)
+        object.__setattr__(self, "placement", self.placement or DEFAULT_PLACEMENT)
         if self.calib_method not in CALIBRATION_METHODS:
             raise ConfigError(
                 f"unknown --calib-method {self.calib_method!r}; choose {', '.join(CALIBRATION_METHODS)}"
@@ -88,8 +111,6 @@ class BuildOptions:
             raise ConfigError(f"unknown INT8 placement {self.placement!r}; choose {', '.join(PLACEMENTS)}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown --backend {self.backend!r}; choose {', '.join(BACKENDS)}")
-        if self.quantizer not in QUANTIZERS:
-            raise ConfigError(f"unknown --quantizer {self.quantizer!r}; choose {', '.join(QUANTIZERS)}")
         refusal = tensorrt_refusal(self.quantizer) if "int8" in self.precisions else None
         if self.backend == "tensorrt" and refusal is not None:
             raise ConfigError(refusal)

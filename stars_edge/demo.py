@@ -103,7 +103,7 @@ def run_demo(config: DemoConfig, echo: StepCallback = print) -> DemoResult:
     start = time.perf_counter()
     from runtime import Predictor
 
-    # FP32: on a CPU, TensorRT-legal (symmetric) INT8 runs slower than FP32 in ONNX Runtime (docs/EXPORT.md).
+    # FP32: the runtime's default precision; the report times INT8 (NNCF's, a CPU build's default) beside it.
     precision = "fp32"
     predictor = Predictor(engines_dir, backend="onnxruntime", precision=precision, threads=config.threads)
     prediction_path = out / "prediction.tif"

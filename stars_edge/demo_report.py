@@ -48,8 +48,8 @@ def decoder_kind(config: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> 
 def engine_lines(
     manifest: Manifest, checkpoint: str | None = None, decoders: Mapping[str, str] | None = None
 ) -> list[str]:
-    """Where each pattern's engines came from: precisions, checkpoint (file name, first 12 hex of its
-    sha256), method and decoder kind, one table row per pattern and checkpoint.
+    """Where each pattern's engines came from: precisions (INT8 with its quantizer), checkpoint (file name,
+    first 12 hex of its sha256), method and decoder kind, one table row per pattern and checkpoint.
 
     A build from several checkpoints records each entry's ``checkpoint``; a one-checkpoint manifest records
     only the model's sha256 and method, so ``checkpoint`` names its file. ``decoders`` maps a checkpoint's
@@ -65,8 +65,10 @@ def engine_lines(
         else:
             sha256, name, method = manifest.model.checkpoint_sha256, checkpoint or "?", manifest.model.method
         _, _, precisions = rows.setdefault((entry.pattern.name, sha256), (name, method, []))
-        if entry.precision not in precisions:
-            precisions.append(entry.precision)
+        quantizer = entry.options.get("quantizer") if entry.precision == "int8" else None
+        label = f"{entry.precision} ({quantizer})" if quantizer else entry.precision
+        if label not in precisions:
+            precisions.append(label)
     lines = [
         "| pattern | precisions | checkpoint (sha256) | method | decoder |",
         "| --- | --- | --- | --- | --- |",

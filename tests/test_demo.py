@@ -108,6 +108,9 @@ def test_report_names_each_engines_checkpoint_method_and_decoder(tmp_path: Path)
     stride4 = _manifest()
     stride4.logits_stride = 4
     assert "logits at stride 4" in engine_lines(stride4, "checkpoint.pt")[-1]
+    for entry in stride4.engines:
+        entry.options = {"quantizer": "nncf"}
+    assert "| `sar` | fp32, int8 (nncf) |" in engine_lines(stride4, "checkpoint.pt")[3]
 
     zero_fill = {"path": "/runs/zf/last.pt", "sha256": "cd" * 32, "method": "zero_fill_dropout"}
     stars = {"path": "/runs/stars/last.pt", "sha256": "ab" * 32, "method": "stars"}

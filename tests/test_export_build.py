@@ -47,7 +47,8 @@ def test_build_writes_verified_manifest_with_accuracy(built: tuple[Path, build_m
     assert entry.inputs == ({"name": "optical", "bands": 4}, {"name": "sar", "bands": 2})
     assert entry.accuracy is not None and set(entry.accuracy["per_class_iou"]) == set(CLASS_NAMES)
     assert entry.accuracy["gate"] in ("pass", "flagged")
-    assert entry.options["calib_method"] == "percentile"
+    assert entry.options["quantizer"] == "nncf"  # a CPU build's default
+    assert "calib_method" not in entry.options  # NNCF calibrates its own way
     assert manifest.select("dsm", "fp32").accuracy["agreement_with_fp32"] == 100.0  # type: ignore[index]
     assert manifest.model.checkpoint_sha256 and manifest.tile_size == 64
     assert {"onnx", "onnxruntime", "torch"} <= set(manifest.tools)
@@ -60,7 +61,7 @@ def test_rerun_skips_up_to_date_and_rebuilds_changed(
     again = build_engines(small(checkpoint, out))
     assert not again.built and len(again.skipped) == 6
     (out / "dsm.fp16.onnx").write_bytes(b"altered")
-    changed = build_engines(small(checkpoint, out, calib_method="minmax"))
+    changed = build_engines(small(checkpoint, out, quantizer="ours", calib_method="minmax"))
     assert sorted(changed.built) == [
         "dsm fp16/onnxruntime",
         "dsm int8/onnxruntime",
@@ -68,6 +69,7 @@ def test_rerun_skips_up_to_date_and_rebuilds_changed(
     ]
     manifest = load_manifest(out)
     assert manifest.select("dsm", "int8").options["calib_method"] == "minmax"
+    assert manifest.select("dsm", "int8").options["quantizer"] == "ours"
 
 
 def test_int8_accuracy_control_keeps_layers_float_and_records_them(
@@ -90,7 +92,7 @@ def test_int8_accuracy_control_keeps_layers_float_and_records_them(
     quantized = set(quantized_convs(onnx.load(str(tmp_path / entry.path))))
     assert quantized and not quantized & set(record["float_layers"])
     off = build_engines(small(checkpoint, tmp_path / "off", patterns="dsm", precisions=("int8",)))
-    assert not off.manifest.select("dsm", "int8").quantization
+    assert "float_layers" not in off.manifest.select("dsm", "int8").quantization
 
 
 def test_int8_accuracy_control_off_with_a_note_when_the_source_is_too_small(
@@ -105,7 +107,7 @@ def test_int8_accuracy_control_off_with_a_note_when_the_source_is_too_small(
         gate_data=str(data),
     )
     assert any("INT8 accuracy control off" in note and "0 tile(s)" in note for note in report.notes)
-    assert not report.manifest.select("dsm", "int8").quantization
+    assert "float_layers" not in report.manifest.select("dsm", "int8").quantization
 
 
 def test_int8_accuracy_control_off_with_a_note_when_the_control_tiles_have_no_labels(
@@ -131,7 +133,7 @@ def test_int8_accuracy_control_off_with_a_note_when_the_control_tiles_have_no_la
     )
     assert any("INT8 accuracy control off" in n and "no labels" in n for n in report.notes), report.notes
     entry = report.manifest.select("dsm", "int8")
-    assert not entry.quantization and entry.accuracy is not None
+    assert "float_layers" not in entry.quantization and entry.accuracy is not None
 
 
 def test_strict_refuses_a_flagged_precision(
@@ -173,9 +175,26 @@ def test_tensorrt_backend_without_tensorrt_is_an_error(checkpoint: Path, tmp_pat
     assert not list(tmp_path.glob("*.onnx"))
 
 
+def test_default_quantizer_follows_the_build_target(checkpoint: Path, tmp_path: Path) -> None:
+    """NNCF for CPU builds (the fastest INT8 there), ours for TensorRT (legal Q/DQ); ours-only options refused
+    with a vendor quantizer instead of being ignored."""
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path).quantizer == "nncf"
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path, backend="tensorrt").quantizer == "ours"
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path, quantizer="ours").calib_method == "percentile"
+    for option, flag in (
+        ({"calib_method": "minmax"}, "--calib-method"),
+        ({"placement": "conv"}, "--int8-placement"),
+    ):
+        with pytest.raises(ConfigError, match=f"{flag} applies to --quantizer ours only; .* is nncf"):
+            BuildOptions(checkpoint=checkpoint, out=tmp_path, **option)  # type: ignore[arg-type]
+        ours = BuildOptions(checkpoint=checkpoint, out=tmp_path, quantizer="ours", **option)  # type: ignore[arg-type]
+        assert ours.calib_method in ("minmax", "percentile") and ours.placement
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path, precisions=("fp32",), calib_method="minmax")
+
+
 def test_invalid_options_are_refused(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="calib-method"):
-        BuildOptions(checkpoint=checkpoint, out=tmp_path, calib_method="kl")
+        BuildOptions(checkpoint=checkpoint, out=tmp_path, quantizer="ours", calib_method="kl")
     with pytest.raises(ConfigError, match="multiple of 32"):
         BuildOptions(checkpoint=checkpoint, out=tmp_path, tile=100)
     with pytest.raises(ConfigError, match="unknown modality"):

@@ -44,9 +44,10 @@ def build_engines(
         32, "--calib-tiles", min=1, help="Number of calibration tiles per pattern."
     ),
     calib_method: str = typer.Option(
-        "percentile",
+        "",
         "--calib-method",
-        help="INT8 range calibration: percentile (99.999th of |x|), minmax or entropy (KL, 2048 bins).",
+        help="INT8 range calibration of --quantizer ours: percentile (99.999th of |x|), minmax or entropy "
+        "(KL, 2048 bins).  [default: percentile]",
     ),
     control_tiles: int = typer.Option(
         32,
@@ -93,15 +94,18 @@ def build_engines(
         help="Tile size in pixels (multiple of 32) for the engines; default: the checkpoint's.",
     ),
     placement: str = typer.Option(
-        "", "--int8-placement", help="Which ops get Q/DQ (see docs/EXPORT.md); default: the measured fastest."
+        "",
+        "--int8-placement",
+        help="Which ops get Q/DQ with --quantizer ours (see docs/EXPORT.md); default: the measured fastest.",
     ),
     quantizer: str = typer.Option(
-        "ours",
+        "",
         "--quantizer",
-        help="Who writes the INT8 Q/DQ graph: ours (TensorRT-legal, calibrated by --calib-method, placed by "
-        "--int8-placement), nncf (OpenVINO's NNCF; uint8 activations, not for --backend tensorrt; "
-        "pip install 'stars-edge[nncf]') or modelopt (NVIDIA ModelOpt, run from its own venv: make "
-        "modelopt-venv). Every one goes through the same gate; see docs/EXPORT.md.",
+        help="Who writes the INT8 Q/DQ graph: nncf (OpenVINO's NNCF, the default for CPU builds: the fastest "
+        "INT8 on OpenVINO and ONNX Runtime; uint8 activations, not for TensorRT), ours (TensorRT-legal, the "
+        "default with --backend tensorrt; calibrated by --calib-method, placed by --int8-placement) or "
+        "modelopt (NVIDIA ModelOpt, run from its own venv: make modelopt-venv). Every one goes through the "
+        "same gate; see docs/EXPORT.md.  [default: nncf; ours with --backend tensorrt]",
     ),
     tie_tolerance: float = typer.Option(
         0.5,
@@ -134,7 +138,6 @@ def build_engines(
         )
     from export.build import BuildOptions
     from export.build import build_engines as run_build
-    from export.quantize import DEFAULT_PLACEMENT
 
     options = BuildOptions(
         checkpoint=checkpoint[0],
@@ -149,7 +152,7 @@ def build_engines(
         calib_method=calib_method.lower(),
         control_tiles=control_tiles,
         max_float_layers=max_float_layers,
-        placement=placement or DEFAULT_PLACEMENT,
+        placement=placement.lower(),
         quantizer=quantizer.lower(),
         gate_data=gate_data,
         gate_tiles=gate_tiles,
