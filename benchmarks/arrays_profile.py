@@ -3,8 +3,10 @@
 The runtime reads and prepares tiles on a reader thread while the main thread runs the engines and blends,
 so a profile of a normal run shows contention, not work. Here the reader's work runs on the main thread
 (``SerialReader`` stands in for ``runtime.scheduling.Prefetcher``: the same ``prepare`` calls, in the same
-order, without the thread), and ``cProfile`` attributes every second of the one thread to a stage by the
-deepest frame of the stage's module. The maps are the same bytes as a threaded run's (checked).
+order, without the thread), the engines run one call at a time on the same thread (``streams=1``), and
+``cProfile`` attributes every second of the one thread to a stage by the deepest frame of the stage's
+module. The maps are the same bytes as a threaded run's (checked). ``--top N`` also prints the N functions
+with the most own time.
 
     python benchmarks/arrays_profile.py --engines demo_out/engines --json out.json
 
@@ -92,6 +94,16 @@ def attribute(stats: pstats.Stats) -> dict[str, float]:
     return dict(sorted(seconds.items(), key=lambda item: -item[1]))
 
 
+def backend_runs(stats: pstats.Stats) -> int:
+    """Calls of a backend's ``run`` the profile saw: the run's engine calls when they ran on the profiled
+    thread, none when worker threads made them (calls in flight)."""
+    return sum(
+        calls
+        for (filename, _, name), (_, calls, *_) in stats.stats.items()  # type: ignore[attr-defined]
+        if "runtime/backends/" in filename and name == "run"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,18 +115,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stars_edge_arrays_profile"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--top", type=int, default=0, help="also print the N functions with most own time")
     args = parser.parse_args(argv)
     import runtime.writing
     from runtime import Predictor
 
     inputs, valid, clouds = load_scene_arrays(scene_paths(args.workdir, args.size, 0, args.scene))
     load_start = load_average()
+    crop = (slice(None), slice(0, 512), slice(0, 512))
     with Predictor(args.engines, backend=args.backend, precision=args.precision) as predictor:
-        crop = (slice(None), slice(0, 512), slice(0, 512))
         predictor.predict_arrays({m: a[crop] for m, a in inputs.items()})  # engines loaded and compiled
         threaded = time.perf_counter()
         want, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds)
         threaded = time.perf_counter() - threaded
+    # one stream: the engine calls run on the main thread too, where cProfile sees them (with calls in
+    # flight they run on worker threads and the main thread's profile shows only its wait)
+    with Predictor(args.engines, backend=args.backend, precision=args.precision, streams=1) as predictor:
+        predictor.predict_arrays({m: a[crop] for m, a in inputs.items()})
         threaded_reader = runtime.writing.Prefetcher
         runtime.writing.Prefetcher = SerialReader  # type: ignore[assignment,misc]
         try:
@@ -126,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             serial = time.perf_counter() - serial
         finally:
             runtime.writing.Prefetcher = threaded_reader  # type: ignore[misc]
-    stages = attribute(pstats.Stats(profile))
+    stats = pstats.Stats(profile)
+    stages = attribute(stats)
+    if args.top:
+        stats.sort_stats("tottime").print_stats(args.top)
     total = sum(stages.values())
     for stage, seconds in stages.items():
         print(f"{seconds:7.3f} s  {100 * seconds / total:5.1f} %  {stage}")
@@ -144,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "serial_profiled_seconds": serial,
             "threaded_seconds": threaded,
             "same_class_map": same,
+            "engine_calls_profiled": backend_runs(stats),
             "machine": {**machine_info(usable_cores()), "load_start": load_start, "load_end": load_average()},
         }
         write_json_atomic(args.json, record)

@@ -220,7 +220,7 @@ def int8_default_tile_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     if speedups:
         lines += [
             "",
-            "OpenVINO INT8 over ONNX Runtime FP32: "
+            "INT8 over ONNX Runtime FP32 (OpenVINO's unless the key says otherwise): "
             + "; ".join(f"{k} {v:.2f}x" for k, v in speedups.items())
             + " (target 1.5x, best of each).",
         ]

@@ -44,6 +44,8 @@ def test_the_profile_covers_the_run_and_keeps_the_threaded_map(tmp_path: Path) -
     assert arrays_profile.main([*argv, "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["same_class_map"] is True
+    # every engine call ran where the profile sees it (calls in flight would run on worker threads)
+    assert record["engine_calls_profiled"] > 0
     stages = record["stage_seconds"]
     assert (
         stages["engine calls"] > 0 and stages["cutting tiles"] > 0 and stages["blending and upsampling"] > 0

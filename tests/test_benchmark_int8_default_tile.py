@@ -32,6 +32,13 @@ def test_ratios_compare_per_batch_best_of_each_and_the_runtime_defaults() -> Non
     # a faster form of the baseline (two single-thread calls in flight) is the one "best of each" takes
     ms["onnxruntime fp32 2x1 batch 4"] = 2.5
     assert int8_default_tile.ratios(ms, (1, 4))["best of each"] == pytest.approx(2.5 / 2.0)
+    assert got["best INT8 of any backend"] == pytest.approx(3.0 / 2.0)
+    assert "onnxruntime int8 over its fp32" not in got  # not timed
+    # ONNX Runtime's INT8 (NNCF's) faster than OpenVINO's: the best INT8 of any backend is it
+    ms |= {"onnxruntime int8 batch 1": 1.8, "onnxruntime int8 batch 4": 2.2}
+    got = int8_default_tile.ratios(ms, (1, 4))
+    assert got["best INT8 of any backend"] == pytest.approx(2.5 / 1.8)
+    assert got["onnxruntime int8 over its fp32"] == pytest.approx(4.5 / 1.8)  # at its default batch, 1
 
 
 def test_the_benchmark_times_every_configuration_on_real_engines(tmp_path: Path) -> None:
@@ -53,5 +60,7 @@ def test_the_benchmark_times_every_configuration_on_real_engines(tmp_path: Path)
         "batch 4",
         "best of each",
         "runtime defaults",
+        "best INT8 of any backend",
+        "onnxruntime int8 over its fp32",
     }
     assert record["machine"]["load_start"] is not None
