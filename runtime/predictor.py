@@ -394,6 +394,7 @@ class Predictor:
             backend=engines.backend,
             device=engines.device,
             precision=self.precision,
+            engine_streams=engines.concurrency,
             outputs={spec.kind: str(spec.target) for spec in outputs},
             resumed=run.resumed,
             resumed_from_row=run.resumed_row,

@@ -43,6 +43,8 @@ class RunSummary:
     resumed: bool = False
     chunks: int = 1
     resumed_chunk: int = 0
+    #: Engine calls kept in flight at once (``--streams`` as the backend honoured it: 1 on TensorRT and GPUs).
+    engine_streams: int = 1
     #: What the run decided about its inputs (bands reordered or selected) and contract warnings it accepted.
     input_notes: list[str] = field(default_factory=list)
 
@@ -67,6 +69,7 @@ class RunSummary:
             "backend": self.backend,
             "device": self.device,
             "precision": self.precision,
+            "engine_streams": self.engine_streams,
             "outputs": dict(self.outputs),
             "resumed": self.resumed,
             "resumed_from_row": self.resumed_from_row,
@@ -88,7 +91,7 @@ class RunSummary:
         lines = [
             f"scene {self.width}x{self.height} px, {self.tiles} tiles, {self.wall_seconds:.2f} s "
             f"({self.megapixels_per_second:.3f} Mpx/s) with {self.device or self.backend}, "
-            f"{self.precision} engines" + resumed,
+            f"{self.precision} engines, {self.engine_streams} call(s) in flight" + resumed,
             "pixels per pattern:",
         ]
         for name, count in self.pattern_pixels.items():

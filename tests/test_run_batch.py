@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,8 @@ def cli_run(
                 "2",
                 "--threads",
                 "1",
+                "--streams",  # two calls in flight per scene: the outputs stay those of one at a time
+                "2",
                 "--tile",
                 str(TILE),
                 "--overlap",
@@ -131,9 +134,27 @@ def test_each_worker_process_loads_the_engines_once(cli_run: dict[str, Any]) -> 
     scenes = summary["scenes"]
     workers = {s["worker"] for s in scenes}
     assert 1 <= len(workers) <= 2 and summary["settings"]["resume"] is False
+    assert summary["settings"]["streams"] == 2
     for worker in workers:
         assert sum(s["engines_loaded"] for s in scenes if s["worker"] == worker) == 1, worker
     assert summary["totals"]["done"] == 3 and summary["totals"]["failed"] == 1
+
+
+def test_streams_reach_each_scene_s_predictor(engines: Path) -> None:
+    """``--streams`` is part of the settings every task gets, and of the key its predictor is pooled under."""
+    from runtime.batch.task import BatchSettings, borrow_predictor
+    from stars_edge.io import sha256_file
+    from stars_edge.manifest import manifest_file
+
+    digest = sha256_file(manifest_file(engines))
+    settings = BatchSettings(str(engines), digest, str(engines), backend="onnxruntime", streams=2)
+    with borrow_predictor(settings, threads=2) as (two, loaded):
+        assert loaded and two.streams == 2
+    with borrow_predictor(replace(settings, streams=1), threads=2) as (one, loaded):
+        assert loaded and one is not two and one.streams == 1
+    with borrow_predictor(replace(settings, streams=None), threads=2) as (default, _):
+        assert default.streams is None  # the runtime's default for the backend and threads
+        default.close()
 
 
 def test_resume_skips_verified_scenes_and_reruns_an_altered_one(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import NO_TORCH_PRELUDE
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import build_engines, make_physical, random_weights
+from test_runtime_support import build_engines, make_physical, random_weights, write_raster
 
 from runtime import Predictor
 from runtime.backends import OpenVINOBackend
@@ -93,6 +93,21 @@ def test_streams_give_the_maps_of_one_call_at_a_time(
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_patterns, want_patterns)
     assert counter.most == 2  # calls really overlapped, and never more than the streams
+
+
+def test_the_run_summary_says_how_many_calls_were_in_flight(engines: dict[int, Path], tmp_path: Path) -> None:
+    inputs, _, _ = _scene()
+    from rasterio.transform import from_origin
+
+    grid = from_origin(500000, 4000000, 10, 10)
+    paths = {m: write_raster(tmp_path / f"{m}.tif", a, grid) for m, a in inputs.items()}
+    for streams in (1, 2):
+        with Predictor(engines[4], backend="openvino", streams=streams) as predictor:
+            summary = predictor.predict_scene(
+                **paths, out=tmp_path / f"out{streams}.tif", tile=64, overlap=16
+            )
+        assert summary.engine_streams == streams and summary.to_dict()["engine_streams"] == streams
+        assert f"{streams} call(s) in flight" in summary.format()
 
 
 def test_one_stream_runs_one_call_at_a_time(

@@ -30,6 +30,7 @@ def check_options(
     probabilities_dtype: str,
     resume: bool = False,
     overwrite: bool = False,
+    streams: int | None = None,
 ) -> None:
     if resume and overwrite:
         raise ConfigError("--resume continues interrupted scenes and --overwrite discards them; pass one")
@@ -39,6 +40,7 @@ def check_options(
         ("--workers", workers),
         ("--threads-per-worker", threads_per_worker),
         ("--threads", threads),
+        ("--streams", streams),
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")

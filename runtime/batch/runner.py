@@ -76,6 +76,7 @@ def run_batch(
     precision: str = "fp32",
     min_valid: float = DEFAULT_MIN_VALID,
     threads: int | None = None,
+    streams: int | None = None,
     probabilities: bool = False,
     probabilities_dtype: str = "uint8",
     assets: dict[str, str] | None = None,
@@ -114,6 +115,7 @@ def run_batch(
         probabilities_dtype,
         resume,
         overwrite,
+        streams,
     )
     if isinstance(scenes, (str, os.PathLike)):
         listed = read_scenes(scenes, assets)
@@ -143,6 +145,7 @@ def run_batch(
         backend=backend,
         precision=precision,
         threads=threads,
+        streams=streams,
         tile=tile,
         overlap=overlap,
         batch=batch,

@@ -50,6 +50,9 @@ class BatchSettings:
     backend: str = "auto"
     precision: str = "fp32"
     threads: int | None = None
+    #: Engine calls in flight per scene (``--streams``); None: the runtime's default for the backend and the
+    #: scene's threads (``runtime.run_options.default_streams``).
+    streams: int | None = None
     #: None: the manifest's tile size, and the runtime's default overlap for it.
     tile: int | None = None
     overlap: int | None = None
@@ -133,6 +136,7 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
         settings.backend,
         settings.precision,
         threads,
+        settings.streams,
         settings.allow_flagged,
         settings.context_margin,
         settings.mask_dilation,
@@ -152,6 +156,7 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
             backend=settings.backend,
             precision=settings.precision,
             threads=threads,
+            streams=settings.streams,
             allow_flagged=settings.allow_flagged,
             context_margin=settings.context_margin,
             mask_dilation=None if settings.mask_dilation is None else dict(settings.mask_dilation),

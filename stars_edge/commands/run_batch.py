@@ -21,6 +21,7 @@ from stars_edge.commands.run_options import (
     OVERWRITE,
     PRECISION,
     PROBABILITIES_DTYPE,
+    STREAMS,
     TILE,
 )
 from stars_edge.errors import Interrupted, OutputError
@@ -77,6 +78,7 @@ def run_batch(
     threads: int | None = typer.Option(
         None, "--threads", help="ONNX Runtime threads per scene (default: a host's cores / its task threads)."
     ),
+    streams: int | None = STREAMS,
     dashboard_address: str = typer.Option(
         ":8787", "--dashboard-address", help="Local cluster: where the Dask dashboard listens."
     ),
@@ -111,6 +113,7 @@ def run_batch(
             precision=precision,
             min_valid=min_valid,
             threads=threads,
+            streams=streams,
             probabilities=probabilities,
             probabilities_dtype=probabilities_dtype.lower(),
             assets=parse_assets(asset),
