@@ -59,7 +59,7 @@ class SerialReader:
 
     def __init__(
         self, source: Any, grid: Any, chunk: Any, first_row: int, settings: Any, timer: Any, depth: int
-    ):
+    ):  # settings.readers is ignored: one thread
         from runtime.scheduling import prepare
 
         def tiles() -> Generator[Any, None, None]:

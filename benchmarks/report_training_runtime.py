@@ -266,11 +266,13 @@ def training_runtime_sections(
 
 
 def streams_ab_section(path: Path, data: Mapping[str, Any]) -> list[str]:
-    """``benchmarks/streams_ab.py``: end-to-end wall per case at each OpenVINO stream count, interleaved."""
+    """``benchmarks/streams_ab.py``: end-to-end wall per case at each stream (or reader) count."""
     machine = data.get("machine") or {}
     counts = [int(c) for c in data.get("streams_compared") or []]
+    setting = str(data.get("setting_compared") or "streams")
     lines = [
-        f"## OpenVINO streams end to end: `{path.name}` (`benchmarks/streams_ab.py`)",
+        f"## {'Reader threads' if setting == 'readers' else 'Engine streams'} end to end: `{path.name}` "
+        "(`benchmarks/streams_ab.py`)",
         "",
         _command(data.get("command")),
         f"- {data.get('size')} px Sentinel-2-like scene; {data.get('rounds')} interleaved rounds of separate "
@@ -279,15 +281,15 @@ def streams_ab_section(path: Path, data: Mapping[str, Any]) -> list[str]:
         "end.",
         "",
         "| case | "
-        + " | ".join(f"streams {c}: median (min) wall s, CPU s" for c in counts)
+        + " | ".join(f"{setting} {c}: median (min) wall s, CPU s" for c in counts)
         + " | speed-up | "
         "same class maps |",
         "| --- | " + " | ".join("---:" for _ in counts) + " | ---: | --- |",
     ]
     for case, row in (data.get("streams_ab") or {}).items():
         cells = [
-            f"{fmt(row[f'streams {c}']['median_wall_s'])} ({fmt(row[f'streams {c}']['min_wall_s'])}), "
-            f"{fmt(row[f'streams {c}']['median_cpu_s'])}"
+            f"{fmt(row[f'{setting} {c}']['median_wall_s'])} ({fmt(row[f'{setting} {c}']['min_wall_s'])}), "
+            f"{fmt(row[f'{setting} {c}']['median_cpu_s'])}"
             for c in counts
         ]
         speedups = "; ".join(f"{v:.2f}x" for v in (row.get("speedup") or {}).values())

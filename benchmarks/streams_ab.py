@@ -1,6 +1,9 @@
-"""One stream against several (calls in flight at once), end to end, in separate processes interleaved.
+"""One stream against several (calls in flight at once), or one reader thread against several, end to end,
+in separate processes interleaved.
 
-Issue 21: OpenVINO streams, and ONNX Runtime on the CPU with its threads split among calls in flight.
+Issue 21: OpenVINO streams, and ONNX Runtime on the CPU with its threads split among calls in flight
+(``--streams 1,2``, the default); reader threads preparing tiles, each on its own handle and band of columns
+(``--readers 1,2``; the streams then stay at the runtime's default).
 
 A process that compiles models with different stream settings slows the one-stream model (measured), and a
 single run of each varies by up to 20 % on a shared VM, so each (case, streams) runs in a fresh child
@@ -48,10 +51,11 @@ def child(
     precision: str,
     scene: str,
     mode: str,
-    streams: int,
+    streams: int | None,
     size: int,
     workdir: Path,
     calls: int,
+    readers: int = 1,
 ) -> dict:
     """Time ``calls`` runs of one case in this process (after a warm-up); wall, CPU, class map digest."""
     from runtime import Predictor
@@ -59,7 +63,9 @@ def child(
     paths = scene_paths(workdir, size, 0, scene)
     walls: list[float] = []
     cpus: list[float] = []
-    with Predictor(engines, backend=backend, precision=precision, streams=streams) as predictor:
+    with Predictor(
+        engines, backend=backend, precision=precision, streams=streams, readers=readers
+    ) as predictor:
         if mode == "arrays":
             inputs, valid, clouds = load_scene_arrays(paths)
             predictor.predict_arrays({m: a[:, :512, :512] for m, a in inputs.items()})
@@ -86,9 +92,12 @@ def child(
     return {"wall_seconds": walls, "cpu_seconds": cpus, "digest": digest}
 
 
-def summarise(runs: list[dict[str, Any]], streams: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """Per case: median and minimum wall and median CPU per stream count, the ratio of the first stream
-    count's median wall to each other's, and whether every run gave the same class map."""
+def summarise(
+    runs: list[dict[str, Any]], streams: tuple[int, ...], setting: str = "streams"
+) -> dict[str, dict[str, Any]]:
+    """Per case: median and minimum wall and median CPU per value of ``setting`` (``streams`` or
+    ``readers``; ``streams`` holds the values), the ratio of the first value's median wall to each other's,
+    and whether every run gave the same class map."""
     table: dict[str, dict[str, Any]] = {}
     for label, _, _ in CASES:
         mine = [r for r in runs if r["case"] == label]
@@ -96,17 +105,18 @@ def summarise(runs: list[dict[str, Any]], streams: tuple[int, ...]) -> dict[str,
             continue
         row: dict[str, Any] = {"same_class_maps": len({r["digest"] for r in mine}) == 1}
         for count in streams:
-            walls = [w for r in mine if r["streams"] == count for w in r["wall_seconds"]]
-            cpus = [c for r in mine if r["streams"] == count for c in r["cpu_seconds"]]
-            row[f"streams {count}"] = {
+            walls = [w for r in mine if r[setting] == count for w in r["wall_seconds"]]
+            cpus = [c for r in mine if r[setting] == count for c in r["cpu_seconds"]]
+            row[f"{setting} {count}"] = {
                 "median_wall_s": statistics.median(walls),
                 "min_wall_s": min(walls),
                 "median_cpu_s": statistics.median(cpus),
                 "runs": len(walls),
             }
-        base = row[f"streams {streams[0]}"]["median_wall_s"]
+        base = row[f"{setting} {streams[0]}"]["median_wall_s"]
         row["speedup"] = {
-            f"streams {c} over {streams[0]}": base / row[f"streams {c}"]["median_wall_s"] for c in streams[1:]
+            f"{setting} {c} over {streams[0]}": base / row[f"{setting} {c}"]["median_wall_s"]
+            for c in streams[1:]
         }
         table[label] = row
     return table
@@ -120,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="openvino", choices=("openvino", "onnxruntime"))
     parser.add_argument("--precision", default="int8", help="engine precision (default int8)")
     parser.add_argument("--streams", default="1,2", help="stream counts compared, first is the base")
+    parser.add_argument(
+        "--readers",
+        help="reader thread counts compared instead (first is the base), at the runtime's default streams",
+    )
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3, help="timed runs per child process")
@@ -128,21 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        scene, mode, count = args.child.split(",")
+        scene, mode, setting, count = args.child.split(",")
         result = child(
             args.engines,
             args.backend,
             args.precision,
             scene,
             mode,
-            int(count),
+            int(count) if setting == "streams" else None,
             args.size,
             args.workdir,
             args.calls,
+            readers=int(count) if setting == "readers" else 1,
         )
         print(json.dumps(result))
         return 0
-    streams = tuple(int(s) for s in args.streams.split(","))
+    setting = "readers" if args.readers else "streams"
+    streams = tuple(int(s) for s in (args.readers or args.streams).split(","))
     for _, scene, _ in CASES:
         scene_paths(args.workdir, args.size, 0, scene)  # written once, before anything is timed
     load_start = load_average()
@@ -153,18 +169,18 @@ def main(argv: list[str] | None = None) -> int:
                 command = [sys.executable, __file__, "--engines", args.engines, "--size", str(args.size)]
                 command += ["--backend", args.backend, "--precision", args.precision]
                 command += ["--calls", str(args.calls), "--workdir", str(args.workdir)]
-                command += ["--child", f"{scene},{mode},{count}"]
+                command += ["--child", f"{scene},{mode},{setting},{count}"]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise SystemExit(f"{label}, streams {count}: the child failed:\n{done.stderr[-3000:]}")
+                    raise SystemExit(f"{label}, {setting} {count}: the child failed:\n{done.stderr[-3000:]}")
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-                runs.append({"round": round_index, "case": label, "streams": count, **result})
+                runs.append({"round": round_index, "case": label, setting: count, **result})
                 walls = ", ".join(f"{w:.2f}" for w in result["wall_seconds"])
-                print(f"round {round_index + 1}, streams {count}, {label}: {walls} s", flush=True)
-    table = summarise(runs, streams)
+                print(f"round {round_index + 1}, {setting} {count}, {label}: {walls} s", flush=True)
+    table = summarise(runs, streams, setting)
     for label, row in table.items():
         cells = "; ".join(
-            f"{k} median {v['median_wall_s']:.2f} s" for k, v in row.items() if k.startswith("st")
+            f"{k} median {v['median_wall_s']:.2f} s" for k, v in row.items() if k.startswith(setting)
         )
         ratios = "; ".join(f"{k} {v:.2f}x" for k, v in row["speedup"].items())
         print(f"{label}: {cells}; {ratios}; same class maps: {row['same_class_maps']}")
@@ -177,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 "backend": args.backend,
                 "precision": args.precision,
                 "size": args.size,
+                "setting_compared": setting,
                 "streams_compared": list(streams),
                 "rounds": args.rounds,
                 "calls": args.calls,

@@ -63,6 +63,10 @@ class ArraySource:
             samples[name] = (grid[:, ok], f"input array {name!r}")
         return samples
 
+    def reopen(self) -> ArraySource:
+        """This source itself: ``read`` only cuts copies out of the arrays, so reader threads can share it."""
+        return self
+
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = clip_tile(y, x, size, self.height, self.width)
         return cut_tile(self._values, self._valid, y, x, h, w, size)

@@ -30,6 +30,7 @@ from runtime.raster_source import RasterSource
 from runtime.row_stream import RowBlock, RowStream, stream_rows
 from runtime.run_identity import output_tags, run_fingerprint
 from runtime.run_options import (
+    DEFAULT_READERS,
     PROBABILITY_DTYPES,
     check_edge_overrides,
     check_run_options,
@@ -75,6 +76,8 @@ class Predictor:
     or ``tensorrt``. ``expected_model_sha256`` refuses engines exported from another checkpoint. Engines the
     accuracy gate flagged are refused unless ``allow_flagged``. Each engine file is checked (sha256, inside
     the engines folder) before its first use, so a missing engine of an unused pattern does not block a run.
+    ``streams``: engine calls in flight (None: ``run_options.default_streams``); ``readers``: threads reading
+    and preparing tiles, each on its own handle (None: ``run_options.DEFAULT_READERS`` for files / arrays).
     """
 
     #: Value (normalised units) put into invalid pixels; no used output depends on it (tests vary it).
@@ -91,6 +94,7 @@ class Predictor:
         context_margin: int | None = None,
         mask_dilation: Mapping[str, int] | None = None,
         streams: int | None = None,
+        readers: int | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -100,6 +104,8 @@ class Predictor:
             raise ConfigError(f"--threads must be at least 1, got {threads}")
         if streams is not None and streams < 1:
             raise ConfigError(f"--streams must be at least 1, got {streams}")
+        if readers is not None and readers < 1:
+            raise ConfigError(f"--readers must be at least 1, got {readers}")
         self.manifest: Manifest = load_manifest(Path(engines_dir), verify=False)
         digest = self.manifest.model.checkpoint_sha256
         if expected_model_sha256 is not None and expected_model_sha256 != digest:
@@ -111,6 +117,7 @@ class Predictor:
         self.precision = precision
         self.threads = threads
         self.streams = streams
+        self.readers = readers
         self.allow_flagged = allow_flagged
         self._margin_override = context_margin
         self._dilation_override = check_edge_overrides(
@@ -169,9 +176,16 @@ class Predictor:
             warnings.warn(message, UserWarning, stacklevel=3)
         return accepted
 
-    def _settings(self, min_valid: float) -> ReadSettings:
+    def _settings(self, min_valid: float, source_kind: str = "arrays") -> ReadSettings:
+        """How tiles are read and prepared; ``source_kind`` (``files`` or ``arrays``) picks the default
+        number of reader threads (``run_options.DEFAULT_READERS``) unless ``readers`` was given."""
         return ReadSettings(
-            self.manifest.modalities, min_valid, self.context_margin, self.fill_value, self.mask_dilation
+            self.manifest.modalities,
+            min_valid,
+            self.context_margin,
+            self.fill_value,
+            self.mask_dilation,
+            readers=DEFAULT_READERS[source_kind] if self.readers is None else self.readers,
         )
 
     def _tiling(self, tile: int | None, overlap: int | None) -> tuple[int, int]:
@@ -365,7 +379,7 @@ class Predictor:
                 )
                 run.execute(
                     self._chunks(grid, chunk_width),
-                    self._settings(min_valid),
+                    self._settings(min_valid, "files"),
                     probabilities_dtype if "probabilities" in chosen else None,
                     progress,
                 )

@@ -65,6 +65,7 @@ class RasterSource:
         bands: Mapping[str, Sequence[str]] | None = None,
         dtm: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._arguments = (paths, specs, cloud_mask, bands, dtm)
         self.modalities = tuple(m for m in MODALITIES if paths.get(m) is not None)
         if not self.modalities:
             raise DataError("no input raster given; pass at least one of --optical, --sar, --dsm")
@@ -130,6 +131,11 @@ class RasterSource:
         except BaseException:
             self.close()
             raise
+
+    def reopen(self) -> RasterSource:
+        """Another handle on the same files (for another reader thread: a GDAL dataset is not to be shared
+        between threads); the same tiles, its own file handles, to be closed by its owner."""
+        return RasterSource(*self._arguments)
 
     def _open(self, path: Path) -> Any:
         text = gdal_path(path)

@@ -67,6 +67,14 @@ def default_batch(backend: str) -> int:
 #: in flight per tile 1.75x faster than one two-thread call (``OnnxRuntimeBackend``).
 DEFAULT_STREAMS: dict[str, int] = {"openvino": 2, "onnxruntime": 2}
 
+#: Reader threads preparing tiles, per kind of source, when ``--readers`` is not given. Files: 2, each on its
+#: own GDAL handle and band of columns (decoding runs beside the engines instead of behind them): a 4096 px
+#: Sentinel-2-like scene from its files took 2.93 s median against 3.15 s with one (1.08x; 3 rounds of
+#: separate processes interleaved, 2 runs each, same class maps, `benchmarks/results/readers_ab_s2like_4096.
+#: json`). In-memory arrays: 1, as the second reader was 0.95-0.97x there (the work is already CPU-bound on
+#: two cores). A sensor's row stream cannot be reopened and is always read by one.
+DEFAULT_READERS: dict[str, int] = {"files": 2, "arrays": 1}
+
 
 def default_streams(backend: str, threads: int | None = None) -> int:
     """Engine calls in flight at once on ``backend`` when the caller does not say: never more streams than

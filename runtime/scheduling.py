@@ -97,6 +97,9 @@ class ReadSettings:
     margin: int
     fill: float = 0.0
     dilation: Mapping[str, int] = field(default_factory=dict)
+    #: Reader threads preparing tiles at once, each with its own handle on the source (``reopen``); sources
+    #: that cannot be reopened (a sensor's row stream) are read by one.
+    readers: int = 1
 
 
 def read_dilated(source: TileSource, y: int, x: int, size: int, dilation: Mapping[str, int]) -> RawTile:
@@ -145,7 +148,12 @@ _END = object()
 
 
 class Prefetcher:
-    """A reader thread filling a bounded queue with one chunk's prepared tiles, row-major from a row."""
+    """Reader threads filling bounded queues with one chunk's prepared tiles, row-major from a row.
+
+    With ``settings.readers`` > 1 and a source that can be reopened, reader ``i`` of ``n`` prepares tiles
+    ``i, i + n, ...`` of the chunk's row-major order on its own handle into its own queue, and ``get`` takes
+    them round robin: the tiles come out in the same order as from one reader.
+    """
 
     def __init__(
         self,
@@ -157,45 +165,89 @@ class Prefetcher:
         timer: Timer,
         depth: int,
     ) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._args = (source, grid, chunk, first_row, settings, timer)
-        self._thread = threading.Thread(target=self._work, name="stars-edge-reader", daemon=True)
-        self._thread.start()
+        reopen = getattr(source, "reopen", None)
+        count = max(1, settings.readers) if reopen is not None else 1
+        #: Handles opened here for the other readers (closed here); the caller's source stays the caller's.
+        self._opened: list[TileSource] = []
+        try:
+            for _ in range(count - 1):
+                self._opened.append(reopen())  # type: ignore[misc]
+        except BaseException:
+            self._close_opened()
+            raise
+        sources = [source, *self._opened]
+        # each reader takes a band of columns, so that it decodes its own blocks (a GDAL handle caches the
+        # blocks it decoded; handles interleaved tile by tile would each decode every block)
+        columns = list(range(chunk.first_col, chunk.last_col + 1))
+        count = min(count, len(columns))
+        owner = {col: index * count // len(columns) for index, col in enumerate(columns)}
+        positions = [(row, col) for row in range(first_row, grid.rows) for col in columns]
+        #: Which reader's queue holds each tile, in the order ``get`` hands them out.
+        self._owners = [owner[col] for _, col in positions]
+        share = max(1, -(-depth // count))
+        self._queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=share) for _ in range(count)]
+        self._taken = 0
+        mine = [[p for p in positions if owner[p[1]] == index] for index in range(count)]
+        self._threads = [
+            threading.Thread(
+                target=self._work,
+                args=(index, sources[index], grid, mine[index], settings, timer),
+                name=f"stars-edge-reader-{index}",
+                daemon=True,
+            )
+            for index in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _put(self, item: Any) -> bool:
+    def _put(self, index: int, item: Any) -> bool:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                self._queues[index].put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _work(self) -> None:
-        source, grid, chunk, first_row, settings, timer = self._args
+    def _work(
+        self,
+        index: int,
+        source: TileSource,
+        grid: TileGrid,
+        positions: list[tuple[int, int]],
+        settings: ReadSettings,
+        timer: Timer,
+    ) -> None:
         try:
-            for row in range(first_row, grid.rows):
-                for col in range(chunk.first_col, chunk.last_col + 1):
-                    if self._stop.is_set():
-                        return
-                    if not self._put(prepare(source, grid, row, col, settings, timer)):
-                        return
-            self._put(_END)
+            for row, col in positions:
+                if self._stop.is_set():
+                    return
+                if not self._put(index, prepare(source, grid, row, col, settings, timer)):
+                    return
+            self._put(index, _END)
         except BaseException as exc:  # handed to the main thread, which re-raises it
-            self._put(exc)
+            self._put(index, exc)
 
     def get(self) -> PreparedTile:
-        item = self._queue.get()
+        item = self._queues[self._owners[self._taken]].get()
+        self._taken += 1
         if isinstance(item, BaseException):
             raise item
         if item is _END:
             raise RuntimeError("reader thread ended early")
         return item
 
+    def _close_opened(self) -> None:
+        for opened in self._opened:
+            opened.close()
+        self._opened.clear()
+
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._close_opened()
 
 
 def pattern_windows(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, int]]:

@@ -32,16 +32,30 @@ def test_summary_gives_medians_ratios_and_whether_the_maps_agree() -> None:
     assert streams_ab.summarise(runs, (1, 2))[label]["same_class_maps"] is False
 
 
-def test_the_benchmark_runs_every_case_at_each_stream_count(tmp_path: Path) -> None:
+def _run(tmp_path: Path, *options: str) -> dict:
+    """The benchmark on tiny real engines (FP32, a 256 px scene, one round of one run); its JSON record."""
     pytest.importorskip("openvino")
     folder = tmp_path / "engines"
     folder.mkdir()
     write_engine_folder(folder)
     out = tmp_path / "ab.json"
     argv = ["--engines", str(folder), "--precision", "fp32", "--size", "256", "--rounds", "1", "--calls", "1"]
-    assert streams_ab.main([*argv, "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
-    record = json.loads(out.read_text())
+    assert streams_ab.main([*argv, *options, "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_the_benchmark_runs_every_case_at_each_stream_count(tmp_path: Path) -> None:
+    record = _run(tmp_path)
     assert set(record["streams_ab"]) == {label for label, _, _ in streams_ab.CASES}
     assert len(record["runs"]) == 2 * len(streams_ab.CASES)
     assert all(row["same_class_maps"] for row in record["streams_ab"].values())
     assert record["machine"]["load_start"] is not None
+
+
+def test_the_benchmark_compares_reader_threads_too(tmp_path: Path) -> None:
+    record = _run(tmp_path, "--readers", "1,2")
+    assert record["setting_compared"] == "readers" and record["streams_compared"] == [1, 2]
+    row = record["streams_ab"]["clean, from files"]
+    assert set(row) >= {"readers 1", "readers 2"} and row["same_class_maps"] is True
+    assert list(row["speedup"]) == ["readers 2 over 1"]
+    assert {run["readers"] for run in record["runs"]} == {1, 2}

@@ -141,15 +141,18 @@ def test_each_worker_process_loads_the_engines_once(cli_run: dict[str, Any]) -> 
 
 
 def test_streams_reach_each_scene_s_predictor(engines: Path) -> None:
-    """``--streams`` is part of the settings every task gets, and of the key its predictor is pooled under."""
+    """``--streams`` and ``--readers`` are part of the settings every task gets, and of the key its
+    predictor is pooled under."""
     from runtime.batch.task import BatchSettings, borrow_predictor
     from stars_edge.io import sha256_file
     from stars_edge.manifest import manifest_file
 
     digest = sha256_file(manifest_file(engines))
-    settings = BatchSettings(str(engines), digest, str(engines), backend="onnxruntime", streams=2)
+    settings = BatchSettings(str(engines), digest, str(engines), backend="onnxruntime", streams=2, readers=3)
     with borrow_predictor(settings, threads=2) as (two, loaded):
-        assert loaded and two.streams == 2
+        assert loaded and two.streams == 2 and two.readers == 3
+    with borrow_predictor(replace(settings, readers=1), threads=2) as (one_reader, loaded):
+        assert loaded and one_reader is not two and one_reader.readers == 1
     with borrow_predictor(replace(settings, streams=1), threads=2) as (one, loaded):
         assert loaded and one is not two and one.streams == 1
     with borrow_predictor(replace(settings, streams=None), threads=2) as (default, _):

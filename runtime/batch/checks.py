@@ -31,6 +31,7 @@ def check_options(
     resume: bool = False,
     overwrite: bool = False,
     streams: int | None = None,
+    readers: int | None = None,
 ) -> None:
     if resume and overwrite:
         raise ConfigError("--resume continues interrupted scenes and --overwrite discards them; pass one")
@@ -41,6 +42,7 @@ def check_options(
         ("--threads-per-worker", threads_per_worker),
         ("--threads", threads),
         ("--streams", streams),
+        ("--readers", readers),
     ):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")

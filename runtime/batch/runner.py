@@ -77,6 +77,7 @@ def run_batch(
     min_valid: float = DEFAULT_MIN_VALID,
     threads: int | None = None,
     streams: int | None = None,
+    readers: int | None = None,
     probabilities: bool = False,
     probabilities_dtype: str = "uint8",
     assets: dict[str, str] | None = None,
@@ -116,6 +117,7 @@ def run_batch(
         resume,
         overwrite,
         streams,
+        readers,
     )
     if isinstance(scenes, (str, os.PathLike)):
         listed = read_scenes(scenes, assets)
@@ -146,6 +148,7 @@ def run_batch(
         precision=precision,
         threads=threads,
         streams=streams,
+        readers=readers,
         tile=tile,
         overlap=overlap,
         batch=batch,

@@ -53,6 +53,8 @@ class BatchSettings:
     #: Engine calls in flight per scene (``--streams``); None: the runtime's default for the backend and the
     #: scene's threads (``runtime.run_options.default_streams``).
     streams: int | None = None
+    #: Reader threads per scene (``--readers``); None: ``runtime.run_options.DEFAULT_READERS``.
+    readers: int | None = None
     #: None: the manifest's tile size, and the runtime's default overlap for it.
     tile: int | None = None
     overlap: int | None = None
@@ -137,6 +139,7 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
         settings.precision,
         threads,
         settings.streams,
+        settings.readers,
         settings.allow_flagged,
         settings.context_margin,
         settings.mask_dilation,
@@ -157,6 +160,7 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
             precision=settings.precision,
             threads=threads,
             streams=settings.streams,
+            readers=settings.readers,
             allow_flagged=settings.allow_flagged,
             context_margin=settings.context_margin,
             mask_dilation=None if settings.mask_dilation is None else dict(settings.mask_dilation),

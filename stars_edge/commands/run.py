@@ -21,6 +21,7 @@ from stars_edge.commands.run_options import (
     OVERWRITE,
     PRECISION,
     PROBABILITIES_DTYPE,
+    READERS,
     STREAMS,
     TILE,
 )
@@ -68,6 +69,7 @@ def run(
         help="Inference threads (ONNX Runtime intra-op; OpenVINO's, shared by its streams).",
     ),
     streams: int | None = STREAMS,
+    readers: int | None = READERS,
     overviews: bool = typer.Option(False, "--overviews", help="Add internal overviews to the outputs."),
     cog: bool = COG,
     allow_flagged: bool = ALLOW_FLAGGED,
@@ -90,6 +92,7 @@ def run(
         precision=precision.lower(),
         threads=threads,
         streams=streams,
+        readers=readers,
         allow_flagged=allow_flagged,
         context_margin=context_margin,
         mask_dilation=parse_mask_dilation(mask_dilation),

@@ -21,6 +21,7 @@ from stars_edge.commands.run_options import (
     OVERWRITE,
     PRECISION,
     PROBABILITIES_DTYPE,
+    READERS,
     STREAMS,
     TILE,
 )
@@ -79,6 +80,7 @@ def run_batch(
         None, "--threads", help="ONNX Runtime threads per scene (default: a host's cores / its task threads)."
     ),
     streams: int | None = STREAMS,
+    readers: int | None = READERS,
     dashboard_address: str = typer.Option(
         ":8787", "--dashboard-address", help="Local cluster: where the Dask dashboard listens."
     ),
@@ -114,6 +116,7 @@ def run_batch(
             min_valid=min_valid,
             threads=threads,
             streams=streams,
+            readers=readers,
             probabilities=probabilities,
             probabilities_dtype=probabilities_dtype.lower(),
             assets=parse_assets(asset),

@@ -27,6 +27,13 @@ STREAMS = typer.Option(
     "(OpenVINO streams; ONNX Runtime on the CPU splits its threads among them). Default: 2 on both (at "
     "most --threads); 1 on TensorRT and ONNX Runtime's GPU providers.",
 )
+READERS = typer.Option(
+    None,
+    "--readers",
+    min=1,
+    help="Threads reading and preparing tiles, each on its own file handle and band of columns, with the "
+    "same class maps. Default: 2 (decoding runs beside the engines).",
+)
 BACKEND = typer.Option(
     "auto",
     "--backend",

@@ -1,0 +1,180 @@
+"""Reader threads (``ReadSettings.readers``, ``Predictor(readers=)``): tiles prepared by several threads, each
+on its own handle and band of columns, come out in the order of one reader, with the same maps."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+from test_runtime_stride4 import build as build_pooled
+from test_runtime_support import make_physical, write_raster
+
+from runtime import Predictor
+from runtime.array_source import ArraySource
+from runtime.raster_source import RasterSource
+from runtime.scheduling import Prefetcher, ReadSettings, Timer
+from runtime.sources import RawTile
+from runtime.tiling import Chunk, TileGrid
+from stars_edge.errors import ConfigError, DataError
+from stars_edge.modalities import DEFAULT_SPECS
+
+GRID = from_origin(500000, 4000000, 10, 10)
+
+
+class CountingSource(ArraySource):
+    """An in-memory source whose handles record which tiles each read, on which thread; one handle can be
+    made to fail at a tile."""
+
+    def __init__(self, inputs: dict[str, np.ndarray], log: list[Any], fail_at: tuple[int, int] | None = None):
+        super().__init__(inputs)
+        self.inputs, self.log, self.fail_at = inputs, log, fail_at
+        self.closed = False
+        self.opened: list[CountingSource] = []
+
+    def reopen(self) -> CountingSource:  # type: ignore[override]
+        other = CountingSource(self.inputs, self.log, self.fail_at)
+        self.opened.append(other)
+        return other
+
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        if (y, x) == self.fail_at:
+            raise DataError(f"tile at {y}, {x} is corrupt")
+        self.log.append((id(self), threading.current_thread().name, y, x))
+        return super().read(y, x, size)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _prefetch(
+    source: Any, readers: int, rows: int = 3, cols: int = 5
+) -> tuple[Prefetcher, list[tuple[int, int]]]:
+    grid = TileGrid(height=rows * 16 + 16, width=cols * 16 + 16, tile=32, overlap=16)
+    chunk = Chunk(0, 0, grid.cols - 1, 0, grid.width)
+    settings = ReadSettings(DEFAULT_SPECS, 0.5, 0, readers=readers)
+    order = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
+    return Prefetcher(source, grid, chunk, 0, settings, Timer(), depth=4), order
+
+
+def test_readers_hand_tiles_out_in_row_major_order_each_on_its_own_columns() -> None:
+    inputs = make_physical((64, 96), seed=3)
+    log: list[Any] = []
+    source = CountingSource(inputs, log)
+    prefetch, order = _prefetch(source, readers=2)
+    try:
+        got = [(tile.row, tile.col) for tile in (prefetch.get() for _ in order)]
+    finally:
+        prefetch.close()
+    assert got == order
+    handles = {entry[0] for entry in log}
+    assert len(handles) == 2 and len({entry[1] for entry in log}) == 2  # two handles, two threads
+    columns = [sorted({x for h, _, _, x in log if h == handle}) for handle in handles]
+    assert not set(columns[0]) & set(columns[1])  # disjoint bands: no block decoded by both
+    assert max(min(columns, key=min)) < min(max(columns, key=max))  # left band, right band
+    assert all(opened.closed for opened in source.opened) and not source.closed  # the caller's stays open
+
+
+def test_a_reader_error_is_raised_where_its_tile_comes() -> None:
+    inputs = make_physical((64, 96), seed=3)
+    source = CountingSource(inputs, [], fail_at=(16, 48))  # row 1, col 3: the second reader's band
+    prefetch, order = _prefetch(source, readers=2)
+    taken = []
+    try:
+        with pytest.raises(DataError, match="corrupt"):
+            for _ in order:
+                tile = prefetch.get()
+                taken.append((tile.row, tile.col))
+    finally:
+        prefetch.close()
+    assert taken == order[: order.index((1, 3))]  # every tile before the corrupt one, in order
+
+
+def test_a_source_that_cannot_be_reopened_is_read_by_one_thread() -> None:
+    class OneHandle(CountingSource):
+        reopen = None  # type: ignore[assignment]  # like a sensor's row stream
+
+    log: list[Any] = []
+    prefetch, order = _prefetch(OneHandle(make_physical((64, 96), seed=3), log), readers=3)
+    try:
+        assert [(t.row, t.col) for t in (prefetch.get() for _ in order)] == order
+    finally:
+        prefetch.close()
+    assert len({entry[1] for entry in log}) == 1
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pooled(tmp_path_factory.mktemp("readers"), 4, kernel=3)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """GeoTIFFs with a cloud mask, a SAR gap and a DSM void."""
+    folder = tmp_path_factory.mktemp("scene")
+    inputs = make_physical((300, 260), seed=11)
+    inputs["sar"][:, :, 200:] = np.nan
+    inputs["dsm"][:, 40:70, 30:90] = np.nan
+    clouds = np.zeros((1, 300, 260), dtype=np.uint8)
+    clouds[0, 120:190, 60:150] = 1
+    paths = {m: write_raster(folder / f"{m}.tif", a, GRID) for m, a in inputs.items()}
+    paths["cloud_mask"] = write_raster(folder / "clouds.tif", clouds, GRID)
+    return paths
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_several_readers_give_the_maps_of_one(
+    engines: Path, scene: dict[str, Path], tmp_path: Path, backend: str
+) -> None:
+    maps = []
+    for readers in (1, 2, 3):
+        out, patterns = tmp_path / f"classes{readers}.tif", tmp_path / f"patterns{readers}.tif"
+        with Predictor(engines, backend=backend, readers=readers, mask_dilation={"optical": 4}) as predictor:
+            predictor.predict_scene(
+                **scene, out=out, pattern_map=patterns, tile=64, overlap=16, progress=False
+            )
+        maps.append((out.read_bytes(), patterns.read_bytes()))
+    assert maps[1] == maps[0] and maps[2] == maps[0]
+
+
+def test_files_get_two_readers_and_arrays_one_by_default(
+    engines: Path, scene: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_options.DEFAULT_READERS``: a second reader paid off from files, not from arrays (measured)."""
+    import runtime.writing
+
+    seen: list[tuple[str, int]] = []
+
+    class Recording(Prefetcher):
+        def __init__(self, source: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(source, *args, **kwargs)
+            seen.append((type(source).__name__, len(self._threads)))
+
+    monkeypatch.setattr(runtime.writing, "Prefetcher", Recording)
+    with Predictor(engines, backend="onnxruntime") as predictor:
+        predictor.predict_scene(**scene, out=tmp_path / "c.tif", tile=64, overlap=16, progress=False)
+        predictor.predict_arrays(make_physical((96, 96), seed=2), tile=64, overlap=16)
+    assert seen == [("RasterSource", 2), ("ArraySource", 1)]
+
+
+def test_a_raster_source_reopens_on_the_same_files(scene: dict[str, Path]) -> None:
+    paths = {m: scene[m] for m in ("optical", "sar", "dsm")}
+    source = RasterSource(paths, DEFAULT_SPECS, cloud_mask=scene["cloud_mask"])
+    other = source.reopen()
+    try:
+        first, second = source.read(100, 40, 64), other.read(100, 40, 64)
+        for name in paths:
+            np.testing.assert_array_equal(first.values[name], second.values[name])
+            np.testing.assert_array_equal(first.valid[name], second.valid[name])
+        assert other._readers["optical"] is not source._readers["optical"]  # its own GDAL handles
+    finally:
+        other.close()
+        source.close()
+
+
+def test_readers_must_be_at_least_one(engines: Path) -> None:
+    with pytest.raises(ConfigError, match="--readers"):
+        Predictor(engines, readers=0)
