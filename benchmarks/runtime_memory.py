@@ -47,9 +47,10 @@ QUICK_SIZES = "256x512,256x4096"
 CHILD = """
 import json, sys, time
 from runtime import Predictor
-engines, optical, sar, out = sys.argv[1:5]
+engines, optical, sar, out, readers = sys.argv[1:6]
 started = time.perf_counter()
-predictor = Predictor(engines, backend="onnxruntime", precision="fp32", threads=1)
+predictor = Predictor(engines, backend="onnxruntime", precision="fp32", threads=1,
+                      readers=int(readers) if readers else None)
 summary = predictor.predict_scene(
     optical=optical, sar=sar, out=out + "/pred.tif", pattern_map=out + "/pat.tif",
     probabilities=out + "/prob.tif", tile=512, overlap=64, progress=False,
@@ -158,10 +159,14 @@ def write_scene(folder: Path, height: int, width: int) -> tuple[Path, Path]:
 
 
 def measure(
-    sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None, logits_stride: int = 4
+    sizes: list[tuple[int, int]],
+    work: Path,
+    gdal_cachemax: int | None = None,
+    logits_stride: int = 4,
+    readers: int | None = None,
 ) -> list[dict[str, object]]:
     """Peak RSS per scene, each predicted in a fresh child so one scene's high-water mark cannot leak into
-    the next."""
+    the next. ``readers``: reader threads (None: the runtime's default from files)."""
     engines = build_engines(work / "engines", logits_stride=logits_stride)
     results = []
     for height, width in sizes:
@@ -172,7 +177,7 @@ def measure(
         if gdal_cachemax is not None:
             env["GDAL_CACHEMAX"] = str(gdal_cachemax)
         done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(engines), str(optical), str(sar), str(out)],
+            [sys.executable, "-c", CHILD, str(engines), str(optical), str(sar), str(out), str(readers or "")],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -237,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="engines returning stride-4 logits (default, as build-engines ships) or full-resolution ones",
     )
     parser.add_argument(
+        "--readers",
+        type=int,
+        default=None,
+        help="reader threads per run (default: the runtime's, from files)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: scenes {QUICK_SIZES} unless --sizes is given (numbers not measurements)",
@@ -256,7 +267,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     sizes = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="stars-edge-memory-") as work:
-        results = measure(sizes, Path(work), args.gdal_cachemax, args.logits_stride)
+        results = measure(sizes, Path(work), args.gdal_cachemax, args.logits_stride, args.readers)
     return {
         "benchmark": "runtime peak RSS vs scene size",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -267,6 +278,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "load_average_1m": start_load,
         "machine": machine,
         "gdal_cachemax_mb": args.gdal_cachemax,
+        "readers": args.readers,
         "logits_stride": args.logits_stride,
         "parent_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "wall_seconds": round(time.time() - started, 1),

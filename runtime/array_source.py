@@ -63,9 +63,10 @@ class ArraySource:
             samples[name] = (grid[:, ok], f"input array {name!r}")
         return samples
 
-    def reopen(self) -> ArraySource:
-        """This source itself: ``read`` only cuts copies out of the arrays, so reader threads can share it."""
-        return self
+    def handles(self, count: int) -> list[ArraySource]:
+        """This source ``count`` times: ``read`` only cuts copies out of the arrays, so reader threads can
+        share it."""
+        return [self] * count
 
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = clip_tile(y, x, size, self.height, self.width)

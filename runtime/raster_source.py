@@ -82,6 +82,8 @@ class RasterSource:
         self.cloud_path = Path(cloud_mask) if cloud_mask is not None else None
         self.dtm_path = Path(dtm) if dtm is not None else None
         self._opened: list[Any] = []
+        #: Other handles on the same files for reader threads (``handles``), opened once, closed with this.
+        self._siblings: list[RasterSource] = []
         self._readers: dict[str, Any] = {}
         self._plans: dict[str, BandPlan] = {}
         #: What the source decided about the inputs (band order, selections), for the run summary.
@@ -136,6 +138,14 @@ class RasterSource:
         """Another handle on the same files (for another reader thread: a GDAL dataset is not to be shared
         between threads); the same tiles, its own file handles, to be closed by its owner."""
         return RasterSource(*self._arguments)
+
+    def handles(self, count: int) -> list[RasterSource]:
+        """``count`` handles on these files, this one first, for that many reader threads. The others are
+        opened on the first call and kept for the next chunks (opening them per chunk grew the peak memory
+        with the number of chunks); ``close`` closes them."""
+        while len(self._siblings) < count - 1:
+            self._siblings.append(self.reopen())
+        return [self, *self._siblings[: count - 1]]
 
     def _open(self, path: Path) -> Any:
         text = gdal_path(path)
@@ -295,7 +305,10 @@ class RasterSource:
         return {m: (np.concatenate(v, axis=1), str(self.paths[m])) for m, v in samples.items()}
 
     def close(self) -> None:
-        """Close every dataset and VRT this source opened (VRTs first)."""
+        """Close every dataset and VRT this source opened (VRTs first), and its reader threads' handles."""
+        for sibling in self._siblings:
+            sibling.close()
+        self._siblings.clear()
         for dataset in reversed(self._opened):
             dataset.close()
         self._opened.clear()

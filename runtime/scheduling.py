@@ -97,8 +97,8 @@ class ReadSettings:
     margin: int
     fill: float = 0.0
     dilation: Mapping[str, int] = field(default_factory=dict)
-    #: Reader threads preparing tiles at once, each with its own handle on the source (``reopen``); sources
-    #: that cannot be reopened (a sensor's row stream) are read by one.
+    #: Reader threads preparing tiles at once, each with its own handle on the source (``handles``); sources
+    #: without several handles (a sensor's row stream) are read by one.
     readers: int = 1
 
 
@@ -150,9 +150,10 @@ _END = object()
 class Prefetcher:
     """Reader threads filling bounded queues with one chunk's prepared tiles, row-major from a row.
 
-    With ``settings.readers`` > 1 and a source that can be reopened, reader ``i`` of ``n`` prepares tiles
-    ``i, i + n, ...`` of the chunk's row-major order on its own handle into its own queue, and ``get`` takes
-    them round robin: the tiles come out in the same order as from one reader.
+    With ``settings.readers`` > 1 and a source that gives several handles (``handles``), reader ``i`` of ``n``
+    prepares the tiles of the ``i``-th band of the chunk's columns, row by row, on its own handle into its
+    own queue, and ``get`` takes each tile from its reader's queue in row-major order: the tiles come out in
+    the same order as from one reader.
     """
 
     def __init__(
@@ -166,17 +167,9 @@ class Prefetcher:
         depth: int,
     ) -> None:
         self._stop = threading.Event()
-        reopen = getattr(source, "reopen", None)
-        count = max(1, settings.readers) if reopen is not None else 1
-        #: Handles opened here for the other readers (closed here); the caller's source stays the caller's.
-        self._opened: list[TileSource] = []
-        try:
-            for _ in range(count - 1):
-                self._opened.append(reopen())  # type: ignore[misc]
-        except BaseException:
-            self._close_opened()
-            raise
-        sources = [source, *self._opened]
+        handles = getattr(source, "handles", None)
+        sources: list[TileSource] = handles(max(1, settings.readers)) if handles is not None else [source]
+        count = len(sources)
         # each reader takes a band of columns, so that it decodes its own blocks (a GDAL handle caches the
         # blocks it decoded; handles interleaved tile by tile would each decode every block)
         columns = list(range(chunk.first_col, chunk.last_col + 1))
@@ -238,16 +231,10 @@ class Prefetcher:
             raise RuntimeError("reader thread ended early")
         return item
 
-    def _close_opened(self) -> None:
-        for opened in self._opened:
-            opened.close()
-        self._opened.clear()
-
     def close(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
-        self._close_opened()
 
 
 def pattern_windows(mask: np.ndarray, margin: int) -> list[tuple[int, int, int, int]]:

@@ -35,10 +35,9 @@ class CountingSource(ArraySource):
         self.closed = False
         self.opened: list[CountingSource] = []
 
-    def reopen(self) -> CountingSource:  # type: ignore[override]
-        other = CountingSource(self.inputs, self.log, self.fail_at)
-        self.opened.append(other)
-        return other
+    def handles(self, count: int) -> list[CountingSource]:  # type: ignore[override]
+        self.opened += [CountingSource(self.inputs, self.log, self.fail_at) for _ in range(count - 1)]
+        return [self, *self.opened[-(count - 1) or len(self.opened) :]]
 
     def read(self, y: int, x: int, size: int) -> RawTile:
         if (y, x) == self.fail_at:
@@ -75,7 +74,7 @@ def test_readers_hand_tiles_out_in_row_major_order_each_on_its_own_columns() -> 
     columns = [sorted({x for h, _, _, x in log if h == handle}) for handle in handles]
     assert not set(columns[0]) & set(columns[1])  # disjoint bands: no block decoded by both
     assert max(min(columns, key=min)) < min(max(columns, key=max))  # left band, right band
-    assert all(opened.closed for opened in source.opened) and not source.closed  # the caller's stays open
+    assert not source.closed and not any(h.closed for h in source.opened)  # the source owns its handles
 
 
 def test_a_reader_error_is_raised_where_its_tile_comes() -> None:
@@ -95,7 +94,7 @@ def test_a_reader_error_is_raised_where_its_tile_comes() -> None:
 
 def test_a_source_that_cannot_be_reopened_is_read_by_one_thread() -> None:
     class OneHandle(CountingSource):
-        reopen = None  # type: ignore[assignment]  # like a sensor's row stream
+        handles = None  # type: ignore[assignment]  # like a sensor's row stream
 
     log: list[Any] = []
     prefetch, order = _prefetch(OneHandle(make_physical((64, 96), seed=3), log), readers=3)
@@ -160,19 +159,19 @@ def test_files_get_two_readers_and_arrays_one_by_default(
     assert seen == [("RasterSource", 2), ("ArraySource", 1)]
 
 
-def test_a_raster_source_reopens_on_the_same_files(scene: dict[str, Path]) -> None:
+def test_a_raster_source_opens_its_reader_handles_once_and_closes_them(scene: dict[str, Path]) -> None:
     paths = {m: scene[m] for m in ("optical", "sar", "dsm")}
     source = RasterSource(paths, DEFAULT_SPECS, cloud_mask=scene["cloud_mask"])
-    other = source.reopen()
-    try:
-        first, second = source.read(100, 40, 64), other.read(100, 40, 64)
-        for name in paths:
-            np.testing.assert_array_equal(first.values[name], second.values[name])
-            np.testing.assert_array_equal(first.valid[name], second.valid[name])
-        assert other._readers["optical"] is not source._readers["optical"]  # its own GDAL handles
-    finally:
-        other.close()
-        source.close()
+    first, other = source.handles(2)
+    assert first is source and other is not source
+    assert source.handles(2)[1] is other  # kept for the next chunk, not opened again
+    first_tile, other_tile = source.read(100, 40, 64), other.read(100, 40, 64)
+    for name in paths:
+        np.testing.assert_array_equal(first_tile.values[name], other_tile.values[name])
+        np.testing.assert_array_equal(first_tile.valid[name], other_tile.valid[name])
+    assert other._readers["optical"] is not source._readers["optical"]  # its own GDAL handles
+    source.close()
+    assert not other._opened  # closed with the source
 
 
 def test_readers_must_be_at_least_one(engines: Path) -> None:
