@@ -56,7 +56,11 @@ def fake_measure(monkeypatch: pytest.MonkeyPatch, load: FakeLoad) -> list[list[t
     calls: list[list[tuple[int, int]]] = []
 
     def measure(
-        sizes: list[tuple[int, int]], work: Path, gdal_cachemax: int | None = None, logits_stride: int = 4
+        sizes: list[tuple[int, int]],
+        work: Path,
+        gdal_cachemax: int | None = None,
+        logits_stride: int = 4,
+        readers: int | None = None,
     ) -> list[Any]:
         load.work()
         calls.append(list(sizes))
