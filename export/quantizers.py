@@ -225,8 +225,7 @@ def tensorrt_refusal(quantizer: str) -> str | None:
     if quantizer == "nncf":
         return (
             "--quantizer nncf writes uint8 activations (OpenVINO's recipe), which TensorRT does not accept; "
-            "build INT8 for TensorRT with --backend tensorrt (its default quantizer is ours) or "
-            "--quantizer ours or modelopt"
+            "TensorRT's INT8 needs --quantizer ours (the default of a --backend tensorrt build) or modelopt"
         )
     return None
 
