@@ -137,6 +137,29 @@ print("TYPES", types)
     assert types_line.count("[1]") == 2 and types_line.count("[10]") == 2, types_line
 
 
+def test_an_nncf_int8_file_gets_no_tensorrt_engine_but_a_note(
+    onnx_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CPU build's INT8 (NNCF's uint8 activations, the default there) taken to a GPU: TensorRT engines for
+    the rest, and a note naming the rebuild that gives TensorRT INT8."""
+    from test_runtime_tensorrt_fake import install_fakes
+
+    from export.from_onnx import build_engines_from_onnx
+    from stars_edge.manifest import save_manifest
+
+    install_fakes(monkeypatch.setitem)
+    manifest = load_manifest(onnx_folder)
+    source = manifest.select("sar", "int8", "onnxruntime")
+    manifest.add(dataclasses.replace(source, options={**source.options, "quantizer": "nncf"}))
+    save_manifest(manifest, onnx_folder)
+    report = build_engines_from_onnx(onnx_folder, log=lambda line: None)
+    built = {
+        (e.pattern.name, e.precision) for e in load_manifest(onnx_folder).engines if e.backend == "tensorrt"
+    }
+    assert ("sar", "int8") not in built and {("sar", "fp32"), ("optical+sar", "int8")} <= built
+    assert any("sar int8" in note and "needs --quantizer ours" in note for note in report.notes), report.notes
+
+
 def test_tensorrt_engine_keeps_a_flagged_verdict_when_it_cannot_run_here(
     onnx_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
