@@ -21,6 +21,7 @@ The steps live beside this orchestration: ``build_fp32.py`` (candidates, FP32 ex
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -334,6 +335,10 @@ class _Builder:
                         self.meta.classes, self.meta.ignore_index, self.log,
                     )  # fmt: skip
             accuracy = self._measure(pattern, precision, candidate, reference)
+            if precision == "int8" and accuracy["gate"] == "flagged" and self.options.int8_fallback:
+                accuracy, quantization = self._int8_fallback(
+                    pattern, candidate, accuracy, quantization, reference
+                )
             if accuracy["gate"] == "flagged" and self.options.strict:
                 label = f"{pattern} {precision}/onnxruntime"
                 self.report.refused.append(label)
@@ -355,6 +360,49 @@ class _Builder:
                 quantization=quantization,
             )
             return self._with_selection(entry)
+
+    def _int8_fallback(
+        self,
+        pattern: Pattern,
+        candidate: Path,
+        accuracy: EngineAccuracy,
+        quantization: dict[str, Any],
+        reference: dict[Pattern, gate.Predictions],
+    ) -> tuple[EngineAccuracy, dict[str, Any]]:
+        """The default quantizer's INT8 graph was flagged: quantize with ``int8_fallback`` (ours) and keep
+        it in ``candidate`` when the gate passes it, or when it loses less; the record says what replaced
+        what."""
+        requested, fallback = self.options.quantizer, str(self.options.int8_fallback)
+        options = dataclasses.replace(self.options, quantizer=fallback, int8_fallback="")
+        source = self.out / f"{pattern}.fp32.onnx"
+        other = candidate.with_name(f"{candidate.name}.{fallback}")
+        try:
+            other_quantization = quantize_pattern(
+                pattern, source, other, options, self.calib_tiles, self.control_tiles, self.meta.classes,
+                self.meta.ignore_index, self.log,
+            )  # fmt: skip
+            other_accuracy = self._measure(pattern, "int8", other, reference)
+            passes = other_accuracy["gate"] != "flagged"
+            if not passes and (other_accuracy["miou_drop"] or 0.0) >= (accuracy["miou_drop"] or 0.0):
+                self.log(
+                    f"{pattern} int8: {fallback}'s graph is flagged too and loses more; {requested}'s kept"
+                )
+                return accuracy, quantization
+            os.replace(other, candidate)
+        finally:
+            other.unlink(missing_ok=True)
+        reason = (
+            f"the gate flagged {requested}'s INT8 (mIoU drop {accuracy['miou_drop']:.2f}, budget "
+            f"{self.options.gate_budget}); {fallback} {'passes' if passes else 'loses less'}"
+        )
+        self.log(f"{pattern} int8: {reason}")
+        self.report.notes.append(f"{pattern} int8: {reason}")
+        return other_accuracy, {
+            **other_quantization,
+            "quantizer": fallback,
+            "fallback_from": requested,
+            "fallback_reason": reason,
+        }
 
     def _with_selection(self, entry: EngineEntry) -> EngineEntry:
         """``entry`` naming its checkpoint and the candidates it beat (several checkpoints only)."""

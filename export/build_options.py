@@ -47,6 +47,11 @@ class BuildOptions:
     #: (export/quantizers.py); the same gate measures each. Empty: the backend's default (``nncf`` for CPU
     #: builds, ``ours`` for TensorRT; ``quantizers.default_quantizer``).
     quantizer: str = ""
+    #: The quantizer that replaces a pattern's INT8 graph when the gate flags the default quantizer's one
+    #: (``ours``: TensorRT-legal, percentile calibration). Decided in ``__post_init__``: ``ours`` when the
+    #: quantizer was left to its default and is a vendor's, else empty (an explicit ``--quantizer`` is
+    #: never replaced).
+    int8_fallback: str | None = None
     gate_data: str = SYNTHETIC
     gate_tiles: int = 16
     gate_budget: float = gate.DEFAULT_BUDGET
@@ -82,6 +87,11 @@ class BuildOptions:
         if unknown or not self.precisions:
             raise ConfigError(
                 f"unknown precision {unknown[0] if unknown else ''!r}; choose {', '.join(PRECISIONS)}"
+            )
+        if self.int8_fallback is None:
+            chosen = self.quantizer or default_quantizer(self.backend)
+            object.__setattr__(
+                self, "int8_fallback", "ours" if not self.quantizer and chosen != "ours" else ""
             )
         if not self.quantizer:
             object.__setattr__(self, "quantizer", default_quantizer(self.backend))
@@ -184,6 +194,8 @@ def entry_options(options: BuildOptions, precision: str, tile: int) -> dict[str,
         )
         if options.quantizer == "ours":  # the vendors calibrate and place Q/DQ their own way
             common.update(calib_method=options.calib_method, placement=options.placement)
+        if options.int8_fallback:  # what replaces a flagged graph (a default vendor quantizer only)
+            common.update(int8_fallback=options.int8_fallback)
     return common
 
 

@@ -188,7 +188,7 @@ def build_engines_from_onnx(
             f"{folder / MANIFEST_NAME} lists no ONNX engines; export them with build-engines first"
         )
     for source in sources:
-        refusal = tensorrt_refusal(str(source.options.get("quantizer", "ours")))
+        refusal = tensorrt_refusal(source.int8_quantizer or "ours")
         if source.precision == "int8" and refusal is not None:
             report.notes.append(f"{source.describe()}: no TensorRT engine; {refusal}")
             continue

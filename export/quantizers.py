@@ -57,7 +57,8 @@ QUANTIZERS: tuple[QuantizerName, ...] = get_args(QuantizerName)
 #: The default per build target (docs/EXPORT.md, "Quantizers"). CPU builds (``--backend onnxruntime``, run by
 #: ONNX Runtime or OpenVINO): NNCF, measured faster at the same gate accuracy (OpenVINO 5-17 %, ONNX Runtime
 #: 0.87x FP32 where ours is 1.6x; at the default 256 px tile the only INT8 over 1.5x ONNX Runtime FP32).
-#: TensorRT builds: ours, TensorRT-legal and needing no other virtualenv.
+#: TensorRT builds: ours, TensorRT-legal and needing no other virtualenv. A default vendor quantizer whose
+#: INT8 the gate flags is replaced by ours for that pattern (``BuildOptions.int8_fallback``, export/build.py).
 DEFAULT_QUANTIZERS: dict[str, QuantizerName] = {"onnxruntime": "nncf", "tensorrt": "ours"}
 
 

@@ -65,7 +65,7 @@ def engine_lines(
         else:
             sha256, name, method = manifest.model.checkpoint_sha256, checkpoint or "?", manifest.model.method
         _, _, precisions = rows.setdefault((entry.pattern.name, sha256), (name, method, []))
-        quantizer = entry.options.get("quantizer") if entry.precision == "int8" else None
+        quantizer = entry.int8_quantizer if entry.options.get("quantizer") else None
         label = f"{entry.precision} ({quantizer})" if quantizer else entry.precision
         if label not in precisions:
             precisions.append(label)

@@ -74,7 +74,9 @@ class EngineEntry:
     compute_capability: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     #: How an INT8 graph was made beyond its options: the layers accuracy control kept float and the
-    #: control-tile mIoU drops before/after (export/accuracy_control.py); empty otherwise.
+    #: control-tile mIoU drops before/after (export/accuracy_control.py), and, when the gate flagged the
+    #: default quantizer's graph and ours replaced it, ``quantizer``, ``fallback_from`` and
+    #: ``fallback_reason``; empty otherwise.
     quantization: Mapping[str, Any] = field(default_factory=dict)
     #: The checkpoint this engine comes from when the build mixed several (``path``, ``sha256``, ``method``,
     #: ``variant``, ``validation_miou``, ``gflops``); empty for a one-checkpoint build (see ``model``).
@@ -105,6 +107,14 @@ class EngineEntry:
     def gate(self) -> GateVerdict:
         """The accuracy gate's verdict; ``not_measured`` when no accuracy was recorded."""
         return self.accuracy["gate"] if self.accuracy is not None else "not_measured"
+
+    @property
+    def int8_quantizer(self) -> str | None:
+        """Who wrote this INT8 graph (``ours``, ``nncf``, ``modelopt``): the gate's fallback when it replaced
+        the requested quantizer's graph, else the build option; None for other precisions."""
+        if self.precision != "int8":
+            return None
+        return str(self.quantization.get("quantizer") or self.options.get("quantizer") or "ours")
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -108,8 +108,8 @@ def test_report_names_each_engines_checkpoint_method_and_decoder(tmp_path: Path)
     stride4 = _manifest()
     stride4.logits_stride = 4
     assert "logits at stride 4" in engine_lines(stride4, "checkpoint.pt")[-1]
-    for entry in stride4.engines:
-        entry.options = {"quantizer": "nncf"}
+    for entry in list(stride4.engines):
+        stride4.add(dataclasses.replace(entry, options={"quantizer": "nncf"}))
     assert "| `sar` | fp32, int8 (nncf) |" in engine_lines(stride4, "checkpoint.pt")[3]
 
     zero_fill = {"path": "/runs/zf/last.pt", "sha256": "cd" * 32, "method": "zero_fill_dropout"}

@@ -98,8 +98,64 @@ def test_unknown_quantizer_is_a_one_line_config_error_listing_the_valid_ones(
     assert QUANTIZERS == ("ours", "nncf", "modelopt")
 
 
+def _flag_nncf_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate flags every INT8 graph with NNCF's uint8 activations (a 3-point drop) and passes ours."""
+    import export.build as build_module
+
+    real = build_module._Builder._measure
+
+    def measure(builder: Any, pattern: Any, precision: str, path: Path, reference: Any) -> Any:
+        accuracy = real(builder, pattern, precision, path, reference)
+        if qdq_summary(onnx.load(str(path)))["activation_zero_point_types"].get("UINT8"):
+            return {**accuracy, "miou_drop": 3.0, "gate": "flagged"}
+        return {**accuracy, "miou_drop": 0.1, "gate": "pass"}
+
+    monkeypatch.setattr(build_module._Builder, "_measure", measure)
+
+
+def test_a_flagged_default_int8_falls_back_to_ours(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default quantizer (NNCF on a CPU build) flagged by the gate: ours replaces that pattern's INT8,
+    the manifest and the report say so, and a rerun finds it up to date."""
+    pytest.importorskip("nncf")
+    _flag_nncf_graphs(monkeypatch)
+    report = build_engines(tiny_build(checkpoint, tmp_path))
+    entry = load_manifest(tmp_path).select(PATTERN, "int8")
+    assert entry.gate == "pass" and entry.int8_quantizer == "ours"
+    assert entry.options["quantizer"] == "nncf"  # what was asked for: the rerun below is up to date
+    assert (
+        entry.quantization["fallback_from"] == "nncf"
+        and "flagged nncf" in entry.quantization["fallback_reason"]
+    )
+    assert entry.quantization.get("tensorrt_legal") is not False  # ours' graph: TensorRT-legal
+    assert not qdq_summary(onnx.load(str(tmp_path / entry.path)))["activation_zero_point_types"].get("UINT8")
+    assert any("flagged nncf's INT8" in note for note in report.notes) and not report.flagged
+    assert not list(tmp_path.glob("*.ours"))  # no scratch file left
+    again = build_engines(tiny_build(checkpoint, tmp_path))
+    assert not again.built
+
+
+def test_an_explicit_quantizer_is_never_replaced(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("nncf")
+    _flag_nncf_graphs(monkeypatch)
+    report = build_engines(tiny_build(checkpoint, tmp_path, quantizer="nncf"))
+    entry = load_manifest(tmp_path).select(PATTERN, "int8")
+    assert (
+        entry.gate == "flagged"
+        and entry.int8_quantizer == "nncf"
+        and "fallback_from" not in entry.quantization
+    )
+    assert report.flagged == [f"{PATTERN} int8/onnxruntime"]
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path, quantizer="nncf").int8_fallback == ""
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path, backend="tensorrt").int8_fallback == ""
+    assert BuildOptions(checkpoint=checkpoint, out=tmp_path).int8_fallback == "ours"
+
+
 def test_nncf_int8_for_tensorrt_is_refused_up_front(checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="uint8 activations.*needs --quantizer ours"):
+    with pytest.raises(ConfigError, match=r"uint8 activations.*needs --quantizer ours"):
         BuildOptions(checkpoint=checkpoint, out=tmp_path, quantizer="nncf", backend="tensorrt")
     BuildOptions(
         checkpoint=checkpoint, out=tmp_path, quantizer="nncf", backend="tensorrt", precisions=("fp32",)

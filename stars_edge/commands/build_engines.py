@@ -105,7 +105,8 @@ def build_engines(
         "INT8 on OpenVINO and ONNX Runtime; uint8 activations, not for TensorRT), ours (TensorRT-legal, the "
         "default with --backend tensorrt; calibrated by --calib-method, placed by --int8-placement) or "
         "modelopt (NVIDIA ModelOpt, run from its own venv: make modelopt-venv). Every one goes through the "
-        "same gate; see docs/EXPORT.md.  [default: nncf; ours with --backend tensorrt]",
+        "same gate; left to its default, a pattern whose NNCF INT8 the gate flags gets ours instead when "
+        "ours passes. See docs/EXPORT.md.  [default: nncf; ours with --backend tensorrt]",
     ),
     tie_tolerance: float = typer.Option(
         0.5,
