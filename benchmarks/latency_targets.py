@@ -247,8 +247,16 @@ def _bound(run: Mapping[str, Any]) -> str:
     stages = run.get("stages") or {}
     if not stages:
         return "unknown (no stage times)"
-    name, seconds = max(stages.items(), key=lambda item: item[1])
-    return f"{name} {seconds:.1f} s of {run['predict_s']:.1f} s"
+    readers = int((run.get("summary") or {}).get("reader_threads") or 1)
+    # read and preprocess are summed over the reader threads, which run side by side: per thread
+    per_thread = {k: v / readers if k in READER_STAGES else v for k, v in stages.items()}
+    name, seconds = max(per_thread.items(), key=lambda item: item[1])
+    threads = f" per reader thread ({readers})" if name in READER_STAGES and readers > 1 else ""
+    return f"{name} {seconds:.1f} s{threads} of {run['predict_s']:.1f} s"
+
+
+#: Stages the reader threads time (``runtime.scheduling.prepare``); the others run on the main thread.
+READER_STAGES = ("read", "preprocess")
 
 
 #: Which configurations a missed ratio target is about (profiled to say which ops take the time).

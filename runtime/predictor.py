@@ -377,9 +377,10 @@ class Predictor:
                 run = SceneRun(
                     self.classes, source, grid, engines, raster, outputs, journal, policy, batch, on_row_done
                 )
+                settings = self._settings(min_valid, "files")
                 run.execute(
                     self._chunks(grid, chunk_width),
-                    self._settings(min_valid, "files"),
+                    settings,
                     probabilities_dtype if "probabilities" in chosen else None,
                     progress,
                 )
@@ -409,6 +410,7 @@ class Predictor:
             device=engines.device,
             precision=self.precision,
             engine_streams=engines.concurrency,
+            reader_threads=min(settings.readers, grid.cols),
             outputs={spec.kind: str(spec.target) for spec in outputs},
             resumed=run.resumed,
             resumed_from_row=run.resumed_row,

@@ -45,6 +45,8 @@ class RunSummary:
     resumed_chunk: int = 0
     #: Engine calls kept in flight at once (``--streams`` as the backend honoured it: 1 on TensorRT and GPUs).
     engine_streams: int = 1
+    #: Threads that read and prepared tiles; ``stage_seconds`` "read" and "preprocess" sum over them.
+    reader_threads: int = 1
     #: What the run decided about its inputs (bands reordered or selected) and contract warnings it accepted.
     input_notes: list[str] = field(default_factory=list)
 
@@ -70,6 +72,7 @@ class RunSummary:
             "device": self.device,
             "precision": self.precision,
             "engine_streams": self.engine_streams,
+            "reader_threads": self.reader_threads,
             "outputs": dict(self.outputs),
             "resumed": self.resumed,
             "resumed_from_row": self.resumed_from_row,
@@ -97,7 +100,10 @@ class RunSummary:
         for name, count in self.pattern_pixels.items():
             lines.append(f"  {name:<16} {count:>12d}  {100.0 * count / total:5.1f} %")
         stages = ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
-        lines.append(f"time per stage (s): {stages} (read/preprocess run in a reader thread, overlapping)")
+        readers = (
+            "a reader thread" if self.reader_threads == 1 else f"{self.reader_threads} reader threads, summed"
+        )
+        lines.append(f"time per stage (s): {stages} (read/preprocess run in {readers}, overlapping)")
         runs = ", ".join(f"{k} {v}" for k, v in self.engine_runs.items()) or "none"
         lines.append(f"engine runs (tiles and windows) per pattern: {runs}")
         for kind, path in self.outputs.items():

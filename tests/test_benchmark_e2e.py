@@ -413,3 +413,15 @@ def test_engine_only_caps_the_shapes_it_times_and_falls_back_to_pixels_without_s
     assert "shapes" not in part and part["cpu_seconds"] == pytest.approx(
         part["pixels"] / 64**2 * part["cpu_ms_per_tile"] / 1e3
     )
+
+
+def test_the_bound_counts_reader_stages_per_reader_thread() -> None:
+    """read/preprocess are summed over reader threads that run side by side: the bound divides them."""
+    from benchmarks.latency_targets import _bound
+
+    run: dict[str, Any] = {"stages": {"read": 3.0, "inference": 1.2}, "predict_s": 2.6}
+    assert _bound(run) == "read 3.0 s of 2.6 s"
+    run["summary"] = {"reader_threads": 2}
+    assert _bound(run) == "read 1.5 s per reader thread (2) of 2.6 s"
+    run["stages"]["inference"] = 1.8
+    assert _bound(run) == "inference 1.8 s of 2.6 s"

@@ -154,9 +154,12 @@ def test_files_get_two_readers_and_arrays_one_by_default(
 
     monkeypatch.setattr(runtime.writing, "Prefetcher", Recording)
     with Predictor(engines, backend="onnxruntime") as predictor:
-        predictor.predict_scene(**scene, out=tmp_path / "c.tif", tile=64, overlap=16, progress=False)
+        summary = predictor.predict_scene(
+            **scene, out=tmp_path / "c.tif", tile=64, overlap=16, progress=False
+        )
         predictor.predict_arrays(make_physical((96, 96), seed=2), tile=64, overlap=16)
     assert seen == [("RasterSource", 2), ("ArraySource", 1)]
+    assert summary.reader_threads == 2 and "2 reader threads, summed" in summary.format()
 
 
 def test_a_raster_source_opens_its_reader_handles_once_and_closes_them(scene: dict[str, Path]) -> None:
