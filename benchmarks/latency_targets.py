@@ -12,6 +12,7 @@ from typing import Any
 
 from benchmarks.common import e2e_lines, engine_table, fmt, gpu_lines, skipped_lines, targets_table, verdict
 from benchmarks.latency_plan import FULL_PATTERN, Echo
+from runtime.scheduling import READER_STAGES
 
 TARGET_INT8_VS_ORT_FP32 = 1.5
 TARGET_OV_INT8_VS_OV_FP32 = 1.3
@@ -253,10 +254,6 @@ def _bound(run: Mapping[str, Any]) -> str:
     name, seconds = max(per_thread.items(), key=lambda item: item[1])
     threads = f" per reader thread ({readers})" if name in READER_STAGES and readers > 1 else ""
     return f"{name} {seconds:.1f} s{threads} of {run['predict_s']:.1f} s"
-
-
-#: Stages the reader threads time (``runtime.scheduling.prepare``); the others run on the main thread.
-READER_STAGES = ("read", "preprocess")
 
 
 #: Which configurations a missed ratio target is about (profiled to say which ops take the time).

@@ -89,10 +89,8 @@ class BuildOptions:
                 f"unknown precision {unknown[0] if unknown else ''!r}; choose {', '.join(PRECISIONS)}"
             )
         if self.int8_fallback is None:
-            chosen = self.quantizer or default_quantizer(self.backend)
-            object.__setattr__(
-                self, "int8_fallback", "ours" if not self.quantizer and chosen != "ours" else ""
-            )
+            defaulted = not self.quantizer and default_quantizer(self.backend) != "ours"
+            object.__setattr__(self, "int8_fallback", "ours" if defaulted else "")
         if not self.quantizer:
             object.__setattr__(self, "quantizer", default_quantizer(self.backend))
         if self.quantizer not in QUANTIZERS:

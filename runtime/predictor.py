@@ -39,7 +39,7 @@ from runtime.run_options import (
     default_streams,
     parse_mask_dilation,
 )
-from runtime.scheduling import EngineUse, ReadSettings, Timer
+from runtime.scheduling import EngineUse, ReadSettings, Timer, reader_count
 from runtime.signals import terminate_as_interrupt
 from runtime.summary import RunSummary, count_names, output_specs
 from runtime.tile_source import check_band_counts
@@ -377,9 +377,9 @@ class Predictor:
                 run = SceneRun(
                     self.classes, source, grid, engines, raster, outputs, journal, policy, batch, on_row_done
                 )
-                settings = self._settings(min_valid, "files")
+                settings, chunks = self._settings(min_valid, "files"), self._chunks(grid, chunk_width)
                 run.execute(
-                    self._chunks(grid, chunk_width),
+                    chunks,
                     settings,
                     probabilities_dtype if "probabilities" in chosen else None,
                     progress,
@@ -410,7 +410,10 @@ class Predictor:
             device=engines.device,
             precision=self.precision,
             engine_streams=engines.concurrency,
-            reader_threads=min(settings.readers, grid.cols),
+            reader_threads=max(
+                reader_count(source, settings.readers, chunk.last_col - chunk.first_col + 1)
+                for chunk in chunks
+            ),
             outputs={spec.kind: str(spec.target) for spec in outputs},
             resumed=run.resumed,
             resumed_from_row=run.resumed_row,

@@ -134,17 +134,13 @@ class RasterSource:
             self.close()
             raise
 
-    def reopen(self) -> RasterSource:
-        """Another handle on the same files (for another reader thread: a GDAL dataset is not to be shared
-        between threads); the same tiles, its own file handles, to be closed by its owner."""
-        return RasterSource(*self._arguments)
-
     def handles(self, count: int) -> list[RasterSource]:
-        """``count`` handles on these files, this one first, for that many reader threads. The others are
-        opened on the first call and kept for the next chunks (opening them per chunk grew the peak memory
-        with the number of chunks); ``close`` closes them."""
+        """``count`` handles on these files, this one first, for that many reader threads (a GDAL dataset
+        is not to be shared between threads): the same tiles through each one's own datasets. The others
+        are opened on the first call and kept for the next chunks (opening them per chunk grew the peak
+        memory with the number of chunks); ``close`` closes them."""
         while len(self._siblings) < count - 1:
-            self._siblings.append(self.reopen())
+            self._siblings.append(RasterSource(*self._arguments))
         return [self, *self._siblings[: count - 1]]
 
     def _open(self, path: Path) -> Any:

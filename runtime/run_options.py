@@ -72,7 +72,7 @@ DEFAULT_STREAMS: dict[str, int] = {"openvino": 2, "onnxruntime": 2}
 #: Sentinel-2-like scene from its files took 2.93 s median against 3.15 s with one (1.08x; 3 rounds of
 #: separate processes interleaved, 2 runs each, same class maps, `benchmarks/results/readers_ab_s2like_4096.
 #: json`). In-memory arrays: 1, as the second reader was 0.95-0.97x there (the work is already CPU-bound on
-#: two cores). A sensor's row stream cannot be reopened and is always read by one.
+#: two cores). A sensor's row stream has one handle and is always read by one.
 DEFAULT_READERS: dict[str, int] = {"files": 2, "arrays": 1}
 
 

@@ -34,6 +34,8 @@ from runtime.validity import (
 from stars_edge.modalities import ModalitySpec
 
 STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write")
+#: The stages the reader threads time (``prepare``); with several readers their seconds add up over them.
+READER_STAGES: tuple[str, ...] = ("read", "preprocess")
 #: Above this fraction of the tile, a secondary pattern runs on the whole tile (one batched call).
 WINDOW_AREA_LIMIT = 0.5
 #: Window sides (px): a window's height and width are each rounded up to one of these (or the tile).
@@ -128,6 +130,12 @@ def read_dilated(source: TileSource, y: int, x: int, size: int, dilation: Mappin
     return RawTile(values, valid, raw.inside[window])
 
 
+def reader_count(source: TileSource, readers: int, columns: int) -> int:
+    """Reader threads a chunk of ``columns`` tile columns gets: ``readers`` when the source gives several
+    handles (``handles``), never more than one per column; one otherwise (a sensor's row stream)."""
+    return max(1, min(readers, columns)) if getattr(source, "handles", None) is not None else 1
+
+
 def prepare(
     source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
 ) -> PreparedTile:
@@ -167,13 +175,11 @@ class Prefetcher:
         depth: int,
     ) -> None:
         self._stop = threading.Event()
-        handles = getattr(source, "handles", None)
-        sources: list[TileSource] = handles(max(1, settings.readers)) if handles is not None else [source]
-        count = len(sources)
         # each reader takes a band of columns, so that it decodes its own blocks (a GDAL handle caches the
         # blocks it decoded; handles interleaved tile by tile would each decode every block)
         columns = list(range(chunk.first_col, chunk.last_col + 1))
-        count = min(count, len(columns))
+        count = reader_count(source, settings.readers, len(columns))
+        sources: list[TileSource] = source.handles(count) if count > 1 else [source]  # type: ignore[attr-defined]
         owner = {col: index * count // len(columns) for index, col in enumerate(columns)}
         positions = [(row, col) for row in range(first_row, grid.rows) for col in columns]
         #: Which reader's queue holds each tile, in the order ``get`` hands them out.

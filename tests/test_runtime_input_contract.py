@@ -417,3 +417,58 @@ def test_gcp_only_rasters_get_the_gdalwarp_advice(engines: Path, tmp_path: Path)
     with pytest.raises(DataError, match=r"ground control points.*gdalwarp") as error:
         _run(engines, tmp_path, sar=path)
     assert "gdal_edit.py -a_srs" not in str(error.value)
+
+
+def test_two_readers_give_the_maps_of_one_on_inputs_encoded_like_products(
+    engines: Path, scene: dict[str, Path], tmp_path: Path
+) -> None:
+    """Each reader thread opens its own handles (``RasterSource.handles``): band descriptions in another
+    order, an L2A scale and offset, an alpha band, a SAR warped from a smaller footprint on a shifted grid
+    and a DSM in altitude with its terrain model must read the same through both as through one."""
+    optical = rewrite_geotiff(
+        scene["optical"], tmp_path / "l2a.tif", lambda a: (a[[2, 1, 0, 3]] + 0.1) * 10000,
+        ("B4", "B3", "B2", "B8"), "uint16", 1e-4, -0.1,
+    )  # fmt: skip
+    with rasterio.open(optical) as dataset:
+        data, profile = dataset.read(), dataset.profile
+        scales, offsets, descriptions = dataset.scales, dataset.offsets, dataset.descriptions
+    alpha = np.full(data.shape[1:], 255, dtype=np.uint16)
+    alpha[:, :60] = 0
+    with_alpha = tmp_path / "l2a_alpha.tif"
+    with rasterio.open(with_alpha, "w", **{**profile, "count": 5, "nodata": None}) as out:
+        out.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * 3 + [ColorInterp.alpha]
+        out.write(np.concatenate([data, alpha[None]]))
+        out.scales, out.offsets = (*scales, 1.0), (*offsets, 0.0)
+        out.descriptions = (*descriptions, "alpha")
+    with rasterio.open(scene["sar"]) as dataset:
+        sar, transform, crs = dataset.read(), dataset.transform, dataset.crs
+    sar_left = tmp_path / "sar_left.tif"
+    with rasterio.open(
+        sar_left, "w", driver="GTiff", width=128, height=256, count=2, dtype="float32", crs=crs,
+        transform=transform * transform.translation(0.5, 0.5),
+    ) as out:  # fmt: skip
+        out.write(np.where(sar == -9999, np.nan, sar)[:, :, :128].astype(np.float32))
+    with rasterio.open(scene["dsm"]) as dataset:
+        dsm_profile = dataset.profile
+    terrain = np.full((1, 256, 256), 412.0, dtype=np.float32)
+    dtm = tmp_path / "dtm.tif"
+    with rasterio.open(dtm, "w", **{**dsm_profile, "nodata": None}) as out:
+        out.write(terrain)
+    altitude = rewrite_geotiff(scene["dsm"], tmp_path / "altitude.tif", lambda a: a + terrain)
+    inputs = {"optical": with_alpha, "sar": sar_left, "dsm": altitude, "dtm": dtm}
+    outputs = []
+    for readers in (1, 2):
+        folder = tmp_path / f"readers{readers}"
+        folder.mkdir()
+        with Predictor(engines, backend="onnxruntime", threads=1, readers=readers) as predictor:
+            summary = predictor.predict_scene(
+                out=folder / "pred.tif", pattern_map=folder / "patterns.tif", progress=False, **inputs
+            )  # type: ignore[arg-type]
+        assert summary.reader_threads == readers
+        assert "optical: bands 3,2,1,4 reordered by their descriptions" in " ".join(summary.input_notes)
+        outputs.append(((folder / "pred.tif").read_bytes(), (folder / "patterns.tif").read_bytes()))
+    assert outputs[1] == outputs[0]
+    with rasterio.open(tmp_path / "readers2" / "patterns.tif") as dataset:
+        patterns = dataset.read(1)
+    assert not np.isin(patterns[:, :60], [p.index for p in ALL_PATTERNS if "optical" in p]).any()
+    assert not np.isin(patterns[:, 132:], [p.index for p in ALL_PATTERNS if "sar" in p]).any()

@@ -92,7 +92,7 @@ def test_a_reader_error_is_raised_where_its_tile_comes() -> None:
     assert taken == order[: order.index((1, 3))]  # every tile before the corrupt one, in order
 
 
-def test_a_source_that_cannot_be_reopened_is_read_by_one_thread() -> None:
+def test_a_source_with_one_handle_is_read_by_one_thread() -> None:
     class OneHandle(CountingSource):
         handles = None  # type: ignore[assignment]  # like a sensor's row stream
 
