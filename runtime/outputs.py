@@ -39,6 +39,7 @@ from stars_edge.errors import OutputError
 
 __all__ = [
     "BLOCK",
+    "CATEGORICAL_COMPRESSION",
     "CLASS_NODATA",
     "GeoTiffSink",
     "OutputSpec",
@@ -66,6 +67,12 @@ __all__ = [
 CLASS_NODATA = 255
 #: Output block size: 256 px tiles are the usual COG block.
 BLOCK = 256
+#: Compression of the categorical maps (classes, patterns): DEFLATE, readable everywhere, without a
+#: predictor (differencing class ids breaks their runs) at libdeflate level 4. Against level 6 with
+#: predictor 2, on 4096 px scenes (issue 21): 2.7x less CPU to compress two maps (0.10 against 0.28 CPU-s),
+#: the run's write stage 0.30 against 0.44 s, and files 0.88-0.90x the size (one other map: 1.07x).
+#: Probabilities keep their predictor (smooth fields) at the default level.
+CATEGORICAL_COMPRESSION: dict[str, Any] = {"compress": "deflate", "predictor": 1, "zlevel": 4}
 
 
 @dataclass
@@ -132,8 +139,11 @@ class GeoTiffSink:
             "nodata": spec.nodata,
             "crs": self.grid.crs,
             "transform": self.grid.transform,
-            "compress": "deflate",
-            "predictor": 3 if spec.dtype == "float32" else 2,
+            **(
+                CATEGORICAL_COMPRESSION
+                if spec.kind != "probabilities"
+                else {"compress": "deflate", "predictor": 3 if spec.dtype == "float32" else 2}
+            ),
             "interleave": "band" if spec.count > 1 else "pixel",
             "BIGTIFF": "IF_SAFER",
         }

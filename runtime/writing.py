@@ -92,7 +92,10 @@ def stream_chunk(
         if row != warmup and on_tiles is not None:
             on_tiles(len(tiles))
         if last and row != warmup:
-            yield row, blender.finish_row()
+            finishing = time.perf_counter()
+            bands = blender.finish_row()  # the row's pixels: upsampling and the stride-4 quads
+            timer.add("blend", time.perf_counter() - finishing)
+            yield row, bands
 
     try:
         for row in range(start_row, grid.rows):

@@ -188,7 +188,8 @@ class OpenVINOBackend:
             try:
                 if wrong:
                     raise ValueError("; ".join(wrong))
-                request.infer(feed)
+                # zero-copy: the request reads the arrays in place (infer returns before anyone reuses them)
+                request.infer(feed, share_inputs=True)
             except Exception as exc:  # shape or type mismatches surface as OpenVINO RuntimeErrors
                 raise rejected_inputs(self.path, feed, exc) from exc
             logits = np.array(request.get_tensor(self.output_name).data, dtype=np.float32, copy=True)
