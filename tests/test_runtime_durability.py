@@ -252,10 +252,11 @@ def test_a_damaged_partial_is_never_renamed(tmp_path: Path) -> None:
 
 
 def test_maps_are_deflate_without_predictor_and_probabilities_keep_theirs(
-    engines: Path, tmp_path: Path
+    engines: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Class and pattern maps are categorical: no predictor, libdeflate level 4 (issue 21: 2.7x less CPU to
     write than level 6 with predictor 2); probabilities are smooth fields and keep theirs."""
+    import runtime.outputs
     from runtime.outputs import CATEGORICAL_COMPRESSION, GeoTiffSink, OutputSpec, RasterGrid
 
     values = make_physical((300, 280), seed=5)
@@ -279,11 +280,11 @@ def test_maps_are_deflate_without_predictor_and_probabilities_keep_theirs(
         target = tmp_path / f"level{level}" / "pred.tif"
         target.parent.mkdir()
         spec = OutputSpec("classes", target, 1, "uint8", 255)
-        options = {**CATEGORICAL_COMPRESSION, "zlevel": level}
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setitem(sys.modules["runtime.outputs"].__dict__, "CATEGORICAL_COMPRESSION", options)
-            sink = GeoTiffSink(grid, [spec], resume=False)
-            sink.write(0, 0, {"classes": classes})
-            sink.close()
+        monkeypatch.setattr(
+            runtime.outputs, "CATEGORICAL_COMPRESSION", {**CATEGORICAL_COMPRESSION, "zlevel": level}
+        )
+        sink = GeoTiffSink(grid, [spec], resume=False)
+        sink.write(0, 0, {"classes": classes})
+        sink.close()
         sizes[level] = partial_path(target).stat().st_size
     assert sizes[int(CATEGORICAL_COMPRESSION["zlevel"])] < sizes[1], sizes
