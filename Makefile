@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 ifneq ($(HAS_GPU),yes)
 	$(BIN)/python -m pip install --quiet $(TORCH_CPU)
 endif
-	$(BIN)/python -m pip install --quiet -e '.[train,export,runtime,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,export,runtime,fast,dev]'
 	touch $(STAMP)
 
 demo: venv

@@ -46,6 +46,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("blending and upsampling", "runtime/upsampling.py"),
     ("blending and upsampling", "runtime/pixels.py"),
     ("cutting tiles", "runtime/array_source.py"),
+    ("cutting tiles", "runtime/kernels"),
     ("validity and normalisation", "runtime/validity.py"),
     ("validity and normalisation", "runtime/tile_source.py"),
     ("scheduling and batching", "runtime/scheduling.py"),
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/stars_edge_arrays_profile"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most own time")
+    parser.add_argument("--tile", type=int, help="tile size (default: the runtime's, from the manifest)")
+    parser.add_argument("--overlap", type=int, help="tile overlap (default: the runtime's)")
     args = parser.parse_args(argv)
     import runtime.writing
     from runtime import Predictor
@@ -123,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     inputs, valid, clouds = load_scene_arrays(scene_paths(args.workdir, args.size, 0, args.scene))
     load_start = load_average()
     crop = (slice(None), slice(0, 512), slice(0, 512))
+    tiling = {k: v for k, v in (("tile", args.tile), ("overlap", args.overlap)) if v is not None}
     with Predictor(args.engines, backend=args.backend, precision=args.precision) as predictor:
         predictor.predict_arrays({m: a[crop] for m, a in inputs.items()})  # engines loaded and compiled
         threaded = time.perf_counter()
-        want, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds)
+        want, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds, **tiling)
         threaded = time.perf_counter() - threaded
     # one stream: the engine calls run on the main thread too, where cProfile sees them (with calls in
     # flight they run on worker threads and the main thread's profile shows only its wait)
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             profile = cProfile.Profile()
             serial = time.perf_counter()
             profile.enable()
-            got, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds)
+            got, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds, **tiling)
             profile.disable()
             serial = time.perf_counter() - serial
         finally:
@@ -160,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             "precision": args.precision,
             "scene": args.scene,
             "size": args.size,
+            "tiling": tiling,
             "stage_seconds": stages,
             "serial_profiled_seconds": serial,
             "threaded_seconds": threaded,

@@ -261,7 +261,15 @@ def machine_info(threads: int) -> dict[str, Any]:
         "threads": int(threads),
         "load_average_1m": load_average(),
         "versions": package_versions(),
+        "runtime_kernels": _runtime_kernels(),
     }
+
+
+def _runtime_kernels() -> str:
+    """The runtime's per-pixel kernels for this run (``STARS_EDGE_KERNELS``: numpy or numba)."""
+    from runtime.kernels import kernels_choice
+
+    return kernels_choice()
 
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")

@@ -6,9 +6,19 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from runtime.tile_source import RANGE_SAMPLE_PX, RANGE_SAMPLES, RawTile, clip_tile, finite_valid
+from runtime.kernels import compiled
+from runtime.tile_source import (
+    NO_MASK,
+    NO_SCALE,
+    RANGE_SAMPLE_PX,
+    RANGE_SAMPLES,
+    RawTile,
+    clip_tile,
+    finite_valid,
+    ring,
+)
 from stars_edge.errors import DataError
-from stars_edge.modalities import MODALITIES
+from stars_edge.modalities import MODALITIES, ModalitySpec
 
 
 class ArraySource:
@@ -72,8 +82,66 @@ class ArraySource:
         h, w = clip_tile(y, x, size, self.height, self.width)
         return cut_tile(self._values, self._valid, y, x, h, w, size)
 
+    def read_normalised(
+        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+    ) -> dict[str, np.ndarray] | None:
+        """Normalised engine inputs of tile ``(y, x)`` in one compiled pass per modality (``clean_inputs``),
+        or None: the caller then takes the numpy path (``scheduling.prepare``)."""
+        return clean_inputs(self._values, self._valid, y, x, size, dilation, specs, self.height, self.width)
+
     def close(self) -> None:
         """Nothing to release."""
+
+
+def clean_inputs(
+    values: Mapping[str, np.ndarray],
+    valid: Mapping[str, np.ndarray],
+    y: int,
+    x: int,
+    size: int,
+    dilation: Mapping[str, int],
+    specs: Mapping[str, ModalitySpec],
+    height: int,
+    width: int,
+    first_row: int = 0,
+    stop_row: int | None = None,
+) -> dict[str, np.ndarray] | None:
+    """Normalised engine inputs of the ``size`` px tile at scene pixel ``(y, x)`` of in-memory arrays
+    holding scene rows ``[first_row, stop_row)`` (a row stream's store; default: all of them), in one
+    compiled pass per modality
+    (``runtime/kernels.py``), when the tile lies inside the ``height`` x ``width`` scene and every pixel of
+    every modality is valid, and so is every pixel within its ``dilation`` around the tile (no hole can grow
+    into it). None otherwise, or without the compiled kernels: the numpy path (``cut_tile``, then
+    ``scheduling.prepare``) gives the same bits there."""
+    kernels = compiled()
+    if kernels is None or min(y, x) < 0 or y + size > height or x + size > width:
+        return None
+    inputs: dict[str, np.ndarray] = {}
+    for name, array in values.items():
+        spec = specs.get(name)
+        if spec is None or spec.bands != array.shape[0]:
+            return None  # the numpy path names the problem
+        mask = valid.get(name, NO_MASK)
+        radius = dilation.get(name, 0)
+        strips = ring(y, x, size, radius, height, width) if radius > 0 else []
+        # the kernels do not check bounds (a check per pixel would stop them vectorising): check here
+        rows = (min([y] + [s[0] for s in strips]), max([y + size] + [s[1] for s in strips]))
+        stop = first_row + array.shape[1] if stop_row is None else stop_row
+        if rows[0] < first_row or rows[1] > min(stop, first_row + array.shape[1]) or width > array.shape[2]:
+            raise RuntimeError(f"rows {rows[0]}..{rows[1]} of {name} are not held ({first_row}..{stop})")
+        if mask.size and mask.shape != array.shape[1:]:
+            raise RuntimeError(f"{name}: validity {mask.shape} does not match the values {array.shape[1:]}")
+        if not all(
+            kernels.window_valid(array, mask, NO_SCALE, NO_SCALE, y0 - first_row, y1 - first_row, x0, x1)
+            for y0, y1, x0, x1 in strips
+        ):
+            return None
+        out = np.empty((spec.bands, size, size), dtype=np.float32)
+        mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+        if not kernels.cut_normalised(array, mask, y - first_row, x, NO_SCALE, NO_SCALE, mean, std, out):
+            return None
+        inputs[name] = out
+    return inputs
 
 
 def cut_tile(

@@ -23,6 +23,7 @@ from runtime.blending_stride4 import CHUNK_HALO, check_stride4
 from runtime.engines import EngineSet
 from runtime.gdal_env import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit, tile_cache_bytes
 from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
+from runtime.kernels import compiled
 from runtime.output_paths import check_output_targets, journal_path
 from runtime.outputs import CLASS_NODATA, RasterGrid, build_overviews, commit, discard
 from runtime.pipelining import Together
@@ -124,6 +125,7 @@ class Predictor:
             context_margin, mask_dilation, self.manifest.modalities
         )
         self._engines: dict[str, EngineSet] = {}
+        compiled()  # start loading the compiled kernels beside the engines (runtime/kernels.py)
 
     @property
     def classes(self) -> int:

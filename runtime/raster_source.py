@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -22,7 +22,17 @@ from rasterio.windows import Window
 from runtime.bands import BandPlan, plan_bands
 from runtime.gdal_env import gdal_path
 from runtime.georef import georeferencing_problem
-from runtime.tile_source import RANGE_SAMPLE_PX, RANGE_SAMPLES, RawTile, clip_tile, finite_valid
+from runtime.kernels import compiled
+from runtime.stored_values import alpha_band, apply_scale_offset, scale_offset, stored_validity
+from runtime.tile_source import (
+    NO_MASK,
+    RANGE_SAMPLE_PX,
+    RANGE_SAMPLES,
+    RawTile,
+    clip_tile,
+    finite_valid,
+    ring,
+)
 from stars_edge.errors import DataError
 from stars_edge.modalities import MODALITIES, ModalitySpec
 
@@ -106,7 +116,7 @@ class RasterSource:
             self._dtm_plan: BandPlan | None = None
             if self.dtm_path is not None:
                 self._dtm = self._on_grid(self._open(self.dtm_path), reference)
-                alpha = _alpha_band(self._dtm)
+                alpha = alpha_band(self._dtm)
                 if self._dtm.count - (alpha is not None) != 1:
                     raise DataError(f"{self.dtm_path} has {self._dtm.count} bands; a terrain model has one")
                 self._dtm_plan = BandPlan((2 if alpha == 1 else 1,), alpha)
@@ -124,7 +134,7 @@ class RasterSource:
                     spec,
                     reader.count,
                     descriptions[: reader.count],
-                    _alpha_band(reader),
+                    alpha_band(reader),
                     (bands or {}).get(name),
                 )
                 self._plans[name] = plan
@@ -193,7 +203,7 @@ class RasterSource:
             "height": reference.height,
             "resampling": Resampling.nearest if nearest else Resampling.bilinear,
         }
-        if dataset.nodata is None and _alpha_band(dataset) is None:
+        if dataset.nodata is None and alpha_band(dataset) is None:
             options["add_alpha"] = True  # the footprint: outside it nothing was measured
         try:
             vrt = WarpedVRT(dataset, **options)
@@ -212,20 +222,6 @@ class RasterSource:
     def band_indexes(self) -> dict[str, list[int]]:
         """The 1-based file bands read per modality, in the engines' order (part of a run's identity)."""
         return {m: list(self._plans[m].indexes) for m in self.modalities}
-
-    @staticmethod
-    def _stored_validity(reader: Any, bands: list[int], window: Any, data: np.ndarray) -> np.ndarray:
-        """Validity the file itself declares: nodata values compared directly (no second pass through
-        GDAL's mask band), mask bands / alpha / dataset masks through ``read_masks``."""
-        flags = [reader.mask_flag_enums[b - 1] for b in bands]
-        if all(MaskFlags.all_valid in f for f in flags):
-            return np.ones(data.shape[1:], dtype=bool)
-        nodata = reader.nodata
-        if nodata is not None and all(f == [MaskFlags.nodata] for f in flags):
-            if np.isnan(nodata):
-                return np.ones(data.shape[1:], dtype=bool)  # NaN is caught by the finite check
-            return (data != np.float32(nodata)).all(axis=0)
-        return (reader.read_masks(bands, window=window) > 0).all(axis=0)
 
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = clip_tile(y, x, size, self.height, self.width)
@@ -254,25 +250,68 @@ class RasterSource:
             values["dsm"][0, :h, :w] -= terrain[0]
             valid["dsm"][:h, :w] &= ok
         if self._cloud is not None and h and w and "optical" in valid:
-            try:
-                clouds = self._cloud.read(1, window=window)
-                cloud_valid = self._cloud.read_masks(1, window=window) > 0
-            except RasterioError as exc:
-                raise DataError(
-                    f"{self.cloud_path}: reading failed ({_one_line(exc)}); re-export the cloud mask"
-                ) from exc
-            valid["optical"][:h, :w] &= ~((clouds > 0) & cloud_valid)
+            valid["optical"][:h, :w] &= ~self._cloudy(window)
         return RawTile(values, valid, inside)
 
-    def _read_physical(
+    def _cloudy(self, window: Window) -> np.ndarray:
+        """Pixels of ``window`` the cloud mask marks (value > 0 where the mask itself is valid)."""
+        assert self._cloud is not None
+        try:
+            clouds = self._cloud.read(1, window=window)
+            cloud_valid = self._cloud.read_masks(1, window=window) > 0
+        except RasterioError as exc:
+            raise DataError(
+                f"{self.cloud_path}: reading failed ({_one_line(exc)}); re-export the cloud mask"
+            ) from exc
+        return np.asarray((clouds > 0) & cloud_valid)
+
+    def read_normalised(
+        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+    ) -> dict[str, np.ndarray] | None:
+        """Normalised engine inputs of tile ``(y, x)``, scale/offset, finite check and normalisation in one
+        compiled pass per modality after GDAL's read (``runtime/kernels.py``), when the tile lies inside the
+        raster and every pixel of every modality is valid, and so is every pixel within its ``dilation``
+        around the tile; None otherwise, and the caller takes the numpy path (``scheduling.prepare``). Also
+        None without the compiled kernels, with a terrain model (``--dtm``) or for a modality warped onto
+        the grid (its window would be resampled on its own). The same bits as the numpy path."""
+        kernels = compiled()
+        inside = min(y, x) >= 0 and y + size <= self.height and x + size <= self.width
+        if kernels is None or self._dtm is not None or not inside:
+            return None
+        inputs: dict[str, np.ndarray] = {}
+        for name in self.modalities:
+            spec, plan, reader = specs.get(name), self._plans[name], self._readers[name]
+            if spec is None or spec.bands != len(plan.indexes) or isinstance(reader, WarpedVRT):
+                return None
+            radius = max(0, dilation.get(name, 0))
+            y0, x0 = max(0, y - radius), max(0, x - radius)
+            y1, x1 = min(self.height, y + size + radius), min(self.width, x + size + radius)
+            window = Window(x0, y0, x1 - x0, y1 - y0)
+            data, stored = self._read_stored(reader, self.paths[name], plan, window, y0)
+            if name == "optical" and self._cloud is not None:
+                stored &= ~self._cloudy(window)
+            if not stored.all():
+                return None
+            scale, offset = scale_offset(reader, list(plan.indexes))
+            strips = ring(y - y0, x - x0, size, radius, y1 - y0, x1 - x0) if radius else []
+            if not all(kernels.window_valid(data, NO_MASK, scale, offset, *strip) for strip in strips):
+                return None
+            out = np.empty((spec.bands, size, size), dtype=np.float32)
+            mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+            if not kernels.cut_normalised(data, NO_MASK, y - y0, x - x0, scale, offset, mean, std, out):
+                return None
+            inputs[name] = out
+        return inputs
+
+    def _read_stored(
         self, reader: Any, path: Path, plan: BandPlan, window: Window, y: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Physical values of ``plan``'s bands in ``window`` and their validity: the file's own masks,
-        the alpha band, NaN/inf. One read path for the modalities and the terrain model."""
+        """Stored values of ``plan``'s bands in ``window`` as float32 and the validity the file declares:
+        its own masks and the alpha band."""
         bands = list(plan.indexes)
         try:
             data = reader.read(bands, window=window, out_dtype="float32")
-            stored = self._stored_validity(reader, bands, window, data)
+            stored = stored_validity(reader, bands, window, data)
             if plan.alpha is not None:
                 stored &= reader.read(plan.alpha, window=window) > 0
         except RasterioError as exc:
@@ -280,7 +319,15 @@ class RasterSource:
                 f"{path}: reading rows {y}..{y + int(window.height)} failed ({_one_line(exc)}); the file "
                 "is truncated or corrupt (or cannot be warped onto the grid), re-export it"
             ) from exc
-        data = _apply_scale_offset(reader, bands, data)
+        return data, stored
+
+    def _read_physical(
+        self, reader: Any, path: Path, plan: BandPlan, window: Window, y: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Physical values of ``plan``'s bands in ``window`` and their validity: the file's own masks,
+        the alpha band, NaN/inf. One read path for the modalities and the terrain model."""
+        data, stored = self._read_stored(reader, path, plan, window, y)
+        data = apply_scale_offset(reader, list(plan.indexes), data)
         return data, stored & finite_valid(data)
 
     def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
@@ -315,34 +362,6 @@ def _block_aligned(position: float, block: int, limit: int) -> int:
     most ``limit``."""
     snapped = int(position) // block * block if block > 1 else int(position)
     return max(0, min(snapped, limit))
-
-
-def _alpha_band(reader: Any) -> int | None:
-    """The 1-based band GDAL flags as alpha (``ColorInterp.alpha``, e.g. ``gdalwarp -dstalpha``), if any.
-
-    An alpha band is a mask whatever its position or the band count: 0 = nothing measured there. GDAL's
-    own mask flags do not always say so (a float GeoTIFF's or a warped VRT's alpha reads as all-valid
-    through ``read_masks``), so the runtime applies it itself."""
-    for index, interp in enumerate(reader.colorinterp):
-        if interp == ColorInterp.alpha and reader.count > 1:
-            return index + 1
-    return None
-
-
-def _apply_scale_offset(reader: Any, bands: list[int], data: np.ndarray) -> np.ndarray:
-    """Physical values from stored ones where the file declares GDAL scale/offset (e.g. Sentinel-2 L2A:
-    uint16 DN with scale 1e-4): engines are trained on physical units. Validity is decided on the stored
-    values before this (nodata compares raw numbers)."""
-    scales = [float(reader.scales[b - 1]) for b in bands]
-    offsets = [float(reader.offsets[b - 1]) for b in bands]
-    if all(sc == 1.0 for sc in scales) and all(of == 0.0 for of in offsets):
-        return data
-    scale = np.asarray(scales, dtype=np.float32).reshape(-1, 1, 1)
-    offset = np.asarray(offsets, dtype=np.float32).reshape(-1, 1, 1)
-    # in place on the freshly read array: the same float32 operations as ``data * scale + offset``
-    np.multiply(data, scale, out=data)
-    np.add(data, offset, out=data)
-    return data
 
 
 def _crs_name(crs: Any) -> str:

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.array_source import ArraySource, cut_tile
+from runtime.array_source import ArraySource, clean_inputs, cut_tile
 from runtime.blending import RowBands
+from runtime.kernels import compiled
 from runtime.run_options import check_run_options, default_batch
 from runtime.scheduling import EngineUse, Timer
 from runtime.tile_source import RawTile, check_band_counts, clip_tile
@@ -104,6 +105,35 @@ class RowStreamSource:
         self._fill_to(y + h)
         self.start = y  # rows a gap in the reads skipped (none when reads overlap, as tiles do)
         return cut_tile(self._values, self._valid, y - self._stored, x, h, w, size)
+
+    def read_normalised(
+        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+    ) -> dict[str, np.ndarray] | None:
+        """Normalised engine inputs of a clean tile in one compiled pass (``array_source.clean_inputs``), or
+        None for the numpy path. Holds the rows the numpy path's read of this tile would hold (its dilated
+        window, ``scheduling.read_dilated``), so the stream's memory does not depend on the path taken."""
+        if compiled() is None:
+            return None
+        halo = max((d for m, d in dilation.items() if m in self.modalities), default=0)
+        top = max(0, y - halo)
+        if top < self.start:
+            raise RuntimeError(f"row {top} read after it was dropped (first held row {self.start})")
+        self.start = min(top, self.rows_delivered)
+        self._fill_to(min(self.height, top + size + 2 * halo))
+        self.start = top
+        return clean_inputs(
+            self._values,
+            self._valid,
+            y,
+            x,
+            size,
+            dilation,
+            specs,
+            self.height,
+            self.width,
+            self._stored,
+            self.rows_delivered,
+        )
 
     def finish(self) -> None:
         """Refuse a stream that goes on past ``height`` rows (asks the iterator for one more block)."""

@@ -25,6 +25,7 @@ from runtime.tiling import SIZE_MULTIPLE, Chunk, TileGrid
 from runtime.validity import (
     CODE_PATTERNS,
     CODE_TO_INDEX,
+    MODALITY_BITS,
     box_any,
     clean_tile,
     pixel_codes,
@@ -139,9 +140,20 @@ def reader_count(source: TileSource, readers: int, columns: int) -> int:
 def prepare(
     source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
 ) -> PreparedTile:
-    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise."""
+    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise.
+
+    A source with ``read_normalised`` (in-memory arrays) hands a tile whose every pixel is valid straight
+    as engine inputs, in one compiled pass (``runtime/kernels.py``): every pixel then takes every modality,
+    as ``pixel_codes`` decides for such a tile."""
     y, x = grid.origin(row, col)
     start = time.perf_counter()
+    read_normalised = getattr(source, "read_normalised", None)
+    if read_normalised is not None:
+        ready = read_normalised(y, x, grid.tile, settings.dilation, settings.specs)
+        if ready is not None:
+            code = sum(MODALITY_BITS[m] for m in source.modalities)
+            timer.add("read", time.perf_counter() - start)
+            return PreparedTile(row, col, ready, np.full((grid.tile, grid.tile), code, dtype=np.uint8))
     raw = read_dilated(source, y, x, grid.tile, settings.dilation)
     middle = time.perf_counter()
     values, valid = clean_tile(raw)

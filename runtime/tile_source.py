@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from runtime.kernels import compiled
 from stars_edge.errors import DataError
 from stars_edge.modalities import ModalitySpec
 
@@ -44,6 +45,10 @@ class TileSource(Protocol):
 #: scene with 512 px blocks, 0.33 s; 9 aligned ones decode 9).
 RANGE_SAMPLES = 3
 RANGE_SAMPLE_PX = 128
+#: What the compiled kernels (``runtime/kernels.py``) take for "no validity mask" and "no scale/offset"
+#: (numba wants arrays of one type either way).
+NO_MASK = np.zeros((0, 0), dtype=bool)
+NO_SCALE = np.zeros(0, dtype=np.float32)
 
 
 def check_band_counts(
@@ -71,4 +76,21 @@ def clip_tile(y: int, x: int, size: int, height: int, width: int) -> tuple[int, 
 
 def finite_valid(values: np.ndarray) -> np.ndarray:
     """Pixels whose every band is finite (no NaN, no inf)."""
+    contiguous = values.dtype == np.float32 and values.ndim == 3 and values.flags.c_contiguous
+    kernels = compiled() if contiguous else None  # on a view numba cannot vectorise
+    if kernels is not None:
+        return np.asarray(kernels.finite_pixels(values))
     return np.isfinite(values).all(axis=0)
+
+
+def ring(y: int, x: int, size: int, radius: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """``(y0, y1, x0, x1)`` strips of the pixels within ``radius`` around tile ``(y, x)``, inside the
+    raster: where a hole would grow into the tile when its modality is dilated by ``radius``."""
+    y0, y1 = max(0, y - radius), min(height, y + size + radius)
+    x0, x1 = max(0, x - radius), min(width, x + size + radius)
+    return [
+        (y0, y, x0, x1),
+        (y + size, y1, x0, x1),
+        (y, y + size, x0, x),
+        (y, y + size, x + size, x1),
+    ]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from runtime.kernels import compiled
 from runtime.sources import RawTile
 from stars_edge.contract import ModalityContract, check_values, describe_sample
 from stars_edge.errors import DataError
@@ -161,6 +162,10 @@ def normalize_owned(spec: ModalitySpec, data: np.ndarray) -> np.ndarray:
     owned = data.dtype == np.float32 and data.flags.writeable
     if not owned or data.ndim != 3 or data.shape[0] != spec.bands:
         return spec.normalize(data)
+    kernels = compiled() if data.flags.c_contiguous else None  # on a view numba cannot vectorise
+    if kernels is not None:
+        kernels.normalise_in_place(data, *(np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std)))
+        return data
     np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=data)
     np.divide(data, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=data)
     return data

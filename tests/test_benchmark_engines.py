@@ -62,7 +62,7 @@ def test_quick_run_writes_the_documented_schema(engine_folder: Path, tmp_path: P
     result = json.loads(out.read_text())
     assert result["schema"] == latency.RESULT_SCHEMA
     machine = result["machine"]
-    for key in ("cpu_model", "logical_cores", "threads", "versions", "matmul"):
+    for key in ("cpu_model", "logical_cores", "threads", "versions", "runtime_kernels", "matmul"):
         assert key in machine
     assert machine["threads"] == 1 and machine["matmul"]["gflops"] > 0
     assert isinstance(machine["loaded"], bool) and "load_average_1m_end" in machine

@@ -39,11 +39,22 @@ class CountingSource(ArraySource):
         self.opened += [CountingSource(self.inputs, self.log, self.fail_at) for _ in range(count - 1)]
         return [self, *self.opened[-(count - 1) or len(self.opened) :]]
 
-    def read(self, y: int, x: int, size: int) -> RawTile:
+    def _record(self, y: int, x: int) -> None:
         if (y, x) == self.fail_at:
             raise DataError(f"tile at {y}, {x} is corrupt")
         self.log.append((id(self), threading.current_thread().name, y, x))
+
+    def read(self, y: int, x: int, size: int) -> RawTile:
+        self._record(y, x)
         return super().read(y, x, size)
+
+    def read_normalised(self, y: int, x: int, size: int, *args: Any) -> dict[str, np.ndarray] | None:
+        """The compiled path's read of a clean tile (``runtime/kernels.py``), recorded the same way; a tile
+        it declines is then read (and recorded) by ``read``, so it is logged once either way."""
+        ready = super().read_normalised(y, x, size, *args)
+        if ready is not None or (y, x) == self.fail_at:
+            self._record(y, x)
+        return ready
 
     def close(self) -> None:
         self.closed = True

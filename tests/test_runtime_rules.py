@@ -223,11 +223,21 @@ def test_box_any_is_the_square_dilation() -> None:
         np.testing.assert_array_equal(got, want, err_msg=f"{h}x{w} radius {radius}")
 
 
-def test_normalising_in_the_tile_buffer_gives_the_same_bits() -> None:
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+def test_normalising_in_the_tile_buffer_gives_the_same_bits(
+    kernels: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``normalize_owned`` writes into the tile a source handed over (and into a dilated read's view of one)
-    the same float32 values as ``ModalitySpec.normalize``; an array it does not own is left untouched."""
+    the same float32 values as ``ModalitySpec.normalize``; an array it does not own is left untouched.
+    Compiled (``runtime/kernels.py``) and numpy."""
+    from runtime.kernels import KERNELS_ENV, load
     from runtime.validity import normalize_owned
     from stars_edge.modalities import ModalitySpec
+
+    if kernels == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv(KERNELS_ENV, kernels)
+    load()
 
     spec = ModalitySpec(
         "optical", ("b", "g", "r", "n"), (0.11, 0.093, 0.07, 0.25), (0.031, 0.047, 0.033, 0.19)
@@ -249,6 +259,23 @@ def test_normalising_in_the_tile_buffer_gives_the_same_bits() -> None:
     as_float64 = tile.astype(np.float64)
     np.testing.assert_array_equal(normalize_owned(spec, as_float64), spec.normalize(tile.astype(np.float64)))
     assert as_float64.dtype == np.float64 and np.array_equal(as_float64, tile.astype(np.float64))
+
+
+@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+def test_finite_pixels_are_those_finite_in_every_band(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.kernels import KERNELS_ENV, load
+    from runtime.tile_source import finite_valid
+
+    if kernels == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv(KERNELS_ENV, kernels)
+    load()
+    values = np.random.default_rng(4).normal(size=(3, 30, 41)).astype(np.float32)
+    values[0, 2, 3], values[2, 2, 4], values[1, 29, 40], values[2, 0, 0] = np.nan, np.inf, -np.inf, 3e38
+    want = np.ones((30, 41), dtype=bool)
+    want[2, 3] = want[2, 4] = want[29, 40] = False
+    np.testing.assert_array_equal(finite_valid(values), want)
+    np.testing.assert_array_equal(finite_valid(values[:, 1:, 2:]), want[1:, 2:])  # a view
 
 
 def test_pattern_codes_of_a_clean_tile_take_every_modality() -> None:

@@ -86,7 +86,11 @@ def run_batch(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over scenes."),
 ) -> None:
-    """Predict every scene of a list on Dask (a local cluster or --scheduler); exit 1 if any scene failed."""
+    """Predict every scene of a list on Dask (a local cluster or --scheduler); exit 1 if any scene failed.
+
+    Workers live across scenes: STARS_EDGE_KERNELS=numba (with pip install '.[fast]') gives them the
+    runtime's compiled kernels, which cost about a second to load per process (docs/RUNTIME.md).
+    """
     from runtime.bands import parse_band_selection
     from runtime.batch import BatchInterrupted, parse_assets
     from runtime.batch import run_batch as run

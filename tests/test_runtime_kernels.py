@@ -1,0 +1,295 @@
+"""Compiled kernels (``runtime/kernels.py``): the same bits as the numpy path they replace, the numpy path
+where they are switched off, and a clear error where they are asked for but missing."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+from test_runtime_stride4 import build as build_pooled
+from test_runtime_support import make_physical
+
+from runtime import Predictor
+from runtime.array_source import ArraySource
+from runtime.kernels import KERNELS_ENV, compiled, kernels_choice, load, numba_installed
+from runtime.raster_source import RasterSource
+from runtime.scheduling import PreparedTile, ReadSettings, Timer, prepare
+from runtime.tile_source import NO_SCALE
+from runtime.tiling import TileGrid
+from stars_edge.errors import ConfigError
+from stars_edge.modalities import DEFAULT_SPECS
+
+numba = pytest.importorskip("numba")
+
+
+@pytest.fixture(autouse=True)
+def _kernels_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels are opt-in and load on a background thread, and the runtime takes its numpy path until
+    they are ready: these tests ask for them and wait, so that the compiled path is the one they exercise
+    (a test switches to ``numpy`` where it compares)."""
+    monkeypatch.setenv(KERNELS_ENV, "numba")
+    load()
+
+
+GRID = from_origin(500000, 4000000, 10, 10)
+
+
+def _prepared(source: ArraySource, grid: TileGrid, settings: ReadSettings) -> list[PreparedTile]:
+    return [
+        prepare(source, grid, r, c, settings, Timer()) for r in range(grid.rows) for c in range(grid.cols)
+    ]
+
+
+def _same(a: list[PreparedTile], b: list[PreparedTile]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.row, x.col) == (y.row, y.col)
+        np.testing.assert_array_equal(x.codes, y.codes)
+        assert x.codes.dtype == y.codes.dtype
+        assert x.inputs.keys() == y.inputs.keys()
+        for name in x.inputs:
+            assert x.inputs[name].dtype == y.inputs[name].dtype == np.float32
+            assert x.inputs[name].tobytes() == y.inputs[name].tobytes(), name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
+def test_cut_normalised_gives_the_numpy_paths_bits(dtype: type) -> None:
+    kernels = load()
+    assert kernels is not None
+    rng = np.random.default_rng(0)
+    array = (rng.random((4, 40, 50)) * 3000).astype(dtype)
+    spec = DEFAULT_SPECS["optical"]
+    out = np.empty((4, 16, 16), dtype=np.float32)
+    mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+    assert kernels.cut_normalised(
+        array, np.zeros((0, 0), dtype=bool), 7, 21, NO_SCALE, NO_SCALE, mean, std, out
+    )
+    want = spec.normalize(np.array(array[:, 7:23, 21:37], dtype=np.float32))
+    assert out.tobytes() == want.tobytes()
+
+
+def test_cut_normalised_refuses_a_tile_with_an_invalid_pixel() -> None:
+    kernels = load()
+    assert kernels is not None
+    array = np.ones((2, 20, 20), dtype=np.float32)
+    mean, std = np.zeros(2, np.float32), np.ones(2, np.float32)
+    out = np.empty((2, 8, 8), dtype=np.float32)
+    none = np.zeros((0, 0), dtype=bool)
+    assert kernels.cut_normalised(array, none, 4, 4, NO_SCALE, NO_SCALE, mean, std, out)
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = array.copy()
+        broken[1, 11, 5] = bad
+        assert not kernels.cut_normalised(broken, none, 4, 4, NO_SCALE, NO_SCALE, mean, std, out)
+        assert kernels.cut_normalised(
+            broken, none, 12, 4, NO_SCALE, NO_SCALE, mean, std, out
+        )  # outside this tile
+    scale, offset = np.full(2, 1e-4, np.float32), np.full(2, -0.1, np.float32)
+    assert kernels.cut_normalised(array, none, 4, 4, scale, offset, mean, std, out)
+    overflowing = array.copy()
+    overflowing[0, 6, 6] = np.inf
+    assert not kernels.cut_normalised(overflowing, none, 4, 4, scale, offset, mean, std, out)
+    assert not kernels.window_valid(overflowing, none, scale, offset, 6, 7, 0, 20)
+    mask = np.ones((20, 20), dtype=bool)
+    mask[4, 11] = False
+    assert not kernels.cut_normalised(array, mask, 4, 4, NO_SCALE, NO_SCALE, mean, std, out)
+    assert kernels.window_valid(array, mask, NO_SCALE, NO_SCALE, 5, 20, 0, 20)
+    assert not kernels.window_valid(array, mask, NO_SCALE, NO_SCALE, 0, 5, 0, 20)
+
+
+@pytest.mark.parametrize(("dilation", "names"), [({}, "optical+sar+dsm"), ({"optical": 6}, "optical+sar")])
+def test_prepare_gives_the_same_tiles_with_and_without_the_kernels(
+    dilation: dict[str, int], names: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clean tiles take the compiled path, tiles with (or near) holes the numpy path; every tile's inputs
+    and codes are the same bits either way. The hole sits so that the dilated halo of some tiles reaches
+    it and of others does not, and the raster's size leaves padded edge tiles."""
+    inputs = {m: a for m, a in make_physical((150, 170), seed=5).items() if m in names.split("+")}
+    inputs["sar"][0, 60, 100] = np.nan  # speckle
+    valid = {"optical": np.ones((150, 170), dtype=bool)}
+    valid["optical"][20:30, 10:24] = False  # a hole
+    grid = TileGrid(height=150, width=170, tile=32, overlap=8)
+    settings = ReadSettings(DEFAULT_SPECS, 0.5, 4, dilation=dilation)
+    fast = _prepared(ArraySource(inputs, valid), grid, settings)
+    monkeypatch.setenv(KERNELS_ENV, "numpy")
+    slow = _prepared(ArraySource(inputs, valid), grid, settings)
+    _same(fast, slow)
+    monkeypatch.setenv(KERNELS_ENV, "numba")
+    source = ArraySource(inputs, valid)
+    taken = [
+        source.read_normalised(*grid.origin(r, c), grid.tile, dilation, DEFAULT_SPECS) is not None
+        for r in range(grid.rows)
+        for c in range(grid.cols)
+    ]
+    assert 0 < sum(taken) < len(taken)  # both paths ran
+
+
+def test_the_kernels_leave_the_maps_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engines = build_pooled(tmp_path / "engines", 4)
+    inputs = make_physical((96, 112), seed=2)
+    valid = {"optical": np.ones((96, 112), dtype=bool)}
+    valid["optical"][40:60, 50:90] = False
+    maps = []
+    for choice in ("numba", "numpy"):
+        monkeypatch.setenv(KERNELS_ENV, choice)
+        with Predictor(engines, backend="onnxruntime", threads=1) as predictor:
+            maps.append(predictor.predict_arrays(inputs, valid=valid, tile=32, overlap=8))
+    for got, want in zip(maps[0], maps[1], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_choice_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy unless ``STARS_EDGE_KERNELS=numba`` asks (the kernels are opt-in)."""
+    assert kernels_choice() == "numba" and compiled() is not None  # loaded by the fixture
+    monkeypatch.delenv(KERNELS_ENV)
+    assert kernels_choice() == "numpy" and compiled() is None
+    monkeypatch.setenv(KERNELS_ENV, " NumPy ")
+    assert kernels_choice() == "numpy" and compiled() is None
+    monkeypatch.setenv(KERNELS_ENV, "fortran")
+    with pytest.raises(ConfigError, match="numba, numpy"):
+        kernels_choice()
+
+
+def test_asking_for_numba_without_it_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a)
+    )
+    numba_installed.cache_clear()
+    monkeypatch.setenv(KERNELS_ENV, "numba")
+    with pytest.raises(ConfigError, match=r"stars-edge\[fast\]"):
+        kernels_choice()
+    monkeypatch.delenv(KERNELS_ENV)
+    assert kernels_choice() == "numpy"
+    monkeypatch.undo()
+    numba_installed.cache_clear()
+    assert numba_installed()
+
+
+def _product_files(folder: Path) -> dict[str, Path]:
+    """Files encoded as products are: optical uint16 DN with an L2A scale/offset, nodata 0 and a hole; SAR
+    with an alpha band cutting a strip and a hole of NaN; a cloud mask with one cloud; the DSM plain
+    float32. Some tiles have a hole just outside them, within the dilations of the tests."""
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    physical = make_physical((150, 170), seed=9)
+    optical = np.clip((physical["optical"] + 0.1) * 10000, 1, 60000).astype(np.uint16)
+    optical[:, 90:97, 120:131] = 0  # nodata hole
+    profile = dict(driver="GTiff", height=150, width=170, crs="EPSG:32631", transform=GRID)
+    paths = {name: folder / f"{name}.tif" for name in ("optical", "sar", "dsm", "clouds")}
+    with rasterio.open(paths["optical"], "w", count=4, dtype="uint16", nodata=0, **profile) as out:
+        out.write(optical)
+        out.scales, out.offsets = (1e-4,) * 4, (-0.1,) * 4
+    physical["sar"][:, 60:64, 57:61] = np.nan  # a NaN hole (not speckle: dilation grows it)
+    alpha = np.full((1, 150, 170), 255, dtype=np.float32)
+    alpha[:, :, 150:] = 0
+    with rasterio.open(paths["sar"], "w", count=3, dtype="float32", **profile) as out:
+        out.colorinterp = [ColorInterp.gray, ColorInterp.undefined, ColorInterp.alpha]
+        out.write(np.concatenate([physical["sar"], alpha]))
+    with rasterio.open(paths["dsm"], "w", count=1, dtype="float32", **profile) as out:
+        out.write(physical["dsm"])
+    clouds = np.zeros((1, 150, 170), dtype=np.uint8)
+    clouds[:, 20:31, 30:45] = 1
+    with rasterio.open(paths["clouds"], "w", count=1, dtype="uint8", **profile) as out:
+        out.write(clouds)
+    return paths
+
+
+@pytest.mark.parametrize("dilation", [{}, {"optical": 6, "sar": 3}])
+def test_files_encoded_like_products_give_the_same_tiles_with_and_without_the_kernels(
+    dilation: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scale/offset, nodata, an alpha band and a cloud mask, with and without dilation: every tile's inputs
+    and codes are the same bits through the compiled path (clean tiles) and the numpy path (the rest)."""
+    paths = _product_files(tmp_path)
+    grid = TileGrid(height=150, width=170, tile=32, overlap=8)
+    settings = ReadSettings(DEFAULT_SPECS, 0.5, 4, dilation=dilation)
+
+    def source() -> RasterSource:
+        files = {m: paths[m] for m in ("optical", "sar", "dsm")}
+        return RasterSource(files, DEFAULT_SPECS, cloud_mask=paths["clouds"])
+
+    with closing(source()) as fast_source:
+        fast = _prepared(fast_source, grid, settings)
+        taken = [
+            fast_source.read_normalised(*grid.origin(r, c), grid.tile, dilation, DEFAULT_SPECS) is not None
+            for r in range(grid.rows)
+            for c in range(grid.cols)
+        ]
+    assert 0 < sum(taken) < len(taken)  # both paths ran
+    monkeypatch.setenv(KERNELS_ENV, "numpy")
+    with closing(source()) as slow_source:
+        slow = _prepared(slow_source, grid, settings)
+    _same(fast, slow)
+
+
+def test_a_terrain_model_or_a_warped_input_takes_the_numpy_path(tmp_path: Path) -> None:
+    """What the compiled path does not reproduce (the DSM minus a terrain model, a window resampled on
+    its own) it leaves to the numpy path."""
+    import rasterio
+
+    paths = _product_files(tmp_path)
+    files = {m: paths[m] for m in ("optical", "sar", "dsm")}
+    with closing(RasterSource(files, DEFAULT_SPECS)) as plain:
+        assert plain.read_normalised(0, 0, 32, {}, DEFAULT_SPECS) is not None
+    with closing(RasterSource(files, DEFAULT_SPECS, dtm=paths["dsm"])) as with_terrain:
+        assert with_terrain.read_normalised(0, 0, 32, {}, DEFAULT_SPECS) is None
+    shifted = tmp_path / "dsm_shifted.tif"
+    with rasterio.open(paths["dsm"]) as dataset:
+        profile, data = dataset.profile, dataset.read()
+    profile["transform"] = GRID @ GRID.translation(0.5, 0.5)
+    with rasterio.open(shifted, "w", **profile) as out:
+        out.write(data)
+    with closing(RasterSource({**files, "dsm": shifted}, DEFAULT_SPECS)) as warped:
+        assert warped.read_normalised(0, 0, 32, {}, DEFAULT_SPECS) is None
+
+
+def test_a_broken_numba_is_raised_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels load on a background thread; its failure reaches the next caller as a one-line error
+    that names the way out, and until the load ends the caller gets the numpy path (None)."""
+    import importlib
+
+    from runtime.kernels import _Loader
+
+    real = importlib.import_module
+    started = []
+
+    def broken(name: str, *args: object) -> object:
+        if name == "runtime.kernels_numba":
+            started.append(name)
+            raise ImportError("libllvmlite.so: cannot open shared object file")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    loader = _Loader()
+    with pytest.raises(ConfigError, match=f"libllvmlite.so.*{KERNELS_ENV}=numpy"):
+        loader.wait()
+    assert started == ["runtime.kernels_numba"]
+    with pytest.raises(ConfigError, match="failed to load"):
+        loader.ready()
+
+
+def test_a_row_stream_gives_the_same_maps_and_holds_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sensor's row stream (``predict_rows``) through the compiled path: the maps of the numpy path, and
+    the same input rows held at most (the compiled read holds the dilated window the numpy read would)."""
+    from test_runtime_rows import SHAPE, blocks_of, make_scene, stitched
+    from test_runtime_support import build_engines, random_weights
+
+    engines = build_engines(tmp_path / "engines", random_weights(5, seed=7), 5, kernel=3, logits_stride=4)
+    scene = make_scene()
+    got = {}
+    for choice in ("numba", "numpy"):
+        monkeypatch.setenv(KERNELS_ENV, choice)
+        with Predictor(engines, backend="onnxruntime", threads=1, mask_dilation={"optical": 8}) as predictor:
+            stream = predictor.predict_rows(blocks_of(scene, 7), *SHAPE, tile=64, overlap=16)
+            got[choice] = (stitched(list(stream), *SHAPE), stream.peak_rows)
+    for fast, slow in zip(got["numba"][0], got["numpy"][0], strict=True):
+        np.testing.assert_array_equal(fast, slow)
+    assert got["numba"][1] == got["numpy"][1]
