@@ -13,6 +13,7 @@ from runtime.tile_source import (
     RANGE_SAMPLE_PX,
     RANGE_SAMPLES,
     RawTile,
+    clean_window,
     clip_tile,
     finite_valid,
     ring,
@@ -126,19 +127,14 @@ def clean_inputs(
         strips = ring(y, x, size, radius, height, width) if radius > 0 else []
         # the kernels do not check bounds (a check per pixel would stop them vectorising): check here
         rows = (min([y] + [s[0] for s in strips]), max([y + size] + [s[1] for s in strips]))
-        stop = first_row + array.shape[1] if stop_row is None else stop_row
-        if rows[0] < first_row or rows[1] > min(stop, first_row + array.shape[1]) or width > array.shape[2]:
-            raise RuntimeError(f"rows {rows[0]}..{rows[1]} of {name} are not held ({first_row}..{stop})")
+        held = first_row + array.shape[1] if stop_row is None else min(stop_row, first_row + array.shape[1])
+        if rows[0] < first_row or rows[1] > held or width > array.shape[2]:
+            raise RuntimeError(f"rows {rows[0]}..{rows[1]} of {name} are not held ({first_row}..{held})")
         if mask.size and mask.shape != array.shape[1:]:
             raise RuntimeError(f"{name}: validity {mask.shape} does not match the values {array.shape[1:]}")
-        if not all(
-            kernels.window_valid(array, mask, NO_SCALE, NO_SCALE, y0 - first_row, y1 - first_row, x0, x1)
-            for y0, y1, x0, x1 in strips
-        ):
-            return None
-        out = np.empty((spec.bands, size, size), dtype=np.float32)
-        mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
-        if not kernels.cut_normalised(array, mask, y - first_row, x, NO_SCALE, NO_SCALE, mean, std, out):
+        local = [(y0 - first_row, y1 - first_row, x0, x1) for y0, y1, x0, x1 in strips]
+        out = clean_window(kernels, array, mask, NO_SCALE, NO_SCALE, y - first_row, x, size, spec, local)
+        if out is None:
             return None
         inputs[name] = out
     return inputs

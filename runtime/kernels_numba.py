@@ -129,15 +129,11 @@ def finite_pixels(values: np.ndarray) -> np.ndarray:
 
 def warm() -> None:
     """Load (from numba's cache) or compile every kernel for the argument types the runtime passes: float32
-    C-contiguous tiles, boolean masks or none, scale/offset or none. ``runtime.kernels`` runs this on a
-    background thread, so no reader thread waits for machine code."""
+    C-contiguous tiles, 2-D boolean masks (an empty one for none), float32 scale/offset (empty for none).
+    ``runtime.kernels`` runs this on a background thread, so no reader thread waits for machine code."""
     tile = np.zeros((2, 8, 8), dtype=np.float32)
-    out = np.empty((2, 4, 4), dtype=np.float32)
-    none_mask, mask = np.zeros((0, 0), dtype=np.bool_), np.ones((8, 8), dtype=np.bool_)
-    none_scale, scale = np.zeros(0, dtype=np.float32), np.ones(2, dtype=np.float32)
-    for m in (none_mask, mask):
-        for s in (none_scale, scale):
-            cut_normalised(tile, m, 0, 0, s, s, scale, scale, out)
-            window_valid(tile, m, s, s, 0, 8, 0, 8)
+    mask, scale = np.ones((8, 8), dtype=np.bool_), np.ones(2, dtype=np.float32)
+    cut_normalised(tile, mask, 0, 0, scale, scale, scale, scale, np.empty((2, 4, 4), dtype=np.float32))
+    window_valid(tile, mask, scale, scale, 0, 8, 0, 8)
     normalise_in_place(tile, scale, scale)
     finite_pixels(tile)

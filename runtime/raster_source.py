@@ -29,6 +29,7 @@ from runtime.tile_source import (
     RANGE_SAMPLE_PX,
     RANGE_SAMPLES,
     RawTile,
+    clean_window,
     clip_tile,
     finite_valid,
     ring,
@@ -287,18 +288,15 @@ class RasterSource:
             y0, x0 = max(0, y - radius), max(0, x - radius)
             y1, x1 = min(self.height, y + size + radius), min(self.width, x + size + radius)
             window = Window(x0, y0, x1 - x0, y1 - y0)
+            if name == "optical" and self._cloud is not None and self._cloudy(window).any():
+                return None  # before decoding the optical bands: the common reason to decline
             data, stored = self._read_stored(reader, self.paths[name], plan, window, y0)
-            if name == "optical" and self._cloud is not None:
-                stored &= ~self._cloudy(window)
             if not stored.all():
                 return None
             scale, offset = scale_offset(reader, list(plan.indexes))
             strips = ring(y - y0, x - x0, size, radius, y1 - y0, x1 - x0) if radius else []
-            if not all(kernels.window_valid(data, NO_MASK, scale, offset, *strip) for strip in strips):
-                return None
-            out = np.empty((spec.bands, size, size), dtype=np.float32)
-            mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
-            if not kernels.cut_normalised(data, NO_MASK, y - y0, x - x0, scale, offset, mean, std, out):
+            out = clean_window(kernels, data, NO_MASK, scale, offset, y - y0, x - x0, size, spec, strips)
+            if out is None:
                 return None
             inputs[name] = out
         return inputs

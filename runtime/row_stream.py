@@ -99,11 +99,7 @@ class RowStreamSource:
 
     def read(self, y: int, x: int, size: int) -> RawTile:
         h, w = clip_tile(y, x, size, self.height, self.width)
-        if y < self.start:
-            raise RuntimeError(f"row {y} read after it was dropped (first held row {self.start})")
-        self.start = min(y, self.rows_delivered)
-        self._fill_to(y + h)
-        self.start = y  # rows a gap in the reads skipped (none when reads overlap, as tiles do)
+        self._hold(y, y + h)
         return cut_tile(self._values, self._valid, y - self._stored, x, h, w, size)
 
     def read_normalised(
@@ -116,11 +112,7 @@ class RowStreamSource:
             return None
         halo = max((d for m, d in dilation.items() if m in self.modalities), default=0)
         top = max(0, y - halo)
-        if top < self.start:
-            raise RuntimeError(f"row {top} read after it was dropped (first held row {self.start})")
-        self.start = min(top, self.rows_delivered)
-        self._fill_to(min(self.height, top + size + 2 * halo))
-        self.start = top
+        self._hold(top, min(self.height, top + size + 2 * halo))
         return clean_inputs(
             self._values,
             self._valid,
@@ -134,6 +126,14 @@ class RowStreamSource:
             self._stored,
             self.rows_delivered,
         )
+
+    def _hold(self, top: int, stop: int) -> None:
+        """Hold scene rows ``[top, stop)``: pull blocks until ``stop``, let the rows above ``top`` go."""
+        if top < self.start:
+            raise RuntimeError(f"row {top} read after it was dropped (first held row {self.start})")
+        self.start = min(top, self.rows_delivered)
+        self._fill_to(stop)
+        self.start = top  # rows a gap in the reads skipped (none when reads overlap, as tiles do)
 
     def finish(self) -> None:
         """Refuse a stream that goes on past ``height`` rows (asks the iterator for one more block)."""

@@ -142,9 +142,9 @@ def prepare(
 ) -> PreparedTile:
     """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise.
 
-    A source with ``read_normalised`` (in-memory arrays) hands a tile whose every pixel is valid straight
-    as engine inputs, in one compiled pass (``runtime/kernels.py``): every pixel then takes every modality,
-    as ``pixel_codes`` decides for such a tile."""
+    A source with ``read_normalised`` (arrays, files, a row stream) hands a tile whose every pixel is valid
+    straight as engine inputs, in one compiled pass (``runtime/kernels.py``): every pixel then takes every
+    modality, as ``pixel_codes`` decides for such a tile."""
     y, x = grid.origin(row, col)
     start = time.perf_counter()
     read_normalised = getattr(source, "read_normalised", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
 
 import numpy as np
@@ -94,3 +95,27 @@ def ring(y: int, x: int, size: int, radius: int, height: int, width: int) -> lis
         (y, y + size, x0, x),
         (y, y + size, x + size, x1),
     ]
+
+
+def clean_window(
+    kernels: ModuleType,
+    array: np.ndarray,
+    mask: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    top: int,
+    left: int,
+    size: int,
+    spec: ModalitySpec,
+    strips: list[tuple[int, int, int, int]],
+) -> np.ndarray | None:
+    """One modality of a clean tile through the compiled kernels: ``spec``-normalised float32 inputs of the
+    ``size`` px window at ``(top, left)`` of ``array`` (array coordinates), or None as soon as a pixel of
+    the window or of the ``strips`` around it (``ring``, array coordinates) is invalid."""
+    if not all(kernels.window_valid(array, mask, scale, offset, *strip) for strip in strips):
+        return None
+    out = np.empty((spec.bands, size, size), dtype=np.float32)
+    mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+    if not kernels.cut_normalised(array, mask, top, left, scale, offset, mean, std, out):
+        return None
+    return out
