@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.accuracy_plan import RECIPE_CHANGES  # noqa: E402
 from benchmarks.accuracy_report import render_study  # noqa: E402
 from benchmarks.accuracy_runs import (  # noqa: E402
     PARTS,
@@ -254,6 +255,12 @@ def _parser() -> argparse.ArgumentParser:
         "matches, log an alias so COMMIT's finished runs count for the current code "
         "(benchmarks/accuracy_compat.py)",
     )
+    mode.add_argument(
+        "--recipe-change",
+        choices=sorted(RECIPE_CHANGES),
+        help="with --carry-over-from: the recipe changed on purpose; carry only the runs whose kind computes "
+        "the same under both (renamed where the change says; RECIPE_CHANGES in benchmarks/accuracy_plan.py)",
+    )
     io.add_argument(
         "--allow-mixed", action="store_true", help="render runs of several code versions, labelled"
     )
@@ -305,13 +312,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.carry_over_from:
             from benchmarks.accuracy_compat import verify_carry_over
 
-            alias = verify_carry_over(study.log, args.carry_over_from, study.settings, study.sen1floods11)
+            alias = verify_carry_over(
+                study.log,
+                args.carry_over_from,
+                study.settings,
+                study.sen1floods11,
+                recipe_change=args.recipe_change,
+            )
             if not alias["carried"]:
                 raise BenchmarkError(
                     f"{args.carry_over_from} computes differently: probes {', '.join(alias['differing'])} "
                     "differ; its runs stay with their code"
                 )
-            print(f"carried over: {alias['alias']['from'][:12]} -> {alias['alias']['to'][:12]}")
+            moved = f"{len(alias['runs'])} runs" if "runs" in alias else "every run"
+            print(f"carried over ({moved}): {alias['alias']['from'][:12]} -> {alias['alias']['to'][:12]}")
+            if alias["differing"]:
+                print(f"not carried (computes differently now): {', '.join(alias['differing'])}")
             return 0
         if args.plan:
             runs, todo = pending(study)

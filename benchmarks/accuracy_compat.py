@@ -26,8 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.accuracy_plan import RECIPE_CHANGES, RecipeChange, recipe_renamed
 from benchmarks.accuracy_runs import PARTS, SHASPEC_GRID, RunSpec, StudySettings, plan
-from benchmarks.accuracy_store import ROOT, ResultsLog, code_fingerprint, git_commit
+from benchmarks.accuracy_store import ROOT, ResultsLog, code_fingerprint, git_commit, settings_id
 from benchmarks.common import BenchmarkError, cpu_flags, cpu_model
 
 #: A probe run: a few steps of the study's model on small tiles, one thread, scored on one small scene.
@@ -66,19 +67,23 @@ print(json.dumps(hashes))
 """
 
 
+def run_kind(run: RunSpec) -> tuple[Any, ...]:
+    """What a probe stands for: experiment, method, lambda_tr = 0 or not, modality count, option names."""
+    return (
+        run.experiment,
+        run.method,
+        run.lambda_tr == 0.0,
+        len(run.modalities),
+        tuple(k for k, _ in run.options),
+    )
+
+
 def probe_runs(settings: StudySettings) -> list[RunSpec]:
     """One run of every kind the study holds: each method, option set and experiment, on the first seed."""
     probe = StudySettings.from_dict({**settings.to_dict(), **PROBE_SETTINGS})
     kinds: dict[tuple[Any, ...], RunSpec] = {}
     for run in plan(probe, PARTS, SHASPEC_GRID[0]):
-        kind = (
-            run.experiment,
-            run.method,
-            run.lambda_tr == 0.0,
-            len(run.modalities),
-            tuple(k for k, _ in run.options),
-        )
-        kinds.setdefault(kind, run)
+        kinds.setdefault(run_kind(run), run)
     return list(kinds.values())
 
 
@@ -114,10 +119,7 @@ def planned_keys(root: Path, settings: StudySettings) -> set[str]:
 def probe_hashes(root: Path, settings: StudySettings, runs: list[RunSpec], real_data: Path) -> dict[str, str]:
     """``{run key: hash of its result}`` of ``runs`` trained by the code under ``root`` (a subprocess)."""
     probe = StudySettings.from_dict({**settings.to_dict(), **PROBE_SETTINGS})
-    specs = [
-        {**run.__dict__, "modalities": list(run.modalities), "options": [list(o) for o in run.options]}
-        for run in runs
-    ]
+    specs = [run.to_dict() for run in runs]
     output = _run_in(root, _PROBE_PROGRAM, json.dumps(probe.to_dict()), json.dumps(specs), str(real_data))
     return dict(json.loads(output))
 
@@ -129,18 +131,28 @@ def verify_carry_over(
     real_data: Path,
     root: Path = ROOT,
     runs: list[RunSpec] | None = None,
+    recipe_change: str | None = None,
 ) -> dict[str, Any]:
-    """Probe ``old_commit`` against the current (committed) code; on a full match, log the alias.
+    """Probe ``old_commit`` against the current (committed) code; log the alias when it carries anything.
 
     ``runs`` defaults to ``probe_runs(settings)`` (every run kind). Kinds the old commit's plan does not hold
     (an option added since) are left out: the old code cannot run them and has no runs of them to carry;
-    the record lists them as ``new_kinds``. Returns the alias record (``"carried": False`` and the differing
-    probes when they differ).
+    the record lists them as ``new_kinds``. Without ``recipe_change`` every probe must match and the alias
+    carries the whole fingerprint. With one (a name in ``RECIPE_CHANGES``) the recipe changed on purpose:
+    each probe runs under the current code and, as the former recipe named it, under the old one, and the
+    alias lists the logged runs it carries one by one (``runs``: the old key, the new key and spec), only
+    those of a kind whose probes matched and only into the current plan. Returns the alias record
+    (``"carried": False`` and the differing probes when nothing is carried).
     """
     if git_commit(root)["dirty"]:
         raise BenchmarkError("commit the current code first: a carry-over names the commit it vouches for")
+    if recipe_change is not None and recipe_change not in RECIPE_CHANGES:
+        raise BenchmarkError(
+            f"unknown recipe change {recipe_change!r}; known: {', '.join(RECIPE_CHANGES) or 'none'}"
+        )
+    changes = RECIPE_CHANGES[recipe_change] if recipe_change is not None else ()
     current = code_fingerprint(root)
-    runs = probe_runs(settings) if runs is None else runs
+    pairs = [(recipe_renamed(run, changes, forward=False), run) for run in (runs or probe_runs(settings))]
     with tempfile.TemporaryDirectory(prefix="stars-edge-carry-") as scratch:
         tree = Path(scratch) / "old"
         _git(root, "worktree", "add", "--detach", str(tree), old_commit)
@@ -149,32 +161,66 @@ def verify_carry_over(
             if old == current:
                 raise BenchmarkError(f"{old_commit} has the current code fingerprint: nothing to carry")
             known = planned_keys(tree, settings)
-            new_kinds = sorted(r.key for r in runs if r.key not in known)
-            runs = [r for r in runs if r.key in known]
+            new_kinds = sorted(new.key for former, new in pairs if former.key not in known)
+            pairs = [(former, new) for former, new in pairs if former.key in known]
             if new_kinds:
                 listed = ", ".join(new_kinds)
                 print(f"not in {old_commit[:12]}'s plan (nothing to carry): {listed}", flush=True)
-            print(f"probing {len(runs)} run kinds under {old_commit[:12]} (code {old[:12]})", flush=True)
-            before = probe_hashes(tree, settings, runs, real_data)
+            print(f"probing {len(pairs)} run kinds under {old_commit[:12]} (code {old[:12]})", flush=True)
+            before = probe_hashes(tree, settings, [former for former, _ in pairs], real_data)
         finally:
             _git(root, "worktree", "remove", "--force", str(tree))
-    print(f"probing {len(runs)} run kinds under the current code ({current[:12]})", flush=True)
-    after = probe_hashes(root, settings, runs, real_data)
-    differing = sorted(k for k in before if before[k] != after.get(k))
+    print(f"probing {len(pairs)} run kinds under the current code ({current[:12]})", flush=True)
+    after = probe_hashes(root, settings, [new for _, new in pairs], real_data)
+    matched = {(run_kind(f), run_kind(n)) for f, n in pairs if before[f.key] == after.get(n.key)}
+    differing = sorted(n.key for f, n in pairs if before[f.key] != after.get(n.key))
     record: dict[str, Any] = {
         "alias": {"from": old, "to": current},
         "old_commit": _git(root, "rev-parse", old_commit),
         "new_commit": git_commit(root)["commit"],
-        "probe": {"settings": PROBE_SETTINGS, "runs": sorted(before), "hashes": after},
+        "probe": {
+            "settings": PROBE_SETTINGS,
+            "runs": sorted(before),
+            "hashes": after,
+            "renamed": {f.key: n.key for f, n in pairs if f.key != n.key},
+        },
         "machine": {"cpu": cpu_model(), "flags": cpu_flags()},
         "verified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "carried": not differing,
         "differing": differing,
         "new_kinds": new_kinds,
     }
-    if not differing:
+    if recipe_change is None:
+        record["carried"] = not differing
+    else:
+        record["recipe_change"] = recipe_change
+        record["runs"] = carried_runs(ResultsLog(log).read(), old, settings, changes, matched)
+        record["carried"] = bool(record["runs"])
+    if record["carried"]:
         ResultsLog(log).append(record)
     return record
+
+
+def carried_runs(
+    records: list[dict[str, Any]],
+    fingerprint: str,
+    settings: StudySettings,
+    changes: tuple[RecipeChange, ...],
+    matched: set[tuple[tuple[Any, ...], tuple[Any, ...]]],
+) -> list[dict[str, Any]]:
+    """The logged runs of ``fingerprint`` and this study a recipe change carries: ``{"from", "to", "spec"}``
+    each, for runs of a kind whose probes matched (``matched``: former and current kind) that the current
+    plan holds."""
+    wanted = settings_id(settings.to_dict())
+    in_plan = {r.key for pair in (None, *SHASPEC_GRID) for r in plan(settings, PARTS, pair)}
+    carried = []
+    for record in records:
+        if record.get("fingerprint") != fingerprint or record.get("settings_id") != wanted:
+            continue
+        former = RunSpec.from_dict(record["spec"])
+        new = recipe_renamed(former, changes)
+        if (run_kind(former), run_kind(new)) in matched and new.key in in_plan:
+            carried.append({"from": record["key"], "to": new.key, "spec": new.to_dict()})
+    return sorted(carried, key=lambda c: str(c["from"]))
 
 
 def _git(root: Path, *args: str) -> str:

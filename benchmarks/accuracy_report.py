@@ -186,8 +186,9 @@ def fidelity_lines(shipped: Sequence[Record], variants: Mapping[str, Sequence[Re
     lines = [
         "## Fidelity variants (against the shipped `stars`)",
         "",
-        "Each variant changes one training option of `stars` towards the paper (translation at strides 8-32, "
-        "PSA on the translated features too). Cells: mean ± sample std over seeds; Δ rows: the mean (± std) "
+        "Each variant changes one training option of `stars`: where translation runs (the recipe "
+        "translates at strides 8-32; `translation_scales=3` is the former stride-32-only recipe, `2-3` the "
+        "cheaper point between). Cells: mean ± sample std over seeds; Δ rows: the mean (± std) "
         "over paired seeds of variant − shipped. `missing` = mean over the 6 missing-modality patterns, "
         "`all` = over all 7.",
         "",

@@ -107,7 +107,7 @@ class ResultsLog:
         if not self.path.is_file():
             return []
         records = []
-        aliases: dict[str, dict[str, Any]] = {}
+        aliases: dict[str, list[dict[str, Any]]] = {}
         for number, line in enumerate(self.path.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -119,7 +119,7 @@ class ResultsLog:
             if isinstance(record, dict) and "key" in record:
                 records.append(record)
             elif isinstance(record, dict) and record.get("carried") and "alias" in record:
-                aliases[str(record["alias"]["from"])] = record
+                aliases.setdefault(str(record["alias"]["from"]), []).append(record)
         return resolve_aliases(records, aliases)
 
     def append(self, record: Mapping[str, Any]) -> None:
@@ -145,20 +145,34 @@ class ResultsLog:
 
 
 def resolve_aliases(
-    records: list[dict[str, Any]], aliases: Mapping[str, Mapping[str, Any]]
+    records: list[dict[str, Any]], aliases: Mapping[str, Sequence[Mapping[str, Any]]]
 ) -> list[dict[str, Any]]:
     """Records with fingerprints carried over to the newest code they were verified for (chains followed).
 
-    A carried record keeps ``fingerprint_logged`` (the code it ran with) and ``carried_by`` (each alias:
-    commits and the date the probe matched).
+    ``aliases`` lists, per old fingerprint, its aliases in log order; the latest that carries a record wins.
+    One without ``runs`` carries every run of its fingerprint; one with ``runs`` (a recipe change) carries
+    only the runs it lists, under their new key and spec. A carried record keeps ``fingerprint_logged``
+    (the code it ran with), ``carried_by`` (each alias: commits and the date the probe matched) and, when
+    renamed, ``key_logged``.
     """
     resolved = []
     for record in records:
         fingerprint = str(record.get("fingerprint"))
         seen = {fingerprint}
         carried_by: list[str] = []
-        while fingerprint in aliases:
-            alias = aliases[fingerprint]
+        current = record
+        while True:
+            step = next(
+                (
+                    (alias, moved)
+                    for alias in reversed(aliases.get(fingerprint, ()))
+                    if (moved := _carried(current, alias)) is not None
+                ),
+                None,
+            )
+            if step is None:
+                break
+            alias, current = step
             fingerprint = str(alias["alias"]["to"])
             carried_by.append(
                 f"{str(alias['old_commit'])[:12]}->{str(alias['new_commit'])[:12]} on {alias['verified']}"
@@ -167,14 +181,26 @@ def resolve_aliases(
                 break
             seen.add(fingerprint)
         if carried_by:
-            record = {
-                **record,
+            current = {
+                **current,
                 "fingerprint": fingerprint,
                 "fingerprint_logged": record.get("fingerprint"),
                 "carried_by": carried_by,
             }
-        resolved.append(record)
+            if current["key"] != record["key"]:
+                current["key_logged"] = record["key"]
+        resolved.append(current)
     return resolved
+
+
+def _carried(record: Mapping[str, Any], alias: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``record`` as ``alias`` carries it (renamed by a recipe change), or ``None`` where it does not."""
+    if "runs" not in alias:
+        return dict(record)
+    for run in alias["runs"]:
+        if run["from"] == record.get("key"):
+            return {**record, "key": run["to"], "spec": run["spec"]}
+    return None
 
 
 @dataclass

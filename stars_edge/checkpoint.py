@@ -85,12 +85,18 @@ def save_checkpoint(
     meta: CheckpointMeta,
     training_state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (a crash never leaves a truncated file under the final name)."""
+    """Write a checkpoint atomically (a crash never leaves a truncated file under the final name).
+
+    The model's own architecture (``model.config``) is recorded in ``model_kwargs`` whatever the caller
+    passed, so the file rebuilds the same model after a default changes (issue 22 changed
+    ``translation_scales``).
+    """
     path = Path(path)
+    recorded = {**meta.to_dict(), "model_kwargs": {**meta.model_kwargs, **model.config.to_dict()}}
     payload: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "meta": meta.to_dict(),
+        "meta": recorded,
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     if training_state is not None:

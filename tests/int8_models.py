@@ -40,10 +40,10 @@ def small(checkpoint: Path, out: Path, **overrides: Any) -> BuildOptions:
     return BuildOptions(checkpoint=checkpoint, out=out, **{**settings, **overrides})
 
 
-def save_untrained_checkpoint(path: Path) -> Path:
+def save_untrained_checkpoint(path: Path, **overrides: Any) -> Path:
     """An untrained ``tiny`` STARS checkpoint over the synthetic modalities, tile size ``TILE``."""
     torch.manual_seed(0)
-    model = create_model("tiny", BANDS, classes=len(CLASS_NAMES))
+    model = create_model("tiny", BANDS, classes=len(CLASS_NAMES), **overrides)
     meta = CheckpointMeta(
         variant="tiny",
         method="stars",

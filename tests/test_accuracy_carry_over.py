@@ -1,7 +1,8 @@
 """Carrying finished study runs across a code change: only a change that computes the same is carried.
 
 A throwaway git repository holds a copy of the code; a comment-only edit is carried over (the probe matches
-and the old runs count for the new code), an edit that changes the translation loss is refused.
+and the old runs count for the new code), an edit that changes the translation loss is refused, and a recipe
+change carries (renamed) only the runs whose kind computes the same under both.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks.accuracy_compat import verify_carry_over  # noqa: E402
-from benchmarks.accuracy_runs import RunSpec, StudySettings  # noqa: E402
-from benchmarks.accuracy_store import ResultsLog, code_fingerprint, select_records  # noqa: E402
+from benchmarks.accuracy_runs import RunSpec, StudySettings, run_options  # noqa: E402
+from benchmarks.accuracy_store import ResultsLog, code_fingerprint, select_records, settings_id  # noqa: E402
 from benchmarks.common import BenchmarkError  # noqa: E402
 
 SETTINGS = StudySettings(variant="tiny", seeds=(0,), sweep_seeds=(0,))
@@ -32,10 +33,8 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _new_repo(root: Path) -> Path:
     """A git repository with the code a study run needs, one commit."""
-    root = tmp_path_factory.mktemp("carry") / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results", "configs")
     for folder in ("stars_edge", "training", "benchmarks", "export", "runtime"):
         shutil.copytree(PROJECT_ROOT / folder, root / folder, ignore=ignore)
@@ -43,6 +42,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
     _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "old")
     return root
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _new_repo(tmp_path_factory.mktemp("carry") / "repo")
 
 
 def _commit(repo: Path, path: str, old: str, new: str, message: str) -> None:
@@ -92,3 +96,52 @@ def test_uncommitted_code_is_not_vouched_for(repo: Path, tmp_path: Path) -> None
             verify_carry_over(tmp_path / "log.jsonl", "HEAD~1", SETTINGS, tmp_path, root=repo, runs=RUNS)
     finally:
         _git(repo, "checkout", "-q", "--", ".")
+
+
+def test_a_recipe_change_carries_renamed_runs_of_the_kinds_that_compute_the_same(tmp_path: Path) -> None:
+    """The former recipe (translation at stride 32 only, strides 8-32 a fidelity option) against today's."""
+    repo = tmp_path / "repo"
+    _new_repo(repo)
+    model_config = "stars_edge/models/model_config.py"
+    _commit(repo, model_config, "= (1, 2, 3)\n", "= (3,)\n", "former recipe")
+    plan_file = "benchmarks/accuracy_plan.py"
+    today = next(
+        line for line in (repo / plan_file).read_text().splitlines() if line.startswith("FIDELITY_OPTIONS")
+    )
+    before = 'FIDELITY_OPTIONS: tuple[dict[str, Any], ...] = ({"translation_scales": (1, 2, 3)},)'
+    _commit(repo, plan_file, today, before, "former fidelity option")
+    former = code_fingerprint(repo)
+    study = settings_id(SETTINGS.to_dict())
+    logged = {
+        "stride32": RunSpec("synthetic", "stars", 0),
+        "strides8_32": RunSpec("synthetic", "stars", 0, options=run_options(translation_scales=(1, 2, 3))),
+        "zero_fill": RunSpec("synthetic", "zero_fill_dropout", 0),
+        "low_label": RunSpec("synthetic", "stars", 0, options=run_options(synthetic_train_scenes=1)),
+        "ablation": RunSpec("synthetic", "stars_no_psa", 0),
+    }
+    log = tmp_path / "log.jsonl"
+    for run in logged.values():
+        ResultsLog(log).append(
+            {"key": run.key, "fingerprint": former, "settings_id": study, "spec": run.to_dict()}
+        )
+    _commit(repo, model_config, "= (3,)\n", "= (1, 2, 3)\n", "today's recipe")
+    _commit(repo, plan_file, before, today, "today's fidelity options")
+    now = code_fingerprint(repo)
+    stride32_now = RunSpec("synthetic", "stars", 0, options=run_options(translation_scales=(3,)))
+    probes = [RunSpec("synthetic", "stars", 0), stride32_now, logged["zero_fill"], logged["low_label"]]
+    alias = verify_carry_over(
+        log, "HEAD~2", SETTINGS, tmp_path, root=repo, runs=probes, recipe_change="translation-strides-8-32"
+    )
+    assert alias["carried"] and alias["alias"] == {"from": former, "to": now}
+    assert alias["differing"] == [logged["low_label"].key]  # the recipe changed what it computes
+    moves = {m["from"]: m["to"] for m in alias["runs"]}
+    assert moves == {
+        logged["strides8_32"].key: logged["stride32"].key,  # what the fidelity run set is the recipe now
+        logged["stride32"].key: stride32_now.key,  # the former recipe is the stride-32 ablation now
+        logged["zero_fill"].key: logged["zero_fill"].key,
+    }  # the ablation's new key (stride 32 only) is not in the plan: it reruns with the new recipe
+    by_key = {r["key"]: r for r in ResultsLog(log).read() if r["fingerprint"] == now}
+    assert set(by_key) == set(moves.values())
+    assert by_key[logged["stride32"].key]["key_logged"] == logged["strides8_32"].key
+    assert by_key[stride32_now.key]["spec"]["options"] == [["translation_scales", [3]]]
+    assert RunSpec.from_dict(by_key[stride32_now.key]["spec"]) == stride32_now

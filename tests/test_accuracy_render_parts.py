@@ -33,7 +33,7 @@ STUDY = dict(
     methods=("stars", "zero_fill_dropout", "shaspec"), sweep_lambdas=(0.0, 0.1, 1.0, 10.0),
 )  # fmt: skip
 ALL_PARTS = ("main", "shaspec_tuning", "sweep", "fidelity", "low_label")
-FIDELITY = run_options(translation_scales=(1, 2, 3))
+FIDELITY = run_options(translation_scales=(3,))
 LEAK = 99.0  # the score of every run that must stay out of the main table
 
 
@@ -260,13 +260,11 @@ def test_fidelity_variants_against_the_shipped_stars_on_paired_seeds(tmp_path: P
     section = text.split("## Fidelity variants")[1].split("\n## ")[0]
     lines = {line.split(" | ")[0]: line for line in section.splitlines() if line.startswith("| ")}
     assert "| stars (shipped) | 0, 1, 2 | 50.33 ± 17.62" in section
-    assert lines["| stars translation_scales=1-2-3"].startswith(
-        "| stars translation_scales=1-2-3 | 0, 1 | 62.00"
-    )
+    assert lines["| stars translation_scales=3"].startswith("| stars translation_scales=3 | 0, 1 | 62.00")
     # seed 0: +1, seed 1: +2 (seed 2 has no variant run)
-    assert lines["| Δ translation_scales=1-2-3 − shipped"].count("+1.50 ± 0.71") == 9
-    assert "psa_views=real+translated | none |" in section  # the variant without runs says so
-    assert data["fidelity"]["translation_scales=1-2-3"]["0"]["missing"] == 61.0
+    assert lines["| Δ translation_scales=3 − shipped"].count("+1.50 ± 0.71") == 9
+    assert "translation_scales=2-3 | none |" in section  # the variant without runs says so
+    assert data["fidelity"]["translation_scales=3"]["0"]["missing"] == 61.0
     assert all(r["options"] == "" for r in data["rows"])
 
 
@@ -348,7 +346,7 @@ def test_rows_carry_their_run_options() -> None:
             _record(study, RunSpec("synthetic", "stars", 0), 60.0),
         ]
     )
-    assert {r["options"] for r in rows} == {"translation_scales=1-2-3", ""}
+    assert {r["options"] for r in rows} == {"translation_scales=3", ""}
 
 
 def test_settings_say_how_many_runs_were_carried_and_from_which_commits(tmp_path: Path) -> None:

@@ -74,7 +74,14 @@ def _step(
     """One objective step of ``config`` as the loop draws it (batch and unlabelled batch of step 0)."""
     data = data or build_training_data(config)
     torch.manual_seed(0)
-    model = create_model("tiny", data.in_channels(config.modalities), len(data.class_names), config.method)
+    # stride 32 only: the translation scales of the code the losses were recorded from (before issue 22)
+    model = create_model(
+        "tiny",
+        data.in_channels(config.modalities),
+        len(data.class_names),
+        config.method,
+        translation_scales=(3,),
+    )
     keys = [*model.modalities, "label"]
     masks = config.trains_on_holes()
     batch = draw_batch(data.train, keys, 0, config.batch_size, config.seed, masks=masks)

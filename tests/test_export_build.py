@@ -27,6 +27,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def stride32_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Translators at stride 32 only: a third of the quantized layers for accuracy control to rank."""
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny32.pt", translation_scales=(3,))
+
+
+@pytest.fixture(scope="module")
 def built(
     checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, build_module.BuildReport]:
@@ -73,10 +79,11 @@ def test_rerun_skips_up_to_date_and_rebuilds_changed(
 
 
 def test_int8_accuracy_control_keeps_layers_float_and_records_them(
-    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stride32_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A negative target forces accuracy control to act; what it did reaches the manifest and the file."""
     monkeypatch.setattr(precisions_module, "CONTROL_MARGIN", -1.0)
+    checkpoint = stride32_checkpoint
     options = small(
         checkpoint, tmp_path, patterns="dsm", precisions=("int8",), control_tiles=4, max_float_layers=2
     )

@@ -67,6 +67,19 @@ def test_round_trip_keeps_the_model_options(tmp_path: Path, option: dict[str, st
         assert torch.equal(model(inputs), loaded(inputs))
 
 
+def test_the_file_records_the_models_architecture_even_when_the_caller_does_not(tmp_path: Path) -> None:
+    """A checkpoint must rebuild its model after a default changes (issue 22 changed translation_scales)."""
+    torch.manual_seed(0)
+    model = create_model("tiny", BANDS, classes=3, translation_scales=(3,)).eval()
+    meta = _meta(model)
+    meta.model_kwargs.clear()  # a caller that passes no architecture
+    loaded, read = load_checkpoint(save_checkpoint(tmp_path / "ckpt.pt", model, meta))
+    assert read.model_kwargs["translation_scales"] == (3,) and loaded.translation_scales == (3,)
+    inputs = {"sar": torch.randn(1, 2, 64, 64)}  # optical and dsm translated from sar
+    with torch.no_grad():
+        assert torch.equal(model(inputs), loaded(inputs))
+
+
 def test_missing_corrupt_and_foreign_files_are_checkpoint_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")

@@ -68,7 +68,7 @@ def test_missing_modality_is_filled_by_translation_from_present_ones() -> None:
     """Translated scales hold the mean of the present modalities' translations; the others are zeros."""
     torch.manual_seed(0)
     model = create_model("tiny", BANDS, classes=4).eval()
-    assert model.translation_scales == (3,)
+    assert model.translation_scales == (1, 2, 3)  # the recipe: strides 8-32, stride 4 zero-filled
     inputs = _inputs(Pattern.parse("optical+sar"))
     encoded = model.encode(inputs)
     completed = model.complete(encoded)

@@ -12,12 +12,14 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from benchmarks import accuracy  # noqa: E402
+from benchmarks.accuracy_plan import RECIPE_CHANGES, recipe_renamed  # noqa: E402
 from benchmarks.accuracy_runs import (  # noqa: E402
     SHASPEC_GRID,
     RunSpec,
     StudySettings,
     choose_shaspec,
     plan,
+    run_options,
     shaspec_tuning_runs,
     synthetic_data,
     train_config,
@@ -60,14 +62,31 @@ def test_the_sweep_has_one_lambda_zero_control_and_the_main_methods_both_psa_abl
 
 
 def test_fidelity_runs_change_only_their_option() -> None:
+    """The fidelity ablations left: the former recipe (stride 32 only) and the cheaper strides 16-32."""
     runs = plan(SETTINGS, ("fidelity",))
-    assert len(runs) == 3 * len(SETTINGS.seeds)
+    assert len(runs) == 2 * len(SETTINGS.seeds)
     configs = [train_config(SETTINGS, r, Path("/tmp/unused")) for r in runs]
-    assert configs[0].translation_scales == (1, 2, 3) and configs[0].psa_views == "real"
-    assert configs[1].psa_views == "real+translated" and configs[1].translation_scales is None
-    assert configs[2].translation_target == "specific" and configs[2].psa_views == "real"
-    assert configs[0].translation_target is None and configs[1].translation_target is None
+    assert [c.translation_scales for c in configs[:2]] == [(3,), (2, 3)]
+    assert configs[0].psa_views == "real" and configs[0].translation_target is None
+    shipped = train_config(SETTINGS, RunSpec("synthetic", "stars", 0), Path("/tmp/unused"))
+    assert shipped.translation_scales is None  # the model's default: strides 8-32
     assert len({r.key for r in runs}) == len(runs) and all("," not in r.key for r in runs)
+
+
+def test_a_recipe_change_renames_only_exact_option_sets_of_translating_methods() -> None:
+    changes = RECIPE_CHANGES["translation-strides-8-32"]
+    former = RunSpec("synthetic", "stars", 1, options=run_options(translation_scales=(1, 2, 3)))
+    assert recipe_renamed(former, changes) == RunSpec("synthetic", "stars", 1)
+    assert recipe_renamed(RunSpec("synthetic", "stars", 1), changes).options == (
+        ("translation_scales", (3,)),
+    )
+    assert recipe_renamed(RunSpec("synthetic", "stars", 1), changes, forward=False) == former
+    untouched = [
+        RunSpec("synthetic", "zero_fill_dropout", 0),
+        RunSpec("synthetic", "stars", 0, options=run_options(synthetic_train_scenes=2)),
+        RunSpec("synthetic", "stars", 0, options=run_options(psa_views="real+translated")),
+    ]
+    assert [recipe_renamed(r, changes) for r in untouched] == untouched
 
 
 def test_low_label_runs_hold_labelled_and_unlabelled_scenes_apart() -> None:

@@ -34,7 +34,8 @@ class ModelConfig:
     translator_kernel: int = 3
     translator_reduction: int = 1
     translator_depth: int = 2
-    translation_scales: tuple[int, ...] = (3,)
+    #: Strides 8-32 (issue 22: +0.54 ± 0.30 mIoU over stride 32 alone, 3 seeds, ahead of zero-fill on each).
+    translation_scales: tuple[int, ...] = (1, 2, 3)
     translation_target: str = "fused"
     psa_dim: int = 32
     psa_scale: int = 1
