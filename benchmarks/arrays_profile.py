@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import time
@@ -105,6 +106,12 @@ def backend_runs(stats: pstats.Stats) -> int:
     )
 
 
+def process_cpu_seconds() -> float:
+    """User + system CPU time of this process, every thread (engine workers included)."""
+    times = os.times()
+    return times.user + times.system
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     tiling = {k: v for k, v in (("tile", args.tile), ("overlap", args.overlap)) if v is not None}
     with Predictor(args.engines, backend=args.backend, precision=args.precision) as predictor:
         predictor.predict_arrays({m: a[crop] for m, a in inputs.items()})  # engines loaded and compiled
-        threaded = time.perf_counter()
+        threaded, cpu = time.perf_counter(), process_cpu_seconds()
         want, _ = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds, **tiling)
-        threaded = time.perf_counter() - threaded
+        threaded, cpu = time.perf_counter() - threaded, process_cpu_seconds() - cpu
     # one stream: the engine calls run on the main thread too, where cProfile sees them (with calls in
     # flight they run on worker threads and the main thread's profile shows only its wait)
     with Predictor(args.engines, backend=args.backend, precision=args.precision, streams=1) as predictor:
@@ -156,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{seconds:7.3f} s  {100 * seconds / total:5.1f} %  {stage}")
     same = bool(np.array_equal(got, want))
     print(f"serial (profiled) {serial:.2f} s, threaded {threaded:.2f} s; same class map: {same}")
+    cores = usable_cores()
+    busy = cpu / threaded
+    print(f"threaded run: {cpu:.2f} CPU-s over {threaded:.2f} s wall, {busy:.2f} of {cores} cores busy")
     if args.json:
         record = {
             "command": " ".join(sys.argv),
@@ -168,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             "stage_seconds": stages,
             "serial_profiled_seconds": serial,
             "threaded_seconds": threaded,
+            "threaded_cpu_seconds": cpu,
             "same_class_map": same,
             "engine_calls_profiled": backend_runs(stats),
             "machine": {**machine_info(usable_cores()), "load_start": load_start, "load_end": load_average()},
