@@ -12,6 +12,9 @@ The renderer refuses to mix code versions unless told to (``--allow-mixed``, the
     python benchmarks/accuracy.py --jobs 2 --only @keys.txt # just these runs, most important first
     python benchmarks/accuracy.py --render                  # JSON, Markdown, plots and targets from the log
     python benchmarks/accuracy.py --quick --results-log /tmp/q.jsonl --out /tmp/q   # smoke (meaningless)
+    python benchmarks/accuracy.py --carry-over-from COMMIT  # COMMIT's runs count if every probe matches
+    python benchmarks/accuracy.py --carry-over-from COMMIT --recipe-change translation-strides-8-32
+                                                            # a deliberate recipe change: matching kinds only
 
 The settings flags (``--steps``, ``--variant``, ...) identify a study: pass the same ones to ``--render`` and
 ``--plan``. Every run's checkpoint and log.jsonl go under ``--work-dir``. This file is the command line and
