@@ -149,19 +149,27 @@ def sample_physical(
 EDGE_SEED_BASE = 9_500_000
 
 
+#: Cloud covers of the edge-choice scenes, cycled: the mix the held-out evaluation draws from.
+EDGE_CLOUD_COVERS: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3)
+#: Scenes that choose the cloud-edge settings. Four at 15 % cloud could not separate pairs 0.1-0.5 mIoU apart
+#: (issue 22, session 9: below the best fixed margin on 2 of 3 seeds of the strides 8-32 recipe, on two
+#: held-out sets); eight at ``EDGE_CLOUD_COVERS`` beat it on all three on a third, fresh set.
+EDGE_SCENES = 8
+
+
 def hole_scenes(
     specs: Mapping[str, ModalitySpec],
-    count: int = 4,
+    count: int = EDGE_SCENES,
     size: int = 512,
     seed_base: int = EDGE_SEED_BASE,
-    cloud_covers: Sequence[float] = (0.15,),
+    cloud_covers: Sequence[float] = EDGE_CLOUD_COVERS,
 ) -> list[tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray]]:
     """Synthetic validation scenes with holes as a product delivers them: ``(inputs, cloud_mask, label)``.
 
-    15 % cloud cover (the thin cloud edges stay outside the cloud mask, as real masks miss them) and a 20 %
-    SAR swath gap, like the demo's and the study's scenes; pixels invalid for other reasons are NaN. For the
-    cloud-edge choice at export (256 px scenes with 30 % cloud ranked the candidates very differently), and
-    with other seeds and ``cloud_covers`` (cycled) for held-out evaluation (``studies/edge_study.py``).
+    10-30 % cloud cover, cycled (the thin cloud edges stay outside the cloud mask, as real masks miss them),
+    and a 20 % SAR swath gap, like the demo's and the study's scenes; pixels invalid for other reasons are
+    NaN. For the cloud-edge choice at export (256 px scenes with 30 % cloud ranked the candidates very
+    differently), and with other seeds for held-out evaluation (``studies/edge_study.py``).
     """
     from stars_edge.data.synthetic import SyntheticConfig, generate_scene
 

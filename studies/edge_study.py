@@ -1,7 +1,7 @@
 """Does choosing the cloud-edge settings by accuracy beat the measured context margin on held-out scenes?
 
 For each engine folder (one trained checkpoint each, e.g. ``make demo`` with several ``--seed``): the
-selection of ``build-engines --edge-selection`` (``runtime/edges.py``, 4 validation scenes) picks a
+selection of ``build-engines --edge-selection`` (``runtime/edges.py``, 8 validation scenes) picks a
 (margin, optical dilation); then every candidate pair is scored on held-out cloudy scenes (other seeds,
 cloud cover 10-30 %, a 20 % SAR gap), pooled mIoU. Reported per checkpoint: the measured margin (today's
 default), the best fixed margin without dilation, the selection's pick and the best pair in hindsight.
@@ -42,11 +42,25 @@ def sensitivity_margin(manifest: Manifest) -> int:
 
 
 def study(
-    engines: Path, scenes: int, size: int, tile: int | None, seed_base: int = HELD_OUT_SEED_BASE
+    engines: Path,
+    scenes: int,
+    size: int,
+    tile: int | None,
+    seed_base: int = HELD_OUT_SEED_BASE,
+    validation_scenes: int | None = None,
+    validation_covers: Sequence[float] | None = None,
 ) -> dict[str, Any]:
+    """One checkpoint: the selection on validation scenes (by default the build's own: ``hole_scenes``'
+    defaults; ``validation_scenes``/``validation_covers`` try another validation set) against every
+    candidate pair on held-out scenes."""
     manifest = load_manifest(engines)
     measured = sensitivity_margin(manifest)
-    validation = [HoleScene(i, c, lab) for i, c, lab in hole_scenes(manifest.modalities)]
+    drawn: dict[str, Any] = {}
+    if validation_scenes is not None:
+        drawn["count"] = validation_scenes
+    if validation_covers is not None:
+        drawn["cloud_covers"] = tuple(validation_covers)
+    validation = [HoleScene(i, c, lab) for i, c, lab in hole_scenes(manifest.modalities, **drawn)]
     picked = choose_edges(engines, validation, measured, "validation", tile=tile)
     evaluation = [
         HoleScene(i, c, lab)
@@ -63,6 +77,7 @@ def study(
         "method": manifest.model.method,
         "checkpoint_sha256": manifest.model.checkpoint_sha256,
         "held_out": {"scenes": scenes, "size": size, "seed_base": seed_base},
+        "validation": drawn or "the build's",
         "measured_margin": [measured, score[(measured, 0)]],
         "best_fixed_margin": [list(best_fixed), score[best_fixed]],
         "selection": [list(chosen), score[chosen]],
@@ -111,12 +126,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="first held-out scene seed; another base gives a fresh held-out set (a hypothesis formed on one "
         "set is tested on another)",
     )
+    parser.add_argument("--validation-scenes", type=int, help="validation scenes (default: the build's, 8)")
+    parser.add_argument(
+        "--validation-covers",
+        type=lambda text: [float(v) for v in text.split(",")],
+        help="validation cloud covers, comma-separated (default: the build's, 0.1-0.3 cycled)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "edge_study.jsonl")
     args = parser.parse_args(argv)
     commit = short_commit()
     rows = []
     for engines in args.engines:
-        row = {**study(engines, args.scenes, args.size, args.tile, args.seed_base), "commit": commit}
+        measured = study(
+            engines,
+            args.scenes,
+            args.size,
+            args.tile,
+            args.seed_base,
+            args.validation_scenes,
+            args.validation_covers,
+        )
+        row = {**measured, "commit": commit}
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a") as handle:
