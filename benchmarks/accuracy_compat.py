@@ -152,7 +152,8 @@ def verify_carry_over(
         )
     changes = RECIPE_CHANGES[recipe_change] if recipe_change is not None else ()
     current = code_fingerprint(root)
-    pairs = [(recipe_renamed(run, changes, forward=False), run) for run in (runs or probe_runs(settings))]
+    runs = probe_runs(settings) if runs is None else runs
+    pairs = [(recipe_renamed(run, changes, forward=False), run) for run in runs]
     with tempfile.TemporaryDirectory(prefix="stars-edge-carry-") as scratch:
         tree = Path(scratch) / "old"
         _git(root, "worktree", "add", "--detach", str(tree), old_commit)
@@ -172,8 +173,9 @@ def verify_carry_over(
             _git(root, "worktree", "remove", "--force", str(tree))
     print(f"probing {len(pairs)} run kinds under the current code ({current[:12]})", flush=True)
     after = probe_hashes(root, settings, [new for _, new in pairs], real_data)
-    matched = {(run_kind(f), run_kind(n)) for f, n in pairs if before[f.key] == after.get(n.key)}
-    differing = sorted(n.key for f, n in pairs if before[f.key] != after.get(n.key))
+    same = [before[f.key] == after.get(n.key) for f, n in pairs]
+    matched = {(run_kind(f), run_kind(n)) for (f, n), ok in zip(pairs, same, strict=True) if ok}
+    differing = sorted(n.key for (_, n), ok in zip(pairs, same, strict=True) if not ok)
     record: dict[str, Any] = {
         "alias": {"from": old, "to": current},
         "old_commit": _git(root, "rev-parse", old_commit),
