@@ -101,7 +101,8 @@ def e2e_lines(e2e: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-#: Stages that run on the main thread (read and preprocess run in the reader thread, overlapping them).
+#: Stages that run on the main thread (read and preprocess run on the reader threads, encode on the writer
+#: thread, overlapping them).
 MAIN_THREAD_STAGES: tuple[str, ...] = ("wait", "inference", "blend", "write")
 
 
@@ -129,7 +130,10 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
     inference = stages.get("inference")
     main = sum(stages.get(s, 0.0) for s in MAIN_THREAD_STAGES)
     cells = ", ".join(f"{name} {seconds:.2f}" for name, seconds in stages.items())
-    lines.append(f"    stages (s): {cells} (read and preprocess in the reader thread, overlapping the rest)")
+    lines.append(
+        f"    stages (s): {cells} (read and preprocess on the reader threads, encode on the writer "
+        "thread, overlapping the rest)"
+    )
     if inference is not None:
         lines.append(
             f"    inference stage {inference:.2f} s vs engine-only wall {engine['wall_seconds']:.2f} s: "

@@ -268,11 +268,14 @@ def training_runtime_sections(
 def streams_ab_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     """``benchmarks/streams_ab.py``: end-to-end wall per case at each stream (or reader) count."""
     machine = data.get("machine") or {}
-    counts = [int(c) for c in data.get("streams_compared") or []]
+    counts = [str(c) for c in data.get("streams_compared") or []]
     setting = str(data.get("setting_compared") or "streams")
+    title = {
+        "readers": "Reader threads",
+        "code": f"Two versions of the code (baseline: {data.get('against')})",
+    }
     lines = [
-        f"## {'Reader threads' if setting == 'readers' else 'Engine streams'} end to end: `{path.name}` "
-        "(`benchmarks/streams_ab.py`)",
+        f"## {title.get(setting, 'Engine streams')} end to end: `{path.name}` (`benchmarks/streams_ab.py`)",
         "",
         _command(data.get("command")),
         f"- {data.get('size')} px Sentinel-2-like scene; {data.get('rounds')} interleaved rounds of separate "

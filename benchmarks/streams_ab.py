@@ -8,12 +8,18 @@ Issue 21: OpenVINO streams, and ONNX Runtime on the CPU with its threads split a
 A process that compiles models with different stream settings slows the one-stream model (measured), and a
 single run of each varies by up to 20 % on a shared VM, so each (case, streams) runs in a fresh child
 process, the children alternate round by round, and each child times ``--calls`` runs after a warm-up.
-Cases: the latency benchmark's Sentinel-2-like scene from in-memory arrays (``predict_arrays``), from its
-files (``predict_scene``), and its cloudy variant from arrays. The runtime's defaults otherwise (tile,
+Cases: the latency benchmark's Sentinel-2-like scene from in-memory arrays (``predict_arrays``) and from its
+files (``predict_scene``), and its cloudy variant likewise. The runtime's defaults otherwise (tile,
 batch); ``--backend`` and ``--precision`` choose the engines (default OpenVINO INT8). Prints per-case
 medians and the ratio; the class maps must be the same bytes.
 
+``--against DIR`` compares two versions of the code instead, each at the runtime's defaults: the children
+alternate between this checkout ("current") and the checkout in DIR ("baseline", e.g. a ``git worktree`` of
+the previous commit); ``--modes files`` keeps only the cases read from files.
+
     python benchmarks/streams_ab.py --engines demo_out/engines --json out.json
+    git worktree add /tmp/base HEAD~1
+    python benchmarks/streams_ab.py --engines demo_out/engines --against /tmp/base --modes files
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from benchmarks.common import load_average, machine_info
 from benchmarks.latency_floor import load_scene_arrays
 from benchmarks.latency_scenes import scene_paths
 from runtime.cpus import usable_cores
+from runtime.run_options import DEFAULT_READERS
 from stars_edge.io import write_json_atomic
 
 #: (label, latency benchmark scene, how it is handed over).
@@ -42,6 +49,7 @@ CASES: tuple[tuple[str, str, str], ...] = (
     ("clean, from arrays", "s2like", "arrays"),
     ("clean, from files", "s2like", "files"),
     ("10 % clouds, from arrays", "s2like_clouds", "arrays"),
+    ("10 % clouds, from files", "s2like_clouds", "files"),
 )
 
 
@@ -93,10 +101,10 @@ def child(
 
 
 def summarise(
-    runs: list[dict[str, Any]], streams: tuple[int, ...], setting: str = "streams"
+    runs: list[dict[str, Any]], streams: tuple[Any, ...], setting: str = "streams"
 ) -> dict[str, dict[str, Any]]:
-    """Per case: median and minimum wall and median CPU per value of ``setting`` (``streams`` or
-    ``readers``; ``streams`` holds the values), the ratio of the first value's median wall to each other's,
+    """Per case: median and minimum wall and median CPU per value of ``setting`` (``streams``, ``readers``
+    or ``code``; ``streams`` holds the values), the ratio of the first value's median wall to each other's,
     and whether every run gave the same class map."""
     table: dict[str, dict[str, Any]] = {}
     for label, _, _ in CASES:
@@ -134,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         "--readers",
         help="reader thread counts compared instead (first is the base), at the runtime's default streams",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="compare this checkout with the code in this folder (another checkout), both at the defaults",
+    )
+    parser.add_argument(
+        "--modes", default="arrays,files", help="which cases run: arrays, files or both (default both)"
+    )
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=3, help="timed runs per child process")
@@ -157,19 +173,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(result))
         return 0
-    setting = "readers" if args.readers else "streams"
-    streams = tuple(int(s) for s in (args.readers or args.streams).split(","))
-    for _, scene, _ in CASES:
+    modes = set(args.modes.split(","))
+    cases = [case for case in CASES if case[2] in modes]
+    if args.against is not None:
+        script = args.against / "benchmarks" / "streams_ab.py"
+        if not script.is_file():
+            raise SystemExit(f"--against {args.against}: no benchmarks/streams_ab.py there (not a checkout?)")
+        setting = "code"
+        values: tuple[Any, ...] = ("baseline", "current")
+        scripts = {"baseline": script.resolve(), "current": Path(__file__).resolve()}
+    else:
+        setting = "readers" if args.readers else "streams"
+        values = tuple(int(s) for s in (args.readers or args.streams).split(","))
+        scripts = {}
+    for _, scene, _ in cases:
         scene_paths(args.workdir, args.size, 0, scene)  # written once, before anything is timed
     load_start = load_average()
     runs: list[dict[str, Any]] = []
     for round_index in range(args.rounds):
-        for count in streams:
-            for label, scene, mode in CASES:
-                command = [sys.executable, __file__, "--engines", args.engines, "--size", str(args.size)]
-                command += ["--backend", args.backend, "--precision", args.precision]
+        for count in values:
+            for label, scene, mode in cases:
+                command = [sys.executable, str(scripts.get(str(count), __file__)), "--engines", args.engines]
+                command += ["--size", str(args.size), "--backend", args.backend]
+                command += ["--precision", args.precision]
                 command += ["--calls", str(args.calls), "--workdir", str(args.workdir)]
-                command += ["--child", f"{scene},{mode},{setting},{count}"]
+                if setting == "code":  # the runtime's defaults, told as a reader count both versions parse
+                    command += ["--child", f"{scene},{mode},readers,{DEFAULT_READERS[mode]}"]
+                else:
+                    command += ["--child", f"{scene},{mode},{setting},{count}"]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
                     raise SystemExit(f"{label}, {setting} {count}: the child failed:\n{done.stderr[-3000:]}")
@@ -177,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append({"round": round_index, "case": label, setting: count, **result})
                 walls = ", ".join(f"{w:.2f}" for w in result["wall_seconds"])
                 print(f"round {round_index + 1}, {setting} {count}, {label}: {walls} s", flush=True)
-    table = summarise(runs, streams, setting)
+    table = summarise(runs, values, setting)
     for label, row in table.items():
         cells = "; ".join(
             f"{k} median {v['median_wall_s']:.2f} s" for k, v in row.items() if k.startswith(setting)
@@ -194,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 "precision": args.precision,
                 "size": args.size,
                 "setting_compared": setting,
-                "streams_compared": list(streams),
+                "streams_compared": list(values),
+                "against": None if args.against is None else str(args.against),
                 "rounds": args.rounds,
                 "calls": args.calls,
                 "machine": {

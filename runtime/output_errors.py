@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import resource
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,13 +32,18 @@ def fsync_path(path: Path) -> None:
 
 
 class _GdalErrors(logging.Handler):
-    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger."""
+    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger, from this thread only:
+    GDAL reports an error in the thread that hit it, and the reader threads decode inputs while the writer
+    thread writes outputs."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.messages: list[str] = []
+        self.thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
         text = record.getMessage()
         if text.startswith("GDAL signalled an error") or record.levelno >= logging.ERROR:
             self.messages.append(text)

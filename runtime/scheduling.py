@@ -34,9 +34,12 @@ from runtime.validity import (
 )
 from stars_edge.modalities import ModalitySpec
 
-STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write")
+STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write", "encode")
 #: The stages the reader threads time (``prepare``); with several readers their seconds add up over them.
 READER_STAGES: tuple[str, ...] = ("read", "preprocess")
+#: The stage the writer thread times: compressing and writing block bands (``write`` is the main thread's
+#: part: copying finished rows into the band and waiting for the band before).
+WRITER_STAGES: tuple[str, ...] = ("encode",)
 #: Above this fraction of the tile, a secondary pattern runs on the whole tile (one batched call).
 WINDOW_AREA_LIMIT = 0.5
 #: Window sides (px): a window's height and width are each rounded up to one of these (or the tile).

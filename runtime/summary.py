@@ -103,7 +103,10 @@ class RunSummary:
         readers = (
             "a reader thread" if self.reader_threads == 1 else f"{self.reader_threads} reader threads, summed"
         )
-        lines.append(f"time per stage (s): {stages} (read/preprocess run in {readers}, overlapping)")
+        lines.append(
+            f"time per stage (s): {stages} (read/preprocess run in {readers}, encode in the writer thread, "
+            "overlapping)"
+        )
         runs = ", ".join(f"{k} {v}" for k, v in self.engine_runs.items()) or "none"
         lines.append(f"engine runs (tiles and windows) per pattern: {runs}")
         for kind, path in self.outputs.items():

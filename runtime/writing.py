@@ -1,11 +1,16 @@
 """Blending and writing: stream one column chunk's tile rows through the engines and the blender, and write
-the finished rows in whole block bands, checkpointing the journal as bands land on disk."""
+the finished rows in whole block bands, checkpointing the journal as bands land on disk.
+
+Block bands are compressed and written on a writer thread (GDAL releases the GIL), so the main thread goes
+back to blending while the previous band is encoded; a checkpoint waits for the band in flight first."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from typing import Any
 
 import numpy as np
@@ -118,7 +123,12 @@ def stream_chunk(
 class BlockWriter:
     """Collects one chunk's finished rows into one block band and writes it when full (each block exactly
     once). The buffer is one block band of the chunk's width, allocated once: memory does not grow with the
-    scene, and a full band is contiguous, so it is written without another copy."""
+    scene, and a full band is contiguous, so it is written without another copy.
+
+    With a ``background`` executor (one thread) a full band is handed to it and the next band fills the
+    second of two buffers; at most one band is in flight, and ``drain`` waits for it (a failed write raises
+    there and marks the sink broken, so no checkpoint ever records rows that are not on disk).
+    """
 
     def __init__(
         self,
@@ -128,6 +138,8 @@ class BlockWriter:
         block: int,
         rows_written: int,
         probabilities: tuple[int, str] | None = None,
+        background: ThreadPoolExecutor | None = None,
+        timer: Timer | None = None,
     ) -> None:
         self.sink = sink
         self.chunk = chunk
@@ -136,16 +148,26 @@ class BlockWriter:
         self.next_row = rows_written
         self.pixels_written = 0
         self.counts = np.zeros(len(ALL_PATTERNS) + 1, dtype=np.int64)
+        self._background = background
+        self._timer = timer
+        self._jobs: list[Future[None]] = []
         width = chunk.x_stop - chunk.x_start
-        self._classes = np.empty((block, width), dtype=np.uint8)
-        self._patterns = np.empty((block, width), dtype=np.uint8)
-        self._probs = None
-        if probabilities is not None:
-            self._probs = np.empty((probabilities[0], block, width), dtype=probabilities[1])
+        self._spare = self._buffers(width, probabilities) if background is not None else None
+        self._classes, self._patterns, self._probs = self._buffers(width, probabilities)
         self._filled = 0
 
+    def _buffers(
+        self, width: int, probabilities: tuple[int, str] | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        classes = np.empty((self.block, width), dtype=np.uint8)
+        patterns = np.empty((self.block, width), dtype=np.uint8)
+        probs = None
+        if probabilities is not None:
+            probs = np.empty((probabilities[0], self.block, width), dtype=probabilities[1])
+        return classes, patterns, probs
+
     def add(self, bands: RowBands) -> bool:
-        """Take a tile row's finished rows; returns True when a block band was written."""
+        """Take a tile row's finished rows; returns True when a block band was written (or handed over)."""
         rows = bands.classes.shape[0]
         first = max(0, self.next_row + self._filled - bands.start)  # rows a resume recomputed: on disk
         wrote = False
@@ -164,6 +186,28 @@ class BlockWriter:
                 wrote = True
         return wrote
 
+    def drain(self) -> None:
+        """Wait for the writer thread's jobs (the band in flight, a checkpoint); the first error raises."""
+        jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            job.result()
+
+    def settle(self) -> None:
+        """Wait for the writer thread's jobs whatever happens (unwinding: the sink must not close under the
+        writer thread); a job that failed has marked the sink broken."""
+        jobs, self._jobs = self._jobs, []
+        while not all(job.done() for job in jobs):
+            with contextlib.suppress(KeyboardInterrupt):
+                wait_for(jobs)
+
+    def checkpoint(self, journal: Journal, chunk: int, rows_written: int, names: dict[str, int]) -> None:
+        """Make the bands handed over durable, then record them in the journal (on the writer thread, after
+        the band in flight, so the main thread does not wait for the flush and the fsyncs)."""
+        if self._background is None:
+            checkpoint(self.sink, journal, chunk, rows_written, names)
+        else:
+            self._submit(checkpoint, self.sink, journal, chunk, rows_written, names)
+
     def _write(self, count: int) -> None:
         full = count == self.block
         data: dict[str, Any] = {
@@ -172,11 +216,37 @@ class BlockWriter:
         }
         if self._probs is not None:
             data["probabilities"] = self._probs if full else self._probs[:, :count]
-        self.sink.write(self.next_row, self.chunk.x_start, data)
         self.counts += np.bincount(self._patterns[:count].ravel(), minlength=self.counts.size)
         self.pixels_written += count * self._classes.shape[1]
         self._filled = 0
-        self.next_row += count
+        row, self.next_row = self.next_row, self.next_row + count
+        if self._background is None or self._spare is None:
+            self.sink.write(row, self.chunk.x_start, data)
+            return
+        self.drain()  # the band before (and its checkpoint): its buffers become the ones the next rows fill
+        self._submit(self.sink.write, row, self.chunk.x_start, data)
+        current = (self._classes, self._patterns, self._probs)
+        (self._classes, self._patterns, self._probs), self._spare = self._spare, current
+
+    def _submit(self, job: Callable[..., None], *args: Any) -> None:
+        assert self._background is not None
+        self._jobs.append(self._background.submit(self._on_writer_thread, job, *args))
+
+    def _on_writer_thread(self, job: Callable[..., None], *args: Any) -> None:
+        """Any failure marks the sink broken: the rows of that band, or of that checkpoint, are not durable,
+        so unwinding keeps the journal of the last checkpoint that completed. Jobs queued behind a failed one
+        do not run (a checkpoint must never record the failed band); the failure itself is what raises."""
+        if self.sink.broken:
+            return
+        started = time.perf_counter()
+        try:
+            job(*args)
+        except BaseException:
+            self.sink.broken = True
+            raise
+        finally:
+            if self._timer is not None:
+                self._timer.add("encode", time.perf_counter() - started)
 
 
 def checkpoint(
@@ -185,15 +255,15 @@ def checkpoint(
     """Make the written blocks durable (flush + fsync), then record them in the journal atomically."""
     sink.flush()
     journal.chunk, journal.rows_written, journal.pattern_pixels = chunk, rows_written, names
+    journal.save()
 
 
 def save_progress(
-    sink: GeoTiffSink, journal: Journal, policy: CheckpointPolicy, writer: BlockWriter, names: dict[str, int]
+    policy: CheckpointPolicy, writer: BlockWriter, journal: Journal, names: dict[str, int]
 ) -> None:
     """A checkpoint after a written block band, when the policy says one is due."""
     if policy.due():
-        checkpoint(sink, journal, writer.chunk.index, writer.next_row, names)
-        journal.save()
+        writer.checkpoint(journal, writer.chunk.index, writer.next_row, names)
         policy.reset()
 
 
@@ -252,6 +322,7 @@ class SceneRun:
         probs = None if probabilities is None else (self.classes, probabilities)
         writer: BlockWriter | None = None
         bar = tqdm(total=len(grid), unit="tile", disable=not progress, desc="stars-edge run")
+        background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stars-edge-writer")
         try:
             sink = self.sink = self._open_sink()
             for chunk in chunks[journal.chunk :]:
@@ -259,7 +330,7 @@ class SceneRun:
                 first = first_tile_row(grid, done)
                 if chunk.index == self.resumed_chunk:
                     self.resumed_row = first
-                writer = BlockWriter(sink, chunk, grid.height, block, done, probs)
+                writer = BlockWriter(sink, chunk, grid.height, block, done, probs, background, self.timer)
                 base = self.counts.copy()
                 stream = stream_chunk(
                     self.source, grid, chunk, self.engines, settings, self.timer, self.batch, first,
@@ -273,15 +344,15 @@ class SceneRun:
                         self.timer.add("write", time.perf_counter() - written)
                         self.policy.tile_row_done()
                         if wrote and writer.next_row < grid.height:
-                            save_progress(sink, journal, self.policy, writer, count_names(self.counts))
+                            save_progress(self.policy, writer, journal, count_names(self.counts))
                         if self.on_row_done is not None:
                             self.on_row_done(row)
                         del bands  # views into the blender's rows: keep them from outliving the chunk
-                self.pixels += writer.pixels_written
                 if chunk.index + 1 < len(chunks):
-                    checkpoint(sink, journal, chunk.index + 1, 0, count_names(self.counts))
-                    journal.save()
+                    writer.checkpoint(journal, chunk.index + 1, 0, count_names(self.counts))
                     self.policy.reset()
+                writer.drain()
+                self.pixels += writer.pixels_written
                 writer = None
             sink.close()
             journal.chunk, journal.rows_written = len(chunks) - 1, grid.height
@@ -291,6 +362,7 @@ class SceneRun:
             self._unwind(exc, writer)
             raise
         finally:
+            background.shutdown(wait=True)
             bar.close()
 
     def _open_sink(self) -> GeoTiffSink:
@@ -325,6 +397,8 @@ class SceneRun:
         (which would fail again) removes the partial files and the journal. A journal that cannot be saved
         here leaves the last checkpoint's, and ``exc`` stays the error that is reported."""
         resumable = isinstance(exc, OutputError) or not isinstance(exc, StarsEdgeError)
+        if writer is not None:
+            writer.settle()
         if self.sink is not None:
             try:
                 self.sink.close()

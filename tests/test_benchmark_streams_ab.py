@@ -59,3 +59,17 @@ def test_the_benchmark_compares_reader_threads_too(tmp_path: Path) -> None:
     assert set(row) >= {"readers 1", "readers 2"} and row["same_class_maps"] is True
     assert list(row["speedup"]) == ["readers 2 over 1"]
     assert {run["readers"] for run in record["runs"]} == {1, 2}
+
+
+def test_the_benchmark_compares_this_checkout_with_another(tmp_path: Path) -> None:
+    record = _run(tmp_path, "--against", str(PROJECT_ROOT), "--modes", "files")
+    assert record["setting_compared"] == "code" and record["against"] == str(PROJECT_ROOT)
+    assert set(record["streams_ab"]) == {"clean, from files", "10 % clouds, from files"}
+    row = record["streams_ab"]["clean, from files"]
+    assert list(row["speedup"]) == ["code current over baseline"] and row["same_class_maps"] is True
+    assert [run["code"] for run in record["runs"]] == ["baseline"] * 2 + ["current"] * 2
+
+
+def test_against_a_folder_without_the_benchmark_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="not a checkout"):
+        streams_ab.main(["--engines", str(tmp_path), "--against", str(tmp_path)])

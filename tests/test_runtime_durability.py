@@ -117,17 +117,23 @@ def test_killed_run_resumes_to_the_identical_result(
     else:  # handled like Ctrl-C: the run unwinds and saves its journal
         assert done.returncode != 0 and "KeyboardInterrupt" in done.stderr
     assert not (folder / "pred.tif").exists()
-    journal = json.loads(journal_path(folder / "pred.tif").read_text())
     # rows on disk: the block bands finished before the kill (tile rows end at (row + 1) * 24)
     expected_rows = ((kill_at + 1) * STRIDE) // BLOCK * BLOCK
-    assert journal["rows_written"] == expected_rows
+    path = journal_path(folder / "pred.tif")
+    rows = json.loads(path.read_text())["rows_written"] if path.exists() else 0
+    if sig == "SIGTERM":  # unwinding waits for the writer thread, then records every band it wrote
+        assert rows == expected_rows
+    else:  # the writer thread checkpoints behind the main thread: the kill may land before the last one did
+        assert rows in (expected_rows, expected_rows - BLOCK), rows
     summary = Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
         **_kwargs(scene, folder), resume=True, progress=False
     )
-    assert summary.resumed and summary.resumed_from_row == expected_rows // STRIDE
-    assert f"resumed at tile row {expected_rows // STRIDE} of {TILE_ROWS}" in summary.format()
-    # bounded recompute: at most the rows since the last checkpoint (one block band) plus the warm-up row
-    assert kill_at + 1 - summary.resumed_from_row <= BLOCK // STRIDE + 1
+    assert summary.resumed is (rows > 0) and summary.resumed_from_row == rows // STRIDE
+    if rows:
+        assert f"resumed at tile row {rows // STRIDE} of {TILE_ROWS}" in summary.format()
+    # bounded recompute: the rows since the last checkpoint that completed (the band being filled and, after
+    # a SIGKILL, the band in flight on the writer thread) plus the warm-up row
+    assert kill_at + 1 - summary.resumed_from_row <= (1 + (sig == "SIGKILL")) * BLOCK // STRIDE + 1
     for name, array in _read(folder).items():
         np.testing.assert_array_equal(array, _read(whole)[name], err_msg=name)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from affine import Affine
 from test_runtime_support import build_engines, make_physical, random_weights, write_raster
 
 from runtime import Predictor, RunSummary
-from runtime.outputs import BLOCK, journal_path, partial_path
+from runtime.outputs import BLOCK, GeoTiffSink, journal_path, partial_path
 from stars_edge.errors import DataError, ManifestError, OutputError
 
 TRANSFORM = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)
@@ -175,3 +177,74 @@ def test_failed_writes_stay_resumable_but_bad_data_leaves_nothing(
     assert journal_path(tmp_path / "pred.tif").exists() is kept
     assert partial_path(tmp_path / "pred.tif").exists() is kept
     assert not (tmp_path / "pred.tif").exists()
+
+
+def _slow_writes(monkeypatch: pytest.MonkeyPatch, fail_band: int | None = None) -> dict[str, Any]:
+    """Wrap ``GeoTiffSink.write``: record each band's thread, hold it 0.2 s, optionally fail band n."""
+    seen: dict[str, Any] = {"threads": [], "writing": threading.Event(), "bands": 0}
+    original = GeoTiffSink.write
+
+    def write(self: GeoTiffSink, row_start: int, col_start: int, bands: Any) -> None:
+        seen["threads"].append(threading.current_thread().name)
+        seen["bands"] += 1
+        seen["writing"].set()
+        try:
+            time.sleep(0.2)
+            if seen["bands"] == fail_band:
+                raise RuntimeError("injected failure on the writer thread")
+            original(self, row_start, col_start, bands)
+        finally:
+            seen["writing"].clear()
+
+    monkeypatch.setattr(GeoTiffSink, "write", write)
+    return seen
+
+
+def test_block_bands_are_written_on_the_writer_thread_while_the_main_thread_goes_on(
+    engines: Path, scene: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(engines, scene, tmp_path / "whole")
+    seen = _slow_writes(monkeypatch)
+    overlapped: list[bool] = []
+    _run(
+        engines,
+        scene,
+        tmp_path / "threaded",
+        on_row_done=lambda row: overlapped.append(seen["writing"].is_set()),
+    )
+    assert len(seen["threads"]) == 3  # block bands end at rows 256, 512 and 600
+    assert all(name.startswith("stars-edge-writer") for name in seen["threads"]), seen["threads"]
+    assert any(overlapped)  # tile rows were finished while a band was being written
+    for name, array in _read(tmp_path / "threaded").items():
+        np.testing.assert_array_equal(array, _read(tmp_path / "whole")[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("fail_band", "stop_after", "error"),
+    [
+        (2, None, RuntimeError),  # the second band fails on the writer thread: its checkpoint must not run
+        (None, 11, Interrupt),  # tile row 10 hands over the first band, then the run stops: wait for it
+    ],
+)
+def test_a_band_in_flight_when_the_run_stops_is_recorded_only_once_on_disk(
+    engines: Path,
+    scene: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_band: int | None,
+    stop_after: int | None,
+    error: type[Exception],
+) -> None:
+    _run(engines, scene, tmp_path / "whole")
+    folder = tmp_path / "stopped"
+    hook = None if stop_after is None else _interrupt_after(stop_after)
+    with monkeypatch.context() as patch:
+        seen = _slow_writes(patch, fail_band=fail_band)
+        with pytest.raises(error):
+            _run(engines, scene, folder, on_row_done=hook)
+    assert seen["bands"] == (2 if fail_band else 1)
+    # the journal holds the first band only
+    summary = _run(engines, scene, folder, resume=True)
+    assert summary.resumed_from_row == BLOCK // STRIDE
+    for name, array in _read(folder).items():
+        np.testing.assert_array_equal(array, _read(tmp_path / "whole")[name], err_msg=name)
