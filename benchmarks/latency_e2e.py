@@ -178,6 +178,7 @@ def benchmark_e2e(
             "peak_rss_mib": child["maxrss_mib"],
             "sampled_peak_rss_mib": child["sampled_peak_rss_mib"],
             "stages": summary["stage_seconds"],
+            "stages_cpu": summary.get("stage_cpu_seconds") or {},
             "load_average_1m": load_before,
             "load_average_1m_end": load_average(),
             "summary": summary,

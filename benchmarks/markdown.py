@@ -106,6 +106,21 @@ def e2e_lines(e2e: Mapping[str, Any] | None) -> list[str]:
 MAIN_THREAD_STAGES: tuple[str, ...] = ("wait", "inference", "blend", "write")
 
 
+def cpu_by_stage(run: Mapping[str, Any]) -> list[str]:
+    """The run's CPU split by the thread CPU of each stage; the rest is the engines' own threads (their
+    native worker threads run outside every stage) and work no stage times (start-up, commit)."""
+    cpu: Mapping[str, float] = run.get("stages_cpu") or {}
+    if not cpu or run.get("cpu_s") is None:
+        return []
+    staged = sum(cpu.values())
+    cells = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
+    return [
+        f"    CPU by stage (s, each stage's own threads): {cells}; the run's {run['cpu_s']:.2f} CPU-s less "
+        f"these {staged:.2f}: {run['cpu_s'] - staged:.2f} CPU-s in the engines' threads and outside the "
+        "stages"
+    ]
+
+
 def where_time_goes(run: Mapping[str, Any]) -> list[str]:
     """Lines that say where an end-to-end run's wall time went beyond its CPU floor and its engines."""
     floor = run.get("floor")
@@ -134,6 +149,7 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
         f"    stages (s): {cells} (read and preprocess on the reader threads, encode on the writer "
         "thread, overlapping the rest)"
     )
+    lines += cpu_by_stage(run)
     if inference is not None:
         lines.append(
             f"    inference stage {inference:.2f} s vs engine-only wall {engine['wall_seconds']:.2f} s: "

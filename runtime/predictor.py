@@ -407,6 +407,7 @@ class Predictor:
             engine_shapes=run.use.shape_counts(),
             pattern_pixels=count_names(run.counts),
             stage_seconds=dict(run.timer.seconds),
+            stage_cpu_seconds=dict(run.timer.cpu_seconds),
             wall_seconds=time.perf_counter() - began,
             backend=engines.backend,
             device=engines.device,

@@ -47,15 +47,28 @@ WINDOW_SIDES = (64, 128, 256, 512, 1024)
 
 
 class Timer:
-    """Seconds per stage, safe to add to from the reader thread and the main thread."""
+    """Seconds per stage, safe to add to from the reader, writer and main threads: wall time, and the CPU
+    time of the thread that ran the stage (``time.thread_time``). On a busy machine a stage's wall time
+    includes the time its thread waited for a core; its CPU time does not, so the CPU columns add up to
+    what each stage cost and the process's CPU beyond them is the engines' own threads."""
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.cpu_seconds = dict.fromkeys(STAGES, 0.0)
         self._lock = threading.Lock()
 
-    def add(self, stage: str, seconds: float) -> None:
+    @staticmethod
+    def mark() -> tuple[float, float]:
+        """Now, as (wall, this thread's CPU) seconds."""
+        return time.perf_counter(), time.thread_time()
+
+    def since(self, stage: str, mark: tuple[float, float]) -> tuple[float, float]:
+        """Add the time since ``mark`` (taken on this thread) to ``stage``; returns a new mark."""
+        now = self.mark()
         with self._lock:
-            self.seconds[stage] += seconds
+            self.seconds[stage] += now[0] - mark[0]
+            self.cpu_seconds[stage] += now[1] - mark[1]
+        return now
 
 
 @dataclass
@@ -149,21 +162,20 @@ def prepare(
     straight as engine inputs, in one compiled pass (``runtime/kernels.py``): every pixel then takes every
     modality, as ``pixel_codes`` decides for such a tile."""
     y, x = grid.origin(row, col)
-    start = time.perf_counter()
+    start = timer.mark()
     read_normalised = getattr(source, "read_normalised", None)
     if read_normalised is not None:
         ready = read_normalised(y, x, grid.tile, settings.dilation, settings.specs)
         if ready is not None:
             code = sum(MODALITY_BITS[m] for m in source.modalities)
-            timer.add("read", time.perf_counter() - start)
+            timer.since("read", start)
             return PreparedTile(row, col, ready, np.full((grid.tile, grid.tile), code, dtype=np.uint8))
     raw = read_dilated(source, y, x, grid.tile, settings.dilation)
-    middle = time.perf_counter()
+    middle = timer.since("read", start)
     values, valid = clean_tile(raw)
     codes = pixel_codes(valid, raw.inside, settings.min_valid, settings.margin)
     inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill)
-    timer.add("read", middle - start)
-    timer.add("preprocess", time.perf_counter() - middle)
+    timer.since("preprocess", middle)
     return PreparedTile(row, col, inputs, codes)
 
 

@@ -49,6 +49,9 @@ class RunSummary:
     reader_threads: int = 1
     #: What the run decided about its inputs (bands reordered or selected) and contract warnings it accepted.
     input_notes: list[str] = field(default_factory=list)
+    #: CPU seconds of the thread that ran each stage (``stage_seconds`` are wall seconds, which include the
+    #: time a thread waited for a core); the process's CPU beyond their sum is the engines' own threads.
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def megapixels_per_second(self) -> float:
@@ -66,6 +69,7 @@ class RunSummary:
             "engine_shapes": {name: dict(calls) for name, calls in self.engine_shapes.items()},
             "pattern_pixels": dict(self.pattern_pixels),
             "stage_seconds": {k: round(v, 4) for k, v in self.stage_seconds.items()},
+            "stage_cpu_seconds": {k: round(v, 4) for k, v in self.stage_cpu_seconds.items()},
             "wall_seconds": round(self.wall_seconds, 4),
             "megapixels_per_second": round(self.megapixels_per_second, 4),
             "backend": self.backend,

@@ -7,7 +7,6 @@ back to blending while the previous band is encoded; a checkpoint waits for the 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -84,30 +83,29 @@ def stream_chunk(
 
     def blend_oldest() -> Generator[tuple[int, RowBands], None, None]:
         nonlocal blending_row
-        started = time.perf_counter()
+        started = timer.mark()
         (row, last), tiles, logits = pipeline.take()  # tag: tile row, last group of the row
-        blended = time.perf_counter()
-        timer.add("inference", blended - started)
+        blended = timer.since("inference", started)
         if row != blending_row:
             blender.start_row(row, fresh=row == start_row)
             blending_row = row
         for tile, tile_logits in zip(tiles, logits, strict=True):
             blender.add(tile.col, tile_logits, pattern_index(tile.codes))
-        timer.add("blend", time.perf_counter() - blended)
+        timer.since("blend", blended)
         if row != warmup and on_tiles is not None:
             on_tiles(len(tiles))
         if last and row != warmup:
-            finishing = time.perf_counter()
+            finishing = timer.mark()
             bands = blender.finish_row()  # the row's pixels: upsampling and the stride-4 quads
-            timer.add("blend", time.perf_counter() - finishing)
+            timer.since("blend", finishing)
             yield row, bands
 
     try:
         for row in range(start_row, grid.rows):
             for offset in range(0, columns, batch):
-                waited = time.perf_counter()
+                waited = timer.mark()
                 tiles = [prefetch.get() for _ in range(min(batch, columns - offset))]
-                timer.add("wait", time.perf_counter() - waited)
+                timer.since("wait", waited)
                 pipeline.submit(
                     tiles, use if row != warmup else EngineUse(), (row, offset + batch >= columns)
                 )
@@ -238,7 +236,7 @@ class BlockWriter:
         do not run (a checkpoint must never record the failed band); the failure itself is what raises."""
         if self.sink.broken:
             return
-        started = time.perf_counter()
+        started = Timer.mark()
         try:
             job(*args)
         except BaseException:
@@ -246,7 +244,7 @@ class BlockWriter:
             raise
         finally:
             if self._timer is not None:
-                self._timer.add("encode", time.perf_counter() - started)
+                self._timer.since("encode", started)
 
 
 def checkpoint(
@@ -338,10 +336,10 @@ class SceneRun:
                 )  # fmt: skip
                 with contextlib.closing(stream):  # an interruption stops the reader thread here
                     for row, bands in stream:
-                        written = time.perf_counter()
+                        written = self.timer.mark()
                         wrote = writer.add(bands)
                         self.counts = base + writer.counts
-                        self.timer.add("write", time.perf_counter() - written)
+                        self.timer.since("write", written)
                         self.policy.tile_row_done()
                         if wrote and writer.next_row < grid.height:
                             save_progress(self.policy, writer, journal, count_names(self.counts))

@@ -4,6 +4,7 @@ on its own handle and band of columns, come out in the order of one reader, with
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +192,15 @@ def test_a_raster_source_opens_its_reader_handles_once_and_closes_them(scene: di
 def test_readers_must_be_at_least_one(engines: Path) -> None:
     with pytest.raises(ConfigError, match="--readers"):
         Predictor(engines, readers=0)
+
+
+def test_the_timer_splits_a_stages_wall_time_from_its_threads_cpu_time() -> None:
+    timer = Timer()
+    start = timer.mark()
+    time.sleep(0.1)  # waiting for a core (or a queue) costs wall time, not CPU
+    busy = timer.since("wait", start)
+    while time.thread_time() - busy[1] < 0.05:
+        pass
+    timer.since("blend", busy)
+    assert timer.seconds["wait"] >= 0.1 and timer.cpu_seconds["wait"] < 0.02
+    assert timer.cpu_seconds["blend"] >= 0.05 and timer.seconds["blend"] >= timer.cpu_seconds["blend"]

@@ -152,7 +152,11 @@ def test_summary_counts_pixels_per_pattern_and_leaves_no_partial_files(scene_run
     assert summary.pattern_pixels["sar+dsm"] == int((patterns == SAR_DSM).sum())
     assert summary.pattern_pixels["none"] == int((patterns == 0).sum())
     assert summary.tiles == 5 * 7 and summary.megapixels_per_second > 0
-    assert set(summary.stage_seconds) >= {"read", "preprocess", "inference", "blend", "write"}
+    assert set(summary.stage_seconds) >= {"read", "preprocess", "inference", "blend", "write", "encode"}
+    assert set(summary.stage_cpu_seconds) == set(summary.stage_seconds)
+    for stage, cpu in summary.stage_cpu_seconds.items():  # a thread's CPU never exceeds its wall time
+        assert 0.0 <= cpu <= summary.stage_seconds[stage] + 0.01, stage
+    assert summary.stage_cpu_seconds["blend"] > 0 and summary.stage_cpu_seconds["encode"] > 0
     assert "pixels per pattern" in summary.format()
     assert sorted(p.name for p in scene_run["out"].iterdir()) == ["patterns.tif", "pred.tif", "probs.tif"]
 
