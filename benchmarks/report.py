@@ -64,6 +64,7 @@ from benchmarks.report_studies import (
 from benchmarks.report_training_runtime import (
     arrays_profile_section,
     int8_default_tile_section,
+    reader_alone_section,
     streams_ab_section,
     training_runtime_sections,
 )
@@ -144,6 +145,11 @@ def _is_streams_ab(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("streams_ab"), dict) and "streams_compared" in data
 
 
+def _is_reader_alone(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/reader_alone.py``: the reader stage's CPU with nothing else running."""
+    return isinstance(data.get("reader_alone"), dict)
+
+
 def collect(paths: Sequence[Path]) -> ResultSet:
     """Load every JSON file and classify it by the keys it holds; files of no known kind are listed."""
     found = ResultSet()
@@ -162,6 +168,7 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (_is_int8_default_tile, found.int8_default_tile),
         (_is_arrays_profile, found.arrays_profile),
         (_is_streams_ab, found.streams_ab),
+        (_is_reader_alone, found.reader_alone),
     )
     for path in sorted(set(paths)):
         try:
@@ -216,6 +223,8 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         lines += arrays_profile_section(path, data)
     for path, data in found.streams_ab:
         lines += streams_ab_section(path, data)
+    for path, data in found.reader_alone:
+        lines += reader_alone_section(path, data)
     for path, data in found.accuracy:
         groups = accuracy_groups(data["rows"])
         plot = plot_accuracy(

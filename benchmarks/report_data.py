@@ -40,6 +40,7 @@ class ResultSet:
     int8_default_tile: list[Entry] = field(default_factory=list)
     arrays_profile: list[Entry] = field(default_factory=list)
     streams_ab: list[Entry] = field(default_factory=list)
+    reader_alone: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
@@ -59,6 +60,7 @@ class ResultSet:
             self.int8_default_tile,
             self.arrays_profile,
             self.streams_ab,
+            self.reader_alone,
         )
         return sum(len(kind) for kind in kinds)
 

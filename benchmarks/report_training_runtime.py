@@ -199,19 +199,30 @@ def memory_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _head(title: str, data: Mapping[str, Any], description: str) -> list[str]:
+    """A section's title, its command and one line saying what was measured and where."""
+    return [f"## {title}", "", _command(data.get("command")), f"- {description}", ""]
+
+
+def _flags_and_load(machine: Mapping[str, Any]) -> str:
+    """CPU flags and the load average around a measurement, as one sentence."""
+    return (
+        f"CPU flags {_flags(machine.get('cpu_flags'))}; 1-minute load average {machine.get('load_start')} at "
+        f"the start, {machine.get('load_end')} at the end."
+    )
+
+
 def int8_default_tile_section(path: Path, data: Mapping[str, Any]) -> list[str]:
     """``benchmarks/int8_default_tile.py``: ms per tile per backend, precision and batch; the speed-ups."""
     machine = data.get("machine") or {}
     settings = data.get("settings") or {}
     lines = [
-        f"## INT8 at the default tile: `{path.name}` (`benchmarks/int8_default_tile.py`)",
-        "",
-        _command(data.get("command")),
-        f"- Engines: `{data.get('engines')}`; tile {settings.get('tile')}, {settings.get('rounds')} "
-        f"interleaved rounds of {settings.get('calls')} calls; CPU flags {_flags(machine.get('cpu_flags'))}; "
-        f"1-minute load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the "
-        "end.",
-        "",
+        *_head(
+            f"INT8 at the default tile: `{path.name}` (`benchmarks/int8_default_tile.py`)",
+            data,
+            f"Engines: `{data.get('engines')}`; tile {settings.get('tile')}, {settings.get('rounds')} "
+            f"interleaved rounds of {settings.get('calls')} calls; {_flags_and_load(machine)}",
+        ),
         "| backend, precision, batch | ms per tile (median of rounds) |",
         "| --- | ---: |",
     ]
@@ -279,9 +290,7 @@ def streams_ab_section(path: Path, data: Mapping[str, Any]) -> list[str]:
         "",
         _command(data.get("command")),
         f"- {data.get('size')} px Sentinel-2-like scene; {data.get('rounds')} interleaved rounds of separate "
-        f"processes, {data.get('calls')} timed runs each; CPU flags {_flags(machine.get('cpu_flags'))}; "
-        f"1-minute load average {machine.get('load_start')} at the start, {machine.get('load_end')} at the "
-        "end.",
+        f"processes, {data.get('calls')} timed runs each; {_flags_and_load(machine)}",
         "",
         "| case | "
         + " | ".join(f"{setting} {c}: median (min) wall s, CPU s" for c in counts)
@@ -297,4 +306,26 @@ def streams_ab_section(path: Path, data: Mapping[str, Any]) -> list[str]:
         ]
         speedups = "; ".join(f"{v:.2f}x" for v in (row.get("speedup") or {}).values())
         lines.append(f"| {case} | " + " | ".join(cells) + f" | {speedups} | {row.get('same_class_maps')} |")
+    return [*lines, ""]
+
+
+def reader_alone_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/reader_alone.py``: CPU of reading and preparing every tile on one thread, per repeat."""
+    machine = data.get("machine") or {}
+    lines = [
+        *_head(
+            f"The reader stage alone: `{path.name}` (`benchmarks/reader_alone.py`)",
+            data,
+            f"{data.get('scene')} scene, {data.get('size')} px; every tile read and prepared on one thread, "
+            f"GDAL decoding there; {_flags_and_load(machine)}",
+        ),
+        "| repeat | tile | tiles | wall s | CPU s | reading CPU s | preparing CPU s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for index, run in enumerate((data.get("reader_alone") or {}).get("runs") or [], start=1):
+        lines.append(
+            f"| {index} | {run.get('tile')} | {run.get('tiles')} | {fmt(run.get('wall_seconds'))} | "
+            f"{fmt(run.get('cpu_seconds'))} | {fmt(run.get('read_cpu_seconds'))} | "
+            f"{fmt(run.get('preprocess_cpu_seconds'))} |"
+        )
     return [*lines, ""]

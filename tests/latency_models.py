@@ -100,6 +100,7 @@ def tiny_macs(pattern: Pattern, tile: int) -> int:
 def write_engine_folder(folder: Path) -> Path:
     """Write into ``folder`` a manifest with fp32 engines for all 7 patterns (the runtime needs them all)
     and int8 ones for the full pattern and for ``sar``."""
+    folder.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(
         model=ModelInfo(
             variant="tiny",

@@ -27,9 +27,7 @@ def test_functions_are_given_to_their_stage_by_file() -> None:
 def test_the_profile_covers_the_run_and_keeps_the_threaded_map(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     pytest.importorskip("rasterio")
-    folder = tmp_path / "engines"
-    folder.mkdir()
-    write_engine_folder(folder)
+    folder = write_engine_folder(tmp_path / "engines")
     out = tmp_path / "profile.json"
     argv = [
         "--engines",

@@ -43,9 +43,7 @@ def test_ratios_compare_per_batch_best_of_each_and_the_runtime_defaults() -> Non
 
 def test_the_benchmark_times_every_configuration_on_real_engines(tmp_path: Path) -> None:
     pytest.importorskip("openvino")
-    folder = tmp_path / "engines"
-    folder.mkdir()
-    write_engine_folder(folder)
+    folder = write_engine_folder(tmp_path / "engines")
     out = tmp_path / "int8.json"
     argv = ["--engines", str(folder), "--tile", "64", "--rounds", "2", "--calls", "2", "--json", str(out)]
     assert int8_default_tile.main(argv) == 0

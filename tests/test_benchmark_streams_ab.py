@@ -35,9 +35,7 @@ def test_summary_gives_medians_ratios_and_whether_the_maps_agree() -> None:
 def _run(tmp_path: Path, *options: str) -> dict:
     """The benchmark on tiny real engines (FP32, a 256 px scene, one round of one run); its JSON record."""
     pytest.importorskip("openvino")
-    folder = tmp_path / "engines"
-    folder.mkdir()
-    write_engine_folder(folder)
+    folder = write_engine_folder(tmp_path / "engines")
     out = tmp_path / "ab.json"
     argv = ["--engines", str(folder), "--precision", "fp32", "--size", "256", "--rounds", "1", "--calls", "1"]
     assert streams_ab.main([*argv, *options, "--workdir", str(tmp_path / "w"), "--json", str(out)]) == 0
