@@ -11,6 +11,7 @@ import os
 import resource
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import rasterio
@@ -32,44 +33,79 @@ def fsync_path(path: Path) -> None:
 
 
 class _GdalErrors(logging.Handler):
-    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger, from this thread only:
-    GDAL reports an error in the thread that hit it, and the reader threads decode inputs while the writer
-    thread writes outputs."""
+    """Collects the GDAL errors rasterio reports through its ``rasterio._env`` logger into the collector of
+    the thread that logged them: GDAL reports an error in the thread that hit it, and reader threads decode
+    inputs while writer threads (one per scene; ``run-batch`` may run several scenes in a process) write."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-        self.thread = threading.get_ident()
+        self.collectors = threading.local()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread:
+        messages: list[str] | None = getattr(self.collectors, "messages", None)
+        if messages is None:
             return
         text = record.getMessage()
         if text.startswith("GDAL signalled an error") or record.levelno >= logging.ERROR:
-            self.messages.append(text)
+            messages.append(text)
+
+
+@dataclass
+class _LoggerState:
+    """Threads inside ``gdal_errors`` and the logger's settings before the first of them entered."""
+
+    inside: int = 0
+    level: int = logging.NOTSET
+    propagate: bool = True
+
+
+_HANDLER = _GdalErrors()
+_LOCK = threading.Lock()
+_STATE = _LoggerState()
+
+
+def _attach() -> None:
+    """The first thread in attaches the handler and sets the logger up; the others only count."""
+    logger = logging.getLogger("rasterio._env")
+    with _LOCK:
+        if _STATE.inside == 0:
+            _STATE.level, _STATE.propagate = logger.level, logger.propagate
+            logger.addHandler(_HANDLER)
+            logger.setLevel(logging.DEBUG)
+            # DEBUG is only for our handler: an application's root handler must not print GDAL's chatter
+            logger.propagate = False
+        _STATE.inside += 1
+
+
+def _detach() -> None:
+    """The last thread out restores the logger as it found it."""
+    logger = logging.getLogger("rasterio._env")
+    with _LOCK:
+        _STATE.inside -= 1
+        if _STATE.inside == 0:
+            logger.removeHandler(_HANDLER)
+            logger.setLevel(_STATE.level)
+            logger.propagate = _STATE.propagate
 
 
 @contextlib.contextmanager
 def gdal_errors(path: Path, action: str) -> Iterator[None]:
-    """Turn any GDAL error signalled in the block (and any rasterio exception) into one ``OutputError``."""
-    handler = _GdalErrors()
-    logger = logging.getLogger("rasterio._env")
-    previous, propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    # DEBUG is only for our handler: an application's root handler must not print GDAL's chatter
-    logger.propagate = False
+    """Turn any GDAL error signalled in the block by this thread (and any rasterio exception) into one
+    ``OutputError``. Safe to use from several threads at once."""
+    outer = getattr(_HANDLER.collectors, "messages", None)
+    messages: list[str] = []
+    _HANDLER.collectors.messages = messages
+    _attach()
     try:
         with rasterio.Env():
             yield
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise OutputError(_failure(path, action, _innermost(exc))) from exc
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-        logger.propagate = propagate
-    if handler.messages:
-        raise OutputError(_failure(path, action, handler.messages[0]))
+        _detach()
+        _HANDLER.collectors.messages = outer
+    if messages:
+        raise OutputError(_failure(path, action, messages[0]))
 
 
 def _innermost(exc: BaseException) -> str:
