@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_runtime_support import build_engines, make_physical, random_weights, reference_probabilities
+import rasterio
+from test_runtime_support import (
+    build_engines,
+    make_physical,
+    random_weights,
+    reference_probabilities,
+    write_raster,
+)
 
 from runtime import Predictor
 from runtime.blending import RowBlender
@@ -124,3 +131,38 @@ def test_blender_carries_only_the_patterns_that_appeared_and_ties_go_to_the_lowe
         RowBlender(grid, classes, patterns=(Pattern.parse("sar"),)).add(
             0, probabilities, np.full((tile, tile), 1, dtype=np.uint8)
         )
+
+
+def test_windows_of_one_pattern_and_shape_run_together_across_a_groups_tiles(
+    conv_engines: Path, tmp_path: Path
+) -> None:
+    """A SAR hole at the same place in each of four 128 px tiles: its 64 px windows (one per tile, the same
+    shape) run as one call of four when tiles are batched by four, with the same maps as one at a time."""
+    from affine import Affine
+
+    inputs = make_physical((128, 512), seed=8)
+    for x0 in range(0, 512, 128):
+        inputs["sar"][:, 20:30, x0 + 20 : x0 + 30] = np.nan
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
+    paths = {m: write_raster(tmp_path / f"{m}.tif", a, transform) for m, a in inputs.items()}
+    predictor = Predictor(conv_engines, backend="onnxruntime", threads=1)
+    maps = {}
+    for batch in (1, 4):
+        out = tmp_path / f"batch{batch}"
+        summary = predictor.predict_scene(
+            **paths,
+            out=out / "c.tif",
+            pattern_map=out / "p.tif",
+            tile=128,
+            overlap=0,
+            batch=batch,
+            progress=False,
+        )
+        maps[batch] = []
+        for name in ("c.tif", "p.tif"):
+            with rasterio.open(out / name) as dataset:
+                maps[batch].append(dataset.read())
+        shapes = summary.engine_shapes["optical+dsm"]
+        assert shapes == ({"1x64x64": 4} if batch == 1 else {"4x64x64": 1}), shapes
+    for one, four in zip(maps[1], maps[4], strict=True):
+        np.testing.assert_array_equal(one, four)
