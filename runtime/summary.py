@@ -111,6 +111,9 @@ class RunSummary:
             f"time per stage (s): {stages} (read/preprocess run in {readers}, encode in the writer thread, "
             "overlapping)"
         )
+        if self.stage_cpu_seconds:
+            cpu = ", ".join(f"{k} {v:.2f}" for k, v in self.stage_cpu_seconds.items() if v >= 0.005)
+            lines.append(f"CPU per stage (s, the engines' own threads not included): {cpu}")
         runs = ", ".join(f"{k} {v}" for k, v in self.engine_runs.items()) or "none"
         lines.append(f"engine runs (tiles and windows) per pattern: {runs}")
         for kind, path in self.outputs.items():

@@ -157,7 +157,7 @@ def test_summary_counts_pixels_per_pattern_and_leaves_no_partial_files(scene_run
     for stage, cpu in summary.stage_cpu_seconds.items():  # a thread's CPU never exceeds its wall time
         assert 0.0 <= cpu <= summary.stage_seconds[stage] + 0.01, stage
     assert summary.stage_cpu_seconds["blend"] > 0 and summary.stage_cpu_seconds["encode"] > 0
-    assert "pixels per pattern" in summary.format()
+    assert "pixels per pattern" in summary.format() and "CPU per stage (s" in summary.format()
     assert sorted(p.name for p in scene_run["out"].iterdir()) == ["patterns.tif", "pred.tif", "probs.tif"]
 
 
