@@ -135,6 +135,11 @@ def test_targets_compare_rows_of_the_same_run() -> None:
     assert "bound: read 12.0 s of 20.0 s" in e2e["detail"]
     rss = targets["peak RSS flat (largest vs smallest scene within 10 %)"]
     assert rss["measured"] == pytest.approx(0.05) and rss["verdict"] == "PASS"
+    # a quick run's scenes (2048 and 4096 px) are not both a column chunk wide: not judged
+    result["e2e"]["runs"][1]["size"] = 2048
+    quick = {t["target"]: t for t in latency.evaluate_targets(result)}
+    rss = quick["peak RSS flat (largest vs smallest scene within 10 %)"]
+    assert rss["measured"] is None and "column chunk (4096 px)" in rss["detail"]
     clean = targets["CPU floor >= 80 % of wall, clean S2-like scene"]
     assert clean["measured"] == pytest.approx(0.5) and clean["verdict"] == "MISS"
     assert (
