@@ -185,10 +185,11 @@ class BlockWriter:
         return wrote
 
     def drain(self) -> None:
-        """Wait for the writer thread's jobs (the band in flight, a checkpoint); the first error raises."""
-        jobs, self._jobs = self._jobs, []
-        for job in jobs:
-            job.result()
+        """Wait for the writer thread's jobs (the band in flight, a checkpoint); the first error raises. A job
+        leaves the list only once done, so an interruption while waiting leaves it for ``settle``."""
+        while self._jobs:
+            self._jobs[0].result()
+            self._jobs.pop(0)
 
     def settle(self) -> None:
         """Wait for the writer thread's jobs whatever happens (unwinding: the sink must not close under the

@@ -248,3 +248,33 @@ def test_a_band_in_flight_when_the_run_stops_is_recorded_only_once_on_disk(
     assert summary.resumed_from_row == BLOCK // STRIDE
     for name, array in _read(folder).items():
         np.testing.assert_array_equal(array, _read(tmp_path / "whole")[name], err_msg=name)
+
+
+def test_an_interruption_while_waiting_for_the_writer_still_waits_before_closing(tmp_path: Path) -> None:
+    """Ctrl-C lands while the main thread waits for the band in flight: unwinding (``settle``) must still
+    wait for that band, or the partials would be closed under the writer thread."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.blending import RowBands
+    from runtime.tiling import Chunk
+    from runtime.writing import BlockWriter
+
+    class SlowSink:
+        broken, written = False, False
+
+        def write(self, row: int, col: int, bands: Any) -> None:
+            time.sleep(1.0)  # the signal (at 0.1 s) lands while the main thread waits for this band
+            self.written = True
+
+    sink = SlowSink()
+    with ThreadPoolExecutor(max_workers=1) as background:
+        writer = BlockWriter(sink, Chunk(0, 0, 0, 0, 16), 16, 16, 0, None, background)  # type: ignore[arg-type]
+        band = np.zeros((16, 16), dtype=np.uint8)
+        writer.add(RowBands(0, band, band, None))
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
+        with pytest.raises(KeyboardInterrupt):
+            writer.drain()
+        writer.settle()
+        assert sink.written
