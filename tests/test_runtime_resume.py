@@ -261,20 +261,23 @@ def test_an_interruption_while_waiting_for_the_writer_still_waits_before_closing
     from runtime.tiling import Chunk
     from runtime.writing import BlockWriter
 
+    release = threading.Event()
+
     class SlowSink:
         broken, written = False, False
 
         def write(self, row: int, col: int, bands: Any) -> None:
-            time.sleep(1.0)  # the signal (at 0.1 s) lands while the main thread waits for this band
+            release.wait(10)  # held until the test lets it go: the signal lands while the main thread waits
             self.written = True
 
     sink = SlowSink()
     with ThreadPoolExecutor(max_workers=1) as background:
         writer = BlockWriter(sink, Chunk(0, 0, 0, 0, 16), 16, 16, 0, None, background)  # type: ignore[arg-type]
         band = np.zeros((16, 16), dtype=np.uint8)
-        writer.add(RowBands(0, band, band, None))
-        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
+        writer.add(RowBands(0, band, band, None))  # the band is handed to the writer thread
         with pytest.raises(KeyboardInterrupt):
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
             writer.drain()
+        threading.Timer(0.3, release.set).start()
         writer.settle()
         assert sink.written
