@@ -253,7 +253,7 @@ def test_a_band_in_flight_when_the_run_stops_is_recorded_only_once_on_disk(
 def test_an_interruption_while_waiting_for_the_writer_still_waits_before_closing(tmp_path: Path) -> None:
     """Ctrl-C lands while the main thread waits for the band in flight: unwinding (``settle``) must still
     wait for that band, or the partials would be closed under the writer thread."""
-    import os
+    import contextlib
     import signal
     from concurrent.futures import ThreadPoolExecutor
 
@@ -271,12 +271,14 @@ def test_an_interruption_while_waiting_for_the_writer_still_waits_before_closing
             self.written = True
 
     sink = SlowSink()
-    with ThreadPoolExecutor(max_workers=1) as background:
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as Python's default
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=1) as background:
+        stack.callback(signal.signal, signal.SIGINT, previous)
         writer = BlockWriter(sink, Chunk(0, 0, 0, 0, 16), 16, 16, 0, None, background)  # type: ignore[arg-type]
         band = np.zeros((16, 16), dtype=np.uint8)
         writer.add(RowBands(0, band, band, None))  # the band is handed to the writer thread
         with pytest.raises(KeyboardInterrupt):
-            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real Ctrl-C
+            threading.Timer(0.1, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
             writer.drain()
         threading.Timer(0.3, release.set).start()
         writer.settle()
