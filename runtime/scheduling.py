@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +32,13 @@ from runtime.validity import (
     prepare_inputs,
     speckle_mask,
 )
-from stars_edge.modalities import ModalitySpec
+from stars_edge.modalities import ModalitySpec, Pattern
 
+#: ``encode`` is the writer thread's (compressing and writing block bands); ``write`` the main thread's part
+#: (copying finished rows into the band, waiting for the band before).
 STAGES: tuple[str, ...] = ("read", "preprocess", "wait", "inference", "blend", "write", "encode")
 #: The stages the reader threads time (``prepare``); with several readers their seconds add up over them.
 READER_STAGES: tuple[str, ...] = ("read", "preprocess")
-#: The stage the writer thread times: compressing and writing block bands (``write`` is the main thread's
-#: part: copying finished rows into the band and waiting for the band before).
-WRITER_STAGES: tuple[str, ...] = ("encode",)
 #: Above this fraction of the tile, a secondary pattern runs on the whole tile (one batched call).
 WINDOW_AREA_LIMIT = 0.5
 #: Window sides (px): a window's height and width are each rounded up to one of these (or the tile).
@@ -368,6 +367,13 @@ def batch_of_one(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(1, *array.shape)
 
 
+def batch_inputs(items: Sequence[Mapping[str, np.ndarray]], pattern: Pattern) -> dict[str, np.ndarray]:
+    """One engine call's inputs: one item as a contiguous batch of one (no stacking copy), several stacked."""
+    if len(items) == 1:
+        return {m: batch_of_one(items[0][m]) for m in pattern}
+    return {m: np.stack([item[m] for item in items]) for m in pattern}
+
+
 def run_windows(
     tiles: list[PreparedTile],
     windows: list[tuple[int, int, tuple[int, int, int, int]]],
@@ -386,15 +392,11 @@ def run_windows(
         assert pattern is not None
         for offset in range(0, len(slots), batch):
             part = slots[offset : offset + batch]
-            crops = [
-                {m: tiles[windows[s][0]].inputs[m][:, y0:y1, x0:x1] for m in pattern}
-                for s in part
-                for (y0, y1, x0, x1) in [windows[s][2]]
-            ]
-            if len(part) == 1:
-                inputs = {m: batch_of_one(crops[0][m]) for m in pattern}
-            else:
-                inputs = {m: np.stack([crop[m] for crop in crops]) for m in pattern}
+            crops = []
+            for slot in part:
+                index, _, (y0, y1, x0, x1) = windows[slot]
+                crops.append({m: tiles[index].inputs[m][:, y0:y1, x0:x1] for m in pattern})
+            inputs = batch_inputs(crops, pattern)
             logits = engines.run(pattern, inputs)
             use.add(pattern.name, len(part), len(part) * height * width, (len(part), height, width))
             for position, slot in enumerate(part):
@@ -455,10 +457,7 @@ def infer_tiles(
         members = whole[code]
         for offset in range(0, len(members), batch):
             part = members[offset : offset + batch]
-            if len(part) == 1:  # a view, not a copy of the tile's inputs
-                inputs = {m: batch_of_one(tiles[part[0]].inputs[m]) for m in pattern}
-            else:
-                inputs = {m: np.stack([tiles[i].inputs[m] for i in part]) for m in pattern}
+            inputs = batch_inputs([tiles[i].inputs for i in part], pattern)
             logits = engines.run(pattern, inputs)
             if not logits.flags.writeable:  # later engines patch their pixels into it
                 logits = logits.copy()

@@ -219,7 +219,7 @@ class BlockWriter:
         self.pixels_written += count * self._classes.shape[1]
         self._filled = 0
         row, self.next_row = self.next_row, self.next_row + count
-        if self._background is None or self._spare is None:
+        if self._spare is None:  # no writer thread
             self.sink.write(row, self.chunk.x_start, data)
             return
         self.drain()  # the band before (and its checkpoint): its buffers become the ones the next rows fill
