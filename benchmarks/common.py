@@ -17,6 +17,7 @@ Studies (``studies/``) import from here; nothing under ``benchmarks/`` imports f
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import math
@@ -238,6 +239,32 @@ def load_average() -> float | None:
 def is_loaded(load: float | None, usable_cores: int, per_core: float) -> bool:
     """True when ``load`` exceeds ``per_core`` runnable tasks per usable core: timings are not fair."""
     return load is not None and load > per_core * max(1, usable_cores)
+
+
+def scene_parser(description: str | None, workdir: Path) -> argparse.ArgumentParser:
+    """The arguments every scene benchmark shares: engines, backend and precision, the latency benchmark's
+    scene and size, tile and batch (the issue-21 setting: 512 px, 4), the scenes' cache and ``--json``."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=description, formatter_class=formatter)
+    parser.add_argument("--engines", type=Path, required=True, help="engine folder (build-engines)")
+    parser.add_argument("--backend", default="openvino", help="openvino or onnxruntime (default openvino)")
+    parser.add_argument("--precision", default="int8", help="int8, fp16 or fp32 (default int8)")
+    parser.add_argument("--scene", default="s2like", help="a latency benchmark scene (default s2like)")
+    parser.add_argument("--size", type=int, default=4096, help="scene size in px (default 4096)")
+    parser.add_argument("--tile", type=int, default=512, help="tile size in px (default 512)")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per engine call (default 4)")
+    parser.add_argument("--workdir", type=Path, default=workdir, help=f"scene cache (default {workdir})")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    return parser
+
+
+def scene_record(engines: Path, load_start: float | None, **fields: Any) -> dict[str, Any]:
+    """The head of a scene benchmark's JSON: its command line, the engines, ``fields`` (what ran), and the
+    machine with the 1-minute load average at the start and now (the benchmark's end)."""
+    from runtime.cpus import usable_cores
+
+    machine = {**machine_info(usable_cores()), "load_start": load_start, "load_end": load_average()}
+    return {"command": " ".join(sys.argv), "engines": str(engines), **fields, "machine": machine}
 
 
 def machine_info(threads: int) -> dict[str, Any]:

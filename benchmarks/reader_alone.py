@@ -25,9 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import load_average, machine_info
+from benchmarks.common import load_average, scene_record
 from benchmarks.latency_scenes import scene_paths
-from runtime.cpus import usable_cores
 from stars_edge.io import write_json_atomic
 
 
@@ -99,21 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     median = {k: statistics.median(r[k] for r in runs) for k in ("cpu_seconds", "read_cpu_seconds")}
     print(f"median CPU {median['cpu_seconds']:.2f} s, of it reading {median['read_cpu_seconds']:.2f} s")
     if args.json:
-        write_json_atomic(
-            args.json,
-            {
-                "command": " ".join(sys.argv),
-                "engines": str(args.engines),
-                "scene": args.scene,
-                "size": args.size,
-                "machine": {
-                    **machine_info(usable_cores()),
-                    "load_start": load_start,
-                    "load_end": load_average(),
-                },
-                "reader_alone": {"median": median, "runs": runs},
-            },
-        )
+        record = scene_record(args.engines, load_start, scene=args.scene, size=args.size)
+        write_json_atomic(args.json, {**record, "reader_alone": {"median": median, "runs": runs}})
     return 0
 
 

@@ -63,9 +63,11 @@ from benchmarks.report_studies import (
 )
 from benchmarks.report_training_runtime import (
     arrays_profile_section,
+    contention_section,
     int8_default_tile_section,
     reader_alone_section,
     streams_ab_section,
+    thread_cpu_section,
     training_runtime_sections,
 )
 from stars_edge.errors import StarsEdgeError
@@ -150,6 +152,16 @@ def _is_reader_alone(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("reader_alone"), dict)
 
 
+def _is_contention(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/contention.py``: the CPU floor's own work alone and at once."""
+    return isinstance(data.get("contention"), dict)
+
+
+def _is_thread_cpu(data: Mapping[str, Any]) -> bool:
+    """``benchmarks/thread_cpu.py``: a scene's CPU by thread and role."""
+    return isinstance(data.get("thread_cpu"), dict)
+
+
 def collect(paths: Sequence[Path]) -> ResultSet:
     """Load every JSON file and classify it by the keys it holds; files of no known kind are listed."""
     found = ResultSet()
@@ -169,6 +181,8 @@ def collect(paths: Sequence[Path]) -> ResultSet:
         (_is_arrays_profile, found.arrays_profile),
         (_is_streams_ab, found.streams_ab),
         (_is_reader_alone, found.reader_alone),
+        (_is_contention, found.contention),
+        (_is_thread_cpu, found.thread_cpu),
     )
     for path in sorted(set(paths)):
         try:
@@ -225,6 +239,10 @@ def render_report(paths: Sequence[Path], out: Path = DEFAULT_REPORT, plots_dir: 
         lines += streams_ab_section(path, data)
     for path, data in found.reader_alone:
         lines += reader_alone_section(path, data)
+    for path, data in found.contention:
+        lines += contention_section(path, data)
+    for path, data in found.thread_cpu:
+        lines += thread_cpu_section(path, data)
     for path, data in found.accuracy:
         groups = accuracy_groups(data["rows"])
         plot = plot_accuracy(

@@ -41,6 +41,8 @@ class ResultSet:
     arrays_profile: list[Entry] = field(default_factory=list)
     streams_ab: list[Entry] = field(default_factory=list)
     reader_alone: list[Entry] = field(default_factory=list)
+    contention: list[Entry] = field(default_factory=list)
+    thread_cpu: list[Entry] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def rendered(self) -> int:
@@ -61,6 +63,8 @@ class ResultSet:
             self.arrays_profile,
             self.streams_ab,
             self.reader_alone,
+            self.contention,
+            self.thread_cpu,
         )
         return sum(len(kind) for kind in kinds)
 

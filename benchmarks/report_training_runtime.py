@@ -329,3 +329,64 @@ def reader_alone_section(path: Path, data: Mapping[str, Any]) -> list[str]:
             f"{fmt(run.get('preprocess_cpu_seconds'))} |"
         )
     return [*lines, ""]
+
+
+def contention_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/contention.py``: the engines' calls and decoding, alone and at once, per arrangement."""
+    machine = data.get("machine") or {}
+    result = data.get("contention") or {}
+    lines = [
+        *_head(
+            f"The CPU floor's own work, alone and at once: `{path.name}` (`benchmarks/contention.py`)",
+            data,
+            f"{data.get('scene')} scene, {data.get('size')} px, tile {data.get('tile')}, batch "
+            f"{data.get('batch')}, {data.get('backend')} {data.get('precision')}; {_flags_and_load(machine)}",
+        ),
+        "| arrangement | engine threads, streams | decoding threads | engines alone: wall s, CPU s | "
+        "decoding alone: wall s, CPU s | both at once: wall s, CPU s |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, arrangement in (result.get("arrangements") or {}).items():
+        median = arrangement.get("median") or {}
+        parts = [median.get(part) or {} for part in ("engines", "decoding", "both")]
+        cells = [f"{fmt(part.get('wall_seconds'))}, {fmt(part.get('cpu_seconds'))}" for part in parts]
+        lines.append(
+            f"| {name} | {arrangement.get('threads') or 'default'}, {arrangement.get('streams')} | "
+            f"{arrangement.get('decoding_threads')} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        f"Floor {fmt(result.get('floor_seconds'))} s on {result.get('cores')} cores; both at once at best "
+        f"{fmt(result.get('both_wall_seconds'))} s ({result.get('fastest_arrangement')}): bound "
+        f"{fmt(result.get('bound'))}, the largest `floor_fraction` this work reaches before a runtime adds "
+        "anything.",
+        "",
+    ]
+    return lines
+
+
+def thread_cpu_section(path: Path, data: Mapping[str, Any]) -> list[str]:
+    """``benchmarks/thread_cpu.py``: each run's CPU seconds by thread role."""
+    machine = data.get("machine") or {}
+    runs = (data.get("thread_cpu") or {}).get("runs") or []
+    roles = list((runs[0].get("roles") or {}) if runs else {})
+    lines = [
+        *_head(
+            f"A scene's CPU by thread: `{path.name}` (`benchmarks/thread_cpu.py`)",
+            data,
+            f"{data.get('scene')} scene, {data.get('size')} px, tile {data.get('tile')}, batch "
+            f"{data.get('batch')}, {data.get('backend')} {data.get('precision')}, GDAL_NUM_THREADS "
+            f"{data.get('gdal_num_threads')}; {_flags_and_load(machine)}",
+        ),
+        "| run | wall s | process CPU s | seen | " + " | ".join(f"{role} CPU s" for role in roles) + " |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in roles) + " |",
+    ]
+    for run in runs:
+        cells = " | ".join(fmt((run.get("roles") or {}).get(role)) for role in roles)
+        coverage = run.get("coverage")
+        seen = f"{coverage:.0%}" if isinstance(coverage, (int, float)) else "-"
+        lines.append(
+            f"| {run.get('run')} | {fmt(run.get('wall_seconds'))} | {fmt(run.get('process_cpu_seconds'))} | "
+            f"{seen} | {cells} |"
+        )
+    return [*lines, ""]

@@ -493,3 +493,42 @@ def test_probabilities_upsampled_in_row_parts_are_the_bytes_of_one_pass(
             np.testing.assert_array_equal(
                 outputs[rows][name], outputs[100_000][name], err_msg=f"{rows} {name}"
             )
+
+
+def test_pattern_leads_are_the_sorted_channels_lead() -> None:
+    """The running largest and runner-up give the bits of a sort over the channels, ties included."""
+    from runtime.stride4_quads import pattern_leads
+
+    rng = np.random.default_rng(3)
+    weights = rng.integers(0, 4, (5, 9, 11)).astype(np.float32) / 3  # many ties, zeros
+    weights[:, 0, 0] = [0.5, 0.5, 0.5, 0.0, 0.0]  # a three-way tie: lead 0
+    index, lead, largest = pattern_leads(weights)
+    ordered = np.sort(weights, axis=0)
+    assert np.array_equal(lead, ordered[-1] - ordered[-2]) and np.array_equal(largest, ordered[-1])
+    assert np.array_equal(index, np.argmax(weights, axis=0))
+    assert lead[0, 0] == 0.0
+
+
+def test_quad_pixels_repeat_each_quad_value_four_by_four() -> None:
+    from runtime.stride4_quads import Band, Quads
+
+    values = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    quads = Quads(Band(0, 12, 0, 16), (0, 0), np.arange(4), np.arange(5))  # 3 x 4 quads
+    pixels = quads.pixels(values)
+    assert pixels.flags.writeable and pixels.shape == (12, 16)
+    assert np.array_equal(pixels, np.kron(values, np.ones((4, 4), dtype=np.uint8)))
+
+
+def test_quads_covering_needs_every_pixel_of_the_quad_in_the_band() -> None:
+    from runtime.stride4_quads import Band, Quads
+
+    rng = np.random.default_rng(5)
+    quads = Quads(Band(1, 11, 2, 15), (0, 0), np.arange(4), np.arange(5))  # 3 x 4 quads, band cut inside
+    pixels = rng.random((10, 13)) < 0.9
+    pixels[3:7, 2:6] = True  # quad (1, 1): pixels 4-7 x 4-7, inside the band, holds everywhere
+    pixels[0, 3] = False  # quad (0, 1) misses pixel (1, 5)
+    covered = quads.covering(pixels)
+    full = np.ones((12, 16), dtype=bool)
+    full[1:11, 2:15] = pixels
+    expected = full.reshape(3, 4, 4, 4).transpose(0, 2, 1, 3).reshape(3, 4, 16).all(axis=2)
+    assert np.array_equal(covered, expected) and covered[1, 1] and not covered[0, 1]
