@@ -153,7 +153,8 @@ class Predictor:
         return dict(self.manifest.mask_dilation)
 
     def _engine_set(self, patterns: Sequence[Pattern], tile: int | None) -> EngineSet:
-        """The engines for these patterns, checked (entry, gate, tile) before any tile is read."""
+        """The engines for these patterns, checked (entry, gate, tile) before any tile is read; the first
+        (every given modality: nearly every tile's pattern) starts loading in the background."""
         backend = resolve_backend_name(self.requested_backend, self.manifest, tuple(patterns), self.precision)
         engines = self._engines.get(backend)
         if engines is None:
@@ -168,6 +169,7 @@ class Predictor:
             )
             self._engines[backend] = engines
         engines.check(tuple(patterns), tile)
+        engines.preload(patterns[0])
         return engines
 
     def _check_contract(self, samples: Mapping[str, tuple[np.ndarray, str]], allow: bool) -> list[str]:

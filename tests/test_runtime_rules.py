@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,10 +20,13 @@ from affine import Affine
 from onnx import external_data_helper
 from test_runtime_support import build_engines, make_physical, random_weights, write_raster
 
+import runtime.engines
 from runtime import Predictor
+from runtime.engines import EngineSet
 from stars_edge.errors import DataError, ManifestError
 from stars_edge.io import sha256_file
 from stars_edge.manifest import load_manifest
+from stars_edge.modalities import Pattern
 
 ROOT = Path(__file__).resolve().parents[1]
 TRANSFORM = Affine(0.5, 0.0, 1000.0, 0.0, -0.5, 2000.0)
@@ -299,3 +305,69 @@ def test_pattern_codes_of_a_clean_tile_take_every_modality() -> None:
     padded[:, 40:] = False
     codes = pixel_codes({m: np.ones((size, size), dtype=bool) for m in ("optical", "sar")}, padded, 0.5, 4)
     assert (codes[:, 40:] == 0).all() and (codes[:, :40] == 3).all()
+
+
+def _preload_done(timeout: float = 30.0) -> None:
+    """Wait until no preload thread is alive."""
+    deadline = time.monotonic() + timeout
+    while any(t.name == "stars-edge-preload" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the preload thread did not finish"
+        time.sleep(0.01)
+
+
+def _recording_open(monkeypatch: pytest.MonkeyPatch, delay: float = 0.0) -> list[str]:
+    """Make ``runtime.engines.open_backend`` record the thread that opens each engine (after ``delay``)."""
+    opened: list[str] = []
+    real = runtime.engines.open_backend
+
+    def open_backend(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay)
+        opened.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.engines, "open_backend", open_backend)
+    return opened
+
+
+def test_preload_opens_the_engine_on_its_own_thread(engines: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = _recording_open(monkeypatch)
+    engine_set = EngineSet(load_manifest(engines), "onnxruntime", "fp32", threads=1)
+    engine_set.preload(Pattern.parse("optical"))
+    _preload_done()
+    assert opened == ["stars-edge-preload"] and engine_set.loaded == (Pattern.parse("optical"),)
+    engine_set.preload(Pattern.parse("optical"))  # already loaded: nothing more
+    _preload_done()
+    assert opened == ["stars-edge-preload"]
+    engine_set.close()
+
+
+def test_a_failed_preload_is_raised_by_the_first_run(engines: Path) -> None:
+    (engines / "optical.fp32.onnx").write_bytes(b"altered")
+    engine_set = EngineSet(load_manifest(engines, verify=False), "onnxruntime", "fp32", threads=1)
+    engine_set.preload(Pattern.parse("optical"))
+    _preload_done()
+    assert engine_set.loaded == ()
+    with pytest.raises(ManifestError, match="sha256"):
+        engine_set.run(Pattern.parse("optical"), {"optical": np.zeros((1, 4, 64, 64), np.float32)})
+
+
+def test_close_waits_for_a_preload_in_flight(engines: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = _recording_open(monkeypatch, delay=0.3)
+    engine_set = EngineSet(load_manifest(engines), "onnxruntime", "fp32", threads=1)
+    engine_set.preload(Pattern.parse("optical"))
+    engine_set.close()
+    assert opened == ["stars-edge-preload"]  # finished before close returned
+    assert not any(t.name == "stars-edge-preload" for t in threading.enumerate())
+    assert engine_set.loaded == ()  # and closed with the rest
+
+
+def test_a_scene_preloads_the_pattern_of_every_given_modality(
+    engines: Path, rasters: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    real = EngineSet.preload
+    monkeypatch.setattr(EngineSet, "preload", lambda self, p: (asked.append(p.name), real(self, p)))
+    Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
+        optical=rasters["optical"], sar=rasters["sar"], out=tmp_path / "p.tif", progress=False
+    )
+    assert asked == ["optical+sar"]
