@@ -183,10 +183,8 @@ class Stride4Blender:
         for (y0, y1, x0, x1), index, rows, cols, logits in parts.boundary:
             self._seen.add(index)
             weights = self._window[y0 + rows, x0 + cols]
-            band = self._boundary.target((y + y0, y + y1, x + x0, x + x1), rows, cols)
-            band[:c, rows, cols] += logits * weights
-            band[c, rows, cols] += weights
-            band[self._channel[index], rows, cols] += weights
+            values = [*enumerate(logits * weights), (c, weights), (self._channel[index], weights)]
+            self._boundary.add((y + y0, y + y1, x + x0, x + x1), rows, cols, values)
 
     def _add_fine(self, x0: int, logits: np.ndarray, pattern_index: np.ndarray) -> None:
         """Logits composed per pixel at full resolution: weighted where the pixel has a pattern."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.allocator import retain_freed_buffers
 from runtime.array_source import ArraySource
 from runtime.backends import BACKEND_CHOICES, resolve_backend_name
 from runtime.blending_stride4 import CHUNK_HALO, check_stride4
@@ -126,6 +127,7 @@ class Predictor:
         )
         self._engines: dict[str, EngineSet] = {}
         compiled()  # start loading the compiled kernels beside the engines (runtime/kernels.py)
+        self.allocator = retain_freed_buffers()  # opt-in: STARS_EDGE_MALLOC=retain (runtime/allocator.py)
 
     @property
     def classes(self) -> int:
@@ -348,10 +350,11 @@ class Predictor:
                 dtm=dtm,
             )
             try:
+                patterns = all_patterns(source.modalities)
+                # the engines load while the contract's sample decodes
+                engines = self._engine_set(patterns, tile)
                 accepted = self._check_contract(source.sample_values(), allow_out_of_range)
                 input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
-                patterns = all_patterns(source.modalities)
-                engines = self._engine_set(patterns, tile)
                 batch = default_batch(engines.backend) if batch is None else batch
                 grid = TileGrid(source.height, source.width, tile, overlap)
                 for target in chosen.values():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ from stars_edge.modalities import MODALITIES, ModalitySpec
 
 #: Grids whose corners differ by less than this many pixels are read as one grid (no resampling).
 GRID_TOLERANCE_PX = 0.1
+#: Handles (threads) reading the input contract's sample windows at once: the default reader threads'.
+SAMPLE_READERS = 2
 
 
 def same_grid(dataset: Any, reference: Any) -> bool:
@@ -331,19 +334,33 @@ class RasterSource:
     def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
         """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene (a quick
         look at the value range, read with the same validity rules as the tiles). Windows start on the
-        reference's block grid, so each decodes one block per band rather than up to four."""
-        samples: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
+        reference's block grid, so each decodes one block per band rather than up to four; they are read
+        on ``SAMPLE_READERS`` handles at once (the reader threads' own, opened here for them): decoding is
+        the cost, and it ran alone on one core before any tile (0.14-0.19 s on a 4096 px scene)."""
         size = min(RANGE_SAMPLE_PX, self.height, self.width)
         reference = self._readers[self.modalities[0]]
         block_rows, block_cols = reference.block_shapes[0] if reference.block_shapes else (1, 1)
-        for fy in np.linspace(0, 1, RANGE_SAMPLES):
-            for fx in np.linspace(0, 1, RANGE_SAMPLES):
-                y = _block_aligned(fy * (self.height - size), block_rows, self.height - size)
-                x = _block_aligned(fx * (self.width - size), block_cols, self.width - size)
-                raw = self.read(y, x, size)
-                for name in self.modalities:
-                    samples[name].append(raw.values[name][:, raw.valid[name]])
-        return {m: (np.concatenate(v, axis=1), str(self.paths[m])) for m, v in samples.items()}
+        origins = [
+            (
+                _block_aligned(fy * (self.height - size), block_rows, self.height - size),
+                _block_aligned(fx * (self.width - size), block_cols, self.width - size),
+            )
+            for fy in np.linspace(0, 1, RANGE_SAMPLES)
+            for fx in np.linspace(0, 1, RANGE_SAMPLES)
+        ]
+        handles = self.handles(SAMPLE_READERS)
+        shares = [origins[i :: len(handles)] for i in range(len(handles))]
+
+        def read_share(handle: RasterSource, share: list[tuple[int, int]]) -> list[RawTile]:
+            return [handle.read(y, x, size) for y, x in share]
+
+        with ThreadPoolExecutor(len(handles), thread_name_prefix="stars-edge-sample") as pool:
+            read = list(pool.map(read_share, handles, shares))
+        tiles = [read[i % len(handles)][i // len(handles)] for i in range(len(origins))]
+        return {
+            m: (np.concatenate([t.values[m][:, t.valid[m]] for t in tiles], axis=1), str(self.paths[m]))
+            for m in self.modalities
+        }
 
     def close(self) -> None:
         """Close every dataset and VRT this source opened (VRTs first), and its reader threads' handles."""

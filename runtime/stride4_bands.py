@@ -10,6 +10,8 @@ the scene boxes written into it (its only nonzero pixels), and moves up a tile r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from runtime.stride4_mixed import Box
@@ -58,26 +60,50 @@ class PixelBand:
         columns = [(box[2] - self._x0, box[3] - self._x0) for box in self.boxes]
         for x0, x1 in merged_spans(columns):
             self._array[:, :kept, x0:x1] = self._array[:, self._stride :, x0:x1]
+        channels = self._array.reshape(self._array.shape[0], -1)
         for (y0, y1, x0, x1), pixels in zip(self.boxes, self.pixels, strict=True):
             if pixels is not None:
                 rows = pixels[0] - base
                 below = rows >= kept
-                self._array[:, rows[below], pixels[1][below] - self._x0] = 0.0
+                flat = rows[below] * self._array.shape[2] + (pixels[1][below] - self._x0)
+                for channel in channels:  # one flat scatter per channel (see ``add``)
+                    channel.put(flat, 0.0)
                 continue
             top = max(kept, y0 - base)
             if top < y1 - base:
                 self._array[:, top : y1 - base, x0 - self._x0 : x1 - self._x0] = 0.0
 
-    def target(self, box: Box, rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> np.ndarray:
-        """The band's pixels of scene ``box`` (in the current tile row), to accumulate into; ``rows`` and
-        ``cols`` (in the box) say which pixels will be written, when not all."""
+    def target(self, box: Box) -> np.ndarray:
+        """The band's pixels of scene ``box`` (in the current tile row), to accumulate into."""
+        array = self._claim(box, None)
+        base = self._row * self._stride - LAG
+        return array[:, box[0] - base : box[1] - base, box[2] - self._x0 : box[3] - self._x0]
+
+    def add(
+        self, box: Box, rows: np.ndarray, cols: np.ndarray, values: Sequence[tuple[int, np.ndarray]]
+    ) -> None:
+        """Add, per ``(channel, value)`` of ``values``, ``value`` (one per pixel) to that channel at the
+        pixels ``rows``, ``cols`` of scene ``box`` (in the box; each pixel once).
+
+        One flat gather and scatter per channel: 2-2.3x faster than adding through a box view indexed by
+        ``rows`` and ``cols`` for the 60 k-200 k pixels of a cloud edge (numpy's subspace iteration)."""
+        array = self._claim(box, (rows, cols))
+        base = self._row * self._stride - LAG
+        flat = (rows + (box[0] - base)) * array.shape[2] + (cols + (box[2] - self._x0))
+        channels = array.reshape(array.shape[0], -1)
+        for channel, value in values:
+            row = channels[channel]
+            row.put(flat, row.take(flat) + value)
+
+    def _claim(self, box: Box, pixels: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        """The band's array, allocated at the first contribution, with ``box`` (and its ``pixels``, in the
+        box; None: all of them) recorded as written in this tile row."""
         if self._array is None:
             self._array = np.zeros(self._shape, dtype=np.float32)
         self._written = (self._written[0], True)
         self.boxes.append(box)
-        self.pixels.append(None if rows is None or cols is None else (rows + box[0], cols + box[2]))
-        base = self._row * self._stride - LAG
-        return self._array[:, box[0] - base : box[1] - base, box[2] - self._x0 : box[3] - self._x0]
+        self.pixels.append(None if pixels is None else (pixels[0] + box[0], pixels[1] + box[2]))
+        return self._array
 
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``(channels, n)``: the band's values at scene pixels ``rows``, ``cols`` (rows of this band)."""

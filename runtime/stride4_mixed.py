@@ -77,7 +77,7 @@ def split(tile: PatchedTile, pattern_index: np.ndarray) -> Split:
     for number, ((y0, y1, x0, x1), index, coarse) in enumerate(tile.parts, start=1):
         window = (slice(y0 // FACTOR, y1 // FACTOR), slice(x0 // FACTOR, x1 // FACTOR))
         ours = cell_pattern[window] == index
-        cells[(slice(None), *window)][:, ours] = coarse[:, ours]
+        np.copyto(cells[(slice(None), *window)], coarse, where=ours[None])  # 10x a boolean gather + scatter
         cell_index[window][ours] = index
         region[window][ours] = number
     boundary_pixels = (pattern_index > 0) & ~_clean_pixels(region)

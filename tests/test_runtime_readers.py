@@ -204,3 +204,69 @@ def test_the_timer_splits_a_stages_wall_time_from_its_threads_cpu_time() -> None
     timer.since("blend", busy)
     assert timer.seconds["wait"] >= 0.1 and timer.cpu_seconds["wait"] < 0.02
     assert timer.cpu_seconds["blend"] >= 0.05 and timer.seconds["blend"] >= timer.cpu_seconds["blend"]
+
+
+@pytest.fixture(scope="module")
+def tiled_scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """640 px GeoTIFFs in 128 px blocks, so the contract's 9 sample windows are 9 different blocks."""
+    import rasterio
+
+    folder = tmp_path_factory.mktemp("tiled")
+    paths = {}
+    for name, array in make_physical((640, 640), seed=5).items():
+        profile = dict(driver="GTiff", height=640, width=640, count=array.shape[0], dtype=array.dtype)
+        profile.update(crs="EPSG:32631", transform=GRID, tiled=True, blockxsize=128, blockysize=128)
+        with rasterio.open(folder / f"{name}.tif", "w", **profile) as dataset:
+            dataset.write(array)
+        paths[name] = folder / f"{name}.tif"
+    return paths
+
+
+def test_the_contract_sample_is_read_on_two_handles_in_the_order_of_one(
+    tiled_scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RasterSource.sample_values``: its windows are decoded on the reader threads' two handles at once,
+    and the values come out in the windows' order, as one handle reading them all gives them."""
+    import runtime.raster_source
+
+    source = RasterSource(tiled_scene, DEFAULT_SPECS)
+    reads: list[tuple[int, str, int, int]] = []
+    original = RasterSource.read
+
+    def recording(self: RasterSource, y: int, x: int, size: int) -> RawTile:
+        reads.append((id(self), threading.current_thread().name, y, x))
+        time.sleep(0.01)  # the two handles' reads overlap, so a share put back out of turn would show
+        return original(self, y, x, size)
+
+    monkeypatch.setattr(RasterSource, "read", recording)
+    try:
+        sample = source.sample_values()
+        assert len({entry[0] for entry in reads}) == 2 and len({entry[1] for entry in reads}) == 2
+        assert len({(y, x) for _, _, y, x in reads}) == 9
+        monkeypatch.setattr(runtime.raster_source, "SAMPLE_READERS", 1)
+        reads.clear()
+        serial = source.sample_values()
+        assert len({entry[1] for entry in reads}) == 1
+        for name, path in tiled_scene.items():
+            np.testing.assert_array_equal(sample[name][0], serial[name][0])
+            assert sample[name][0].shape[1] == 9 * 128 * 128 and sample[name][1] == str(path)
+    finally:
+        source.close()
+
+
+def test_a_failing_sample_window_is_raised_from_its_handle(
+    scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = {m: scene[m] for m in ("optical", "sar", "dsm")}
+    source = RasterSource(paths, DEFAULT_SPECS)
+    other = source.handles(2)[1]
+
+    def corrupt(y: int, x: int, size: int) -> RawTile:
+        raise DataError(f"{paths['optical']}: reading rows {y}..{y + size} failed")
+
+    monkeypatch.setattr(other, "read", corrupt)
+    try:
+        with pytest.raises(DataError, match="reading rows"):
+            source.sample_values()
+    finally:
+        source.close()

@@ -23,6 +23,7 @@ from test_runtime_support import build_engines, make_physical, random_weights, w
 import runtime.engines
 from runtime import Predictor
 from runtime.engines import EngineSet
+from runtime.raster_source import RasterSource
 from stars_edge.errors import DataError, ManifestError
 from stars_edge.io import sha256_file
 from stars_edge.manifest import load_manifest
@@ -364,10 +365,15 @@ def test_close_waits_for_a_preload_in_flight(engines: Path, monkeypatch: pytest.
 def test_a_scene_preloads_the_pattern_of_every_given_modality(
     engines: Path, rasters: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Before the input contract's sample: it loads while that decodes."""
     asked: list[str] = []
     real = EngineSet.preload
     monkeypatch.setattr(EngineSet, "preload", lambda self, p: (asked.append(p.name), real(self, p)))
+    sampled = RasterSource.sample_values
+    monkeypatch.setattr(
+        RasterSource, "sample_values", lambda self: (asked.append("sample"), sampled(self))[1]
+    )
     Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
         optical=rasters["optical"], sar=rasters["sar"], out=tmp_path / "p.tif", progress=False
     )
-    assert asked == ["optical+sar"]
+    assert asked == ["optical+sar", "sample"]

@@ -532,3 +532,28 @@ def test_quads_covering_needs_every_pixel_of_the_quad_in_the_band() -> None:
     full[1:11, 2:15] = pixels
     expected = full.reshape(3, 4, 4, 4).transpose(0, 2, 1, 3).reshape(3, 4, 16).all(axis=2)
     assert np.array_equal(covered, expected) and covered[1, 1] and not covered[0, 1]
+
+
+def test_a_pixel_band_sums_what_overlapping_tiles_add_at_their_boundary_pixels() -> None:
+    """``PixelBand.add``: two tiles' boundary pixels that overlap accumulate (the blend's weighted sums), the
+    channels not given stay as they were, and the written pixels are recorded for the band's shift. (The
+    runtime tests above cannot see a lost sum: their engines give every tile the same logits there.)"""
+    from runtime.stride4_bands import PixelBand
+    from runtime.stride4_quads import LAG, Band
+
+    stride, tile, x0 = 8, 16, 32
+    band = PixelBand((4, tile + LAG, 40), x0, stride)
+    band.start_row(1, fresh=True)  # band rows are scene rows [stride - LAG, stride + tile)
+    box = (stride, stride + 4, x0 + 8, x0 + 14)
+    rows, cols = np.array([0, 1, 3, 3]), np.array([0, 5, 2, 3])
+    band.add(box, rows, cols, [(0, np.full(4, 1.5, np.float32)), (2, np.arange(4, dtype=np.float32))])
+    band.add(box, rows[1:], cols[1:], [(0, np.full(3, 0.25, np.float32)), (2, np.ones(3, np.float32))])
+    view = band.view(Band(box[0], box[1], box[2], box[3]))
+    assert view is not None
+    want = np.zeros((4, 4, 6), dtype=np.float32)
+    want[0, rows, cols] = [1.5, 1.75, 1.75, 1.75]
+    want[2, rows, cols] = [0.0, 2.0, 3.0, 4.0]
+    np.testing.assert_array_equal(view, want)
+    assert band.boxes == [box, box]
+    np.testing.assert_array_equal(band.pixels[0][0], rows + box[0])  # type: ignore[index]
+    np.testing.assert_array_equal(band.pixels[0][1], cols + box[2])  # type: ignore[index]
