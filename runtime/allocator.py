@@ -9,10 +9,10 @@ the kernel's ``clear_page`` on the 4096 px Sentinel-2-like scene. With blocks up
 ``MMAP_THRESHOLD_BYTES`` served from the heap and freed memory kept (``TRIM_THRESHOLD_BYTES``) the buffers
 are reused: the first scene of a process 1.085x faster, 0.26 CPU-s less (4 rounds, quiet 2-core machine).
 
-Off by default because the heap then fragments and peak memory grows with the scene: +8 % at 1024 x 32768
-px and +16 % at 8192 x 8192 px (``benchmarks/runtime_memory.py``; width ratio 1.009 to 1.086, both
-dimensions 1.087 to 1.200), where the runtime promises memory flat in both dimensions. For a ground station
-that runs one scene per process with memory to spare. Process-wide, applied once by the first
+Off by default because the heap then fragments and peak memory grows with the scene: +33 MiB (7 %) at
+1024 x 32768 px and +56 MiB (10 %) at 8192 x 8192 px (``benchmarks/runtime_memory.py``; width ratio 1.018
+to 1.082, both dimensions 1.099 to 1.163), where the runtime promises memory flat in both dimensions. For a
+ground station that runs one scene per process with memory to spare. Process-wide, applied once by the first
 ``Predictor``; glibc settings of the user's own (any ``MALLOC_*`` variable, a ``glibc.malloc`` tunable in
 ``GLIBC_TUNABLES``) win. Details: docs/RUNTIME.md, performance.
 """

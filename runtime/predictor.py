@@ -350,10 +350,9 @@ class Predictor:
                 dtm=dtm,
             )
             try:
-                patterns = all_patterns(source.modalities)
-                # the engines load while the contract's sample decodes
-                engines = self._engine_set(patterns, tile)
                 accepted = self._check_contract(source.sample_values(), allow_out_of_range)
+                patterns = all_patterns(source.modalities)
+                engines = self._engine_set(patterns, tile)
                 input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 batch = default_batch(engines.backend) if batch is None else batch
                 grid = TileGrid(source.height, source.width, tile, overlap)

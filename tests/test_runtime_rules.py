@@ -365,7 +365,9 @@ def test_close_waits_for_a_preload_in_flight(engines: Path, monkeypatch: pytest.
 def test_a_scene_preloads_the_pattern_of_every_given_modality(
     engines: Path, rasters: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Before the input contract's sample: it loads while that decodes."""
+    """After the input contract's sample: a refused input loads no engine. (Starting the load before the
+    sample, to overlap it with the sample's decoding, raised peak RSS by 25-80 MiB on the memory benchmark's
+    scenes and more with the scene's size; docs/PERFORMANCE_LOG.md, session 12.)"""
     asked: list[str] = []
     real = EngineSet.preload
     monkeypatch.setattr(EngineSet, "preload", lambda self, p: (asked.append(p.name), real(self, p)))
@@ -376,4 +378,4 @@ def test_a_scene_preloads_the_pattern_of_every_given_modality(
     Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
         optical=rasters["optical"], sar=rasters["sar"], out=tmp_path / "p.tif", progress=False
     )
-    assert asked == ["optical+sar", "sample"]
+    assert asked == ["sample", "optical+sar"]
