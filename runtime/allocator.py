@@ -55,8 +55,8 @@ def retain_freed_buffers(environ: Mapping[str, str] = os.environ) -> str:
     """Keep freed buffers in this process for reuse where ``STARS_EDGE_MALLOC=retain`` asks for it (see the
     module's docstring); decided once per process.
 
-    Returns what was done, for the run's log: ``"retained"``, or why not (``"off"``: not asked for,
-    ``"user setting MALLOC_..."``, ``"not glibc"``)."""
+    Returns what was done (kept as ``Predictor.allocator``): ``"retained"``, or why not (``"off"``: not asked
+    for, ``"user setting MALLOC_..."``, ``"not glibc"``, ``"refused by glibc"``)."""
     with _lock:
         if "result" not in _state:
             _state["result"] = _apply(environ)
