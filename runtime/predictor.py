@@ -351,9 +351,9 @@ class Predictor:
             )
             try:
                 accepted = self._check_contract(source.sample_values(), allow_out_of_range)
+                input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 patterns = all_patterns(source.modalities)
                 engines = self._engine_set(patterns, tile)
-                input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 batch = default_batch(engines.backend) if batch is None else batch
                 grid = TileGrid(source.height, source.width, tile, overlap)
                 for target in chosen.values():

@@ -63,9 +63,8 @@ class PixelBand:
         channels = self._array.reshape(self._array.shape[0], -1)
         for (y0, y1, x0, x1), pixels in zip(self.boxes, self.pixels, strict=True):
             if pixels is not None:
-                rows = pixels[0] - base
-                below = rows >= kept
-                flat = rows[below] * self._array.shape[2] + (pixels[1][below] - self._x0)
+                below = pixels[0] - base >= kept
+                flat = self._flat(pixels[0][below], pixels[1][below])
                 for channel in channels:  # one flat scatter per channel (see ``add``)
                     channel.put(flat, 0.0)
                 continue
@@ -85,25 +84,30 @@ class PixelBand:
         """Add, per ``(channel, value)`` of ``values``, ``value`` (one per pixel) to that channel at the
         pixels ``rows``, ``cols`` of scene ``box`` (in the box; each pixel once).
 
-        One flat gather and scatter per channel: 2-2.3x faster than adding through a box view indexed by
-        ``rows`` and ``cols`` for the 60 k-200 k pixels of a cloud edge (numpy's subspace iteration)."""
-        array = self._claim(box, (rows, cols))
-        base = self._row * self._stride - LAG
-        flat = (rows + (box[0] - base)) * array.shape[2] + (cols + (box[2] - self._x0))
+        One flat gather and scatter per channel: 1.5-1.7x faster than adding through a box view indexed by
+        ``rows`` and ``cols`` for 6 k-200 k pixels (numpy's subspace iteration; quiet machine)."""
+        scene_rows, scene_cols = rows + box[0], cols + box[2]
+        array = self._claim(box, (scene_rows, scene_cols))
+        flat = self._flat(scene_rows, scene_cols)
         channels = array.reshape(array.shape[0], -1)
         for channel, value in values:
             row = channels[channel]
             row.put(flat, row.take(flat) + value)
 
     def _claim(self, box: Box, pixels: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-        """The band's array, allocated at the first contribution, with ``box`` (and its ``pixels``, in the
-        box; None: all of them) recorded as written in this tile row."""
+        """The band's array, allocated at the first contribution, with ``box`` (and its ``pixels``, scene
+        rows and columns; None: all of them) recorded as written in this tile row."""
         if self._array is None:
             self._array = np.zeros(self._shape, dtype=np.float32)
         self._written = (self._written[0], True)
         self.boxes.append(box)
-        self.pixels.append(None if pixels is None else (pixels[0] + box[0], pixels[1] + box[2]))
+        self.pixels.append(pixels)
         return self._array
+
+    def _flat(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Flat indices into one channel of the band of scene pixels ``rows``, ``cols`` (in the tile row)."""
+        assert self._array is not None
+        return (rows - (self._row * self._stride - LAG)) * self._array.shape[2] + (cols - self._x0)
 
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``(channels, n)``: the band's values at scene pixels ``rows``, ``cols`` (rows of this band)."""
