@@ -378,15 +378,22 @@ def thread_cpu_section(path: Path, data: Mapping[str, Any]) -> list[str]:
             f"{data.get('batch')}, {data.get('backend')} {data.get('precision')}, GDAL_NUM_THREADS "
             f"{data.get('gdal_num_threads')}; {_flags_and_load(machine)}",
         ),
-        "| run | wall s | process CPU s | seen | " + " | ".join(f"{role} CPU s" for role in roles) + " |",
-        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in roles) + " |",
+        "| run | wall s | process CPU s | seen | "
+        + " | ".join(f"{role} CPU s" for role in roles)
+        + " | idle core-s | cores busy by tenth | minor faults |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in roles) + " | ---: | --- | ---: |",
     ]
     for run in runs:
         cells = " | ".join(fmt((run.get("roles") or {}).get(role)) for role in roles)
         coverage = run.get("coverage")
         seen = f"{coverage:.0%}" if isinstance(coverage, (int, float)) else "-"
+        busy = run.get("utilisation") or {}
+        by_tenth = busy.get("busy_cores_by_tenth") or []
+        tenths = " ".join("-" if b is None else f"{b:.1f}" for b in by_tenth) or "-"
+        faults = run.get("minor_faults")
         lines.append(
             f"| {run.get('run')} | {fmt(run.get('wall_seconds'))} | {fmt(run.get('process_cpu_seconds'))} | "
-            f"{seen} | {cells} |"
+            f"{seen} | {cells} | {fmt(busy.get('idle_core_seconds'))} | {tenths} | "
+            f"{sum(faults.values()) if isinstance(faults, dict) else '-'} |"
         )
     return [*lines, ""]

@@ -17,13 +17,17 @@ runs, and its CPU is put under one role:
 Runs: the first ``predict_scene`` of the process (``cold``: engines load and compile, each call shape's first
 call; what ``stars-edge run`` on one scene pays), then ``--warm`` more on the same ``Predictor``. Threads are
 sampled every ``SAMPLE_SECONDS``; a thread that exits loses at most its last interval, and ``coverage``
-(threads' sum / process CPU) says how much was seen.
+(threads' sum / process CPU) says how much was seen. Each run also records the minor page faults per role
+(fresh memory the kernel maps and zeroes on first touch) and the cores busy per tenth of the run with the
+idle core-seconds: on 2 cores the middle of a scene keeps both busy, so what stands between a scene and its
+floor is the CPU the runtime adds there plus the fill and the drain, where a core waits (session 13).
 
     python benchmarks/thread_cpu.py --engines demo_out/engines --json out.json
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import tempfile
@@ -58,10 +62,15 @@ def role_of(python_name: str | None, is_main: bool) -> str:
     return next((role for prefix, role in ROLE_PREFIXES if python_name.startswith(prefix)), "other")
 
 
-def thread_cpu_seconds() -> dict[int, float]:
-    """CPU seconds (user + system) of every thread of this process, by native thread id."""
+def thread_counters() -> dict[int, tuple[float, int]]:
+    """CPU seconds (user + system) and minor page faults of every thread of this process, by native id.
+
+    A minor fault is a page the kernel maps (and zeroes, for fresh memory) on first touch: ``perf`` put 12 %
+    of a scene's CPU in the kernel's ``clear_page``, so the faults say which role pays for fresh buffers. One
+    fault may map a 2 MiB huge page (numpy asks for them on arrays of 4 MiB and more), so the count is a lower
+    bound on the pages touched, comparable between runs of the same code."""
     tick = os.sysconf("SC_CLK_TCK")
-    seconds: dict[int, float] = {}
+    counters: dict[int, tuple[float, int]] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/stat") as stat:
@@ -69,18 +78,43 @@ def thread_cpu_seconds() -> dict[int, float]:
         except OSError:  # the thread exited between listing and reading
             continue
         fields = text[text.rindex(")") + 2 :].split()
-        seconds[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-    return seconds
+        counters[int(tid)] = ((int(fields[11]) + int(fields[12])) / tick, int(fields[7]))
+    return counters
+
+
+def utilisation(samples: list[tuple[float, float]], cores: int, parts: int = 10) -> dict[str, Any]:
+    """Cores busy over a run from ``(wall, process CPU)`` samples: the mean per tenth of the run and the
+    idle core-seconds (``cores`` x wall - CPU, per interval, never below 0). A pipeline bound by its CPU keeps
+    every core busy; idle cores at the start and the end are its fill and drain (serial work)."""
+    if len(samples) < 2:
+        return {"cores": cores, "idle_core_seconds": None, "busy_cores_by_tenth": []}
+    start, end = samples[0][0], samples[-1][0]
+    span = (end - start) / parts
+    wall = [0.0] * parts
+    cpu = [0.0] * parts
+    idle = 0.0
+    for (t0, c0), (t1, c1) in itertools.pairwise(samples):
+        part = min(parts - 1, int((t0 - start) / span)) if span > 0 else 0
+        wall[part] += t1 - t0
+        cpu[part] += c1 - c0
+        idle += max(0.0, cores * (t1 - t0) - (c1 - c0))
+    return {
+        "cores": cores,
+        "idle_core_seconds": idle,
+        "busy_cores_by_tenth": [c / w if w > 0 else None for c, w in zip(cpu, wall, strict=True)],
+    }
 
 
 class ThreadSampler:
-    """Samples every thread's CPU on a thread of its own until ``stop``; keeps each thread's Python name."""
+    """Samples every thread's CPU and page faults on a thread of its own until ``stop``; keeps each thread's
+    Python name, and the process's CPU over time (``utilisation``)."""
 
     def __init__(self) -> None:
-        self._start = thread_cpu_seconds()
-        self._last: dict[int, float] = dict(self._start)
+        self._start = thread_counters()
+        self._last: dict[int, tuple[float, int]] = dict(self._start)
         self._names: dict[int, str] = {}
         self._main = threading.main_thread().native_id
+        self._timeline: list[tuple[float, float]] = [(time.perf_counter(), time.process_time())]
         self._stopping = threading.Event()
         self._sampler = threading.Thread(target=self._run, name="thread-cpu-sampler", daemon=True)
         self._sampler.start()
@@ -89,29 +123,42 @@ class ThreadSampler:
         for thread in threading.enumerate():
             if thread.native_id is not None:
                 self._names.setdefault(thread.native_id, thread.name)
-        self._last.update(thread_cpu_seconds())
+        self._last.update(thread_counters())
+        self._timeline.append((time.perf_counter(), time.process_time()))
 
     def _run(self) -> None:
         while not self._stopping.wait(SAMPLE_SECONDS):
             self._sample()
 
     def stop(self) -> dict[str, Any]:
-        """Stop sampling: CPU seconds per role and per thread since construction."""
-        self._sample()
+        """Stop sampling: CPU seconds and minor faults per role and per thread since construction, and the
+        cores busy over the time sampled."""
         self._stopping.set()
         self._sampler.join()
+        self._sample()
         threads: list[dict[str, Any]] = []
         roles = dict.fromkeys(ROLES, 0.0)
-        for tid, seconds in self._last.items():
-            used = seconds - self._start.get(tid, 0.0)
-            if used <= 0:
+        faults = dict.fromkeys(ROLES, 0)
+        for tid, (seconds, minor) in self._last.items():
+            before = self._start.get(tid, (0.0, 0))
+            used, faulted = seconds - before[0], minor - before[1]
+            if used <= 0 and faulted <= 0:
                 continue
             name = self._names.get(tid)
             role = role_of(name, tid == self._main)
             roles[role] += used
-            threads.append({"tid": tid, "name": name, "role": role, "cpu_seconds": used})
+            faults[role] += faulted
+            threads.append(
+                {"tid": tid, "name": name, "role": role, "cpu_seconds": used, "minor_faults": faulted}
+            )
         threads.sort(key=lambda row: -row["cpu_seconds"])
-        return {"roles": roles, "threads": threads}
+        cores = len(os.sched_getaffinity(0))
+        return {
+            "roles": roles,
+            "minor_faults": faults,
+            "utilisation": utilisation(self._timeline, cores),
+            "threads": threads,
+        }
 
 
 def run_scene(predictor: Any, paths: dict[str, Path], out: Path, tile: int, batch: int) -> dict[str, Any]:
@@ -171,9 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     runs = measure(args.engines, paths, args.backend, args.precision, args.tile, args.batch, args.warm)
     for run in runs:
         roles = ", ".join(f"{role} {seconds:.2f}" for role, seconds in run["roles"].items())
+        faults = ", ".join(f"{role} {count}" for role, count in run["minor_faults"].items() if count)
+        busy = run["utilisation"]
+        tenths = " ".join("-" if b is None else f"{b:.1f}" for b in busy["busy_cores_by_tenth"])
+        idle = busy["idle_core_seconds"]
         print(
             f"{run['run']}: wall {run['wall_seconds']:.2f} s, process CPU {run['process_cpu_seconds']:.2f} s "
-            f"(seen {run['coverage']:.0%}): {roles}",
+            f"(seen {run['coverage']:.0%}): {roles}\n"
+            f"  minor page faults: {faults}\n"
+            f"  cores busy by tenth of the run: {tenths}; idle core-seconds "
+            f"{'n/a' if idle is None else f'{idle:.2f}'} of {busy['cores']} cores",
             flush=True,
         )
     if args.json:
