@@ -89,7 +89,7 @@ class Stride4Blender:
     interface: ``start_row``, ``add``, ``finish_row``).
 
     ``add`` takes ``(classes, T/4, T/4)`` coarse logits, or ``(classes, T, T)`` logits already composed at
-    full resolution (``scheduling.infer_tiles`` does that for tiles with several patterns).
+    full resolution (``tile_inference.infer_tiles`` does that for tiles with several patterns).
     """
 
     def __init__(

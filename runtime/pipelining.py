@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from runtime.engines import EngineSet
-from runtime.scheduling import EngineUse, PreparedTile, infer_tiles
+from runtime.scheduling import EngineUse, PreparedTile
 from runtime.stride4_mixed import PatchedTile
+from runtime.tile_inference import infer_tiles
 
 Logits = list[np.ndarray | PatchedTile | None]
 

@@ -50,6 +50,26 @@ def test_onnxruntime_backend_runs_a_batch(engines: Path) -> None:
     backend.close()
 
 
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_each_item_of_a_batch_gets_the_bits_of_a_batch_of_one(engines: Path, name: str) -> None:
+    """The runtime runs the remainder of a row's tiles or windows one at a time and batches of ``--batch``
+    otherwise (``tile_inference.engine_calls``): the maps stay the same only while an item's logits do not
+    depend on the batch it runs in."""
+    if name == "openvino" and not OpenVINOBackend.is_available():
+        pytest.skip("openvino is not installed")
+    backend = open_backend(name, engines / "optical+sar.fp32.onnx", threads=1)
+    rng = np.random.default_rng(4)
+    batch = {
+        "optical": rng.normal(size=(3, 4, 32, 64)).astype(np.float32),
+        "sar": rng.normal(size=(3, 2, 32, 64)).astype(np.float32),
+    }
+    together = backend.run(batch)
+    for item in range(3):
+        alone = backend.run({k: np.ascontiguousarray(v[item : item + 1]) for k, v in batch.items()})
+        np.testing.assert_array_equal(alone[0].view(np.uint32), together[item].view(np.uint32))
+    backend.close()
+
+
 def test_onnxruntime_backend_refuses_a_broken_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")

@@ -16,8 +16,10 @@ import rasterio
 from affine import Affine
 from test_runtime_support import build_engines, make_physical, random_weights, write_raster
 
-import runtime.scheduling
+import runtime.tile_inference
 from runtime import Predictor
+from runtime.tile_inference import engine_calls
+from runtime.tiling import TileGrid
 from runtime.validity import box_any, speckle_mask
 from stars_edge.modalities import Pattern
 
@@ -112,7 +114,7 @@ def test_sub_pattern_engines_run_on_windows_with_the_same_result(
         "optical+sar+dsm": {"1x256x256": 1},
         "sar+dsm": {"1x64x64": 1},
     }
-    monkeypatch.setattr(runtime.scheduling, "WINDOW_AREA_LIMIT", -1.0)  # every pattern on the whole tile
+    monkeypatch.setattr(runtime.tile_inference, "WINDOW_AREA_LIMIT", -1.0)  # every pattern on the whole tile
     whole, whole_summary = _run_scene(wide_engines, tmp_path / "t", values, tile=256, overlap=0)
     assert whole_summary.engine_pixels["sar+dsm"] == 256 * 256  # type: ignore[attr-defined]
     np.testing.assert_array_equal(windowed["pred"], whole["pred"])
@@ -132,11 +134,11 @@ def test_windows_take_a_few_shapes_and_keep_their_pixels_and_margin() -> None:
             y, x = rng.integers(0, size - 8, 2)
             h, w = rng.integers(3, 90, 2)
             mask[y : y + h, x : x + w] = True
-        boxes = runtime.scheduling.pattern_windows(mask, margin)
+        boxes = runtime.tile_inference.pattern_windows(mask, margin)
         covered = np.zeros_like(mask)
         for y0, y1, x0, x1 in boxes:
             assert 0 <= y0 < y1 <= size and 0 <= x0 < x1 <= size
-            assert {y1 - y0, x1 - x0} <= {*runtime.scheduling.WINDOW_SIDES, size}
+            assert {y1 - y0, x1 - x0} <= {*runtime.tile_inference.WINDOW_SIDES, size}
             assert not covered[y0:y1, x0:x1].any()  # no two windows overlap
             covered[y0:y1, x0:x1] = True
             shapes.add((y1 - y0, x1 - x0))
@@ -165,6 +167,34 @@ def test_the_summary_counts_engine_calls_per_input_shape(wide_engines: Path, tmp
     # whole-tile batches of 2, lone whole tiles, and windows smaller than a tile, all recorded
     assert {(2, 128, 128), (1, 128, 128)} <= seen and any(h * w < 128 * 128 for _, h, w in seen)
     assert summary.to_dict()["engine_shapes"] == shapes  # type: ignore[attr-defined]
+
+
+def test_a_remainder_of_windows_runs_one_at_a_time(wide_engines: Path, tmp_path: Path) -> None:
+    """Three small clouds at the same place in three tiles of one row give three windows of one shape: with
+    batch 4 they run as three calls of one, not one call of three, so each window shape reaches the engine
+    at two batch sizes at most (a dynamic-shape engine's first call at a new shape is slow), and the maps
+    stay those of batch 1."""
+    values = make_physical((128, 320), seed=9)
+    grid = TileGrid(128, 320, 128, 16)
+    assert grid.rows == 1 and grid.cols >= 3
+    for col in range(3):
+        y, x = grid.origin(0, col)
+        values["optical"][:, y + 40 : y + 50, x + 50 : x + 60] = np.nan
+    four, summary = _run_scene(wide_engines, tmp_path / "four", values, tile=128, overlap=16, batch=4)
+    one, _ = _run_scene(wide_engines, tmp_path / "one", values, tile=128, overlap=16, batch=1)
+    shapes: dict[str, dict[str, int]] = summary.engine_shapes  # type: ignore[attr-defined]
+    windows = shapes["sar+dsm"]
+    assert {int(key.split("x")[0]) for key in windows} == {1} and sum(windows.values()) >= 3
+    assert all(int(key.split("x")[0]) in (1, 4) for calls in shapes.values() for key in calls)
+    for name in ("pred", "pat"):
+        np.testing.assert_array_equal(four[name], one[name])
+
+
+def test_engine_calls_are_full_batches_then_one_at_a_time() -> None:
+    assert [list(c) for c in engine_calls(list(range(10)), 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8], [9]]
+    assert [list(c) for c in engine_calls([5, 6, 7], 4)] == [[5], [6], [7]]
+    assert [list(c) for c in engine_calls([5, 6], 1)] == [[5], [6]]
+    assert list(engine_calls([], 4)) == []
 
 
 def test_scattered_invalid_pixels_cost_no_extra_engine_work(wide_engines: Path, tmp_path: Path) -> None:
