@@ -44,9 +44,19 @@ from runtime.outputs import CLASS_NODATA
 from runtime.pixels import clear_argmax, softmax_channels
 from runtime.stride4_bands import PixelBand, overridden
 from runtime.stride4_mixed import PatchedTile, Split, split
-from runtime.stride4_quads import LAG, Band, Quads, classes_of, pattern_leads, patterns_of, shift_rows
+from runtime.stride4_quads import (
+    LAG,
+    Band,
+    Quads,
+    classes_of,
+    decide_quads,
+    pattern_leads,
+    patterns_of,
+    pixel_logits,
+    shift_rows,
+)
 from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
-from runtime.upsampling import FACTOR, upsample4, upsample4_quads
+from runtime.upsampling import FACTOR, upsample4
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
 
@@ -243,7 +253,9 @@ class Stride4Blender:
         )
         up = upsample4(stacked)[(slice(None), *crop)]
         inside = np.repeat(np.repeat(stacked[c + 1] > 0, FACTOR, axis=0), FACTOR, axis=1)[crop]
-        logits, covered, pattern_weights = self._pixels(up, inside, self._fine.view(band), shares)
+        logits, covered, pattern_weights = pixel_logits(
+            up, inside, self._fine.view(band), shares, self.classes
+        )
         boundary = self._boundary.view(band)
         if boundary is not None:
             logits, covered, pattern_weights = overridden(boundary, logits, covered, pattern_weights, shares)
@@ -253,22 +265,6 @@ class Stride4Blender:
             classes_of(logits, covered),
             patterns_of(seen, shares, pattern_weights, covered),
         )
-
-    def _pixels(
-        self, up: np.ndarray, inside: np.ndarray, fine: np.ndarray | None, shares: list[int]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Logits, coverage and pattern weights of pixels from their upsampled ``_cells`` channels ``up``
-        (divided in place by the covered cells' share), their own cell's coverage and ``_fine`` there."""
-        c = self.classes
-        reach = up[c + 1]
-        up /= np.where(reach > 0, reach, 1.0)
-        logits, weight, pattern_weights, covered = up[:c], up[c], up[c + 2 :], inside
-        if fine is not None:
-            total = weight + fine[c]
-            logits = (logits * weight + fine[:c]) / np.where(total > 0, total, 1.0)
-            pattern_weights = pattern_weights + fine[shares]
-            covered = covered | (fine[c] > 0)
-        return logits, covered, pattern_weights
 
     def _finish_quads(self, band: Band) -> RowBands:
         """Classes and patterns with the bits of ``_dense``, upsampling only the pixels that need it.
@@ -311,17 +307,12 @@ class Stride4Blender:
         undecided_y, undecided_x = np.nonzero(~(decided | empty))
         for start in range(0, undecided_y.size, QUAD_BLOCK):
             qy, qx = undecided_y[start : start + QUAD_BLOCK], undecided_x[start : start + QUAD_BLOCK]
-            cells = quads.cells(stacked, qy, qx)
             fine = None
             if fine_band is not None:
                 ys, xs = quads.positions(qy, qx)
                 fine = fine_band[:, ys[:, None, :], xs[None, :, :]]
-            own = [0, 0, 1, 1]  # the cell each pixel of a quad lies in (rows, then columns)
-            inside_quads = cells[:, :, c + 1][own][:, own] > 0
-            up = np.moveaxis(upsample4_quads(cells), 2, 0)
-            logits, covered, pattern_weights = self._pixels(up, inside_quads, fine, shares)
-            quads.assign(class_map, qy, qx, classes_of(logits, covered))
-            quads.assign(pattern_map, qy, qx, patterns_of(seen, shares, pattern_weights, covered))
+            cells = quads.cells(stacked, qy, qx)
+            decide_quads(quads, qy, qx, cells, fine, c, seen, shares, class_map, pattern_map)
         for rows, cols in boxes:
             part = quads.band_of(rows, cols)
             _, _, part_classes, part_patterns = self._dense(part)

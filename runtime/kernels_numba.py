@@ -8,7 +8,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["cut_normalised", "finite_pixels", "normalise_in_place", "warm", "window_valid"]
+__all__ = ["cut_normalised", "finite_pixels", "normalise_in_place", "quad_pixels", "warm", "window_valid"]
 
 jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
@@ -127,9 +127,155 @@ def finite_pixels(values: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Per pixel ``p`` (0-3) of a quad's row or column: the weight of the cell it does not lie in, and the cell it
+#: lies in (``upsampling.upsample4_quads``: pixel ``p`` is phase ``(p + 2) % 4``; its own cell is the first
+#: for p < 2).
+QUAD_NEIGHBOUR_WEIGHT = np.array([0.125, 0.375, 0.375, 0.125], dtype=np.float32)
+QUAD_OWN_CELL = np.array([0, 0, 1, 1], dtype=np.int64)
+
+
+@jit
+def quad_pixels(
+    cells: np.ndarray,
+    classes: int,
+    shares: int,
+    seen: np.ndarray,
+    fine: np.ndarray,
+    lead: np.float32,
+    nodata: np.uint8,
+    class_out: np.ndarray,
+    pattern_out: np.ndarray,
+    logits_out: np.ndarray,
+) -> np.ndarray:
+    """Classes and patterns of the 16 pixels of each quad from its 2x2 cells: the stride-4 blender's numpy
+    path for undecided quads (``upsample4_quads``, ``Stride4Blender._pixels``, ``classes_of``,
+    ``patterns_of``), the same float32 operations in the same order, one pixel position at a time over all
+    quads (so the loops over quads vectorise).
+
+    ``cells``: ``(2, 2, channels, n)`` from ``Quads.cells`` (``classes`` normalised logits, the weight, the
+    coverage, then ``shares`` pattern weights). ``seen``: the pattern codes, in the order of those channels
+    (with ``shares`` 0, every covered pixel takes ``seen[0]``, or 0 for an empty ``seen``). ``fine``:
+    ``(classes + 1 + shares, 4, 4, n)``, the full-resolution band at the quads' pixels (logit sums, weight,
+    pattern weights), or an empty array. Writes ``class_out`` and ``pattern_out`` ``(4, 4, n)``; returns per
+    quad whether a covered pixel's leader leads by less than ``lead`` (or is not finite): such quads go
+    through softmax on the numpy path, which overwrites them. ``logits_out`` ``(classes, 4, 4, n)`` receives
+    each pixel's final logits where it is not empty (tests compare them bit for bit)."""
+    n = cells.shape[3]
+    reach_channel, weight_channel = classes + 1, classes
+    with_fine = fine.shape[0] > 0
+    default = seen[0] if seen.shape[0] > 0 else np.uint8(0)
+    rows = np.empty((4, 2, cells.shape[2], n), dtype=np.float32)  # the row pass: [p, cell column, channel]
+    for p in range(4):
+        w = QUAD_NEIGHBOUR_WEIGHT[p]
+        keep = np.float32(1.0) - w
+        own, other = QUAD_OWN_CELL[p], 1 - QUAD_OWN_CELL[p]
+        for j in range(2):
+            for ch in range(cells.shape[2]):
+                first, second, target = cells[own, j, ch], cells[other, j, ch], rows[p, j, ch]
+                for k in range(n):
+                    target[k] = first[k] * keep + w * second[k]
+    logits = np.empty((classes, n), dtype=np.float32)
+    weights = np.empty((max(shares, 1), n), dtype=np.float32)
+    divisor = np.empty(n, dtype=np.float32)
+    weight = np.empty(n, dtype=np.float32)
+    top = np.empty(n, dtype=np.float32)
+    count = np.empty(n, dtype=np.uint8)
+    index = np.empty(n, dtype=np.uint8)
+    covered = np.empty(n, dtype=np.bool_)
+    redo = np.zeros(n, dtype=np.bool_)
+    for p in range(4):
+        for q in range(4):
+            w = QUAD_NEIGHBOUR_WEIGHT[q]
+            keep = np.float32(1.0) - w
+            own, other = QUAD_OWN_CELL[q], 1 - QUAD_OWN_CELL[q]
+            first, second = rows[p, own, reach_channel], rows[p, other, reach_channel]
+            for k in range(n):
+                reach = first[k] * keep + w * second[k]
+                divisor[k] = reach if reach > 0 else np.float32(1.0)
+            first, second = rows[p, own, weight_channel], rows[p, other, weight_channel]
+            for k in range(n):
+                weight[k] = (first[k] * keep + w * second[k]) / divisor[k]
+            for ch in range(classes):
+                first, second, target = rows[p, own, ch], rows[p, other, ch], logits[ch]
+                for k in range(n):
+                    target[k] = (first[k] * keep + w * second[k]) / divisor[k]
+            for s in range(shares):
+                channel = classes + 2 + s
+                first, second, target = rows[p, own, channel], rows[p, other, channel], weights[s]
+                for k in range(n):
+                    target[k] = (first[k] * keep + w * second[k]) / divisor[k]
+            inside = cells[QUAD_OWN_CELL[p], QUAD_OWN_CELL[q], reach_channel]
+            for k in range(n):
+                covered[k] = inside[k] > 0
+            if with_fine:
+                fine_weight = fine[classes, p, q]
+                for k in range(n):
+                    total = weight[k] + fine_weight[k]
+                    divisor[k] = total if total > 0 else np.float32(1.0)
+                    covered[k] = covered[k] or fine_weight[k] > 0
+                for ch in range(classes):
+                    target, extra = logits[ch], fine[ch, p, q]
+                    for k in range(n):
+                        target[k] = (target[k] * weight[k] + extra[k]) / divisor[k]
+                for s in range(shares):
+                    target, extra = weights[s], fine[classes + 1 + s, p, q]
+                    for k in range(n):
+                        target[k] = target[k] + extra[k]
+            if logits_out.shape[0] > 0:
+                for ch in range(classes):
+                    logits_out[ch, p, q] = logits[ch]
+            # ``pixels.clear_argmax``: the maximum (NaN wins, as np.max), less ``lead``; the last channel at
+            # or above that is the class when it is the only one
+            for k in range(n):
+                top[k] = logits[0, k]
+            for ch in range(1, classes):
+                source = logits[ch]
+                for k in range(n):
+                    value, best = source[k], top[k]
+                    top[k] = value if (value > best or value != value) else best
+            for k in range(n):
+                top[k] = top[k] - lead
+                count[k] = 0
+                index[k] = 0
+            for ch in range(classes):
+                source = logits[ch]
+                for k in range(n):
+                    near = np.uint8(source[k] >= top[k])
+                    count[k] += near
+                    index[k] = max(index[k], near * np.uint8(ch))
+            classes_here, patterns_here = class_out[p, q], pattern_out[p, q]
+            for k in range(n):
+                if covered[k]:
+                    classes_here[k] = index[k]
+                    if count[k] != 1 or top[k] == np.inf:
+                        redo[k] = True
+                else:
+                    classes_here[k] = nodata
+            # ``pixels.argmax_channels`` of the pattern weights: the first maximum, NaN propagating
+            for k in range(n):
+                if not covered[k]:
+                    patterns_here[k] = 0
+                    continue
+                if shares == 0:
+                    patterns_here[k] = default
+                    continue
+                best, chosen = weights[0, k], 0
+                for s in range(1, shares):
+                    value = weights[s, k]
+                    if value > best:
+                        chosen = s
+                    if value != value or best != best:
+                        best = np.float32(np.nan)
+                    elif value > best:
+                        best = value
+                patterns_here[k] = seen[chosen]
+    return redo
+
+
 def warm() -> None:
     """Load (from numba's cache) or compile every kernel for the argument types the runtime passes: float32
-    C-contiguous tiles, 2-D boolean masks (an empty one for none), float32 scale/offset (empty for none).
+    C-contiguous tiles, 2-D boolean masks (an empty one for none), float32 scale/offset (empty for none), a
+    blender's gathered quad cells and full-resolution band (an empty one for none).
     ``runtime.kernels`` runs this on a background thread, so no reader thread waits for machine code."""
     tile = np.zeros((2, 8, 8), dtype=np.float32)
     mask, scale = np.ones((8, 8), dtype=np.bool_), np.ones(2, dtype=np.float32)
@@ -137,3 +283,7 @@ def warm() -> None:
     window_valid(tile, mask, scale, scale, 0, 8, 0, 8)
     normalise_in_place(tile, scale, scale)
     finite_pixels(tile)
+    codes, quads = np.ones(2, dtype=np.uint8), np.zeros((4, 4, 4), dtype=np.uint8)
+    for shares, fine in ((0, np.zeros((0, 0, 0, 0), np.float32)), (1, np.zeros((4, 4, 4, 4), np.float32))):
+        cells = np.zeros((2, 2, 4 + shares, 4), dtype=np.float32)  # 2 classes, weight, coverage, shares
+        quad_pixels(cells, 2, shares, codes, fine, np.float32(1e-3), np.uint8(255), quads, quads, fine)

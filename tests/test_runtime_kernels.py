@@ -293,3 +293,72 @@ def test_a_row_stream_gives_the_same_maps_and_holds_the_same_rows(
     for fast, slow in zip(got["numba"][0], got["numpy"][0], strict=True):
         np.testing.assert_array_equal(fast, slow)
     assert got["numba"][1] == got["numpy"][1]
+
+
+@pytest.mark.parametrize("shares", [0, 3])
+@pytest.mark.parametrize("with_fine", [False, True])
+def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(shares: int, with_fine: bool) -> None:
+    """The stride-4 blender's undecided quads (``kernels_numba.quad_pixels`` against ``upsample4_quads``,
+    ``pixel_logits``, ``classes_of`` and ``patterns_of``): every pixel's logits bit for bit, and
+    the classes and patterns of every quad the kernel does not hand back; it hands back exactly the quads
+    with a covered near-tie, NaN or infinite leader. Cells with weights that are not powers of two (so
+    ``x * w / w`` rounds), near-ties around ``CLEAR_LEAD``, NaN (in any class, in pattern weights),
+    infinities, uncovered cells, tied pattern weights, and a full-resolution band that is empty at some
+    pixels and decides others."""
+    from runtime.outputs import CLASS_NODATA
+    from runtime.pixels import CLEAR_LEAD, clear_argmax
+    from runtime.stride4_quads import LEAD, NO_FINE, classes_of, patterns_of, pixel_logits
+    from runtime.upsampling import upsample4_quads
+
+    kernels = load()
+    rng = np.random.default_rng(10 + shares + 3 * with_fine)
+    classes, n = 5, 3000
+    cells = np.zeros((2, 2, classes + 2 + shares, n), dtype=np.float32)
+    logits = rng.normal(scale=2.0, size=(2, 2, classes, n)).astype(np.float32)
+    leaders = rng.integers(0, classes, size=n)
+    near = rng.random(n) < 0.3  # a runner-up within a few CLEAR_LEADs of the leader at every cell
+    leads = rng.choice(np.array([0.0, 1e-7, 5e-4, CLEAR_LEAD, 1.1e-3, 3e-3]), size=n).astype(np.float32)
+    for k in np.flatnonzero(near):
+        logits[:, :, :, k] = 1.0
+        logits[:, :, leaders[k], k] = np.float32(1.0) + leads[k]
+    odd = rng.random(n)
+    logits[..., odd < 0.01] = np.nan
+    logits[0, 1, 2, (odd >= 0.03) & (odd < 0.04)] = np.nan  # behind a finite first class
+    logits[0, 0, 0, (odd >= 0.01) & (odd < 0.02)] = np.inf
+    logits[1, 0, 1, (odd >= 0.02) & (odd < 0.03)] = -np.inf
+    cells[:, :, :classes] = logits
+    cells[:, :, classes] = rng.uniform(0.3, 1.7, size=(2, 2, n)).astype(np.float32)
+    cells[:, :, classes + 1] = (rng.random((2, 2, n)) > 0.1).astype(np.float32)
+    options = np.array([0.5, 0.5, 0.75, 1.0, np.nan], dtype=np.float32)
+    for s in range(shares):  # pattern weights, often tied, rarely NaN
+        cells[:, :, classes + 2 + s] = rng.choice(options, (2, 2, n), p=[0.3, 0.3, 0.2, 0.19, 0.01])
+    seen = [3, 6, 7][: max(shares, 1)]  # three pattern channels: a NaN can sit before the last
+    share_channels = [classes + 1 + s for s in range(shares)]  # in the band: logit sums, weight, shares
+    fine = None
+    if with_fine:
+        fine = np.zeros((classes + 1 + shares, 4, 4, n), dtype=np.float32)
+        some = rng.random((4, 4, n)) < 0.4  # empty elsewhere: its pixels keep the cells' logits, re-weighted
+        fine[classes] = np.where(some, rng.uniform(0.2, 1.3, size=(4, 4, n)), 0.0)
+        fine[:classes] = np.where(some, rng.normal(scale=3.0, size=(classes, 4, 4, n)), 0.0) * fine[classes]
+        fine[classes + 1 :] = np.where(some, rng.uniform(0.0, 2.0, size=(shares, 4, 4, n)), 0.0)
+    # the numpy path
+    own = [0, 0, 1, 1]
+    inside = cells[:, :, classes + 1][own][:, own] > 0
+    with np.errstate(invalid="ignore"):  # NaN and infinite logits, on purpose
+        up = np.moveaxis(upsample4_quads(cells), 2, 0)
+        want_logits, covered, weights = pixel_logits(up, inside, fine, share_channels, classes)
+        want_classes = classes_of(want_logits, covered)
+        want_patterns = patterns_of(seen, list(range(shares)), weights, covered)
+        unclear = clear_argmax(want_logits)[1] & covered
+    # the kernel
+    out = np.empty((2, 4, 4, n), dtype=np.uint8)
+    got_logits = np.empty((classes, 4, 4, n), dtype=np.float32)
+    band = NO_FINE if fine is None else np.ascontiguousarray(fine)
+    redo = kernels.quad_pixels(
+        cells, classes, shares, np.asarray(seen, dtype=np.uint8), band, LEAD, CLASS_NODATA, *out, got_logits
+    )
+    np.testing.assert_array_equal(got_logits.view(np.uint32), want_logits.view(np.uint32))
+    np.testing.assert_array_equal(redo, unclear.any(axis=(0, 1)))
+    assert 0 < redo.sum() < n
+    np.testing.assert_array_equal(out[0][..., ~redo], want_classes[..., ~redo])
+    np.testing.assert_array_equal(out[1][..., ~redo], want_patterns[..., ~redo])

@@ -20,7 +20,9 @@ import runtime.blending_stride4
 from runtime import Predictor
 from runtime.blending import RowBands
 from runtime.blending_stride4 import CHUNK_HALO, Stride4Blender, check_stride4
+from runtime.kernels import KERNELS_ENV, load
 from runtime.pixels import CLEAR_LEAD
+from runtime.stride4_quads import Quads
 from runtime.tiling import TileGrid, plan_chunks
 from runtime.upsampling import input_resolution, upsample4, upsample4_quads
 from stars_edge.errors import ConfigError, ManifestError
@@ -433,6 +435,7 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
 @pytest.mark.parametrize("adversarial", [False, True])
 @pytest.mark.parametrize(("height", "width", "tile", "overlap", "patterns", "chunk_width", "classes"), CASES)
 def test_class_map_without_probabilities_is_the_full_upsample(
@@ -445,19 +448,35 @@ def test_class_map_without_probabilities_is_the_full_upsample(
     chunk_width: int | None,
     classes: int,
     adversarial: bool,
+    kernels: str,
 ) -> None:
     """Without probabilities, classes are read per 4x4 quad from its cells where they agree clearly and
     interpolated elsewhere: the class and pattern maps must be the bits of the full upsample (the path
     probabilities take), on plateaus, near-ties, large logits, overlaps, scene edges, chunks and nodata;
     ``adversarial`` also writes coarse sums no tiles would give (pattern weights a few float32 steps
-    apart, uncovered cells anywhere)."""
+    apart, uncovered cells anywhere). ``numba``: the interpolated quads through the compiled kernel
+    (``kernels_numba.quad_pixels``), its near-ties through the numpy path."""
+    if kernels == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv(KERNELS_ENV, kernels)
+    module = load()
+    compiled_calls = []
+    if module is not None:
+        quad_pixels = module.quad_pixels
+
+        def counted(*args: object) -> np.ndarray:
+            compiled_calls.append(1)
+            return quad_pixels(*args)
+
+        monkeypatch.setattr(module, "quad_pixels", counted)
     gathered = []
+    gather = runtime.blending_stride4.Quads.cells
 
-    def counting(quads: np.ndarray) -> np.ndarray:
-        gathered.append(quads.shape[-1])
-        return upsample4_quads(quads)
+    def counting(self: Quads, stacked: np.ndarray, qy: np.ndarray, qx: np.ndarray) -> np.ndarray:
+        gathered.append(qy.size)
+        return gather(self, stacked, qy, qx)
 
-    monkeypatch.setattr(runtime.blending_stride4, "upsample4_quads", counting)
+    monkeypatch.setattr(runtime.blending_stride4.Quads, "cells", counting)
     rng = np.random.default_rng(height + width + tile + classes)
     grid = TileGrid(height, width, tile, overlap)
     shape = (-(-height // 4) + tile, -(-width // 4) + tile)
@@ -470,6 +489,7 @@ def test_class_map_without_probabilities_is_the_full_upsample(
             np.testing.assert_array_equal(got.classes, want.classes)
             np.testing.assert_array_equal(got.patterns, want.patterns)
     assert 0 < 16 * sum(gathered) < 0.75 * height * width  # both paths ran, the shortcut on most pixels
+    assert bool(compiled_calls) == (kernels == "numba")
 
 
 def test_probabilities_upsampled_in_row_parts_are_the_bytes_of_one_pass(
