@@ -143,8 +143,10 @@ def quad_pixels(
     fine: np.ndarray,
     lead: np.float32,
     nodata: np.uint8,
-    class_out: np.ndarray,
-    pattern_out: np.ndarray,
+    qy: np.ndarray,
+    qx: np.ndarray,
+    class_map: np.ndarray,
+    pattern_map: np.ndarray,
     logits_out: np.ndarray,
 ) -> np.ndarray:
     """Classes and patterns of the 16 pixels of each quad from its 2x2 cells: the stride-4 blender's numpy
@@ -156,10 +158,11 @@ def quad_pixels(
     coverage, then ``shares`` pattern weights). ``seen``: the pattern codes, in the order of those channels
     (with ``shares`` 0, every covered pixel takes ``seen[0]``, or 0 for an empty ``seen``). ``fine``:
     ``(classes + 1 + shares, 4, 4, n)``, the full-resolution band at the quads' pixels (logit sums, weight,
-    pattern weights), or an empty array. Writes ``class_out`` and ``pattern_out`` ``(4, 4, n)``; returns per
-    quad whether a covered pixel's leader leads by less than ``lead`` (or is not finite): such quads go
-    through softmax on the numpy path, which overwrites them. ``logits_out`` ``(classes, 4, 4, n)`` receives
-    each pixel's final logits where it is not empty (tests compare them bit for bit)."""
+    pattern weights), or an empty array. Writes quad ``k``'s pixels into ``class_map`` and ``pattern_map``
+    (``Quads.pixels`` arrays) from row ``4 qy[k]`` and column ``4 qx[k]``; returns per quad whether a covered
+    pixel's leader leads by less than ``lead`` (or is not finite): such quads go through softmax on the numpy
+    path, which overwrites them. ``logits_out`` ``(classes, 4, 4, n)`` receives each pixel's final logits
+    where it is not empty (tests compare them bit for bit)."""
     n = cells.shape[3]
     reach_channel, weight_channel = classes + 1, classes
     with_fine = fine.shape[0] > 0
@@ -243,21 +246,22 @@ def quad_pixels(
                     near = np.uint8(source[k] >= top[k])
                     count[k] += near
                     index[k] = max(index[k], near * np.uint8(ch))
-            classes_here, patterns_here = class_out[p, q], pattern_out[p, q]
             for k in range(n):
+                y, x = 4 * qy[k] + p, 4 * qx[k] + q
                 if covered[k]:
-                    classes_here[k] = index[k]
+                    class_map[y, x] = index[k]
                     if count[k] != 1 or top[k] == np.inf:
                         redo[k] = True
                 else:
-                    classes_here[k] = nodata
+                    class_map[y, x] = nodata
             # ``pixels.argmax_channels`` of the pattern weights: the first maximum, NaN propagating
             for k in range(n):
+                y, x = 4 * qy[k] + p, 4 * qx[k] + q
                 if not covered[k]:
-                    patterns_here[k] = 0
+                    pattern_map[y, x] = 0
                     continue
                 if shares == 0:
-                    patterns_here[k] = default
+                    pattern_map[y, x] = default
                     continue
                 best, chosen = weights[0, k], 0
                 for s in range(1, shares):
@@ -268,7 +272,7 @@ def quad_pixels(
                         best = np.float32(np.nan)
                     elif value > best:
                         best = value
-                patterns_here[k] = seen[chosen]
+                pattern_map[y, x] = seen[chosen]
     return redo
 
 
@@ -283,7 +287,13 @@ def warm() -> None:
     window_valid(tile, mask, scale, scale, 0, 8, 0, 8)
     normalise_in_place(tile, scale, scale)
     finite_pixels(tile)
-    codes, quads = np.ones(2, dtype=np.uint8), np.zeros((4, 4, 4), dtype=np.uint8)
+    codes, where, pixels = (
+        np.ones(2, dtype=np.uint8),
+        np.arange(4, dtype=np.intp),
+        np.zeros((16, 16), np.uint8),
+    )
     for shares, fine in ((0, np.zeros((0, 0, 0, 0), np.float32)), (1, np.zeros((4, 4, 4, 4), np.float32))):
         cells = np.zeros((2, 2, 4 + shares, 4), dtype=np.float32)  # 2 classes, weight, coverage, shares
-        quad_pixels(cells, 2, shares, codes, fine, np.float32(1e-3), np.uint8(255), quads, quads, fine)
+        quad_pixels(
+            cells, 2, shares, codes, fine, np.float32(1e-3), np.uint8(255), where, where, pixels, pixels, fine
+        )

@@ -86,14 +86,12 @@ def decide_quads(
     numpy path runs only on the quads with a near-tie, which go through softmax."""
     kernels = compiled()
     if kernels is not None:
-        pixels = np.empty((2, FACTOR, FACTOR, qy.size), dtype=np.uint8)
         band = fine[[*range(classes + 1), *shares]] if fine is not None else NO_FINE
         codes = np.asarray(seen, dtype=np.uint8)
+        maps = (qy, qx, class_map, pattern_map)  # the kernel writes each quad's pixels in place
         redo = kernels.quad_pixels(
-            cells, classes, len(shares), codes, band, LEAD, CLASS_NODATA, *pixels, NO_FINE
+            cells, classes, len(shares), codes, band, LEAD, CLASS_NODATA, *maps, NO_FINE
         )
-        quads.assign(class_map, qy, qx, pixels[0])
-        quads.assign(pattern_map, qy, qx, pixels[1])
         if not redo.any():
             return
         qy, qx, cells = qy[redo], qx[redo], cells[..., redo]

@@ -350,13 +350,18 @@ def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(shares: i
         want_classes = classes_of(want_logits, covered)
         want_patterns = patterns_of(seen, list(range(shares)), weights, covered)
         unclear = clear_argmax(want_logits)[1] & covered
-    # the kernel
-    out = np.empty((2, 4, 4, n), dtype=np.uint8)
+    # the kernel, writing each quad's pixels into two maps (quads in rows of 60)
+    qy, qx = np.divmod(np.arange(n, dtype=np.intp), 60)
+    maps = np.zeros((2, 4 * (qy[-1] + 1), 4 * 60), dtype=np.uint8)
     got_logits = np.empty((classes, 4, 4, n), dtype=np.float32)
     band = NO_FINE if fine is None else np.ascontiguousarray(fine)
+    codes = np.asarray(seen, dtype=np.uint8)
     redo = kernels.quad_pixels(
-        cells, classes, shares, np.asarray(seen, dtype=np.uint8), band, LEAD, CLASS_NODATA, *out, got_logits
+        cells, classes, shares, codes, band, LEAD, CLASS_NODATA, qy, qx, maps[0], maps[1], got_logits
     )
+    rows = 4 * qy[None, None, :] + np.arange(4)[:, None, None]
+    cols = 4 * qx[None, None, :] + np.arange(4)[None, :, None]
+    out = maps[:, rows, cols]  # (2, 4, 4, n): each quad's pixels
     np.testing.assert_array_equal(got_logits.view(np.uint32), want_logits.view(np.uint32))
     np.testing.assert_array_equal(redo, unclear.any(axis=(0, 1)))
     assert 0 < redo.sum() < n
