@@ -40,16 +40,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from runtime.blending import RowBands, check_probabilities_dtype
+from runtime.kernels import compiled
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import clear_argmax, softmax_channels
 from runtime.stride4_bands import PixelBand, overridden
 from runtime.stride4_mixed import PatchedTile, Split, split
 from runtime.stride4_quads import (
     LAG,
+    QUAD_BLOCK,
     Band,
     Quads,
     classes_of,
-    decide_quads,
+    compiled_quads,
+    interpolated_quads,
     pattern_leads,
     patterns_of,
     pixel_logits,
@@ -68,9 +71,6 @@ CHUNK_HALO = 2 * FACTOR
 #: interpolation (and a mixed band's ``x * w / w``) then moves a lead by under 2e-4, well inside the
 #: ``CLEAR_LEAD`` of every cell. Larger logits take the exact path.
 LOGIT_BOUND = 256.0
-#: Undecided quads are interpolated this many at a time: their pixels' channels stay in the CPU's caches
-#: (all at once, a 4096 px row of quads moved ~190 MB through memory per channel pass).
-QUAD_BLOCK = 2048
 #: Rows upsampled at once where probabilities are written: a 4096 px chunk's whole band of full-resolution
 #: float32 channels and their temporaries put a 4096 px scene's peak RSS at 681 MiB, against 472 in 64-row
 #: parts and 454 at stride 1 (``benchmarks/runtime_memory.py``); the bytes are the same.
@@ -305,14 +305,24 @@ class Stride4Blender:
         patterns[empty] = 0
         class_map, pattern_map = quads.pixels(classes), quads.pixels(patterns)
         undecided_y, undecided_x = np.nonzero(~(decided | empty))
+        kernels = compiled()
+        if kernels is not None:  # near-ties come back, to be interpolated by numpy in one go below
+            undecided_y, undecided_x = compiled_quads(
+                kernels,
+                quads,
+                stacked,
+                fine_band,
+                undecided_y,
+                undecided_x,
+                c,
+                seen,
+                shares,
+                class_map,
+                pattern_map,
+            )
         for start in range(0, undecided_y.size, QUAD_BLOCK):
             qy, qx = undecided_y[start : start + QUAD_BLOCK], undecided_x[start : start + QUAD_BLOCK]
-            fine = None
-            if fine_band is not None:
-                ys, xs = quads.positions(qy, qx)
-                fine = fine_band[:, ys[:, None, :], xs[None, :, :]]
-            cells = quads.cells(stacked, qy, qx)
-            decide_quads(quads, qy, qx, cells, fine, c, seen, shares, class_map, pattern_map)
+            interpolated_quads(quads, stacked, fine_band, qy, qx, c, seen, shares, class_map, pattern_map)
         for rows, cols in boxes:
             part = quads.band_of(rows, cols)
             _, _, part_classes, part_patterns = self._dense(part)

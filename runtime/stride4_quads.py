@@ -9,11 +9,11 @@ between them. The rest are gathered and interpolated exactly (``upsampling.upsam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
 
-from runtime.kernels import compiled
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import CLEAR_LEAD, argmax_channels, clear_argmax, softmax_channels
 from runtime.upsampling import FACTOR, upsample4_quads
@@ -23,7 +23,9 @@ __all__ = [
     "Band",
     "Quads",
     "classes_of",
-    "decide_quads",
+    "compiled_quads",
+    "gathered",
+    "interpolated_quads",
     "merged_spans",
     "pattern_leads",
     "patterns_of",
@@ -35,6 +37,9 @@ __all__ = [
 ALL_FOUR = 0x01010101
 #: Pixel rows each tile row's output lags behind ``TileGrid.final_rows`` (half a cell: bilinear's reach).
 LAG = FACTOR // 2
+#: Undecided quads are interpolated this many at a time: their pixels' channels stay in the CPU's caches
+#: (all at once, a 4096 px row of quads moved ~190 MB through memory per channel pass).
+QUAD_BLOCK = 2048
 #: The compiled kernel's empty array (no full-resolution band, no logits wanted); ``CLEAR_LEAD`` in float32.
 NO_FINE = np.zeros((0, 0, 0, 0), dtype=np.float32)
 LEAD = np.float32(CLEAR_LEAD)
@@ -68,40 +73,72 @@ def pixel_logits(
     return logits, covered, pattern_weights
 
 
-def decide_quads(
+def gathered(
+    quads: Quads, stacked: np.ndarray, fine_band: np.ndarray | None, qy: np.ndarray, qx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The cells quads ``(qy, qx)`` read, and the full-resolution band at their pixels (None: none)."""
+    fine = None
+    if fine_band is not None:
+        ys, xs = quads.positions(qy, qx)
+        fine = fine_band[:, ys[:, None, :], xs[None, :, :]]
+    return quads.cells(stacked, qy, qx), fine
+
+
+def interpolated_quads(
     quads: Quads,
+    stacked: np.ndarray,
+    fine_band: np.ndarray | None,
     qy: np.ndarray,
     qx: np.ndarray,
-    cells: np.ndarray,
-    fine: np.ndarray | None,
     classes: int,
     seen: list[int],
     shares: list[int],
     class_map: np.ndarray,
     pattern_map: np.ndarray,
 ) -> None:
-    """Classes and patterns of quads ``(qy, qx)`` from their gathered ``cells`` (and the ``fine`` band at
-    their pixels), interpolated pixel by pixel: what the full upsample gives there. With the compiled
-    kernels (``kernels_numba.quad_pixels``: the same bits, 4.4x the numpy path on a clean scene's quads) the
-    numpy path runs only on the quads with a near-tie, which go through softmax."""
-    kernels = compiled()
-    if kernels is not None:
-        band = fine[[*range(classes + 1), *shares]] if fine is not None else NO_FINE
-        codes = np.asarray(seen, dtype=np.uint8)
-        maps = (qy, qx, class_map, pattern_map)  # the kernel writes each quad's pixels in place
-        redo = kernels.quad_pixels(
-            cells, classes, len(shares), codes, band, LEAD, CLASS_NODATA, *maps, NO_FINE
-        )
-        if not redo.any():
-            return
-        qy, qx, cells = qy[redo], qx[redo], cells[..., redo]
-        fine = None if fine is None else fine[..., redo]
+    """Classes and patterns of quads ``(qy, qx)`` interpolated pixel by pixel from their cells of
+    ``stacked`` (and ``fine_band`` at their pixels): what the full upsample gives there."""
+    cells, fine = gathered(quads, stacked, fine_band, qy, qx)
     own = [0, 0, 1, 1]  # the cell each pixel of a quad lies in (rows, then columns)
     inside = cells[:, :, classes + 1][own][:, own] > 0
     up = np.moveaxis(upsample4_quads(cells), 2, 0)
     logits, covered, pattern_weights = pixel_logits(up, inside, fine, shares, classes)
     quads.assign(class_map, qy, qx, classes_of(logits, covered))
     quads.assign(pattern_map, qy, qx, patterns_of(seen, shares, pattern_weights, covered))
+
+
+def compiled_quads(
+    kernels: ModuleType,
+    quads: Quads,
+    stacked: np.ndarray,
+    fine_band: np.ndarray | None,
+    undecided_y: np.ndarray,
+    undecided_x: np.ndarray,
+    classes: int,
+    seen: list[int],
+    shares: list[int],
+    class_map: np.ndarray,
+    pattern_map: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``interpolated_quads`` by the compiled kernel (``kernels_numba.quad_pixels``: the same bits), block by
+    block; returns the quads it hands back, whose covered pixels include a near-tie: those go through
+    softmax on the numpy path (``interpolated_quads``), all of a band's at once."""
+    codes = np.asarray(seen, dtype=np.uint8)
+    channels = [*range(classes + 1), *shares]  # the band's logit sums, weight and pattern weights
+    back_y, back_x = [], []
+    for start in range(0, undecided_y.size, QUAD_BLOCK):
+        qy, qx = undecided_y[start : start + QUAD_BLOCK], undecided_x[start : start + QUAD_BLOCK]
+        cells, fine = gathered(quads, stacked, fine_band, qy, qx)
+        band = fine[channels] if fine is not None else NO_FINE
+        maps = (qy, qx, class_map, pattern_map)  # the kernel writes each quad's pixels in place
+        redo = kernels.quad_pixels(
+            cells, classes, len(shares), codes, band, LEAD, CLASS_NODATA, *maps, NO_FINE
+        )
+        back_y.append(qy[redo])
+        back_x.append(qx[redo])
+    if not back_y:
+        return undecided_y[:0], undecided_x[:0]
+    return np.concatenate(back_y), np.concatenate(back_x)
 
 
 class Band(NamedTuple):
