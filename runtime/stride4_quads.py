@@ -103,8 +103,9 @@ def interpolated_quads(
     inside = cells[:, :, classes + 1][own][:, own] > 0
     up = np.moveaxis(upsample4_quads(cells), 2, 0)
     logits, covered, pattern_weights = pixel_logits(up, inside, fine, shares, classes)
-    quads.assign(class_map, qy, qx, classes_of(logits, covered))
-    quads.assign(pattern_map, qy, qx, patterns_of(seen, shares, pattern_weights, covered))
+    classes_here = classes_of(logits, covered)
+    patterns_here = patterns_of(seen, shares, pattern_weights, covered)
+    quads.assign(qy, qx, (class_map, classes_here), (pattern_map, patterns_here))
 
 
 def compiled_quads(
@@ -262,15 +263,18 @@ class Quads:
         pixels[...] = np.repeat(values, FACTOR, axis=1)[:, None, :]
         return pixels.reshape(FACTOR * h, FACTOR * w)
 
-    def assign(self, pixels: np.ndarray, qy: np.ndarray, qx: np.ndarray, values: np.ndarray) -> None:
-        """Write ``(4, 4, n)`` quad ``values`` into the quads ``(qy, qx)`` of a ``pixels`` array."""
+    def assign(self, qy: np.ndarray, qx: np.ndarray, *writes: tuple[np.ndarray, np.ndarray]) -> None:
+        """Write ``(4, 4, n)`` quad ``values`` into the quads ``(qy, qx)`` of each ``(pixels, values)`` pair's
+        ``pixels`` array (the flat index computed once for all of them)."""
         width = FACTOR * self.shape[1]
         step = np.arange(FACTOR)
         rows = (FACTOR * qy)[None, None, :] + step[:, None, None]
         cols = (FACTOR * qx)[None, None, :] + step[None, :, None]
-        if not pixels.flags.c_contiguous:  # a flat copy would take the values and drop them
-            raise ValueError("Quads.assign writes into a contiguous array (one from Quads.pixels)")
-        pixels.reshape(-1)[rows * width + cols] = values  # by flat index: faster than a 4-D fancy assignment
+        flat = rows * width + cols  # by flat index: faster than a 4-D fancy assignment
+        for pixels, values in writes:
+            if not pixels.flags.c_contiguous:  # a flat copy would take the values and drop them
+                raise ValueError("Quads.assign writes into a contiguous array (one from Quads.pixels)")
+            pixels.reshape(-1)[flat] = values
 
     def paste(self, pixels: np.ndarray, part: Band, values: np.ndarray) -> None:
         """Write ``values`` of the band's pixels ``part`` into a ``pixels`` array."""
