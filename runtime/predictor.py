@@ -350,7 +350,8 @@ class Predictor:
                 dtm=dtm,
             )
             try:
-                accepted = self._check_contract(source.sample_values(), allow_out_of_range)
+                readers = self._settings(min_valid, "files").readers  # no handle the readers will not use
+                accepted = self._check_contract(source.sample_values(readers), allow_out_of_range)
                 input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 patterns = all_patterns(source.modalities)
                 engines = self._engine_set(patterns, tile)

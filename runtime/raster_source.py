@@ -331,12 +331,13 @@ class RasterSource:
         data = apply_scale_offset(reader, list(plan.indexes), data)
         return data, stored & finite_valid(data)
 
-    def sample_values(self) -> dict[str, tuple[np.ndarray, str]]:
+    def sample_values(self, readers: int = SAMPLE_READERS) -> dict[str, tuple[np.ndarray, str]]:
         """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene (a quick
         look at the value range, read with the same validity rules as the tiles). Windows start on the
         reference's block grid, so each decodes one block per band rather than up to four; they are read
-        on ``SAMPLE_READERS`` handles at once (the reader threads' own, opened here for them): decoding is
-        the cost, and it ran alone on one core before any tile (0.14-0.19 s on a 4096 px scene)."""
+        on up to ``SAMPLE_READERS`` handles at once, no more than the run's ``readers`` (the reader threads'
+        own, opened here for them): decoding is the cost, and it ran alone on one core before any tile
+        (0.14-0.19 s on a 4096 px scene)."""
         size = min(RANGE_SAMPLE_PX, self.height, self.width)
         reference = self._readers[self.modalities[0]]
         block_rows, block_cols = reference.block_shapes[0] if reference.block_shapes else (1, 1)
@@ -348,7 +349,7 @@ class RasterSource:
             for fy in np.linspace(0, 1, RANGE_SAMPLES)
             for fx in np.linspace(0, 1, RANGE_SAMPLES)
         ]
-        handles = self.handles(SAMPLE_READERS)
+        handles = self.handles(max(1, min(readers, SAMPLE_READERS)))
         shares = [origins[i :: len(handles)] for i in range(len(handles))]
 
         def read_share(handle: RasterSource, share: list[tuple[int, int]]) -> list[RawTile]:

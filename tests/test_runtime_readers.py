@@ -189,6 +189,28 @@ def test_a_raster_source_opens_its_reader_handles_once_and_closes_them(scene: di
     assert not other._opened  # closed with the source
 
 
+def test_one_reader_thread_opens_one_handle_for_the_contract_sample_too(
+    engines: Path, scene: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``readers=1`` neither the contract's sample nor the reader opens a second set of files (the
+    sample used to open the second reader's handle, which nothing then read); the default opens two."""
+    asked: list[int] = []
+    handles = RasterSource.handles
+
+    def recording(self: RasterSource, count: int) -> list[RasterSource]:
+        asked.append(count)
+        return handles(self, count)
+
+    monkeypatch.setattr(RasterSource, "handles", recording)
+    for readers, most in ((1, 1), (None, 2)):
+        asked.clear()
+        with Predictor(engines, backend="onnxruntime", readers=readers) as predictor:
+            predictor.predict_scene(
+                **scene, out=tmp_path / f"c{readers}.tif", tile=64, overlap=16, progress=False
+            )
+        assert asked and max(asked) == most
+
+
 def test_readers_must_be_at_least_one(engines: Path) -> None:
     with pytest.raises(ConfigError, match="--readers"):
         Predictor(engines, readers=0)

@@ -373,7 +373,7 @@ def test_a_scene_preloads_the_pattern_of_every_given_modality(
     monkeypatch.setattr(EngineSet, "preload", lambda self, p: (asked.append(p.name), real(self, p)))
     sampled = RasterSource.sample_values
     monkeypatch.setattr(
-        RasterSource, "sample_values", lambda self: (asked.append("sample"), sampled(self))[1]
+        RasterSource, "sample_values", lambda self, *args: (asked.append("sample"), sampled(self, *args))[1]
     )
     Predictor(engines, backend="onnxruntime", threads=1).predict_scene(
         optical=rasters["optical"], sar=rasters["sar"], out=tmp_path / "p.tif", progress=False
