@@ -8,6 +8,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from runtime.upsampling import QUAD_NEIGHBOUR_WEIGHTS
+from runtime.upsampling import QUAD_OWN_CELL as QUAD_OWN_CELLS
+
 __all__ = ["cut_normalised", "finite_pixels", "normalise_in_place", "quad_pixels", "warm", "window_valid"]
 
 jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
@@ -127,11 +130,10 @@ def finite_pixels(values: np.ndarray) -> np.ndarray:
     return out
 
 
-#: Per pixel ``p`` (0-3) of a quad's row or column: the weight of the cell it does not lie in, and the cell it
-#: lies in (``upsampling.upsample4_quads``: pixel ``p`` is phase ``(p + 2) % 4``; its own cell is the first
-#: for p < 2).
-QUAD_NEIGHBOUR_WEIGHT = np.array([0.125, 0.375, 0.375, 0.125], dtype=np.float32)
-QUAD_OWN_CELL = np.array([0, 0, 1, 1], dtype=np.int64)
+#: ``upsampling``'s quad geometry as arrays the kernels read: per pixel ``p`` of a quad's row or column, the
+#: weight of the cell it does not lie in, and the cell it lies in.
+QUAD_NEIGHBOUR_WEIGHT = np.array(QUAD_NEIGHBOUR_WEIGHTS, dtype=np.float32)
+QUAD_OWN_CELL = np.array(QUAD_OWN_CELLS, dtype=np.int64)
 
 
 @jit
@@ -150,7 +152,7 @@ def quad_pixels(
     logits_out: np.ndarray,
 ) -> np.ndarray:
     """Classes and patterns of the 16 pixels of each quad from its 2x2 cells: the stride-4 blender's numpy
-    path for undecided quads (``upsample4_quads``, ``Stride4Blender._pixels``, ``classes_of``,
+    path for undecided quads (``upsample4_quads``, ``stride4_quads.pixel_logits``, ``classes_of``,
     ``patterns_of``), the same float32 operations in the same order, one pixel position at a time over all
     quads (so the loops over quads vectorise).
 

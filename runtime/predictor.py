@@ -350,8 +350,9 @@ class Predictor:
                 dtm=dtm,
             )
             try:
-                readers = self._settings(min_valid, "files").readers  # no handle the readers will not use
-                accepted = self._check_contract(source.sample_values(readers), allow_out_of_range)
+                settings = self._settings(min_valid, "files")
+                # the sample opens no handle the reader threads will not use
+                accepted = self._check_contract(source.sample_values(settings.readers), allow_out_of_range)
                 input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
                 patterns = all_patterns(source.modalities)
                 engines = self._engine_set(patterns, tile)
@@ -384,7 +385,7 @@ class Predictor:
                 run = SceneRun(
                     self.classes, source, grid, engines, raster, outputs, journal, policy, batch, on_row_done
                 )
-                settings, chunks = self._settings(min_valid, "files"), self._chunks(grid, chunk_width)
+                chunks = self._chunks(grid, chunk_width)
                 run.execute(
                     chunks,
                     settings,

@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import CLEAR_LEAD, argmax_channels, clear_argmax, softmax_channels
-from runtime.upsampling import FACTOR, upsample4_quads
+from runtime.upsampling import FACTOR, QUAD_OWN_CELL, upsample4_quads
 
 __all__ = [
     "LAG",
@@ -99,7 +99,7 @@ def interpolated_quads(
     """Classes and patterns of quads ``(qy, qx)`` interpolated pixel by pixel from their cells of
     ``stacked`` (and ``fine_band`` at their pixels): what the full upsample gives there."""
     cells, fine = gathered(quads, stacked, fine_band, qy, qx)
-    own = [0, 0, 1, 1]  # the cell each pixel of a quad lies in (rows, then columns)
+    own = list(QUAD_OWN_CELL)  # the cell each pixel of a quad lies in (rows, then columns)
     inside = cells[:, :, classes + 1][own][:, own] > 0
     up = np.moveaxis(upsample4_quads(cells), 2, 0)
     logits, covered, pattern_weights = pixel_logits(up, inside, fine, shares, classes)
@@ -126,20 +126,16 @@ def compiled_quads(
     softmax on the numpy path (``interpolated_quads``), all of a band's at once."""
     codes = np.asarray(seen, dtype=np.uint8)
     channels = [*range(classes + 1), *shares]  # the band's logit sums, weight and pattern weights
-    back_y, back_x = [], []
+    back = np.zeros(undecided_y.size, dtype=bool)
     for start in range(0, undecided_y.size, QUAD_BLOCK):
         qy, qx = undecided_y[start : start + QUAD_BLOCK], undecided_x[start : start + QUAD_BLOCK]
         cells, fine = gathered(quads, stacked, fine_band, qy, qx)
         band = fine[channels] if fine is not None else NO_FINE
         maps = (qy, qx, class_map, pattern_map)  # the kernel writes each quad's pixels in place
-        redo = kernels.quad_pixels(
+        back[start : start + QUAD_BLOCK] = kernels.quad_pixels(
             cells, classes, len(shares), codes, band, LEAD, CLASS_NODATA, *maps, NO_FINE
         )
-        back_y.append(qy[redo])
-        back_x.append(qx[redo])
-    if not back_y:
-        return undecided_y[:0], undecided_x[:0]
-    return np.concatenate(back_y), np.concatenate(back_x)
+    return undecided_y[back], undecided_x[back]
 
 
 class Band(NamedTuple):

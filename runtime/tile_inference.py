@@ -152,7 +152,7 @@ def run_windows(
     use: EngineUse,
 ) -> list[np.ndarray]:
     """Each window's logits, in order. Windows of one pattern and shape (the buckets keep shapes few) run
-    ``batch`` at a time, across the tiles of the group: one call instead of several small ones."""
+    ``batch`` at a time across the tiles of the group, the remainder one at a time (``engine_calls``)."""
     groups: dict[tuple[int, int, int], list[int]] = {}
     for slot, (_, code, (y0, y1, x0, x1)) in enumerate(windows):
         groups.setdefault((code, y1 - y0, x1 - x0), []).append(slot)

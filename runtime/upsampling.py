@@ -17,6 +17,10 @@ from stars_edge.errors import ManifestError
 #: its source coordinate is ``k + (2j - 3) / 8``. The weight each phase gives the neighbouring cell.
 NEIGHBOUR_WEIGHTS = (0.375, 0.125, 0.125, 0.375)
 FACTOR = 4
+#: A 4x4 quad's pixel ``p`` (0-3 along a row or column, ``upsample4_quads``) is phase ``(p + 2) % 4``: it lies
+#: in the first of its two cells for p < 2, and gives the other cell this weight.
+QUAD_OWN_CELL = (0, 0, 1, 1)
+QUAD_NEIGHBOUR_WEIGHTS = tuple(NEIGHBOUR_WEIGHTS[(p + 2) % FACTOR] for p in range(FACTOR))
 
 
 def upsample4(array: np.ndarray) -> np.ndarray:
@@ -58,8 +62,8 @@ def _quads_axis(pairs: np.ndarray, axis: int) -> np.ndarray:
     moved = np.moveaxis(pairs, axis, 0)
     out = np.empty((FACTOR, *moved.shape[1:]), dtype=np.float32)
     for p in range(FACTOR):
-        weight = NEIGHBOUR_WEIGHTS[(p + 2) % FACTOR]
-        own, neighbour = (moved[0], moved[1]) if p < 2 else (moved[1], moved[0])
+        weight, cell = QUAD_NEIGHBOUR_WEIGHTS[p], QUAD_OWN_CELL[p]
+        own, neighbour = moved[cell], moved[1 - cell]
         np.multiply(own, np.float32(1.0 - weight), out=out[p])
         out[p] += np.float32(weight) * neighbour
     return np.moveaxis(out, 0, axis)
