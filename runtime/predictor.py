@@ -1,55 +1,49 @@
 """The runtime's entry point: stream a scene tile by tile, pick the engine per tile (and per pixel), blend,
 write a georeferenced result that is either complete and sound or not there at all.
 
-The work is split by responsibility: ``validity`` (which modality a pixel may use), ``scheduling`` (reader
-thread, engine calls on tiles and windows), ``blending`` + ``writing`` (carry, block bands), ``outputs``
-(partial files, GDAL errors, commit) and ``journal`` (resume).
+The work is split by responsibility: ``scene`` (a GeoTIFF scene end to end), ``row_stream`` (a sensor's
+rows), ``validity`` (which modality a pixel may use), ``scheduling`` and ``tile_inference`` (reader threads,
+engine calls on tiles and windows), ``blending`` + ``writing`` (carry, block bands), ``outputs`` (partial
+files, GDAL errors, commit), ``journal`` (resume) and ``engine_latency`` (one engine call, timed).
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from runtime import row_stream, scene
 from runtime.allocator import retain_freed_buffers
 from runtime.array_source import ArraySource
 from runtime.backends import BACKEND_CHOICES, resolve_backend_name
 from runtime.blending_stride4 import CHUNK_HALO, check_stride4
+from runtime.engine_latency import engine_call_latency
 from runtime.engines import EngineSet
 from runtime.gdal_env import GDAL_CACHE_MAX_MB, GDAL_CACHE_MB, gdal_cache_limit, tile_cache_bytes
-from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
 from runtime.kernels import compiled
-from runtime.output_paths import check_output_targets, journal_path
-from runtime.outputs import CLASS_NODATA, RasterGrid, build_overviews, commit, discard
-from runtime.pipelining import Together
-from runtime.raster_source import RasterSource
-from runtime.row_stream import RowBlock, RowStream, stream_rows
-from runtime.run_identity import output_tags, run_fingerprint
+from runtime.outputs import CLASS_NODATA
 from runtime.run_options import (
     DEFAULT_READERS,
     PROBABILITY_DTYPES,
     check_edge_overrides,
     check_run_options,
-    check_scene_options,
     default_batch,
     default_streams,
     parse_mask_dilation,
 )
-from runtime.scheduling import EngineUse, ReadSettings, Timer, reader_count
+from runtime.scene import CHUNK_WIDTH
+from runtime.scheduling import EngineUse, ReadSettings, Timer
 from runtime.signals import terminate_as_interrupt
-from runtime.summary import RunSummary, count_names, output_specs
+from runtime.summary import RunSummary
 from runtime.tile_source import check_band_counts
 from runtime.tiling import Chunk, TileGrid, check_tiling, plan_chunks
 from runtime.validity import DEFAULT_CONTEXT_MARGIN, check_inputs
-from runtime.writing import SceneRun, stream_chunk
-from stars_edge.errors import ConfigError, DataError, ManifestError
-from stars_edge.io import ensure_writable_dir
+from runtime.writing import stream_chunk
+from stars_edge.errors import ConfigError, ManifestError
 from stars_edge.manifest import PRECISIONS, Manifest, load_manifest
 from stars_edge.modalities import DEFAULT_MIN_VALID, Pattern, all_patterns
 
@@ -66,9 +60,6 @@ __all__ = [
     "terminate_as_interrupt",
     "tile_cache_bytes",
 ]
-
-#: Final pixels per column chunk: the carry and pending rows span this, not the scene's width.
-CHUNK_WIDTH = 4096
 
 
 class Predictor:
@@ -261,177 +252,13 @@ class Predictor:
                 pattern_map[bands.start : bands.start + rows, cols] = bands.patterns
         return classes, pattern_map
 
-    def predict_rows(
-        self,
-        blocks: Iterable[RowBlock],
-        height: int,
-        width: int,
-        *,
-        tile: int | None = None,
-        overlap: int | None = None,
-        batch: int | None = None,
-        min_valid: float = DEFAULT_MIN_VALID,
-        allow_out_of_range: bool = False,
-    ) -> RowStream:
-        """``predict_arrays`` for a sensor that hands over rows: ``blocks`` (``RowBlock``s, top to bottom,
-        ``height`` rows of ``width`` px in all) are pulled as tiles need them and each band of finished rows
-        is yielded as a ``RowResult``; memory is bounded by the tile, not the height. The first rows are
-        checked against the input contract before the call returns (``runtime.row_stream.stream_rows``)."""
-        return stream_rows(
-            self,
-            blocks,
-            height,
-            width,
-            tile=tile,
-            overlap=overlap,
-            batch=batch,
-            min_valid=min_valid,
-            allow_out_of_range=allow_out_of_range,
-        )
+    #: ``predict_arrays`` for a sensor that hands over rows, with memory bounded by the tile:
+    #: ``runtime.row_stream.stream_rows`` (``self`` is its ``predictor``).
+    predict_rows = row_stream.stream_rows
 
-    def predict_scene(
-        self,
-        optical: str | os.PathLike[str] | None = None,
-        sar: str | os.PathLike[str] | None = None,
-        dsm: str | os.PathLike[str] | None = None,
-        cloud_mask: str | os.PathLike[str] | None = None,
-        *,
-        out: str | os.PathLike[str],
-        pattern_map: str | os.PathLike[str] | None = None,
-        probabilities: str | os.PathLike[str] | None = None,
-        tile: int | None = None,
-        overlap: int | None = None,
-        batch: int | None = None,
-        min_valid: float = DEFAULT_MIN_VALID,
-        resume: bool = False,
-        progress: bool = True,
-        probabilities_dtype: str = "uint8",
-        overviews: bool = False,
-        on_row_done: Callable[[int], None] | None = None,
-        cog: bool = False,
-        allow_out_of_range: bool = False,
-        bands: Mapping[str, Sequence[str]] | None = None,
-        dtm: str | os.PathLike[str] | None = None,
-        chunk_width: int | None = CHUNK_WIDTH,
-        checkpoint_rows: int | None = None,
-        checkpoint_seconds: float | None = None,
-        overwrite: bool = False,
-    ) -> RunSummary:
-        """Predict a scene from GeoTIFFs and write ``out`` (and the optional pattern map / probabilities).
-
-        The first given raster (optical, SAR, DSM order) is the reference grid. ``tile`` defaults to the
-        manifest's tile size. ``on_row_done(row)`` is called after each tile row is blended (an exception
-        there interrupts the run, which ``resume=True`` then continues). ``cog`` writes Cloud Optimized
-        GeoTIFFs. Inputs that fail the engines' input contract (``stars_edge.contract``: wrong units, band
-        order or height reference) are refused unless ``allow_out_of_range`` (then they are warnings).
-        ``bands`` picks file bands per modality (``{"optical": ("2", "3", "4", "8")}``, numbers or band
-        descriptions); ``dtm`` is a terrain model subtracted from ``dsm`` (altitude -> height above ground).
-        Where an interrupted run left a journal for ``out``, ``resume`` continues it and ``overwrite``
-        discards it; with neither the run is refused (``OutputError``), so no progress is lost silently.
-        """
-        began = time.perf_counter()
-        tile, overlap = self._tiling(tile, overlap)
-        chunk_width = check_scene_options(
-            tile, overlap, 1 if batch is None else batch, min_valid, probabilities_dtype, chunk_width
-        )
-        targets = {"classes": out, "patterns": pattern_map, "probabilities": probabilities}
-        paths = {"optical": optical, "sar": sar, "dsm": dsm}
-        given = [p for p in (optical, sar, dsm, cloud_mask, dtm) if p is not None]
-        chosen = check_output_targets(targets, given)
-        policy = CheckpointPolicy(
-            checkpoint_rows or CHECKPOINT_ROWS, checkpoint_seconds or CHECKPOINT_SECONDS
-        )
-        with terminate_as_interrupt(), gdal_cache_limit(tile_cache_bytes(given, tile, chunk_width)):
-            source = RasterSource(
-                {k: v for k, v in paths.items() if v is not None},
-                self.manifest.modalities,
-                cloud_mask,
-                bands=bands,
-                dtm=dtm,
-            )
-            try:
-                settings = self._settings(min_valid, "files")
-                # the sample opens no handle the reader threads will not use
-                accepted = self._check_contract(source.sample_values(settings.readers), allow_out_of_range)
-                input_notes = source.notes + [f"accepted with --allow-out-of-range: {m}" for m in accepted]
-                patterns = all_patterns(source.modalities)
-                engines = self._engine_set(patterns, tile)
-                batch = default_batch(engines.backend) if batch is None else batch
-                grid = TileGrid(source.height, source.width, tile, overlap)
-                for target in chosen.values():
-                    ensure_writable_dir(target.parent)
-                edges = (self.context_margin, self.mask_dilation)
-                common = output_tags(
-                    self.manifest, self.precision, engines.backend, tile, overlap, min_valid, *edges, source
-                )
-                outputs = output_specs(chosen, common, self.classes, self.class_names, probabilities_dtype)
-                fingerprint = run_fingerprint(
-                    self.manifest,
-                    engines,
-                    patterns,
-                    self.precision,
-                    source,
-                    tile,
-                    overlap,
-                    min_valid,
-                    *edges,
-                    chunk_width,
-                    outputs,
-                )
-                journal = Journal.open(
-                    journal_path(chosen["classes"]), fingerprint, outputs, resume=resume, overwrite=overwrite
-                )
-                raster = RasterGrid(grid.height, grid.width, source.crs, source.transform)
-                run = SceneRun(
-                    self.classes, source, grid, engines, raster, outputs, journal, policy, batch, on_row_done
-                )
-                chunks = self._chunks(grid, chunk_width)
-                run.execute(
-                    chunks,
-                    settings,
-                    probabilities_dtype if "probabilities" in chosen else None,
-                    progress,
-                )
-                if run.counts[1:].sum() == 0:
-                    discard(outputs, journal.path)
-                    raise DataError(
-                        f"no valid pixel in {', '.join(str(p) for p in source.paths.values())} (all "
-                        "nodata, masked, NaN or clouded); check the inputs and their nodata values"
-                    )
-                if overviews and not cog:
-                    build_overviews(run.pending)
-                commit(run.pending, raster, cog=cog)
-                journal.remove()
-            finally:
-                source.close()
-        return RunSummary(
-            height=grid.height,
-            width=grid.width,
-            tiles=len(grid),
-            engine_runs=dict(run.use.runs),
-            engine_pixels=dict(run.use.pixels),
-            engine_shapes=run.use.shape_counts(),
-            pattern_pixels=count_names(run.counts),
-            stage_seconds=dict(run.timer.seconds),
-            stage_cpu_seconds=dict(run.timer.cpu_seconds),
-            wall_seconds=time.perf_counter() - began,
-            backend=engines.backend,
-            device=engines.device,
-            precision=self.precision,
-            engine_streams=engines.concurrency,
-            reader_threads=max(
-                reader_count(source, settings.readers, chunk.last_col - chunk.first_col + 1)
-                for chunk in chunks
-            ),
-            outputs={spec.kind: str(spec.target) for spec in outputs},
-            resumed=run.resumed,
-            resumed_from_row=run.resumed_row,
-            tile_rows=grid.rows,
-            chunks=run.chunks,
-            resumed_chunk=run.resumed_chunk,
-            processed_pixels=run.pixels,
-            input_notes=input_notes,
-        )
+    #: A scene from GeoTIFFs, end to end: ``runtime.scene.predict_scene`` (its own module; ``self`` is its
+    #: ``predictor``).
+    predict_scene = scene.predict_scene
 
     def measure_latency(
         self,
@@ -468,26 +295,8 @@ class Predictor:
                 f"{self.manifest.describe_engines()}"
             )
         engines = self._engine_set(chosen, None)
-        rng = np.random.default_rng(0)
-        latencies: dict[str, float] = {}
-        for pattern in chosen:
-            inputs = {
-                m: rng.standard_normal(
-                    (batch, self.manifest.modalities[m].bands, tile, tile), dtype=np.float32
-                )
-                for m in pattern
-            }
-            calls = engines.concurrency if in_flight is None else in_flight
-            with Together(functools.partial(engines.run, pattern, inputs), calls) as together:
-                for _ in range(warmup):
-                    together()
-                times = []
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    together()
-                    times.append((time.perf_counter() - start) / together.count)
-            latencies[pattern.name] = float(np.median(times) * 1000.0)
-        return latencies
+        bands = {m: self.manifest.modalities[m].bands for m in self.manifest.modalities}
+        return engine_call_latency(engines, chosen, bands, tile, runs, warmup, batch, in_flight)
 
     def close(self) -> None:
         """Release every loaded engine."""

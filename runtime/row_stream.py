@@ -302,7 +302,9 @@ def stream_rows(
     min_valid: float = DEFAULT_MIN_VALID,
     allow_out_of_range: bool = False,
 ) -> RowStream:
-    """``predict_arrays`` over a scene of ``height x width`` px that arrives as ``RowBlock``s.
+    """``predict_arrays`` over a scene of ``height x width`` px that arrives as ``RowBlock``s (top to bottom),
+    pulled as tiles need them; each band of finished rows is yielded as a ``RowResult``, so memory is bounded
+    by the tile, not the height (``Predictor.predict_rows`` is this function).
 
     The call checks the options, pulls the first ``min(height, tile)`` rows (or more, to the end of their
     block) and tests them against the input contract (only those rows: later rows are not sampled), then

@@ -258,8 +258,8 @@ def test_an_interruption_while_waiting_for_the_writer_still_waits_before_closing
     from concurrent.futures import ThreadPoolExecutor
 
     from runtime.blending import RowBands
+    from runtime.block_bands import BlockWriter
     from runtime.tiling import Chunk
-    from runtime.writing import BlockWriter
 
     release = threading.Event()
 
