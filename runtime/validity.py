@@ -36,23 +36,31 @@ def box_any(mask: np.ndarray, radius: int) -> np.ndarray:
     Separable; along each axis a window of ``2 * radius + 1`` is the OR of two overlapping runs of width
     ``2**k``, each built by doubling (``run |= run shifted by width``): ``log2(radius)`` byte-wide ORs per
     axis, about ten times faster than the running sums over ``int32`` cumulative sums it replaced (the same
-    result on 300 random masks; tested against the definition in ``tests/test_runtime_rules.py``).
+    result on 300 random masks; tested against the definition in ``tests/test_runtime_rules.py``). Each axis
+    is worked on in place, not moved to the front: a transposed copy of a boolean mask costs more than the
+    ORs (544 px masks, quiet: 3x faster at radius 1, 1.3x at 16, the same at 64; session 14).
     """
     if radius <= 0 or not mask.any():
         return mask.copy()
     out = np.asarray(mask, dtype=bool)
     length = 2 * radius + 1
-    for axis in (0, 1):
-        lines = np.moveaxis(out, axis, 0)
-        size = lines.shape[0]
-        run = np.zeros((size + 2 * radius, *lines.shape[1:]), dtype=bool)
-        run[radius : radius + size] = lines
+    for axis in range(out.ndim):
+        size = out.shape[axis]
+        shape = list(out.shape)
+        shape[axis] += 2 * radius
+        run = np.zeros(shape, dtype=bool)
+        run[_along(axis, radius, radius + size)] = out
         width = 1
-        while 2 * width <= length:  # run[i] = any(padded[i : i + 2 * width])
-            run[: run.shape[0] - width] |= run[width:]
+        while 2 * width <= length:  # run[i] = any(padded[i : i + 2 * width]) along the axis
+            run[_along(axis, 0, shape[axis] - width)] |= run[_along(axis, width, shape[axis])]
             width *= 2
-        out = np.moveaxis(run[:size] | run[length - width : length - width + size], 0, axis)
-    return np.ascontiguousarray(out)
+        out = run[_along(axis, 0, size)] | run[_along(axis, length - width, length - width + size)]
+    return out
+
+
+def _along(axis: int, start: int, stop: int) -> tuple[slice, ...]:
+    """The index of ``[start, stop)`` along ``axis`` of a 2-D array (all of the other axis)."""
+    return (slice(start, stop), slice(None)) if axis == 0 else (slice(None), slice(start, stop))
 
 
 def speckle_mask(valid: np.ndarray, inside: np.ndarray) -> np.ndarray:
