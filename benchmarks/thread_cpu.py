@@ -22,7 +22,12 @@ sampled every ``SAMPLE_SECONDS``; a thread that exits loses at most its last int
 idle core-seconds: on 2 cores the middle of a scene keeps both busy, so what stands between a scene and its
 floor is the CPU the runtime adds there plus the fill and the drain, where a core waits (session 13).
 
+``--perf`` also attaches ``perf record`` to the process for the warm runs and attributes its samples to the
+same roles by thread id: on what each role spends its CPU, by library and symbol
+(``benchmarks/perf_samples.py``; session 14).
+
     python benchmarks/thread_cpu.py --engines demo_out/engines --json out.json
+    python benchmarks/thread_cpu.py --engines demo_out/engines --warm 3 --perf --json out.json
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import load_average, scene_parser, scene_record
 from benchmarks.latency_scenes import scene_paths
+from benchmarks.perf_samples import PerfRecording, by_role, format_by_role, parse_perf_script, perf_script
 from stars_edge.io import write_json_atomic
 
 #: Seconds between two samples of every thread's CPU.
@@ -189,33 +195,66 @@ def run_scene(predictor: Any, paths: dict[str, Path], out: Path, tile: int, batc
 
 
 def measure(
-    engines: Path, paths: dict[str, Path], backend: str, precision: str, tile: int, batch: int, warm: int
+    engines: Path,
+    paths: dict[str, Path],
+    backend: str,
+    precision: str,
+    tile: int,
+    batch: int,
+    warm: int,
+    perf_data: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """The cold run, then ``warm`` warm ones, on one ``Predictor``."""
+    """The cold run, then ``warm`` warm ones, on one ``Predictor``; with ``perf_data``, ``perf record`` runs
+    through the warm ones into that file."""
     from runtime import Predictor
 
     runs: list[dict[str, Any]] = []
+    recording: PerfRecording | None = None
     with Predictor(engines, backend=backend, precision=precision) as predictor:
-        for index in range(1 + warm):
-            with tempfile.TemporaryDirectory() as folder:
-                runs.append(
-                    {
-                        "run": "cold" if index == 0 else "warm",
-                        **run_scene(predictor, paths, Path(folder), tile, batch),
-                    }
-                )
+        try:
+            for index in range(1 + warm):
+                if index == 1 and perf_data is not None:
+                    recording = PerfRecording(os.getpid(), perf_data)
+                with tempfile.TemporaryDirectory() as folder:
+                    runs.append(
+                        {
+                            "run": "cold" if index == 0 else "warm",
+                            **run_scene(predictor, paths, Path(folder), tile, batch),
+                        }
+                    )
+        finally:
+            if recording is not None:
+                recording.stop()
     return runs
+
+
+def perf_roles(runs: list[dict[str, Any]], perf_data: Path) -> dict[str, Any]:
+    """The warm runs' ``perf`` samples by role (each thread's role as the sampler saw it)."""
+    roles = {row["tid"]: row["role"] for run in runs if run["run"] == "warm" for row in run["threads"]}
+    return by_role(parse_perf_script(perf_script(perf_data)), roles)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = scene_parser(__doc__, Path("/tmp/stars_edge_thread_cpu"))
     parser.add_argument("--warm", type=int, default=2, help="warm runs after the cold one (default 2)")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="attach `perf record` during the warm runs and report each role's CPU by library and symbol",
+    )
     args = parser.parse_args(argv)
     if not Path("/proc/self/task").is_dir():
         parser.error("per-thread CPU is read from /proc/self/task: Linux only")
+    if args.perf and args.warm < 1:
+        parser.error("--perf samples the warm runs: give --warm 1 or more")
     paths = scene_paths(args.workdir, args.size, 0, args.scene)
     load_start = load_average()
-    runs = measure(args.engines, paths, args.backend, args.precision, args.tile, args.batch, args.warm)
+    with tempfile.TemporaryDirectory() as scratch:
+        perf_data = Path(scratch) / "perf.data" if args.perf else None
+        runs = measure(
+            args.engines, paths, args.backend, args.precision, args.tile, args.batch, args.warm, perf_data
+        )
+        sampled = perf_roles(runs, perf_data) if perf_data is not None else None
     for run in runs:
         roles = ", ".join(f"{role} {seconds:.2f}" for role, seconds in run["roles"].items())
         faults = ", ".join(f"{role} {count}" for role, count in run["minor_faults"].items() if count)
@@ -230,11 +269,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{'n/a' if idle is None else f'{idle:.2f}'} of {busy['cores']} cores",
             flush=True,
         )
+    if sampled is not None:
+        print(format_by_role(sampled), flush=True)
     if args.json:
         fields = {k: getattr(args, k) for k in ("backend", "precision", "scene", "size", "tile", "batch")}
         fields["gdal_num_threads"] = os.environ.get("GDAL_NUM_THREADS", "unset (GDAL's default: 1)")
         record = scene_record(args.engines, load_start, **fields)
         record["thread_cpu"] = {"sample_seconds": SAMPLE_SECONDS, "runs": runs}
+        if sampled is not None:
+            record["perf_by_role"] = sampled
         write_json_atomic(args.json, record)
     return 0
 

@@ -104,3 +104,70 @@ def test_page_faults_are_counted_on_the_thread_that_touches_fresh_memory() -> No
     assert sampled["minor_faults"]["readers"] >= 8000
     assert sampled["minor_faults"]["readers"] > 4 * sampled["minor_faults"]["writer"]
     assert sampled["utilisation"]["idle_core_seconds"] >= 0
+
+
+PERF_SCRIPT = """\
+    29380      7f6cb3afaaf4 unicodekeys_lookup_unicode (/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0)
+    29398      7fc9f9371e51 [unknown] (/venv/rasterio.libs/libdeflate-d9fd40d3.so.0)
+    29398      7fc9f9371e99 [unknown] (/venv/rasterio.libs/libdeflate-d9fd40d3.so.0)
+    29398  ffffffff81a0b2c1 clear_page_erms+0x11 ([kernel.kallsyms])
+    29406      7f00aa001000 [unknown] (/tmp/perf-29380.map)
+    31111      7f6cb41330ba __memset_avx512_unaligned_erms+0x1a (/usr/lib/x86_64-linux-gnu/libc.so.6)
+not a sample line
+"""
+
+
+def test_perf_samples_are_put_under_the_role_of_their_thread() -> None:
+    from benchmarks.perf_samples import by_role, format_by_role, parse_perf_script
+
+    samples = list(parse_perf_script(PERF_SCRIPT))
+    assert samples[0] == (29380, "unicodekeys_lookup_unicode", "libpython3.11.so.1.0")
+    assert samples[3] == (29398, "clear_page_erms", "[kernel.kallsyms]")  # the offset dropped
+    assert len(samples) == 6
+    roles = {29380: "main", 29398: "readers", 29406: "backend workers"}
+    result = by_role(samples, roles)
+    assert result["samples"] == 6
+    readers = result["roles"]["readers"]
+    assert readers["samples"] == 3 and readers["share"] == pytest.approx(0.5)
+    assert readers["libraries"][0] == {"library": "libdeflate-d9fd40d3.so.0", "share": pytest.approx(2 / 6)}
+    assert readers["symbols"][0]["symbol"] == "[unknown]"
+    assert result["roles"]["unknown"]["samples"] == 1  # a thread the sampler never saw
+    assert "readers: 50.0%" in format_by_role(result)
+
+
+def _perf_can_attach() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("perf") is None:
+        return False
+    probe = ["perf", "record", "-o", "/dev/null", "--", "true"]
+    done = subprocess.run(probe, capture_output=True, check=False)
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not _perf_can_attach(), reason="perf is not installed or may not record here")
+def test_perf_recording_sees_a_busy_reader_thread(tmp_path: Path) -> None:
+    """A thread named like a reader hashes for 0.5 s while ``perf record`` is attached to this process: most
+    samples land on its thread id, under its role, in OpenSSL's library or libpython."""
+    import hashlib
+    import os
+
+    from benchmarks.perf_samples import PerfRecording, by_role, parse_perf_script, perf_script
+
+    block = bytes(1 << 20)
+    ids: list[int] = []
+
+    def spin() -> None:
+        ids.append(threading.get_native_id())
+        end = time.thread_time() + 0.5
+        while time.thread_time() < end:
+            hashlib.sha256(block).digest()
+
+    recording = PerfRecording(os.getpid(), tmp_path / "perf.data")
+    worker = threading.Thread(target=spin, name="stars-edge-reader-7")
+    worker.start()
+    worker.join()
+    result = by_role(parse_perf_script(perf_script(recording.stop())), {ids[0]: "readers"})
+    assert result["roles"]["readers"]["samples"] >= 0.3 * 999 * 0.5
+    assert result["roles"]["readers"]["share"] > 0.5
