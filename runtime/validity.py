@@ -115,14 +115,17 @@ def pixel_codes(
     pixel: nothing else can predict it, and only those pixels see fill values through the receptive field.
     """
     codes = np.zeros(inside.shape, dtype=np.uint8)
-    inside_count = int(inside.sum())
+    inside_count = int(np.count_nonzero(inside))
     if inside_count == 0:
         return codes
-    if inside_count == inside.size and all(ok.all() for ok in valid.values()):
+    whole = inside_count == inside.size
+    if whole and all(ok.all() for ok in valid.values()):
         # every modality valid everywhere (most tiles of a clear scene): each pixel takes all of them
         codes.fill(np.uint8(sum(MODALITY_BITS[m] for m in valid)))
         return codes
-    fractions = {m: float(np.count_nonzero(v & inside)) / inside_count for m, v in valid.items()}
+    fractions = {
+        m: float(np.count_nonzero(v if whole else v & inside)) / inside_count for m, v in valid.items()
+    }
     present = [m for m, f in fractions.items() if f >= min_valid] or [
         m for m, f in fractions.items() if f > 0
     ]
@@ -130,14 +133,16 @@ def pixel_codes(
     valid_any = np.zeros_like(codes)
     for name, ok in valid.items():
         bit = np.uint8(MODALITY_BITS[name])
-        clean = ok & ~box_any(~ok & inside, margin)
-        clean_any |= np.where(clean, bit, np.uint8(0))
-        valid_any |= np.where(ok, bit, np.uint8(0))
+        # margin 0 (the shipped default): a valid pixel is clean, ok & ~(~ok & inside) == ok
+        clean = ok if margin <= 0 else ok & ~box_any(~ok & inside, margin)
+        np.bitwise_or(clean_any, bit, out=clean_any, where=clean)
+        np.bitwise_or(valid_any, bit, out=valid_any, where=ok)
         if name in present:
-            codes |= np.where(clean, bit, np.uint8(0))
-    codes = np.where(codes == 0, clean_any, codes)
-    codes = np.where(codes == 0, valid_any, codes)
-    codes[~inside] = 0
+            np.bitwise_or(codes, bit, out=codes, where=clean)
+    np.copyto(codes, clean_any, where=codes == 0)
+    np.copyto(codes, valid_any, where=codes == 0)
+    if not whole:
+        codes[~inside] = 0
     return codes
 
 

@@ -308,6 +308,59 @@ def test_pattern_codes_of_a_clean_tile_take_every_modality() -> None:
     assert (codes[:, 40:] == 0).all() and (codes[:, :40] == 3).all()
 
 
+def _codes_by_definition(
+    valid: dict[str, np.ndarray], inside: np.ndarray, min_valid: float, margin: int
+) -> np.ndarray:
+    """``pixel_codes``' rule, pixel by pixel, as its docstring states it."""
+    from runtime.validity import MODALITY_BITS
+
+    count = int(inside.sum())
+    fractions = {m: float((ok & inside).sum()) / count for m, ok in valid.items()}
+    present = [m for m, f in fractions.items() if f >= min_valid] or [
+        m for m, f in fractions.items() if f > 0
+    ]
+    height, width = inside.shape
+    codes = np.zeros(inside.shape, dtype=np.uint8)
+    for y in range(height):
+        for x in range(width):
+            if not inside[y, x]:
+                continue
+            near = (slice(max(0, y - margin), y + margin + 1), slice(max(0, x - margin), x + margin + 1))
+            clean = [m for m, ok in valid.items() if ok[y, x] and not (~ok[near] & inside[near]).any()]
+            chosen = [m for m in clean if m in present] or clean or [m for m, ok in valid.items() if ok[y, x]]
+            codes[y, x] = sum(MODALITY_BITS[m] for m in chosen)
+    return codes
+
+
+def test_pattern_codes_follow_the_rule_pixel_by_pixel() -> None:
+    """Random holes, speckle and padding, margins 0 (the shipped default) to 5, thresholds that make a
+    modality absent: ``pixel_codes`` gives the rule's code at every pixel, the fallbacks included (a pixel
+    every valid modality of which has a hole within the margin keeps the modalities valid there)."""
+    from runtime.validity import pixel_codes
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        height, width = (int(v) for v in rng.integers(6, 24, 2))
+        names = [m for m in ("optical", "sar", "dsm") if rng.random() < 0.7] or ["sar"]
+        valid = {}
+        for name in names:
+            ok = rng.random((height, width)) > float(rng.choice([0.0, 0.02, 0.3, 0.9]))
+            if rng.random() < 0.5:  # a rectangular hole
+                y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
+                ok[y : y + int(rng.integers(1, 8)), x : x + int(rng.integers(1, 8))] = False
+            valid[name] = ok
+        inside = np.ones((height, width), dtype=bool)
+        if trial % 3 == 0:
+            inside[:, int(rng.integers(1, width)) :] = False
+        if not inside.any():
+            continue
+        margin = int(rng.choice([0, 0, 1, 2, 5]))
+        min_valid = float(rng.choice([0.05, 0.5, 0.95]))
+        got = pixel_codes(valid, inside, min_valid, margin)
+        want = _codes_by_definition(valid, inside, min_valid, margin)
+        np.testing.assert_array_equal(got, want, err_msg=f"trial {trial}, margin {margin}, {min_valid}")
+
+
 def _preload_done(timeout: float = 30.0) -> None:
     """Wait until no preload thread is alive."""
     deadline = time.monotonic() + timeout
