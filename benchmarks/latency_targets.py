@@ -278,9 +278,12 @@ MISS_PROFILES: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 def profile_lines(profiles: Mapping[str, Any], top: int = 8) -> list[str]:
-    """Per missed target, the top ops of each configuration it compares."""
+    """Per missed engine-ratio target (``MISS_PROFILES``), the top ops of each configuration it compares."""
     if not profiles:
-        return ["No target missed (or nothing profiled)."]
+        return [
+            "No engine-ratio target missed, so no engine was profiled. An end-to-end target names its bound "
+            "in its own row; `benchmarks/thread_cpu.py --perf` shows where a scene's CPU goes, by thread."
+        ]
     lines: list[str] = []
     for name, ops in profiles.items():
         if isinstance(ops, str):
