@@ -10,9 +10,10 @@ for them before they pay back: importing numba and loading the kernels' machine 
 cost about a second of CPU per process (the first run on a machine also compiles them, ~2.5 s), and they
 save about a tenth of a warm run's wall time on a clean scene (docs/RUNTIME.md, "Compiled kernels"). So
 they suit long-lived processes (``run-batch`` workers, a sensor's stream, ``Predictor`` reused over many
-scenes), not one 4096 px scene per process. Without them the runtime takes its numpy path. They load on a
-background thread (``compiled`` starts it); tiles prepared before they are ready take the numpy path, which
-gives the same bits.
+scenes), not one 4096 px scene per process: ``run-batch`` workers turn them on for themselves
+(``prefer_compiled``) where numba is installed, and ``STARS_EDGE_KERNELS`` still decides where it is set.
+Without them the runtime takes its numpy path. They load on a background thread (``compiled`` starts it);
+tiles prepared before they are ready take the numpy path, which gives the same bits.
 """
 
 from __future__ import annotations
@@ -26,17 +27,20 @@ from types import ModuleType
 
 from stars_edge.errors import ConfigError
 
-__all__ = ["KERNELS_ENV", "compiled", "kernels_choice", "load", "numba_installed"]
+__all__ = ["KERNELS_ENV", "compiled", "kernels_choice", "load", "numba_installed", "prefer_compiled"]
 
 #: Environment variable that picks the kernels: ``numpy`` (the default) or ``numba``.
 KERNELS_ENV = "STARS_EDGE_KERNELS"
 CHOICES = ("numba", "numpy")
+#: The choice where ``STARS_EDGE_KERNELS`` is unset: ``numpy``, or ``numba`` once ``prefer_compiled`` ran.
+_default = "numpy"
 
 
 def kernels_choice() -> str:
-    """``STARS_EDGE_KERNELS``: ``"numpy"`` (unset or empty) or ``"numba"``. Asking for ``numba`` where it
-    is not installed is an error, not a silent fallback."""
-    asked = os.environ.get(KERNELS_ENV, "").strip().lower() or "numpy"
+    """``STARS_EDGE_KERNELS``: ``"numpy"`` or ``"numba"``; unset or empty, the process's default (``numpy``
+    unless ``prefer_compiled`` ran). Asking for ``numba`` where it is not installed is an error, not a silent
+    fallback."""
+    asked = os.environ.get(KERNELS_ENV, "").strip().lower() or _default
     if asked not in CHOICES:
         raise ConfigError(f"{KERNELS_ENV}={asked!r}: choose one of {', '.join(CHOICES)}")
     if asked == "numba" and not numba_installed():
@@ -44,6 +48,16 @@ def kernels_choice() -> str:
             f"{KERNELS_ENV}=numba but numba is not installed; install stars-edge[fast] or unset {KERNELS_ENV}"
         )
     return asked
+
+
+def prefer_compiled() -> str:
+    """Make the compiled kernels this process's default where numba is installed (a long-lived process:
+    ``run-batch`` workers, whose later scenes repay the second it takes to load them); returns the choice
+    now in force (``STARS_EDGE_KERNELS``, where set, still decides)."""
+    global _default
+    if numba_installed():
+        _default = "numba"
+    return kernels_choice()
 
 
 @cache

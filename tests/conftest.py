@@ -59,6 +59,16 @@ def _single_thread_torch() -> None:
         torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _kernels_default_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``run-batch`` worker in this process (``processes=False`` clusters, ``borrow_predictor``) makes the
+    compiled kernels the process's default (``runtime.kernels.prefer_compiled``): each test starts from the
+    runtime's own default and leaves it behind."""
+    import runtime.kernels
+
+    monkeypatch.setattr(runtime.kernels, "_default", "numpy")
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real sample imagery in ../shared/data; tests using it skip where it is absent (fresh clones)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -144,6 +145,7 @@ def test_streams_reach_each_scene_s_predictor(engines: Path) -> None:
     """``--streams`` and ``--readers`` are part of the settings every task gets, and of the key its
     predictor is pooled under."""
     from runtime.batch.task import BatchSettings, borrow_predictor
+    from runtime.kernels import KERNELS_ENV, kernels_choice, numba_installed
     from stars_edge.io import sha256_file
     from stars_edge.manifest import manifest_file
 
@@ -151,6 +153,9 @@ def test_streams_reach_each_scene_s_predictor(engines: Path) -> None:
     settings = BatchSettings(str(engines), digest, str(engines), backend="onnxruntime", streams=2, readers=3)
     with borrow_predictor(settings, threads=2) as (two, loaded):
         assert loaded and two.streams == 2 and two.readers == 3
+        # a worker runs many scenes: the compiled kernels become its default where numba is installed
+        want = "numba" if numba_installed() and not os.environ.get(KERNELS_ENV) else kernels_choice()
+        assert kernels_choice() == want
     with borrow_predictor(replace(settings, readers=1), threads=2) as (one_reader, loaded):
         assert loaded and one_reader is not two and one_reader.readers == 1
     with borrow_predictor(replace(settings, streams=1), threads=2) as (one, loaded):

@@ -14,7 +14,7 @@ from test_runtime_support import make_physical
 
 from runtime import Predictor
 from runtime.array_source import ArraySource
-from runtime.kernels import KERNELS_ENV, compiled, kernels_choice, load, numba_installed
+from runtime.kernels import KERNELS_ENV, compiled, kernels_choice, load, numba_installed, prefer_compiled
 from runtime.raster_source import RasterSource
 from runtime.scheduling import PreparedTile, ReadSettings, Timer, prepare
 from runtime.tile_source import NO_SCALE
@@ -150,6 +150,24 @@ def test_the_choice_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv(KERNELS_ENV, "fortran")
     with pytest.raises(ConfigError, match="numba, numpy"):
         kernels_choice()
+
+
+def test_a_long_lived_process_prefers_the_kernels_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``prefer_compiled`` (``run-batch`` workers) makes numba the default where it is installed; the
+    environment, where set, still decides; without numba the default stays numpy."""
+    monkeypatch.delenv(KERNELS_ENV)
+    assert kernels_choice() == "numpy"
+    assert prefer_compiled() == "numba" and kernels_choice() == "numba" and compiled() is not None
+    monkeypatch.setenv(KERNELS_ENV, "numpy")
+    assert prefer_compiled() == "numpy" and compiled() is None
+    monkeypatch.delenv(KERNELS_ENV)
+    import runtime.kernels
+
+    monkeypatch.setattr(runtime.kernels, "_default", "numpy")
+    monkeypatch.setattr(runtime.kernels, "numba_installed", lambda: False)
+    assert prefer_compiled() == "numpy"
 
 
 def test_asking_for_numba_without_it_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:

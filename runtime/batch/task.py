@@ -28,6 +28,7 @@ from runtime import Predictor
 from runtime.batch.scenes import MODALITIES, Scene
 from runtime.batch.summary import SceneResult, one_line
 from runtime.cpus import usable_cores
+from runtime.kernels import prefer_compiled
 from runtime.outputs import check_regular_or_new, os_failure
 from stars_edge.errors import ManifestError
 from stars_edge.io import sha256_file, write_json_atomic
@@ -154,6 +155,7 @@ def borrow_predictor(settings: BatchSettings, threads: int | None) -> Iterator[t
         old.close()
     loaded = predictor is None
     if predictor is None:
+        prefer_compiled()  # a worker runs many scenes: the kernels' load pays back (runtime/kernels.py)
         predictor = Predictor(
             settings.engines,
             backend=settings.backend,
