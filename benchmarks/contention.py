@@ -42,7 +42,7 @@ from benchmarks.latency_scenes import scene_paths
 from runtime.cpus import usable_cores
 from runtime.pipelining import Together
 from runtime.run_options import default_streams
-from runtime.tile_inference import engine_calls as runtime_calls
+from runtime.tile_inference import row_groups
 from runtime.tiling import TileGrid
 from stars_edge.io import write_json_atomic
 from stars_edge.manifest import Manifest, load_manifest
@@ -58,9 +58,9 @@ ARRANGEMENTS: dict[str, dict[str, int | None]] = {
 
 
 def row_batches(columns: int, batch: int) -> list[int]:
-    """Batch sizes of one tile row's whole-tile calls, as the runtime forms them (``engine_calls`` of
-    ``runtime.tile_inference``: full batches, then the remainder one tile at a time)."""
-    return [len(part) for part in runtime_calls(range(columns), batch)]
+    """Batch sizes of one tile row's whole-tile calls, as the runtime forms them (``row_groups`` of
+    ``runtime.tile_inference``: groups of at most ``batch`` of sizes as equal as possible, each one call)."""
+    return row_groups(columns, batch)
 
 
 def engine_calls(height: int, width: int, tile: int, overlap: int, batch: int) -> dict[int, int]:

@@ -30,6 +30,7 @@ from runtime.pipelining import EnginePipeline
 from runtime.scheduling import EngineUse, Prefetcher, ReadSettings, Timer
 from runtime.sources import TileSource
 from runtime.summary import count_names, names_to_counts
+from runtime.tile_inference import row_groups
 from runtime.tiling import Chunk, TileGrid
 from runtime.validity import CODE_TO_INDEX
 from stars_edge.errors import OutputError, StarsEdgeError
@@ -100,14 +101,13 @@ def stream_chunk(
             yield row, bands
 
     try:
+        groups = row_groups(columns, batch)
         for row in range(start_row, grid.rows):
-            for offset in range(0, columns, batch):
+            for index, size in enumerate(groups):
                 waited = timer.mark()
-                tiles = [prefetch.get() for _ in range(min(batch, columns - offset))]
+                tiles = [prefetch.get() for _ in range(size)]
                 timer.since("wait", waited)
-                pipeline.submit(
-                    tiles, use if row != warmup else EngineUse(), (row, offset + batch >= columns)
-                )
+                pipeline.submit(tiles, use if row != warmup else EngineUse(), (row, index == len(groups) - 1))
                 while pipeline.full():
                     yield from blend_oldest()
         while len(pipeline):

@@ -18,7 +18,7 @@ from test_runtime_support import build_engines, make_physical, random_weights, w
 
 import runtime.tile_inference
 from runtime import Predictor
-from runtime.tile_inference import engine_calls
+from runtime.tile_inference import engine_calls, row_groups
 from runtime.tiling import TileGrid
 from runtime.validity import box_any, speckle_mask
 from stars_edge.modalities import Pattern
@@ -185,9 +185,27 @@ def test_a_remainder_of_windows_runs_one_at_a_time(wide_engines: Path, tmp_path:
     shapes: dict[str, dict[str, int]] = summary.engine_shapes  # type: ignore[attr-defined]
     windows = shapes["sar+dsm"]
     assert {int(key.split("x")[0]) for key in windows} == {1} and sum(windows.values()) >= 3
-    assert all(int(key.split("x")[0]) in (1, 4) for calls in shapes.values() for key in calls)
+    # the row's whole tiles: one call per group of the row (``row_groups``), no lone remainder
+    whole = {int(key.split("x")[0]) for key in shapes["optical+sar+dsm"]}
+    assert whole == set(row_groups(grid.cols, 4))
     for name in ("pred", "pat"):
         np.testing.assert_array_equal(four[name], one[name])
+
+
+def test_a_row_goes_to_the_engines_in_groups_as_equal_as_the_batch_allows() -> None:
+    """9 columns at batch 4: 3, 3, 3 (one batch size, no lone tile) rather than 4, 4, 1."""
+    assert row_groups(9, 4) == [3, 3, 3]
+    assert row_groups(10, 4) == [4, 3, 3]
+    assert row_groups(8, 4) == [4, 4]
+    assert row_groups(5, 4) == [3, 2]
+    assert row_groups(3, 1) == [1, 1, 1]
+    assert row_groups(1, 4) == [1]
+    assert row_groups(0, 4) == []
+    for columns in range(1, 40):
+        for batch in range(1, 9):
+            groups = row_groups(columns, batch)
+            assert sum(groups) == columns and max(groups) <= batch and max(groups) - min(groups) <= 1
+            assert len(groups) == -(-columns // batch)
 
 
 def test_engine_calls_are_full_batches_then_one_at_a_time() -> None:
