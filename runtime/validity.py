@@ -44,7 +44,7 @@ def box_any(mask: np.ndarray, radius: int) -> np.ndarray:
         return mask.copy()
     out = np.asarray(mask, dtype=bool)
     length = 2 * radius + 1
-    for axis in range(out.ndim):
+    for axis in (0, 1):  # a 2-D mask (``_along``)
         size = out.shape[axis]
         shape = list(out.shape)
         shape[axis] += 2 * radius
