@@ -22,6 +22,7 @@ import importlib
 import importlib.util
 import os
 import threading
+import warnings
 from functools import cache
 from types import ModuleType
 
@@ -120,10 +121,20 @@ _LOADER = _Loader()
 def compiled() -> ModuleType | None:
     """The compiled kernels (``runtime.kernels_numba``) once loaded, or None: while they load in the
     background (the first call starts that), or where the runtime takes its numpy path
-    (``kernels_choice``). Never blocks."""
+    (``kernels_choice``). Never blocks. Kernels that fail to load raise where ``STARS_EDGE_KERNELS=numba``
+    asked for them; where only ``prefer_compiled`` made them the default, the process warns once and goes
+    back to the numpy path (the same bits), so a broken numba install does not fail a batch's scenes."""
+    global _default
     if kernels_choice() != "numba":
         return None
-    return _LOADER.ready()
+    try:
+        return _LOADER.ready()
+    except ConfigError as exc:
+        if os.environ.get(KERNELS_ENV, "").strip():
+            raise
+        _default = "numpy"
+        warnings.warn(f"{exc}; running the numpy path instead", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def load() -> ModuleType | None:

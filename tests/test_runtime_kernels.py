@@ -170,6 +170,35 @@ def test_a_long_lived_process_prefers_the_kernels_unless_told_otherwise(
     assert prefer_compiled() == "numpy"
 
 
+def test_kernels_that_fail_to_load_fall_back_only_where_preferred(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken numba install: a process that only preferred the kernels (``run-batch`` workers) warns and
+    takes the numpy path, which gives the same bits; one that asked for them (``STARS_EDGE_KERNELS=numba``)
+    gets the error with the fix."""
+    import importlib
+
+    import runtime.kernels
+
+    real = importlib.import_module
+
+    def broken(name: str, *args: object) -> object:
+        if name == "runtime.kernels_numba":
+            raise ImportError("numba is broken in this test")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    monkeypatch.setattr(runtime.kernels, "_LOADER", runtime.kernels._Loader())
+    with pytest.raises(ConfigError, match="failed to load"):  # the load fails on its thread
+        runtime.kernels._LOADER.wait()
+    monkeypatch.delenv(KERNELS_ENV)
+    assert prefer_compiled() == "numba"
+    with pytest.warns(RuntimeWarning, match="numpy path instead"):
+        assert compiled() is None
+    assert kernels_choice() == "numpy" and compiled() is None  # once: the default went back to numpy
+    monkeypatch.setenv(KERNELS_ENV, "numba")
+    with pytest.raises(ConfigError, match="failed to load"):
+        compiled()
+
+
 def test_asking_for_numba_without_it_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
