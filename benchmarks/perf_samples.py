@@ -30,16 +30,21 @@ class PerfError(RuntimeError):
     """``perf`` is missing, cannot attach, or failed."""
 
 
+def perf_binary() -> str:
+    """The ``perf`` executable on PATH (``PerfError`` with the fix where there is none)."""
+    perf = shutil.which("perf")
+    if perf is None:
+        raise PerfError("perf is not installed (linux-tools / linux-perf); run without --perf")
+    return perf
+
+
 class PerfRecording:
     """``perf record`` attached to process ``pid`` from construction to ``stop``, written to ``output``."""
 
     def __init__(self, pid: int, output: Path) -> None:
-        perf = shutil.which("perf")
-        if perf is None:
-            raise PerfError("perf is not installed (linux-tools / linux-perf); run without --perf")
         self._output = output
         self._process = subprocess.Popen(
-            [perf, "record", "-F", str(PERF_HZ), "-p", str(pid), "-o", str(output)],
+            [perf_binary(), "record", "-F", str(PERF_HZ), "-p", str(pid), "-o", str(output)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -68,7 +73,7 @@ class PerfRecording:
 def perf_script(data: Path) -> str:
     """``perf script`` of ``data``: one line per sample, ``tid ip symbol (library)``."""
     done = subprocess.run(
-        ["perf", "script", "-F", "tid,ip,sym,dso", "-i", str(data)],
+        [perf_binary(), "script", "-F", "tid,ip,sym,dso", "-i", str(data)],
         capture_output=True,
         text=True,
         check=False,
