@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from runtime import clean_numpy
 from runtime.kernels import compiled
 from runtime.tile_source import (
     NO_MASK,
@@ -86,7 +87,7 @@ class ArraySource:
     def read_normalised(
         self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
     ) -> dict[str, np.ndarray] | None:
-        """Normalised engine inputs of tile ``(y, x)`` in one compiled pass per modality (``clean_inputs``),
+        """Normalised engine inputs of a clean tile ``(y, x)`` straight from the arrays (``clean_inputs``),
         or None: the caller then takes the numpy path (``scheduling.prepare``)."""
         return clean_inputs(self._values, self._valid, y, x, size, dilation, specs, self.height, self.width)
 
@@ -108,14 +109,14 @@ def clean_inputs(
     stop_row: int | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Normalised engine inputs of the ``size`` px tile at scene pixel ``(y, x)`` of in-memory arrays
-    holding scene rows ``[first_row, stop_row)`` (a row stream's store; default: all of them), in one
-    compiled pass per modality
-    (``runtime/kernels.py``), when the tile lies inside the ``height`` x ``width`` scene and every pixel of
+    holding scene rows ``[first_row, stop_row)`` (a row stream's store; default: all of them), normalised
+    straight from the arrays, when the tile lies inside the ``height`` x ``width`` scene and every pixel of
     every modality is valid, and so is every pixel within its ``dilation`` around the tile (no hole can grow
-    into it). None otherwise, or without the compiled kernels: the numpy path (``cut_tile``, then
-    ``scheduling.prepare``) gives the same bits there."""
-    kernels = compiled()
-    if kernels is None or min(y, x) < 0 or y + size > height or x + size > width:
+    into it): one compiled pass per modality (``runtime/kernels.py``), or without the compiled kernels
+    three numpy passes instead of the numpy path's five (``runtime/clean_numpy.py``). None otherwise: the
+    numpy path (``cut_tile``, then ``scheduling.prepare``) gives the same bits there."""
+    kernels = compiled() or clean_numpy
+    if min(y, x) < 0 or y + size > height or x + size > width:
         return None
     inputs: dict[str, np.ndarray] = {}
     for name, array in values.items():

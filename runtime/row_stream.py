@@ -23,7 +23,6 @@ import numpy as np
 
 from runtime.array_source import ArraySource, clean_inputs, cut_tile
 from runtime.blending import RowBands
-from runtime.kernels import compiled
 from runtime.run_options import check_run_options, default_batch
 from runtime.scheduling import EngineUse, Timer
 from runtime.tile_source import RawTile, check_band_counts, clip_tile
@@ -105,11 +104,10 @@ class RowStreamSource:
     def read_normalised(
         self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
     ) -> dict[str, np.ndarray] | None:
-        """Normalised engine inputs of a clean tile in one compiled pass (``array_source.clean_inputs``), or
-        None for the numpy path. Holds the rows the numpy path's read of this tile would hold (its dilated
-        window, ``scheduling.read_dilated``), so the stream's memory does not depend on the path taken."""
-        if compiled() is None:
-            return None
+        """Normalised engine inputs of a clean tile straight from the stored rows
+        (``array_source.clean_inputs``), or None for the numpy path. Holds the rows the numpy path's read of
+        this tile would hold (its dilated window, ``scheduling.read_dilated``), so the stream's memory does
+        not depend on the path taken."""
         halo = max((d for m, d in dilation.items() if m in self.modalities), default=0)
         top = max(0, y - halo)
         self._hold(top, min(self.height, top + size + 2 * halo))

@@ -109,7 +109,8 @@ def clean_window(
     spec: ModalitySpec,
     strips: list[tuple[int, int, int, int]],
 ) -> np.ndarray | None:
-    """One modality of a clean tile through the compiled kernels: ``spec``-normalised float32 inputs of the
+    """One modality of a clean tile through ``kernels`` (``kernels_numba``, or ``clean_numpy`` for in-memory
+    arrays without them): ``spec``-normalised float32 inputs of the
     ``size`` px window at ``(top, left)`` of ``array`` (array coordinates), or None as soon as a pixel of
     the window or of the ``strips`` around it (``ring``, array coordinates) is invalid."""
     if not all(kernels.window_valid(array, mask, scale, offset, *strip) for strip in strips):
