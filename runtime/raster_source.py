@@ -227,14 +227,19 @@ class RasterSource:
         """The 1-based file bands read per modality, in the engines' order (part of a run's identity)."""
         return {m: list(self._plans[m].indexes) for m in self.modalities}
 
-    def read(self, y: int, x: int, size: int) -> RawTile:
+    #: ``read`` / ``read_normalised`` of disjoint ``modalities`` may run on two threads at once: each file
+    #: has a dataset of its own (its cloud mask goes with optical, its terrain model with the DSM).
+    reads_modalities_apart = True
+
+    def read(self, y: int, x: int, size: int, modalities: Sequence[str] | None = None) -> RawTile:
+        """Tile ``(y, x)`` of every modality, or of ``modalities`` only."""
         h, w = clip_tile(y, x, size, self.height, self.width)
         inside = np.zeros((size, size), dtype=bool)
         inside[:h, :w] = True
         window = Window(x, y, w, h)
         values: dict[str, np.ndarray] = {}
         valid: dict[str, np.ndarray] = {}
-        for name in self.modalities:
+        for name in self.modalities if modalities is None else modalities:
             plan = self._plans[name]
             if h == size and w == size:  # a tile inside the raster (nearly all): no padding to copy into
                 values[name], valid[name] = self._read_physical(
@@ -270,20 +275,28 @@ class RasterSource:
         return np.asarray((clouds > 0) & cloud_valid)
 
     def read_normalised(
-        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+        self,
+        y: int,
+        x: int,
+        size: int,
+        dilation: Mapping[str, int],
+        specs: Mapping[str, ModalitySpec],
+        modalities: Sequence[str] | None = None,
     ) -> dict[str, np.ndarray] | None:
         """Normalised engine inputs of tile ``(y, x)``, scale/offset, finite check and normalisation in one
         compiled pass per modality after GDAL's read (``runtime/kernels.py``), when the tile lies inside the
         raster and every pixel of every modality is valid, and so is every pixel within its ``dilation``
         around the tile; None otherwise, and the caller takes the numpy path (``scheduling.prepare``). Also
         None without the compiled kernels, with a terrain model (``--dtm``) or for a modality warped onto
-        the grid (its window would be resampled on its own). The same bits as the numpy path."""
+        the grid (its window would be resampled on its own). The same bits as the numpy path. Every modality,
+        or ``modalities`` only."""
         kernels = compiled()
+        names = self.modalities if modalities is None else tuple(modalities)
         inside = min(y, x) >= 0 and y + size <= self.height and x + size <= self.width
-        if kernels is None or self._dtm is not None or not inside:
+        if kernels is None or (self._dtm is not None and "dsm" in names) or not inside:
             return None
         inputs: dict[str, np.ndarray] = {}
-        for name in self.modalities:
+        for name in names:
             spec, plan, reader = specs.get(name), self._plans[name], self._readers[name]
             if spec is None or spec.bands != len(plan.indexes) or isinstance(reader, WarpedVRT):
                 return None

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.modality_readers import ModalityView, modality_groups
 from runtime.sources import RawTile, TileSource
 from runtime.tiling import Chunk, TileGrid
 from runtime.validity import (
@@ -138,30 +139,71 @@ def reader_count(source: TileSource, readers: int, columns: int) -> int:
     return max(1, min(readers, columns)) if getattr(source, "handles", None) is not None else 1
 
 
-def prepare(
+@dataclass
+class PreparedPart:
+    """Some modalities of a prepared tile: engine inputs and validity (None: every pixel of every one of them
+    valid and the tile inside the raster: the clean path), before the patterns are decided over them all."""
+
+    inputs: dict[str, np.ndarray]
+    valid: dict[str, np.ndarray] | None
+    inside: np.ndarray | None
+
+
+def prepare_part(
     source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
-) -> PreparedTile:
-    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise.
+) -> PreparedPart:
+    """Read tile ``(row, col)`` of ``source``'s modalities, fill speckle and normalise.
 
     A source with ``read_normalised`` (arrays, files, a row stream) hands a tile whose every pixel is valid
-    straight as engine inputs, in one compiled pass (``runtime/kernels.py``): every pixel then takes every
-    modality, as ``pixel_codes`` decides for such a tile."""
+    straight as engine inputs (``runtime/kernels.py``, ``runtime/clean_numpy.py``)."""
     y, x = grid.origin(row, col)
     start = timer.mark()
     read_normalised = getattr(source, "read_normalised", None)
     if read_normalised is not None:
         ready = read_normalised(y, x, grid.tile, settings.dilation, settings.specs)
         if ready is not None:
-            code = sum(MODALITY_BITS[m] for m in source.modalities)
             timer.since("read", start)
-            return PreparedTile(row, col, ready, np.full((grid.tile, grid.tile), code, dtype=np.uint8))
+            return PreparedPart(ready, None, None)
     raw = read_dilated(source, y, x, grid.tile, settings.dilation)
     middle = timer.since("read", start)
     values, valid = clean_tile(raw)
-    codes = pixel_codes(valid, raw.inside, settings.min_valid, settings.margin)
     inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill)
     timer.since("preprocess", middle)
-    return PreparedTile(row, col, inputs, codes)
+    return PreparedPart(inputs, valid, raw.inside)
+
+
+def combine_parts(
+    row: int, col: int, tile: int, parts: list[PreparedPart], settings: ReadSettings
+) -> PreparedTile:
+    """The prepared tile of its parts' modalities together: each pixel's pattern (``pixel_codes``) decided
+    over all of them. A clean part counts as valid everywhere, as ``pixel_codes`` would find it; all parts
+    clean, every pixel takes every modality."""
+    inputs = {name: data for part in parts for name, data in part.inputs.items()}
+    inside = next((part.inside for part in parts if part.inside is not None), None)
+    if inside is None:
+        code = sum(MODALITY_BITS[m] for m in inputs)
+        return PreparedTile(row, col, inputs, np.full((tile, tile), code, dtype=np.uint8))
+    valid: dict[str, np.ndarray] = {}
+    for part in parts:
+        if part.valid is None:
+            valid.update({name: np.ones((tile, tile), dtype=bool) for name in part.inputs})
+        else:
+            valid.update(part.valid)
+    return PreparedTile(row, col, inputs, pixel_codes(valid, inside, settings.min_valid, settings.margin))
+
+
+def prepare(
+    source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
+) -> PreparedTile:
+    """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise: every pixel of a
+    clean tile (every modality valid, ``read_normalised``) takes every modality, as ``pixel_codes`` decides
+    for such a tile."""
+    part = prepare_part(source, grid, row, col, settings, timer)
+    mark = timer.mark()
+    tile = combine_parts(row, col, grid.tile, [part], settings)
+    if part.inside is not None:
+        timer.since("preprocess", mark)
+    return tile
 
 
 _END = object()
@@ -173,7 +215,9 @@ class Prefetcher:
     With ``settings.readers`` > 1 and a source that gives several handles (``handles``), reader ``i`` of ``n``
     prepares the tiles of the ``i``-th band of the chunk's columns, row by row, on its own handle into its
     own queue, and ``get`` takes each tile from its reader's queue in row-major order: the tiles come out in
-    the same order as from one reader.
+    the same order as from one reader. Where two readers can split the modalities evenly instead
+    (``modality_readers.modality_groups``: files, optical against SAR and DSM), each prepares its modalities
+    of every tile and ``get`` combines the two parts: then no block is decoded twice.
     """
 
     def __init__(
@@ -187,19 +231,32 @@ class Prefetcher:
         depth: int,
     ) -> None:
         self._stop = threading.Event()
-        # each reader takes a band of columns, so that it decodes its own blocks (a GDAL handle caches the
-        # blocks it decoded; handles interleaved tile by tile would each decode every block)
+        self._grid, self._settings = grid, settings
         columns = list(range(chunk.first_col, chunk.last_col + 1))
         count = reader_count(source, settings.readers, len(columns))
-        sources: list[TileSource] = source.handles(count) if count > 1 else [source]  # type: ignore[attr-defined]
-        owner = {col: index * count // len(columns) for index, col in enumerate(columns)}
         positions = [(row, col) for row in range(first_row, grid.rows) for col in columns]
-        #: Which reader's queue holds each tile, in the order ``get`` hands them out.
-        self._owners = [owner[col] for _, col in positions]
-        share = max(1, -(-depth // count))
-        self._queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=share) for _ in range(count)]
+        self._positions = positions
         self._taken = 0
-        mine = [[p for p in positions if owner[p[1]] == index] for index in range(count)]
+        groups = modality_groups(source, count)
+        sources: list[TileSource]
+        if groups is not None:
+            # each reader reads its own files' modalities of every tile: every block is decoded once
+            sources = [ModalityView(source, group) for group in groups]
+            mine = [positions] * len(groups)
+            #: Readers whose parts make one tile (``get`` combines them), or None: one reader per tile.
+            self._parts: int | None = len(groups)
+            sizes = [max(1, depth)] * len(groups)
+        else:
+            # each reader takes a band of columns, so that it decodes its own blocks (a GDAL handle caches
+            # the blocks it decoded; handles interleaved tile by tile would each decode every block)
+            sources = source.handles(count) if count > 1 else [source]  # type: ignore[attr-defined]
+            owner = {col: index * count // len(columns) for index, col in enumerate(columns)}
+            #: Which reader's queue holds each tile, in the order ``get`` hands them out.
+            self._owners = [owner[col] for _, col in positions]
+            self._parts = None
+            mine = [[p for p in positions if owner[p[1]] == index] for index in range(count)]
+            sizes = [max(1, -(-depth // count))] * count
+        self._queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=size) for size in sizes]
         self._threads = [
             threading.Thread(
                 target=self._work,
@@ -234,15 +291,30 @@ class Prefetcher:
             for row, col in positions:
                 if self._stop.is_set():
                     return
-                if not self._put(index, prepare(source, grid, row, col, settings, timer)):
+                item = (
+                    prepare(source, grid, row, col, settings, timer)
+                    if self._parts is None
+                    else prepare_part(source, grid, row, col, settings, timer)
+                )
+                if not self._put(index, item):
                     return
             self._put(index, _END)
         except BaseException as exc:  # handed to the main thread, which re-raises it
             self._put(index, exc)
 
     def get(self) -> PreparedTile:
-        item = self._queues[self._owners[self._taken]].get()
+        if self._parts is None:
+            tile: PreparedTile = self._take(self._queues[self._owners[self._taken]])
+            self._taken += 1
+            return tile
+        parts = [self._take(q) for q in self._queues]
+        row, col = self._positions[self._taken]
         self._taken += 1
+        return combine_parts(row, col, self._grid.tile, parts, self._settings)
+
+    @staticmethod
+    def _take(source: queue.Queue[Any]) -> Any:
+        item = source.get()
         if isinstance(item, BaseException):
             raise item
         if item is _END:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import make_physical, write_raster
+from test_runtime_support import make_physical, write_holed_scene
 
 from runtime import Predictor
 from runtime.array_source import ArraySource
@@ -125,15 +125,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """GeoTIFFs with a cloud mask, a SAR gap and a DSM void."""
-    folder = tmp_path_factory.mktemp("scene")
-    inputs = make_physical((300, 260), seed=11)
-    inputs["sar"][:, :, 200:] = np.nan
-    inputs["dsm"][:, 40:70, 30:90] = np.nan
-    clouds = np.zeros((1, 300, 260), dtype=np.uint8)
-    clouds[0, 120:190, 60:150] = 1
-    paths = {m: write_raster(folder / f"{m}.tif", a, GRID) for m, a in inputs.items()}
-    paths["cloud_mask"] = write_raster(folder / "clouds.tif", clouds, GRID)
-    return paths
+    return write_holed_scene(tmp_path_factory.mktemp("scene"), GRID)
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])

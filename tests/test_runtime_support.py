@@ -240,6 +240,18 @@ def make_physical(shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray
     }
 
 
+def write_holed_scene(folder: Path, transform: object) -> dict[str, Path]:
+    """GeoTIFFs of a 300 x 260 px scene with a cloud mask, a SAR gap and a DSM void (the readers' tests)."""
+    inputs = make_physical((300, 260), seed=11)
+    inputs["sar"][:, :, 200:] = np.nan
+    inputs["dsm"][:, 40:70, 30:90] = np.nan
+    clouds = np.zeros((1, 300, 260), dtype=np.uint8)
+    clouds[0, 120:190, 60:150] = 1
+    paths = {m: write_raster(folder / f"{m}.tif", a, transform) for m, a in inputs.items()}
+    paths["cloud_mask"] = write_raster(folder / "clouds.tif", clouds, transform)
+    return paths
+
+
 def interruptible() -> None:
     """``preexec_fn`` for a child a test interrupts with SIGINT: reset SIGINT to its default, because a test
     run started as a background job of a shell without job control ignores SIGINT, and every child would

@@ -31,8 +31,9 @@ READERS = typer.Option(
     None,
     "--readers",
     min=1,
-    help="Threads reading and preparing tiles, each on its own file handle and band of columns, with the "
-    "same class maps. Default: 2 (decoding runs beside the engines).",
+    help="Threads reading and preparing tiles, each on its own file handle and band of columns (two "
+    "readers of optical, SAR and DSM split them by file instead: optical, SAR + DSM), with the same class "
+    "maps. Default: 2 (decoding runs beside the engines).",
 )
 BACKEND = typer.Option(
     "auto",

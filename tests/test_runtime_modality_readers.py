@@ -1,0 +1,126 @@
+"""Two reader threads split by modality (``runtime/modality_readers.py``): when the split is taken, that each
+reader reads only its own files, and that the tiles and maps are those of one reader."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+from test_runtime_stride4 import build as build_pooled
+from test_runtime_support import make_physical, write_holed_scene, write_raster
+
+from runtime import Predictor
+from runtime.array_source import ArraySource
+from runtime.kernels import KERNELS_ENV, numba_installed
+from runtime.modality_readers import modality_groups
+from runtime.raster_source import RasterSource
+from runtime.scheduling import Prefetcher, ReadSettings, Timer
+from runtime.tiling import Chunk, TileGrid
+from stars_edge.modalities import DEFAULT_SPECS
+
+GRID = from_origin(500000, 4000000, 10, 10)
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_pooled(tmp_path_factory.mktemp("modality_readers"), 4, kernel=3)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """GeoTIFFs with a cloud mask, a SAR gap and a DSM void."""
+    return write_holed_scene(tmp_path_factory.mktemp("modality_scene"), GRID)
+
+
+def _source(scene: dict[str, Path], names: tuple[str, ...], cls: type = RasterSource) -> Any:
+    paths = {m: scene[m] for m in names}
+    clouds = scene["cloud_mask"] if "optical" in names else None
+    return cls(paths, DEFAULT_SPECS, cloud_mask=clouds)
+
+
+def test_the_split_is_optical_against_sar_and_dsm_and_only_where_even(scene: dict[str, Path]) -> None:
+    every = _source(scene, ("optical", "sar", "dsm"))
+    try:
+        assert modality_groups(every, 2) == [("optical",), ("sar", "dsm")]
+        assert modality_groups(every, 1) is None and modality_groups(every, 3) is None
+    finally:
+        every.close()
+    for names in (("optical", "sar"), ("optical", "dsm"), ("sar", "dsm"), ("optical",)):
+        source = _source(scene, names)
+        try:
+            assert modality_groups(source, 2) is None, names  # 4:2, 4:1, 2:1: the column split
+        finally:
+            source.close()
+    arrays = ArraySource(make_physical((64, 64), seed=1))
+    assert modality_groups(arrays, 2) is None  # cannot read its modalities apart: one reader from arrays
+
+
+class Recording(RasterSource):
+    """A raster source that logs which thread read which modalities of which tile."""
+
+    log: ClassVar[list[tuple[str, tuple[str, ...], int, int]]] = []
+
+    def read(self, y: int, x: int, size: int, modalities: Any = None) -> Any:
+        names = tuple(self.modalities if modalities is None else modalities)
+        self.log.append((threading.current_thread().name, names, y, x))
+        return super().read(y, x, size, modalities)
+
+
+def test_each_modality_reader_reads_its_own_files_and_gives_one_readers_tiles(
+    scene: dict[str, Path],
+) -> None:
+    grid = TileGrid(height=300, width=260, tile=64, overlap=16)
+    chunk = Chunk(0, 0, grid.cols - 1, 0, grid.width)
+    tiles = {}
+    for readers in (1, 2):
+        source = _source(scene, ("optical", "sar", "dsm"), Recording)
+        Recording.log = []
+        settings = ReadSettings(DEFAULT_SPECS, 0.5, 0, dilation={"optical": 4}, readers=readers)
+        prefetch = Prefetcher(source, grid, chunk, 0, settings, Timer(), depth=4)
+        try:
+            tiles[readers] = [prefetch.get() for _ in range(grid.rows * grid.cols)]
+        finally:
+            prefetch.close()
+            source.close()
+        if readers == 2:
+            by_thread: dict[str, set[tuple[str, ...]]] = {}
+            for thread, names, _, _ in Recording.log:
+                by_thread.setdefault(thread, set()).add(names)
+            assert sorted(map(sorted, by_thread.values())) == [[("optical",)], [("sar", "dsm")]]
+            assert len(Recording.log) == 2 * grid.rows * grid.cols  # each tile once per reader
+    for one, two in zip(tiles[1], tiles[2], strict=True):
+        assert (one.row, one.col) == (two.row, two.col)
+        np.testing.assert_array_equal(one.codes, two.codes)
+        assert set(one.inputs) == set(two.inputs)
+        for name in one.inputs:
+            assert one.inputs[name].tobytes() == two.inputs[name].tobytes(), name
+
+
+@pytest.mark.skipif(not numba_installed(), reason="numba is not installed")
+def test_clean_and_numpy_parts_together_give_the_maps_of_one_reader(
+    engines: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the compiled kernels a clean modality part takes their path while the other part of the same
+    tile has a hole: combined, the maps are still one reader's."""
+    from runtime.kernels import load
+
+    monkeypatch.setenv(KERNELS_ENV, "numba")
+    load()
+    inputs = make_physical((200, 200), seed=4)
+    inputs["sar"][:, 60:140, 100:200] = np.nan  # a SAR gap: optical stays clean on those tiles
+    paths = {m: write_raster(tmp_path / f"{m}.tif", a, GRID) for m, a in inputs.items()}
+    maps = []
+    for readers in (1, 2):
+        out, patterns = tmp_path / f"c{readers}.tif", tmp_path / f"p{readers}.tif"
+        with Predictor(engines, backend="onnxruntime", readers=readers) as predictor:
+            predictor.predict_scene(
+                **paths, out=out, pattern_map=patterns, tile=64, overlap=16, progress=False
+            )
+        maps.append((out.read_bytes(), patterns.read_bytes()))
+    assert maps[0] == maps[1]
