@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.sources import RawTile, TileSource
+from runtime.tile_source import RawTile, TileSource
 from stars_edge.modalities import ModalitySpec
 
 __all__ = ["MOST_SHARE", "ModalityView", "modality_groups"]

@@ -24,6 +24,7 @@ from runtime.bands import BandPlan, plan_bands
 from runtime.gdal_env import gdal_path
 from runtime.georef import georeferencing_problem
 from runtime.kernels import compiled
+from runtime.modality_readers import modality_groups
 from runtime.stored_values import alpha_band, apply_scale_offset, scale_offset, stored_validity
 from runtime.tile_source import (
     NO_MASK,
@@ -348,9 +349,11 @@ class RasterSource:
         """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene (a quick
         look at the value range, read with the same validity rules as the tiles). Windows start on the
         reference's block grid, so each decodes one block per band rather than up to four; they are read
-        on up to ``SAMPLE_READERS`` handles at once, no more than the run's ``readers`` (the reader threads'
-        own, opened here for them): decoding is the cost, and it ran alone on one core before any tile
-        (0.14-0.19 s on a 4096 px scene)."""
+        on up to ``SAMPLE_READERS`` threads at once, no more than the run's ``readers``, as the reader
+        threads will read the tiles: files split by modality on these handles
+        (``modality_readers.modality_groups``), else the windows split over the reader threads' handles
+        (opened here for them). Decoding is the cost, and it ran alone on one core before any tile (0.14-0.19
+        s on a 4096 px scene)."""
         size = min(RANGE_SAMPLE_PX, self.height, self.width)
         reference = self._readers[self.modalities[0]]
         block_rows, block_cols = reference.block_shapes[0] if reference.block_shapes else (1, 1)
@@ -362,17 +365,30 @@ class RasterSource:
             for fy in np.linspace(0, 1, RANGE_SAMPLES)
             for fx in np.linspace(0, 1, RANGE_SAMPLES)
         ]
-        handles = self.handles(max(1, min(readers, SAMPLE_READERS)))
-        shares = [origins[i :: len(handles)] for i in range(len(handles))]
+        threads = max(1, min(readers, SAMPLE_READERS))
+        groups = modality_groups(self, threads)
+        tiles_of: dict[str, list[RawTile]]
+        if groups is not None:  # as the reader threads will read them: each file on one thread, these handles
 
-        def read_share(handle: RasterSource, share: list[tuple[int, int]]) -> list[RawTile]:
-            return [handle.read(y, x, size) for y, x in share]
+            def read_group(group: tuple[str, ...]) -> list[RawTile]:
+                return [self.read(y, x, size, group) for y, x in origins]
 
-        with ThreadPoolExecutor(len(handles), thread_name_prefix="stars-edge-sample") as pool:
-            read = list(pool.map(read_share, handles, shares))
-        tiles = [read[i % len(handles)][i // len(handles)] for i in range(len(origins))]
+            with ThreadPoolExecutor(len(groups), thread_name_prefix="stars-edge-sample") as pool:
+                parts = list(pool.map(read_group, groups))
+            tiles_of = {m: part for part, group in zip(parts, groups, strict=True) for m in group}
+        else:
+            handles = self.handles(threads)
+            shares = [origins[i :: len(handles)] for i in range(len(handles))]
+
+            def read_share(handle: RasterSource, share: list[tuple[int, int]]) -> list[RawTile]:
+                return [handle.read(y, x, size) for y, x in share]
+
+            with ThreadPoolExecutor(len(handles), thread_name_prefix="stars-edge-sample") as pool:
+                read = list(pool.map(read_share, handles, shares))
+            tiles = [read[i % len(handles)][i // len(handles)] for i in range(len(origins))]
+            tiles_of = dict.fromkeys(self.modalities, tiles)
         return {
-            m: (np.concatenate([t.values[m][:, t.valid[m]] for t in tiles], axis=1), str(self.paths[m]))
+            m: (np.concatenate([t.values[m][:, t.valid[m]] for t in tiles_of[m]], axis=1), str(self.paths[m]))
             for m in self.modalities
         }
 

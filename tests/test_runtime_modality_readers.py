@@ -20,6 +20,7 @@ from runtime.modality_readers import modality_groups
 from runtime.raster_source import RasterSource
 from runtime.scheduling import Prefetcher, ReadSettings, Timer
 from runtime.tiling import Chunk, TileGrid
+from stars_edge.errors import DataError
 from stars_edge.modalities import DEFAULT_SPECS
 
 GRID = from_origin(500000, 4000000, 10, 10)
@@ -124,3 +125,39 @@ def test_clean_and_numpy_parts_together_give_the_maps_of_one_reader(
             )
         maps.append((out.read_bytes(), patterns.read_bytes()))
     assert maps[0] == maps[1]
+
+
+def test_the_contract_sample_is_read_by_file_on_two_threads_as_one_thread_reads_it(
+    scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the readers split the files, so does the contract's sample: each of two tasks reads its own
+    files' windows on this source's handles (no second set opened), with one thread's values; a window that
+    fails to read is raised."""
+    import runtime.raster_source
+
+    source = _source(scene, ("optical", "sar", "dsm"), Recording)
+    Recording.log = []
+    try:
+        sample = source.sample_values(2)
+        # each read is one file group's (the pool may run both groups on one thread when the first is quick)
+        assert {names for _, names, _, _ in Recording.log} == {("optical",), ("sar", "dsm")}
+        assert not source._siblings
+        monkeypatch.setattr(runtime.raster_source, "SAMPLE_READERS", 1)
+        Recording.log = []
+        serial = source.sample_values(2)
+        assert {names for _, names, _, _ in Recording.log} == {("optical", "sar", "dsm")}
+        for name in ("optical", "sar", "dsm"):
+            assert sample[name][0].tobytes() == serial[name][0].tobytes()
+            assert sample[name][1] == serial[name][1]
+        monkeypatch.setattr(runtime.raster_source, "SAMPLE_READERS", 2)
+
+        def corrupt(self: RasterSource, y: int, x: int, size: int, modalities: Any = None) -> Any:
+            if modalities is not None and "sar" in modalities:
+                raise DataError(f"{scene['sar']}: reading rows {y}..{y + size} failed")
+            return RasterSource.read(self, y, x, size, modalities)
+
+        monkeypatch.setattr(Recording, "read", corrupt)
+        with pytest.raises(DataError, match="reading rows"):
+            source.sample_values(2)
+    finally:
+        source.close()

@@ -185,7 +185,9 @@ def test_one_reader_thread_opens_one_handle_for_the_contract_sample_too(
     engines: Path, scene: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With ``readers=1`` neither the contract's sample nor the reader opens a second set of files (the
-    sample used to open the second reader's handle, which nothing then read); the default opens two."""
+    sample used to open the second reader's handle, which nothing then read); the default opens two where
+    its readers split the columns (optical and SAR), none where they split the files (optical, SAR and DSM:
+    ``runtime/modality_readers.py``)."""
     asked: list[int] = []
     handles = RasterSource.handles
 
@@ -194,13 +196,14 @@ def test_one_reader_thread_opens_one_handle_for_the_contract_sample_too(
         return handles(self, count)
 
     monkeypatch.setattr(RasterSource, "handles", recording)
-    for readers, most in ((1, 1), (None, 2)):
+    two = {m: scene[m] for m in ("optical", "sar", "cloud_mask")}
+    for inputs, readers, most in ((scene, 1, 1), (two, 1, 1), (two, None, 2), (scene, None, 0)):
         asked.clear()
         with Predictor(engines, backend="onnxruntime", readers=readers) as predictor:
             predictor.predict_scene(
-                **scene, out=tmp_path / f"c{readers}.tif", tile=64, overlap=16, progress=False
+                **inputs, out=tmp_path / f"c{readers}{len(inputs)}.tif", tile=64, overlap=16, progress=False
             )
-        assert asked and max(asked) == most
+        assert max(asked, default=0) == most
 
 
 def test_readers_must_be_at_least_one(engines: Path) -> None:
@@ -239,10 +242,12 @@ def tiled_scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_the_contract_sample_is_read_on_two_handles_in_the_order_of_one(
     tiled_scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``RasterSource.sample_values``: its windows are decoded on the reader threads' two handles at once,
-    and the values come out in the windows' order, as one handle reading them all gives them."""
+    """``RasterSource.sample_values``: where the readers split the columns (optical and SAR), its windows
+    are decoded on the reader threads' two handles at once, and the values come out in the windows' order,
+    as one handle reading them all gives them."""
     import runtime.raster_source
 
+    tiled_scene = {m: tiled_scene[m] for m in ("optical", "sar")}
     source = RasterSource(tiled_scene, DEFAULT_SPECS)
     reads: list[tuple[int, str, int, int]] = []
     original = RasterSource.read
@@ -271,7 +276,7 @@ def test_the_contract_sample_is_read_on_two_handles_in_the_order_of_one(
 def test_a_failing_sample_window_is_raised_from_its_handle(
     scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    paths = {m: scene[m] for m in ("optical", "sar", "dsm")}
+    paths = {m: scene[m] for m in ("optical", "sar")}  # the readers split the columns
     source = RasterSource(paths, DEFAULT_SPECS)
     other = source.handles(2)[1]
 
