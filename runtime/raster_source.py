@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,14 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from runtime import raster_sample
 from runtime.bands import BandPlan, plan_bands
 from runtime.gdal_env import gdal_path
 from runtime.georef import georeferencing_problem
 from runtime.kernels import compiled
-from runtime.modality_readers import modality_groups
 from runtime.stored_values import alpha_band, apply_scale_offset, scale_offset, stored_validity
 from runtime.tile_source import (
     NO_MASK,
-    RANGE_SAMPLE_PX,
-    RANGE_SAMPLES,
     RawTile,
     clean_window,
     clip_tile,
@@ -41,8 +38,6 @@ from stars_edge.modalities import MODALITIES, ModalitySpec
 
 #: Grids whose corners differ by less than this many pixels are read as one grid (no resampling).
 GRID_TOLERANCE_PX = 0.1
-#: Handles (threads) reading the input contract's sample windows at once: the default reader threads'.
-SAMPLE_READERS = 2
 
 
 def same_grid(dataset: Any, reference: Any) -> bool:
@@ -345,52 +340,16 @@ class RasterSource:
         data = apply_scale_offset(reader, list(plan.indexes), data)
         return data, stored & finite_valid(data)
 
-    def sample_values(self, readers: int = SAMPLE_READERS) -> dict[str, tuple[np.ndarray, str]]:
-        """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene (a quick
-        look at the value range, read with the same validity rules as the tiles). Windows start on the
-        reference's block grid, so each decodes one block per band rather than up to four; they are read
-        on up to ``SAMPLE_READERS`` threads at once, no more than the run's ``readers``, as the reader
-        threads will read the tiles: files split by modality on these handles
-        (``modality_readers.modality_groups``), else the windows split over the reader threads' handles
-        (opened here for them). Decoding is the cost, and it ran alone on one core before any tile (0.14-0.19
-        s on a 4096 px scene)."""
-        size = min(RANGE_SAMPLE_PX, self.height, self.width)
+    @property
+    def reference_block_shape(self) -> tuple[int, int]:
+        """Rows and columns of the reference raster's blocks ((1, 1) where it declares none)."""
         reference = self._readers[self.modalities[0]]
-        block_rows, block_cols = reference.block_shapes[0] if reference.block_shapes else (1, 1)
-        origins = [
-            (
-                _block_aligned(fy * (self.height - size), block_rows, self.height - size),
-                _block_aligned(fx * (self.width - size), block_cols, self.width - size),
-            )
-            for fy in np.linspace(0, 1, RANGE_SAMPLES)
-            for fx in np.linspace(0, 1, RANGE_SAMPLES)
-        ]
-        threads = max(1, min(readers, SAMPLE_READERS))
-        groups = modality_groups(self, threads)
-        tiles_of: dict[str, list[RawTile]]
-        if groups is not None:  # as the reader threads will read them: each file on one thread, these handles
+        return tuple(reference.block_shapes[0]) if reference.block_shapes else (1, 1)
 
-            def read_group(group: tuple[str, ...]) -> list[RawTile]:
-                return [self.read(y, x, size, group) for y, x in origins]
-
-            with ThreadPoolExecutor(len(groups), thread_name_prefix="stars-edge-sample") as pool:
-                parts = list(pool.map(read_group, groups))
-            tiles_of = {m: part for part, group in zip(parts, groups, strict=True) for m in group}
-        else:
-            handles = self.handles(threads)
-            shares = [origins[i :: len(handles)] for i in range(len(handles))]
-
-            def read_share(handle: RasterSource, share: list[tuple[int, int]]) -> list[RawTile]:
-                return [handle.read(y, x, size) for y, x in share]
-
-            with ThreadPoolExecutor(len(handles), thread_name_prefix="stars-edge-sample") as pool:
-                read = list(pool.map(read_share, handles, shares))
-            tiles = [read[i % len(handles)][i // len(handles)] for i in range(len(origins))]
-            tiles_of = dict.fromkeys(self.modalities, tiles)
-        return {
-            m: (np.concatenate([t.values[m][:, t.valid[m]] for t in tiles_of[m]], axis=1), str(self.paths[m]))
-            for m in self.modalities
-        }
+    def sample_values(self, readers: int = raster_sample.SAMPLE_READERS) -> dict[str, tuple[np.ndarray, str]]:
+        """Valid values ``(bands, N)`` of each modality from a few windows spread over the scene, for the
+        input contract (``raster_sample.sample_values``), on up to ``readers`` threads."""
+        return raster_sample.sample_values(self, readers)
 
     def close(self) -> None:
         """Close every dataset and VRT this source opened (VRTs first), and its reader threads' handles."""
@@ -400,13 +359,6 @@ class RasterSource:
         for dataset in reversed(self._opened):
             dataset.close()
         self._opened.clear()
-
-
-def _block_aligned(position: float, block: int, limit: int) -> int:
-    """``position`` snapped down to a multiple of ``block`` (when blocks are smaller than the raster), at
-    most ``limit``."""
-    snapped = int(position) // block * block if block > 1 else int(position)
-    return max(0, min(snapped, limit))
 
 
 def _crs_name(crs: Any) -> str:

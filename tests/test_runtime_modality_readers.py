@@ -133,7 +133,7 @@ def test_the_contract_sample_is_read_by_file_on_two_threads_as_one_thread_reads_
     """Where the readers split the files, so does the contract's sample: each of two tasks reads its own
     files' windows on this source's handles (no second set opened), with one thread's values; a window that
     fails to read is raised."""
-    import runtime.raster_source
+    import runtime.raster_sample
 
     source = _source(scene, ("optical", "sar", "dsm"), Recording)
     Recording.log = []
@@ -142,14 +142,14 @@ def test_the_contract_sample_is_read_by_file_on_two_threads_as_one_thread_reads_
         # each read is one file group's (the pool may run both groups on one thread when the first is quick)
         assert {names for _, names, _, _ in Recording.log} == {("optical",), ("sar", "dsm")}
         assert not source._siblings
-        monkeypatch.setattr(runtime.raster_source, "SAMPLE_READERS", 1)
+        monkeypatch.setattr(runtime.raster_sample, "SAMPLE_READERS", 1)
         Recording.log = []
         serial = source.sample_values(2)
         assert {names for _, names, _, _ in Recording.log} == {("optical", "sar", "dsm")}
         for name in ("optical", "sar", "dsm"):
             assert sample[name][0].tobytes() == serial[name][0].tobytes()
             assert sample[name][1] == serial[name][1]
-        monkeypatch.setattr(runtime.raster_source, "SAMPLE_READERS", 2)
+        monkeypatch.setattr(runtime.raster_sample, "SAMPLE_READERS", 2)
 
         def corrupt(self: RasterSource, y: int, x: int, size: int, modalities: Any = None) -> Any:
             if modalities is not None and "sar" in modalities:

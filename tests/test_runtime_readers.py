@@ -245,7 +245,7 @@ def test_the_contract_sample_is_read_on_two_handles_in_the_order_of_one(
     """``RasterSource.sample_values``: where the readers split the columns (optical and SAR), its windows
     are decoded on the reader threads' two handles at once, and the values come out in the windows' order,
     as one handle reading them all gives them."""
-    import runtime.raster_source
+    import runtime.raster_sample
 
     tiled_scene = {m: tiled_scene[m] for m in ("optical", "sar")}
     source = RasterSource(tiled_scene, DEFAULT_SPECS)
@@ -262,7 +262,7 @@ def test_the_contract_sample_is_read_on_two_handles_in_the_order_of_one(
         sample = source.sample_values()
         assert len({entry[0] for entry in reads}) == 2 and len({entry[1] for entry in reads}) == 2
         assert len({(y, x) for _, _, y, x in reads}) == 9
-        monkeypatch.setattr(runtime.raster_source, "SAMPLE_READERS", 1)
+        monkeypatch.setattr(runtime.raster_sample, "SAMPLE_READERS", 1)
         reads.clear()
         serial = source.sample_values()
         assert len({entry[1] for entry in reads}) == 1
