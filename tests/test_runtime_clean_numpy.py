@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import make_physical
+from test_runtime_support import assert_same_tiles, clean_path_taken, make_physical
 
 from runtime import Predictor, clean_numpy
 from runtime.array_source import ArraySource
@@ -107,17 +107,8 @@ def test_prepare_gives_the_numpy_paths_tiles(dilation: dict[str, int], names: st
     source = ArraySource(inputs, valid)
     fast = _prepared(source, grid, settings)
     slow = _prepared(PlainSource(inputs, valid), grid, settings)
-    for got, want in zip(fast, slow, strict=True):
-        assert (got.row, got.col) == (want.row, want.col)
-        np.testing.assert_array_equal(got.codes, want.codes)
-        assert got.inputs.keys() == want.inputs.keys()
-        for name in got.inputs:
-            assert got.inputs[name].tobytes() == want.inputs[name].tobytes(), name
-    taken = [
-        source.read_normalised(*grid.origin(r, c), grid.tile, dilation, DEFAULT_SPECS) is not None
-        for r in range(grid.rows)
-        for c in range(grid.cols)
-    ]
+    assert_same_tiles(fast, slow)
+    taken = clean_path_taken(source, grid, dilation)
     assert 0 < sum(taken) < len(taken)  # both paths ran
 
 

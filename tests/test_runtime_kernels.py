@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import make_physical
+from test_runtime_support import assert_same_tiles, clean_path_taken, make_physical
 
 from runtime import Predictor
 from runtime.array_source import ArraySource
@@ -41,18 +41,6 @@ def _prepared(source: ArraySource, grid: TileGrid, settings: ReadSettings) -> li
     return [
         prepare(source, grid, r, c, settings, Timer()) for r in range(grid.rows) for c in range(grid.cols)
     ]
-
-
-def _same(a: list[PreparedTile], b: list[PreparedTile]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert (x.row, x.col) == (y.row, y.col)
-        np.testing.assert_array_equal(x.codes, y.codes)
-        assert x.codes.dtype == y.codes.dtype
-        assert x.inputs.keys() == y.inputs.keys()
-        for name in x.inputs:
-            assert x.inputs[name].dtype == y.inputs[name].dtype == np.float32
-            assert x.inputs[name].tobytes() == y.inputs[name].tobytes(), name
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
@@ -115,14 +103,10 @@ def test_prepare_gives_the_same_tiles_with_and_without_the_kernels(
     fast = _prepared(ArraySource(inputs, valid), grid, settings)
     monkeypatch.setenv(KERNELS_ENV, "numpy")
     slow = _prepared(ArraySource(inputs, valid), grid, settings)
-    _same(fast, slow)
+    assert_same_tiles(fast, slow)
     monkeypatch.setenv(KERNELS_ENV, "numba")
     source = ArraySource(inputs, valid)
-    taken = [
-        source.read_normalised(*grid.origin(r, c), grid.tile, dilation, DEFAULT_SPECS) is not None
-        for r in range(grid.rows)
-        for c in range(grid.cols)
-    ]
+    taken = clean_path_taken(source, grid, dilation)
     assert 0 < sum(taken) < len(taken)  # both paths ran
 
 
@@ -272,7 +256,7 @@ def test_files_encoded_like_products_give_the_same_tiles_with_and_without_the_ke
     monkeypatch.setenv(KERNELS_ENV, "numpy")
     with closing(source()) as slow_source:
         slow = _prepared(slow_source, grid, settings)
-    _same(fast, slow)
+    assert_same_tiles(fast, slow)
 
 
 def test_a_terrain_model_or_a_warped_input_takes_the_numpy_path(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import make_physical, write_holed_scene, write_raster
+from test_runtime_support import assert_same_tiles, make_physical, write_holed_scene, write_raster
 
 from runtime import Predictor
 from runtime.array_source import ArraySource
@@ -93,12 +93,7 @@ def test_each_modality_reader_reads_its_own_files_and_gives_one_readers_tiles(
                 by_thread.setdefault(thread, set()).add(names)
             assert sorted(map(sorted, by_thread.values())) == [[("optical",)], [("sar", "dsm")]]
             assert len(Recording.log) == 2 * grid.rows * grid.cols  # each tile once per reader
-    for one, two in zip(tiles[1], tiles[2], strict=True):
-        assert (one.row, one.col) == (two.row, two.col)
-        np.testing.assert_array_equal(one.codes, two.codes)
-        assert set(one.inputs) == set(two.inputs)
-        for name in one.inputs:
-            assert one.inputs[name].tobytes() == two.inputs[name].tobytes(), name
+    assert_same_tiles(tiles[2], tiles[1])
 
 
 @pytest.mark.skipif(not numba_installed(), reason="numba is not installed")

@@ -11,6 +11,7 @@ import functools
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -257,3 +258,25 @@ def interruptible() -> None:
     run started as a background job of a shell without job control ignores SIGINT, and every child would
     inherit that (the run would finish instead of stopping)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def assert_same_tiles(got: list[Any], want: list[Any]) -> None:
+    """Prepared tiles (``scheduling.PreparedTile``) equal position by position: codes, inputs bit for bit."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert (a.row, a.col) == (b.row, b.col)
+        np.testing.assert_array_equal(a.codes, b.codes)
+        assert a.codes.dtype == b.codes.dtype
+        assert set(a.inputs) == set(b.inputs)
+        for name in a.inputs:
+            assert a.inputs[name].dtype == b.inputs[name].dtype == np.float32
+            assert a.inputs[name].tobytes() == b.inputs[name].tobytes(), name
+
+
+def clean_path_taken(source: Any, grid: Any, dilation: Mapping[str, int]) -> list[bool]:
+    """For each tile of ``grid``, whether ``source.read_normalised`` took it (its clean path)."""
+    return [
+        source.read_normalised(*grid.origin(r, c), grid.tile, dilation, DEFAULT_SPECS) is not None
+        for r in range(grid.rows)
+        for c in range(grid.cols)
+    ]
