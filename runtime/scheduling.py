@@ -231,7 +231,7 @@ class Prefetcher:
         depth: int,
     ) -> None:
         self._stop = threading.Event()
-        self._grid, self._settings = grid, settings
+        self._grid, self._settings, self._timer = grid, settings, timer
         columns = list(range(chunk.first_col, chunk.last_col + 1))
         count = reader_count(source, settings.readers, len(columns))
         positions = [(row, col) for row in range(first_row, grid.rows) for col in columns]
@@ -310,7 +310,10 @@ class Prefetcher:
         parts = [self._take(q) for q in self._queues]
         row, col = self._positions[self._taken]
         self._taken += 1
-        return combine_parts(row, col, self._grid.tile, parts, self._settings)
+        mark = self._timer.mark()
+        tile = combine_parts(row, col, self._grid.tile, parts, self._settings)
+        self._timer.since("preprocess", mark)  # the patterns, decided here over both parts
+        return tile
 
     @staticmethod
     def _take(source: queue.Queue[Any]) -> Any:
