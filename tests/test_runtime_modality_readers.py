@@ -156,3 +156,34 @@ def test_the_contract_sample_is_read_by_file_on_two_threads_as_one_thread_reads_
             source.sample_values(2)
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("failing", ["optical", "sar"])
+def test_a_modality_readers_error_is_raised_where_its_tile_comes(
+    scene: dict[str, Path], failing: str
+) -> None:
+    """Either modality reader's error reaches the main thread at its tile, after every tile before it, in
+    order."""
+    grid = TileGrid(height=300, width=260, tile=64, overlap=16)
+    chunk = Chunk(0, 0, grid.cols - 1, 0, grid.width)
+    bad = grid.origin(2, 1)
+
+    class Failing(RasterSource):
+        def read(self, y: int, x: int, size: int, modalities: Any = None) -> Any:
+            if (y, x) == bad and modalities is not None and failing in modalities:
+                raise DataError(f"{failing}: reading rows {y}..{y + size} failed")
+            return super().read(y, x, size, modalities)
+
+    source = _source(scene, ("optical", "sar", "dsm"), Failing)
+    prefetch = Prefetcher(source, grid, chunk, 0, ReadSettings(DEFAULT_SPECS, 0.5, 0, readers=2), Timer(), 4)
+    taken = []
+    try:
+        with pytest.raises(DataError, match=f"{failing}: reading rows"):
+            while True:
+                tile = prefetch.get()
+                taken.append((tile.row, tile.col))
+    finally:
+        prefetch.close()
+        source.close()
+    order = [(r, c) for r in range(grid.rows) for c in range(grid.cols)]
+    assert taken == order[: order.index((2, 1))]
