@@ -61,6 +61,11 @@ def external_data_locations(data: bytes) -> list[str]:
 def verify_engine(manifest: Manifest, entry: EngineEntry) -> Path:
     """The entry's file, refused when it lies (or keeps external data) outside the engines folder, is
     missing, or does not hash to the recorded sha256."""
+    return checked_engine(manifest, entry)[0]
+
+
+def checked_engine(manifest: Manifest, entry: EngineEntry) -> tuple[Path, bool]:
+    """``verify_engine``'s file, and whether its sha256 covers all of it (no external data files)."""
     if manifest.root is None:
         raise ManifestError("manifest has no folder yet; save_manifest or load_manifest it first")
     root = Path(manifest.root)
@@ -73,10 +78,10 @@ def verify_engine(manifest: Manifest, entry: EngineEntry) -> Path:
             f"{root}: {path} has sha256 {digest[:12]}... but the manifest records {entry.sha256[:12]}...; "
             "the file was altered, rebuild with `stars-edge build-engines`"
         )
-    if path.suffix == ".onnx":
-        for location in external_data_locations(path.read_bytes()):
-            confined_path(path.parent, location, f"external data of {path.name}")
-    return path
+    locations = external_data_locations(path.read_bytes()) if path.suffix == ".onnx" else []
+    for location in locations:
+        confined_path(path.parent, location, f"external data of {path.name}")
+    return path, not locations
 
 
 class EngineSet:
@@ -220,7 +225,7 @@ class EngineSet:
         engine = self._loaded.get(pattern)
         if engine is None:
             entry = self.entry(pattern)
-            path = verify_engine(self.manifest, entry)
+            path, whole = checked_engine(self.manifest, entry)
             engine = open_backend(
                 self.backend,
                 path,
@@ -228,6 +233,7 @@ class EngineSet:
                 output_name=entry.output,
                 input_bands={item["name"]: int(item["bands"]) for item in entry.inputs},
                 streams=self.streams,
+                content_id=entry.sha256 if whole else None,
             )
             self.device = engine.device
             self._loaded[pattern] = engine

@@ -126,6 +126,37 @@ def test_openvino_refuses_missing_output_and_broken_file(engines: Path, tmp_path
         OpenVINOBackend(broken)
 
 
+def test_openvino_loads_by_path_per_content_and_never_serves_a_former_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the file's sha256 (``content_id``) a cached model loads by its path, in a cache folder per
+    content: an engine rebuilt in place with other weights gives its own outputs, not the former blob's
+    (OpenVINO keys a path's cache by the path). A broken file or a missing output is refused as before."""
+    from runtime.backends.openvino_backend import CACHE_ENV
+    from stars_edge.io import sha256_file
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    pattern = Pattern(("sar",))
+    path = tmp_path / "sar.onnx"
+    batch = {"sar": np.random.default_rng(0).normal(size=(1, 2, 16, 16)).astype(np.float32)}
+    outputs = []
+    for scale in (1.0, 1.0, -3.0):  # the second load comes from the cache; the third is a rebuild in place
+        weight = scale * np.arange(6, dtype=np.float32).reshape(3, 2)
+        conv_engine(path, pattern, {"sar": 2}, weight, np.zeros(3, dtype=np.float32))
+        engine = OpenVINOBackend(path, threads=1, content_id=sha256_file(path))
+        outputs.append(engine.run(batch))
+        engine.close()
+        expected = np.einsum("oc,nchw->nohw", weight, batch["sar"])
+        np.testing.assert_allclose(outputs[-1], expected, rtol=1e-5, atol=1e-5)
+    assert len(list((tmp_path / "cache" / "openvino").iterdir())) == 2  # one folder per content
+    with pytest.raises(ManifestError, match="expected 'scores'"):
+        OpenVINOBackend(path, output_name="scores", content_id=sha256_file(path))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ManifestError, match="cannot be read by OpenVINO"):
+        OpenVINOBackend(broken, content_id=sha256_file(broken))
+
+
 def _scaler_engine(path: Path) -> Path:
     """An engine ONNX Runtime runs but OpenVINO cannot load (ai.onnx.ml Scaler): the fallback case."""
     sar = helper.make_tensor_value_info("sar", TensorProto.FLOAT, ["N", 2, "H", "W"])

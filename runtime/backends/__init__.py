@@ -131,8 +131,10 @@ def open_backend(
     tile: int | None = None,
     device_index: int = 0,
     streams: int = 1,
+    content_id: str | None = None,
 ) -> Backend:
-    """Load one engine file on ``backend`` (a resolved name, not ``auto``).
+    """Load one engine file on ``backend`` (a resolved name, not ``auto``). ``content_id`` (the file's
+    checked sha256, for a file without external data) lets OpenVINO load its cached model by path.
 
     OpenVINO failing to read or compile a file ONNX Runtime can run is not fatal: the engine runs on ONNX
     Runtime and one warning line says why (once per reason and process). ``streams`` (calls in flight at
@@ -142,7 +144,9 @@ def open_backend(
         return TensorRTBackend(path, device_index=device_index)
     if backend == "openvino":
         try:
-            return OpenVINOBackend(path, threads=threads, output_name=output_name, streams=streams)
+            return OpenVINOBackend(
+                path, threads=threads, output_name=output_name, streams=streams, content_id=content_id
+            )
         except (BackendUnavailableError, ManifestError) as exc:
             reason = str(exc)
             if reason not in _warned:
