@@ -58,14 +58,10 @@ def external_data_locations(data: bytes) -> list[str]:
     return locations
 
 
-def verify_engine(manifest: Manifest, entry: EngineEntry) -> Path:
-    """The entry's file, refused when it lies (or keeps external data) outside the engines folder, is
-    missing, or does not hash to the recorded sha256."""
-    return checked_engine(manifest, entry)[0]
-
-
 def checked_engine(manifest: Manifest, entry: EngineEntry) -> tuple[Path, bool]:
-    """``verify_engine``'s file, and whether its sha256 covers all of it (no external data files)."""
+    """The entry's file, refused when it lies (or keeps external data) outside the engines folder, is
+    missing, or does not hash to the recorded sha256; and whether that sha256 covers all of it (no external
+    data files)."""
     if manifest.root is None:
         raise ManifestError("manifest has no folder yet; save_manifest or load_manifest it first")
     root = Path(manifest.root)

@@ -40,28 +40,31 @@ def sample_values(source: RasterSource, readers: int = SAMPLE_READERS) -> dict[s
     ]
     threads = max(1, min(readers, SAMPLE_READERS))
     groups = modality_groups(source, threads)
-    tiles_of: dict[str, list[RawTile]]
-    if groups is not None:  # as the reader threads will read them: each file on one thread, these handles
-
-        def read_group(group: tuple[str, ...]) -> list[RawTile]:
-            return [source.read(y, x, size, group) for y, x in origins]
-
-        with ThreadPoolExecutor(len(groups), thread_name_prefix="stars-edge-sample") as pool:
-            parts = list(pool.map(read_group, groups))
-        tiles_of = {m: part for part, group in zip(parts, groups, strict=True) for m in group}
-    else:
+    # per thread: a handle, the modalities it reads (None: all) and its windows, as the readers read tiles
+    tasks: list[tuple[RasterSource, tuple[str, ...] | None, range]]
+    if groups is not None:  # each file on one thread, on these handles
+        tasks = [(source, group, range(len(origins))) for group in groups]
+    else:  # the windows split over the reader threads' handles
         handles = source.handles(threads)
-        shares = [origins[i :: len(handles)] for i in range(len(handles))]
+        tasks = [(handle, None, range(i, len(origins), len(handles))) for i, handle in enumerate(handles)]
 
-        def read_share(handle: RasterSource, share: list[tuple[int, int]]) -> list[RawTile]:
-            return [handle.read(y, x, size) for y, x in share]
+    def read(task: tuple[RasterSource, tuple[str, ...] | None, range]) -> list[RawTile]:
+        handle, names, windows = task
+        if names is None:
+            return [handle.read(*origins[i], size) for i in windows]
+        return [handle.read(*origins[i], size, names) for i in windows]
 
-        with ThreadPoolExecutor(len(handles), thread_name_prefix="stars-edge-sample") as pool:
-            read = list(pool.map(read_share, handles, shares))
-        tiles = [read[i % len(handles)][i // len(handles)] for i in range(len(origins))]
-        tiles_of = dict.fromkeys(source.modalities, tiles)
-    return {
-        m: (np.concatenate([t.values[m][:, t.valid[m]] for t in tiles_of[m]], axis=1), str(source.paths[m]))
+    with ThreadPoolExecutor(len(tasks), thread_name_prefix="stars-edge-sample") as pool:
+        results = list(pool.map(read, tasks))
+    placed: dict[str, dict[int, RawTile]] = {m: {} for m in source.modalities}  # window index -> tile
+    for (_, names, windows), tiles in zip(tasks, results, strict=True):
+        for name in names or source.modalities:
+            placed[name].update(zip(windows, tiles, strict=True))
+    return {  # in the windows' order, whichever thread read them
+        m: (
+            np.concatenate([t.values[m][:, t.valid[m]] for _, t in sorted(placed[m].items())], axis=1),
+            str(source.paths[m]),
+        )
         for m in source.modalities
     }
 

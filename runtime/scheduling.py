@@ -243,8 +243,8 @@ class Prefetcher:
             # each reader reads its own files' modalities of every tile: every block is decoded once
             sources = [ModalityView(source, group) for group in groups]
             mine = [positions] * len(groups)
-            #: Readers whose parts make one tile (``get`` combines them), or None: one reader per tile.
-            self._parts: int | None = len(groups)
+            #: Each tile comes in parts, one per reader, which ``get`` combines (else one reader per tile).
+            self._in_parts = True
             sizes = [max(1, depth)] * len(groups)
         else:
             # each reader takes a band of columns, so that it decodes its own blocks (a GDAL handle caches
@@ -253,7 +253,7 @@ class Prefetcher:
             owner = {col: index * count // len(columns) for index, col in enumerate(columns)}
             #: Which reader's queue holds each tile, in the order ``get`` hands them out.
             self._owners = [owner[col] for _, col in positions]
-            self._parts = None
+            self._in_parts = False
             mine = [[p for p in positions if owner[p[1]] == index] for index in range(count)]
             sizes = [max(1, -(-depth // count))] * count
         self._queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=size) for size in sizes]
@@ -293,7 +293,7 @@ class Prefetcher:
                     return
                 item = (
                     prepare(source, grid, row, col, settings, timer)
-                    if self._parts is None
+                    if not self._in_parts
                     else prepare_part(source, grid, row, col, settings, timer)
                 )
                 if not self._put(index, item):
@@ -303,7 +303,7 @@ class Prefetcher:
             self._put(index, exc)
 
     def get(self) -> PreparedTile:
-        if self._parts is None:
+        if not self._in_parts:
             tile: PreparedTile = self._take(self._queues[self._owners[self._taken]])
             self._taken += 1
             return tile

@@ -22,11 +22,13 @@ from test_runtime_support import build_engines, random_weights
 from export.tiles import SYNTHETIC, sample_physical
 from runtime import Predictor
 from runtime.bands import canonical_band, parse_band_selection
+from runtime.modality_readers import modality_groups
+from runtime.raster_source import RasterSource
 from stars_edge.contract import contract_from_values
 from stars_edge.data.synthetic import SyntheticConfig, generate_scene, synthetic_specs, write_scene
 from stars_edge.errors import ConfigError, DataError
 from stars_edge.manifest import load_manifest, save_manifest
-from stars_edge.modalities import ALL_PATTERNS
+from stars_edge.modalities import ALL_PATTERNS, DEFAULT_SPECS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
@@ -422,9 +424,10 @@ def test_gcp_only_rasters_get_the_gdalwarp_advice(engines: Path, tmp_path: Path)
 def test_two_readers_give_the_maps_of_one_on_inputs_encoded_like_products(
     engines: Path, scene: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Each reader thread opens its own handles (``RasterSource.handles``): band descriptions in another
-    order, an L2A scale and offset, an alpha band, a SAR warped from a smaller footprint on a shifted grid
-    and a DSM in altitude with its terrain model must read the same through both as through one."""
+    """Two readers split by file here (optical against SAR + DSM, ``runtime/modality_readers.py``; by
+    columns, each on its own handles, where the split is uneven): band descriptions in another order, an
+    L2A scale and offset, an alpha band, a SAR warped from a smaller footprint on a shifted grid and a DSM
+    in altitude with its terrain model must read the same through both as through one."""
     optical = rewrite_geotiff(
         scene["optical"], tmp_path / "l2a.tif", lambda a: (a[[2, 1, 0, 3]] + 0.1) * 10000,
         ("B4", "B3", "B2", "B8"), "uint16", 1e-4, -0.1,
@@ -456,6 +459,11 @@ def test_two_readers_give_the_maps_of_one_on_inputs_encoded_like_products(
         out.write(terrain)
     altitude = rewrite_geotiff(scene["dsm"], tmp_path / "altitude.tif", lambda a: a + terrain)
     inputs = {"optical": with_alpha, "sar": sar_left, "dsm": altitude, "dtm": dtm}
+    source = RasterSource({m: inputs[m] for m in ("optical", "sar", "dsm")}, DEFAULT_SPECS, dtm=dtm)
+    try:
+        assert modality_groups(source, 2) == [("optical",), ("sar", "dsm")]  # the split these inputs take
+    finally:
+        source.close()
     outputs = []
     for readers in (1, 2):
         folder = tmp_path / f"readers{readers}"

@@ -124,12 +124,12 @@ class OpenVINOBackend:
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         cache = compiled_model_cache()
-        source: Any = None
+        source: Any
         if cache is not None and content_id:
-            # From the file's path, a cached model loads without reading and hashing the graph (0.13-0.16 s
-            # against 0.20-0.22 s per INT8 engine). OpenVINO keys such a cache by the path, not the content,
-            # so each content (the manifest's sha256, checked just before) gets a folder of its own: a file
-            # rebuilt in place never meets the blob of its former content.
+            # From the file's path, a cached model loads without reading and hashing the graph (four INT8
+            # engines 0.29-0.42 s against 0.47-0.58 s, quiet). OpenVINO keys such a cache by the path, not
+            # the content, so each content (the manifest's sha256, checked just before) gets a folder of its
+            # own: a file rebuilt in place never meets the blob of its former content.
             config["CACHE_DIR"] = str(cache / f"sha256-{content_id[:32]}")
             source = str(self.path)
         else:
