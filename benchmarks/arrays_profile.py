@@ -52,6 +52,8 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("validity and normalisation", "runtime/tile_source.py"),
     ("scheduling and batching", "runtime/scheduling.py"),
     ("scheduling and batching", "runtime/writing.py"),
+    ("scheduling and batching", "runtime/tile_inference.py"),
+    ("scheduling and batching", "runtime/batch_buffers.py"),
     ("input contract", "stars_edge/contract.py"),
 )
 
@@ -60,14 +62,26 @@ class SerialReader:
     """``Prefetcher``'s interface, ``prepare`` run on the caller's thread, row-major from ``first_row``."""
 
     def __init__(
-        self, source: Any, grid: Any, chunk: Any, first_row: int, settings: Any, timer: Any, depth: int
+        self,
+        source: Any,
+        grid: Any,
+        chunk: Any,
+        first_row: int,
+        settings: Any,
+        timer: Any,
+        depth: int,
+        batch: int = 1,
     ):  # settings.readers is ignored: one thread
+        from runtime.batch_buffers import GroupBuffers
         from runtime.scheduling import prepare
+
+        columns = list(range(chunk.first_col, chunk.last_col + 1))
+        buffers = GroupBuffers(columns, batch, grid.tile)
 
         def tiles() -> Generator[Any, None, None]:
             for row in range(first_row, grid.rows):
-                for col in range(chunk.first_col, chunk.last_col + 1):
-                    yield prepare(source, grid, row, col, settings, timer)
+                for col in columns:
+                    yield prepare(source, grid, row, col, settings, timer, buffers)
 
         self._tiles = tiles()
 

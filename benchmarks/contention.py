@@ -39,10 +39,10 @@ from benchmarks.common import load_average, scene_parser, scene_record
 from benchmarks.latency_floor import DECODE_CACHE_BYTES, scene_files
 from benchmarks.latency_plan import make_inputs
 from benchmarks.latency_scenes import scene_paths
+from runtime.batch_buffers import row_groups
 from runtime.cpus import usable_cores
 from runtime.pipelining import Together
 from runtime.run_options import default_streams
-from runtime.tile_inference import row_groups
 from runtime.tiling import TileGrid
 from stars_edge.io import write_json_atomic
 from stars_edge.manifest import Manifest, load_manifest

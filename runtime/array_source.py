@@ -85,11 +85,20 @@ class ArraySource:
         return cut_tile(self._values, self._valid, y, x, h, w, size)
 
     def read_normalised(
-        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+        self,
+        y: int,
+        x: int,
+        size: int,
+        dilation: Mapping[str, int],
+        specs: Mapping[str, ModalitySpec],
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray] | None:
         """Normalised engine inputs of a clean tile ``(y, x)`` straight from the arrays (``clean_inputs``),
-        or None: the caller then takes the numpy path (``scheduling.prepare``)."""
-        return clean_inputs(self._values, self._valid, y, x, size, dilation, specs, self.height, self.width)
+        or None: the caller then takes the numpy path (``scheduling.prepare``). Into ``out``'s arrays (per
+        modality, ``GroupBuffers`` slots) where given."""
+        return clean_inputs(
+            self._values, self._valid, y, x, size, dilation, specs, self.height, self.width, out=out
+        )
 
     def close(self) -> None:
         """Nothing to release."""
@@ -107,6 +116,7 @@ def clean_inputs(
     width: int,
     first_row: int = 0,
     stop_row: int | None = None,
+    out: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray] | None:
     """Normalised engine inputs of the ``size`` px tile at scene pixel ``(y, x)`` of in-memory arrays
     holding scene rows ``[first_row, stop_row)`` (a row stream's store; default: all of them), normalised
@@ -134,10 +144,13 @@ def clean_inputs(
         if mask.size and mask.shape != array.shape[1:]:
             raise RuntimeError(f"{name}: validity {mask.shape} does not match the values {array.shape[1:]}")
         local = [(y0 - first_row, y1 - first_row, x0, x1) for y0, y1, x0, x1 in strips]
-        out = clean_window(kernels, array, mask, NO_SCALE, NO_SCALE, y - first_row, x, size, spec, local)
-        if out is None:
+        slot = None if out is None else out.get(name)
+        ready = clean_window(
+            kernels, array, mask, NO_SCALE, NO_SCALE, y - first_row, x, size, spec, local, slot
+        )
+        if ready is None:
             return None
-        inputs[name] = out
+        inputs[name] = ready
     return inputs
 
 

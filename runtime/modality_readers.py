@@ -66,9 +66,15 @@ class ModalityView:
         return self._source.read(y, x, size, self.modalities)
 
     def read_normalised(
-        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+        self,
+        y: int,
+        x: int,
+        size: int,
+        dilation: Mapping[str, int],
+        specs: Mapping[str, ModalitySpec],
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray] | None:
-        return self._source.read_normalised(y, x, size, dilation, specs, self.modalities)
+        return self._source.read_normalised(y, x, size, dilation, specs, self.modalities, out)
 
     def close(self) -> None:
         """The source is closed by its owner."""

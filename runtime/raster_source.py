@@ -278,6 +278,7 @@ class RasterSource:
         dilation: Mapping[str, int],
         specs: Mapping[str, ModalitySpec],
         modalities: Sequence[str] | None = None,
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray] | None:
         """Normalised engine inputs of tile ``(y, x)``, scale/offset, finite check and normalisation in one
         compiled pass per modality after GDAL's read (``runtime/kernels.py``), when the tile lies inside the
@@ -285,7 +286,7 @@ class RasterSource:
         around the tile; None otherwise, and the caller takes the numpy path (``scheduling.prepare``). Also
         None without the compiled kernels, with a terrain model (``--dtm``) or for a modality warped onto
         the grid (its window would be resampled on its own). The same bits as the numpy path. Every modality,
-        or ``modalities`` only."""
+        or ``modalities`` only; into ``out``'s arrays (``GroupBuffers`` slots) where given."""
         kernels = compiled()
         names = self.modalities if modalities is None else tuple(modalities)
         inside = min(y, x) >= 0 and y + size <= self.height and x + size <= self.width
@@ -307,10 +308,13 @@ class RasterSource:
                 return None
             scale, offset = scale_offset(reader, list(plan.indexes))
             strips = ring(y - y0, x - x0, size, radius, y1 - y0, x1 - x0) if radius else []
-            out = clean_window(kernels, data, NO_MASK, scale, offset, y - y0, x - x0, size, spec, strips)
-            if out is None:
+            slot = None if out is None else out.get(name)
+            ready = clean_window(
+                kernels, data, NO_MASK, scale, offset, y - y0, x - x0, size, spec, strips, slot
+            )
+            if ready is None:
                 return None
-            inputs[name] = out
+            inputs[name] = ready
         return inputs
 
     def _read_stored(

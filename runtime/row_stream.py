@@ -102,7 +102,13 @@ class RowStreamSource:
         return cut_tile(self._values, self._valid, y - self._stored, x, h, w, size)
 
     def read_normalised(
-        self, y: int, x: int, size: int, dilation: Mapping[str, int], specs: Mapping[str, ModalitySpec]
+        self,
+        y: int,
+        x: int,
+        size: int,
+        dilation: Mapping[str, int],
+        specs: Mapping[str, ModalitySpec],
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray] | None:
         """Normalised engine inputs of a clean tile straight from the stored rows
         (``array_source.clean_inputs``), or None for the numpy path. Holds the rows the numpy path's read of
@@ -123,6 +129,7 @@ class RowStreamSource:
             self.width,
             self._stored,
             self.rows_delivered,
+            out,
         )
 
     def _hold(self, top: int, stop: int) -> None:

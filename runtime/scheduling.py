@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.batch_buffers import GroupBuffers
 from runtime.modality_readers import ModalityView, modality_groups
 from runtime.sources import RawTile, TileSource
 from runtime.tiling import Chunk, TileGrid
@@ -150,24 +151,35 @@ class PreparedPart:
 
 
 def prepare_part(
-    source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
+    source: TileSource,
+    grid: TileGrid,
+    row: int,
+    col: int,
+    settings: ReadSettings,
+    timer: Timer,
+    buffers: GroupBuffers | None = None,
 ) -> PreparedPart:
-    """Read tile ``(row, col)`` of ``source``'s modalities, fill speckle and normalise.
+    """Read tile ``(row, col)`` of ``source``'s modalities, fill speckle and normalise, into the tile's
+    slots of ``buffers`` where given (its group then reaches the engines without a stacking copy).
 
     A source with ``read_normalised`` (arrays, files, a row stream) hands a tile whose every pixel is valid
     straight as engine inputs (``runtime/kernels.py``, ``runtime/clean_numpy.py``)."""
     y, x = grid.origin(row, col)
     start = timer.mark()
+    out = None
+    if buffers is not None:
+        bands = {m: settings.specs[m].bands for m in source.modalities if m in settings.specs}
+        out = buffers.slots(row, col, bands)
     read_normalised = getattr(source, "read_normalised", None)
     if read_normalised is not None:
-        ready = read_normalised(y, x, grid.tile, settings.dilation, settings.specs)
+        ready = read_normalised(y, x, grid.tile, settings.dilation, settings.specs, out=out)
         if ready is not None:
             timer.since("read", start)
             return PreparedPart(ready, None, None)
     raw = read_dilated(source, y, x, grid.tile, settings.dilation)
     middle = timer.since("read", start)
     values, valid = clean_tile(raw)
-    inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill)
+    inputs = prepare_inputs(values, valid, raw.inside, settings.specs, settings.fill, out)
     timer.since("preprocess", middle)
     return PreparedPart(inputs, valid, raw.inside)
 
@@ -193,12 +205,18 @@ def combine_parts(
 
 
 def prepare(
-    source: TileSource, grid: TileGrid, row: int, col: int, settings: ReadSettings, timer: Timer
+    source: TileSource,
+    grid: TileGrid,
+    row: int,
+    col: int,
+    settings: ReadSettings,
+    timer: Timer,
+    buffers: GroupBuffers | None = None,
 ) -> PreparedTile:
     """Read tile ``(row, col)``, fill speckle, decide the per-pixel patterns and normalise: every pixel of a
     clean tile (every modality valid, ``read_normalised``) takes every modality, as ``pixel_codes`` decides
     for such a tile."""
-    part = prepare_part(source, grid, row, col, settings, timer)
+    part = prepare_part(source, grid, row, col, settings, timer, buffers)
     mark = timer.mark()
     tile = combine_parts(row, col, grid.tile, [part], settings)
     if part.inside is not None:
@@ -229,10 +247,13 @@ class Prefetcher:
         settings: ReadSettings,
         timer: Timer,
         depth: int,
+        batch: int = 1,
     ) -> None:
         self._stop = threading.Event()
         self._grid, self._settings, self._timer = grid, settings, timer
         columns = list(range(chunk.first_col, chunk.last_col + 1))
+        #: Each tile is prepared into its slot of its group's batch (``stream_chunk`` groups a row so).
+        self._buffers = GroupBuffers(columns, batch, grid.tile)
         count = reader_count(source, settings.readers, len(columns))
         positions = [(row, col) for row in range(first_row, grid.rows) for col in columns]
         self._positions = positions
@@ -292,9 +313,9 @@ class Prefetcher:
                 if self._stop.is_set():
                     return
                 item = (
-                    prepare(source, grid, row, col, settings, timer)
+                    prepare(source, grid, row, col, settings, timer, self._buffers)
                     if not self._in_parts
-                    else prepare_part(source, grid, row, col, settings, timer)
+                    else prepare_part(source, grid, row, col, settings, timer, self._buffers)
                 )
                 if not self._put(index, item):
                     return

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from runtime.batch_buffers import as_batch
 from runtime.engines import EngineSet
 from runtime.scheduling import EngineUse, PreparedTile
 from runtime.stride4_mixed import Box, PatchedTile
@@ -126,20 +127,6 @@ def batch_of_one(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).reshape(1, *array.shape)
 
 
-def row_groups(columns: int, batch: int) -> list[int]:
-    """Sizes of the groups a tile row of ``columns`` tiles is handed to the engines in: as few groups of at
-    most ``batch`` as will do, their sizes as equal as possible (9 columns at batch 4: 3, 3, 3 rather than 4,
-    4, 1). A row's whole-tile calls then take one batch size, or two that differ by one, and no lone tile:
-    OpenVINO re-prepares a dynamic-shape graph each time a stream's input shape changes (1.7-2 ms per change
-    at window sizes, quiet, session 14), and a batch of 3 costs no more per tile than one of 4 (3.16 against
-    3.30 ms per 512 px INT8 tile, two streams busy; a lone tile 3.49 ms)."""
-    if columns <= 0:
-        return []
-    count = -(-columns // batch)
-    base, extra = divmod(columns, count)
-    return [base + 1] * extra + [base] * (count - extra)
-
-
 def engine_calls(items: Sequence[int], batch: int) -> Iterator[Sequence[int]]:
     """``items`` in engine calls of ``batch``, the remainder one at a time: each window shape then reaches
     the engine at two batch sizes at most, and a dynamic-shape engine's first call at a new shape costs 10-37
@@ -153,10 +140,16 @@ def engine_calls(items: Sequence[int], batch: int) -> Iterator[Sequence[int]]:
 
 
 def batch_inputs(items: Sequence[Mapping[str, np.ndarray]], pattern: Pattern) -> dict[str, np.ndarray]:
-    """One engine call's inputs: one item as a contiguous batch of one (no stacking copy), several stacked."""
+    """One engine call's inputs: one item as a contiguous batch of one (no stacking copy); several as the
+    slice of their group's buffer that holds them (``batch_buffers.as_batch``), else stacked."""
     if len(items) == 1:
         return {m: batch_of_one(items[0][m]) for m in pattern}
-    return {m: np.stack([item[m] for item in items]) for m in pattern}
+    return {m: _batched([item[m] for item in items]) for m in pattern}
+
+
+def _batched(arrays: list[np.ndarray]) -> np.ndarray:
+    batch = as_batch(arrays)
+    return np.stack(arrays) if batch is None else batch
 
 
 def run_windows(

@@ -108,14 +108,17 @@ def clean_window(
     size: int,
     spec: ModalitySpec,
     strips: list[tuple[int, int, int, int]],
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """One modality of a clean tile through ``kernels`` (``kernels_numba``, or ``clean_numpy`` for in-memory
     arrays without them): ``spec``-normalised float32 inputs of the
     ``size`` px window at ``(top, left)`` of ``array`` (array coordinates), or None as soon as a pixel of
-    the window or of the ``strips`` around it (``ring``, array coordinates) is invalid."""
+    the window or of the ``strips`` around it (``ring``, array coordinates) is invalid. Into ``out`` (a
+    ``GroupBuffers`` slot) where given."""
     if not all(kernels.window_valid(array, mask, scale, offset, *strip) for strip in strips):
         return None
-    out = np.empty((spec.bands, size, size), dtype=np.float32)
+    if out is None or out.shape != (spec.bands, size, size):
+        out = np.empty((spec.bands, size, size), dtype=np.float32)
     mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
     if not kernels.cut_normalised(array, mask, top, left, scale, offset, mean, std, out):
         return None

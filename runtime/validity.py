@@ -152,12 +152,14 @@ def prepare_inputs(
     inside: np.ndarray,
     specs: Mapping[str, ModalitySpec],
     fill: float = 0.0,
+    out: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Normalised ``float32 (bands, T, T)`` inputs: ``fill`` (0 = the band mean) where a modality is invalid
-    inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``)."""
+    inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``).
+    Into ``out``'s arrays (per modality, ``GroupBuffers`` slots) where given."""
     prepared: dict[str, np.ndarray] = {}
     for name, data in values.items():
-        normalised = normalize_owned(specs[name], data)
+        normalised = normalize_owned(specs[name], data, None if out is None else out.get(name))
         holes = ~valid[name] & inside
         if holes.any():
             np.copyto(normalised, np.float32(fill), where=holes[None])
@@ -167,11 +169,12 @@ def prepare_inputs(
     return prepared
 
 
-def normalize_owned(spec: ModalitySpec, data: np.ndarray) -> np.ndarray:
-    """``spec.normalize(data)`` computed in ``data``'s own buffer: the same float32 subtraction and division
-    (the same bits) without two tile-sized temporaries. Sources hand out tiles the caller owns
-    (``TileSource.read``; a dilated read's crop is a view of one); anything else (another dtype, a read-only
-    array) goes through ``normalize``. The backends make a view contiguous where they need it."""
+def normalize_owned(spec: ModalitySpec, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``spec.normalize(data)`` computed in ``data``'s own buffer, or into ``out`` (a ``GroupBuffers`` slot
+    of ``data``'s shape): the same float32 subtraction and division (the same bits) without two tile-sized
+    temporaries. Sources hand out tiles the caller owns (``TileSource.read``; a dilated read's crop is a view
+    of one); anything else (another dtype, a read-only array) goes through ``normalize``. The backends make a
+    view contiguous where they need it."""
     owned = data.dtype == np.float32 and data.flags.writeable
     if not owned or data.ndim != 3 or data.shape[0] != spec.bands:
         return spec.normalize(data)
@@ -179,9 +182,10 @@ def normalize_owned(spec: ModalitySpec, data: np.ndarray) -> np.ndarray:
     if kernels is not None:
         kernels.normalise_in_place(data, *(np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std)))
         return data
-    np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=data)
-    np.divide(data, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=data)
-    return data
+    target = out if out is not None and out.shape == data.shape else data
+    np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=target)
+    np.divide(target, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=target)
+    return target
 
 
 def check_inputs(

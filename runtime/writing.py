@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.batch_buffers import row_groups
 from runtime.blending import RowBands, RowBlender
 from runtime.blending_stride4 import Stride4Blender
 from runtime.block_bands import BlockWriter, save_progress
@@ -30,7 +31,6 @@ from runtime.pipelining import EnginePipeline
 from runtime.scheduling import EngineUse, Prefetcher, ReadSettings, Timer
 from runtime.sources import TileSource
 from runtime.summary import count_names, names_to_counts
-from runtime.tile_inference import row_groups
 from runtime.tiling import Chunk, TileGrid
 from runtime.validity import CODE_TO_INDEX
 from stars_edge.errors import OutputError, StarsEdgeError
@@ -77,7 +77,7 @@ def stream_chunk(
     blender = blending(grid, classes, probabilities, patterns, chunk)
     pipeline = EnginePipeline(engines, batch, settings.margin, stride)
     depth = (pipeline.concurrency + 1) * batch + 2  # tiles: the groups in flight, the one blended, the next
-    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, depth)
+    prefetch = Prefetcher(source, grid, chunk, start_row, settings, timer, depth, batch)
     columns = chunk.last_col - chunk.first_col + 1
     blending_row = -1
 

@@ -30,7 +30,7 @@ def _numpy_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
 class PlainSource(ArraySource):
     """An in-memory source without the clean-tile shortcut: every tile goes the numpy path."""
 
-    def read_normalised(self, *args: Any) -> None:
+    def read_normalised(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 

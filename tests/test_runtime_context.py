@@ -18,7 +18,8 @@ from test_runtime_support import build_engines, make_physical, random_weights, w
 
 import runtime.tile_inference
 from runtime import Predictor
-from runtime.tile_inference import engine_calls, row_groups
+from runtime.batch_buffers import row_groups
+from runtime.tile_inference import engine_calls
 from runtime.tiling import TileGrid
 from runtime.validity import box_any, speckle_mask
 from stars_edge.modalities import Pattern

@@ -49,10 +49,12 @@ class CountingSource(ArraySource):
         self._record(y, x)
         return super().read(y, x, size)
 
-    def read_normalised(self, y: int, x: int, size: int, *args: Any) -> dict[str, np.ndarray] | None:
+    def read_normalised(
+        self, y: int, x: int, size: int, *args: Any, **kwargs: Any
+    ) -> dict[str, np.ndarray] | None:
         """The compiled path's read of a clean tile (``runtime/kernels.py``), recorded the same way; a tile
         it declines is then read (and recorded) by ``read``, so it is logged once either way."""
-        ready = super().read_normalised(y, x, size, *args)
+        ready = super().read_normalised(y, x, size, *args, **kwargs)
         if ready is not None or (y, x) == self.fail_at:
             self._record(y, x)
         return ready
