@@ -97,6 +97,4 @@ def as_batch(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
             or array.__array_interface__["data"][0] != origin + (start + position) * step
         ):
             return None
-    if start + len(arrays) > base.shape[0]:
-        return None
     return base[start : start + len(arrays)]

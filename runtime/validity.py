@@ -174,15 +174,17 @@ def normalize_owned(spec: ModalitySpec, data: np.ndarray, out: np.ndarray | None
     of ``data``'s shape): the same float32 subtraction and division (the same bits) without two tile-sized
     temporaries. Sources hand out tiles the caller owns (``TileSource.read``; a dilated read's crop is a view
     of one); anything else (another dtype, a read-only array) goes through ``normalize``. The backends make a
-    view contiguous where they need it."""
+    view contiguous where they need it. Into a slot, the two numpy passes write it directly (the compiled
+    kernel, the same bits, works in place only: it would need a copy into the slot first)."""
     owned = data.dtype == np.float32 and data.flags.writeable
     if not owned or data.ndim != 3 or data.shape[0] != spec.bands:
         return spec.normalize(data)
-    kernels = compiled() if data.flags.c_contiguous else None  # on a view numba cannot vectorise
+    target = out if out is not None and out.shape == data.shape else data
+    # in place only, and on a view numba cannot vectorise
+    kernels = compiled() if target is data and data.flags.c_contiguous else None
     if kernels is not None:
         kernels.normalise_in_place(data, *(np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std)))
         return data
-    target = out if out is not None and out.shape == data.shape else data
     np.subtract(data, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=target)
     np.divide(target, np.asarray(spec.std, dtype=np.float32)[:, None, None], out=target)
     return target

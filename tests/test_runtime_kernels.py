@@ -19,6 +19,7 @@ from runtime.raster_source import RasterSource
 from runtime.scheduling import PreparedTile, ReadSettings, Timer, prepare
 from runtime.tile_source import NO_SCALE
 from runtime.tiling import TileGrid
+from runtime.validity import normalize_owned
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import DEFAULT_SPECS
 
@@ -398,3 +399,15 @@ def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(shares: i
     assert 0 < redo.sum() < n
     np.testing.assert_array_equal(out[0][..., ~redo], want_classes[..., ~redo])
     np.testing.assert_array_equal(out[1][..., ~redo], want_patterns[..., ~redo])
+
+
+def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_bits() -> None:
+    """The numpy path's normalisation writes a ``GroupBuffers`` slot even where the compiled in-place kernel
+    would run, with the kernel's bits (its group then reaches the engines without a stacking copy)."""
+    spec = DEFAULT_SPECS["optical"]
+    data = np.ascontiguousarray(make_physical((16, 16), seed=4)["optical"])
+    compiled_in_place = normalize_owned(spec, data.copy())
+    slot = np.full(data.shape, np.nan, dtype=np.float32)
+    into = normalize_owned(spec, data.copy(), slot)
+    assert into is slot
+    assert into.tobytes() == compiled_in_place.tobytes()
