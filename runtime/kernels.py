@@ -1,19 +1,19 @@
-"""Compiled per-pixel kernels (numba) for the runtime's hottest passes over tiles (issue 21).
+"""Compiled per-pixel kernels for the runtime's hottest passes over tiles (issue 21): C or numba.
 
 The runtime's own work is many numpy passes over each tile (cut, finite check, subtract, divide, ...): each
 reads and writes the whole tile, so on two cores they cost about as much CPU as the INT8 engines. A kernel
 here does the same float32 operations in the same order, element by element in one pass, so its results
 are the same bits as the numpy path's (``tests/test_runtime_kernels.py`` checks that on every kernel).
 
-They are opt-in (``STARS_EDGE_KERNELS=numba``, with numba from the ``fast`` extra), because a process pays
-for them before they pay back: importing numba and loading the kernels' machine code from its disk cache
-cost about a second of CPU per process (the first run on a machine also compiles them, ~2.5 s), and they
-save about a tenth of a warm run's wall time on a clean scene (docs/RUNTIME.md, "Compiled kernels"). So
-they suit long-lived processes (``run-batch`` workers, a sensor's stream, ``Predictor`` reused over many
-scenes), not one 4096 px scene per process: ``run-batch`` workers turn them on for themselves
-(``prefer_compiled``) where numba is installed, and ``STARS_EDGE_KERNELS`` still decides where it is set.
-Without them the runtime takes its numpy path. They load on a background thread (``compiled`` starts it);
-tiles prepared before they are ready take the numpy path, which gives the same bits.
+Two builds of the same kernels: ``c`` (``runtime/_kernels_c.c``, compiled when the package is installed,
+called through ``runtime/kernels_c.py``) and ``numba`` (``runtime/kernels_numba.py``, the ``fast`` extra).
+The C library loads in about a millisecond, so it is the default wherever the install built it; numba costs
+about a second of CPU per process to import and load its cached machine code (2.5 s the first time on a
+machine), which only a long-lived process repays, so it is the default only for ``run-batch`` workers
+(``prefer_compiled``) where the C library is missing. Without either the runtime takes its numpy path.
+``STARS_EDGE_KERNELS`` (``c``, ``numba``, ``numpy``) decides where it is set; asking for a build that is not
+there is an error. numba's kernels load on a background thread; tiles prepared before they are ready take
+the numpy path, which gives the same bits.
 """
 
 from __future__ import annotations
@@ -28,35 +28,51 @@ from types import ModuleType
 
 from stars_edge.errors import ConfigError
 
-__all__ = ["KERNELS_ENV", "compiled", "kernels_choice", "load", "numba_installed", "prefer_compiled"]
+__all__ = [
+    "KERNELS_ENV",
+    "c_built",
+    "compiled",
+    "kernels_choice",
+    "load",
+    "numba_installed",
+    "prefer_compiled",
+]
 
-#: Environment variable that picks the kernels: ``numpy`` (the default) or ``numba``.
+#: Environment variable that picks the kernels: ``c``, ``numba`` or ``numpy``.
 KERNELS_ENV = "STARS_EDGE_KERNELS"
-CHOICES = ("numba", "numpy")
-#: The choice where ``STARS_EDGE_KERNELS`` is unset: ``numpy``, or ``numba`` once ``prefer_compiled`` ran.
-_default = "numpy"
+CHOICES = ("c", "numba", "numpy")
+#: The choice where ``STARS_EDGE_KERNELS`` is unset, once decided: None means ``c`` where the library was
+#: built, else ``numpy``; ``prefer_compiled`` may make it ``numba``, a failed load ``numpy``.
+_default: str | None = None
 
 
 def kernels_choice() -> str:
-    """``STARS_EDGE_KERNELS``: ``"numpy"`` or ``"numba"``; unset or empty, the process's default (``numpy``
-    unless ``prefer_compiled`` ran). Asking for ``numba`` where it is not installed is an error, not a silent
-    fallback."""
-    asked = os.environ.get(KERNELS_ENV, "").strip().lower() or _default
+    """``STARS_EDGE_KERNELS``: ``"c"``, ``"numba"`` or ``"numpy"``; unset or empty, the process's default
+    (``c`` where the install built it, else ``numpy``; see ``prefer_compiled``). Asking for a build that is
+    not there is an error, not a silent fallback."""
+    asked = os.environ.get(KERNELS_ENV, "").strip().lower() or _default or ("c" if c_built() else "numpy")
     if asked not in CHOICES:
         raise ConfigError(f"{KERNELS_ENV}={asked!r}: choose one of {', '.join(CHOICES)}")
     if asked == "numba" and not numba_installed():
         raise ConfigError(
             f"{KERNELS_ENV}=numba but numba is not installed; install stars-edge[fast] or unset {KERNELS_ENV}"
         )
+    if asked == "c" and not c_built():
+        raise ConfigError(
+            f"{KERNELS_ENV}=c but the C kernels were not built (runtime/_kernels_c.c compiles when "
+            f"stars-edge is installed with a C compiler present); reinstall with gcc or clang, or unset "
+            f"{KERNELS_ENV}"
+        )
     return asked
 
 
 def prefer_compiled() -> str:
-    """Make the compiled kernels this process's default where numba is installed (a long-lived process:
-    ``run-batch`` workers, whose later scenes repay the second it takes to load them); returns the choice
-    now in force (``STARS_EDGE_KERNELS``, where set, still decides)."""
+    """Make compiled kernels this process's default (a long-lived process: ``run-batch`` workers): the C
+    library where it was built (the default already), else numba where installed, whose load (about a
+    second) later scenes repay; returns the choice now in force (``STARS_EDGE_KERNELS``, where set, still
+    decides)."""
     global _default
-    if numba_installed():
+    if not c_built() and numba_installed():
         _default = "numba"
     return kernels_choice()
 
@@ -65,6 +81,25 @@ def prefer_compiled() -> str:
 def numba_installed() -> bool:
     """Whether numba can be imported (looked up once: the runtime asks per tile)."""
     return importlib.util.find_spec("numba") is not None
+
+
+@cache
+def c_built() -> bool:
+    """Whether the install built the C kernels' library (looked up once)."""
+    return importlib.util.find_spec("runtime._kernels_c") is not None
+
+
+@cache
+def _c_kernels() -> ModuleType:
+    """``runtime.kernels_c``, loaded on the caller's thread (about a millisecond); a library that fails to
+    load (built from other sources, broken) is a ConfigError that names the fix."""
+    try:
+        return importlib.import_module("runtime.kernels_c")
+    except (ImportError, OSError, AttributeError) as exc:
+        raise ConfigError(
+            f"the C kernels failed to load ({type(exc).__name__}: {exc}); reinstall stars-edge or set "
+            f"{KERNELS_ENV}=numpy"
+        ) from exc
 
 
 class _Loader:
@@ -119,16 +154,17 @@ _LOADER = _Loader()
 
 
 def compiled() -> ModuleType | None:
-    """The compiled kernels (``runtime.kernels_numba``) once loaded, or None: while they load in the
-    background (the first call starts that), or where the runtime takes its numpy path
-    (``kernels_choice``). Never blocks. Kernels that fail to load raise where ``STARS_EDGE_KERNELS=numba``
-    asked for them; where only ``prefer_compiled`` made them the default, the process warns once and goes
-    back to the numpy path (the same bits), so a broken numba install does not fail a batch's scenes."""
+    """The compiled kernels (``runtime.kernels_c``, or ``runtime.kernels_numba`` once loaded), or None:
+    while numba's load in the background (the first call starts that), or where the runtime takes its numpy
+    path (``kernels_choice``). Never blocks on numba. Kernels that fail to load raise where
+    ``STARS_EDGE_KERNELS`` asked for them; where they were only the default, the process warns once and goes
+    back to the numpy path (the same bits), so a broken build does not fail a batch's scenes."""
     global _default
-    if kernels_choice() != "numba":
+    choice = kernels_choice()
+    if choice == "numpy":
         return None
     try:
-        return _LOADER.ready()
+        return _c_kernels() if choice == "c" else _LOADER.ready()
     except ConfigError as exc:
         if os.environ.get(KERNELS_ENV, "").strip():
             raise
@@ -138,7 +174,7 @@ def compiled() -> ModuleType | None:
 
 
 def load() -> ModuleType | None:
-    """``compiled``, waiting for the kernels to load (tests, benchmarks that time warm runs)."""
+    """``compiled``, waiting for numba's kernels to load (tests, benchmarks that time warm runs)."""
     if kernels_choice() != "numba":
-        return None
+        return compiled()
     return _LOADER.wait()

@@ -66,7 +66,7 @@ def _kernels_default_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
     runtime's own default and leaves it behind."""
     import runtime.kernels
 
-    monkeypatch.setattr(runtime.kernels, "_default", "numpy")
+    monkeypatch.setattr(runtime.kernels, "_default", None)
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ def test_streams_reach_each_scene_s_predictor(engines: Path) -> None:
     """``--streams`` and ``--readers`` are part of the settings every task gets, and of the key its
     predictor is pooled under."""
     from runtime.batch.task import BatchSettings, borrow_predictor
-    from runtime.kernels import KERNELS_ENV, kernels_choice, numba_installed
+    from runtime.kernels import KERNELS_ENV, c_built, kernels_choice, numba_installed
     from stars_edge.io import sha256_file
     from stars_edge.manifest import manifest_file
 
@@ -153,8 +153,9 @@ def test_streams_reach_each_scene_s_predictor(engines: Path) -> None:
     settings = BatchSettings(str(engines), digest, str(engines), backend="onnxruntime", streams=2, readers=3)
     with borrow_predictor(settings, threads=2) as (two, loaded):
         assert loaded and two.streams == 2 and two.readers == 3
-        # a worker runs many scenes: the compiled kernels become its default where numba is installed
-        want = "numba" if numba_installed() and not os.environ.get(KERNELS_ENV) else kernels_choice()
+        # a worker runs many scenes: compiled kernels are its default (C where built, else numba)
+        preferred = "c" if c_built() else "numba" if numba_installed() else "numpy"
+        want = kernels_choice() if os.environ.get(KERNELS_ENV) else preferred
         assert kernels_choice() == want
     with borrow_predictor(replace(settings, readers=1), threads=2) as (one_reader, loaded):
         assert loaded and one_reader is not two and one_reader.readers == 1

@@ -1,5 +1,5 @@
-"""Compiled kernels (``runtime/kernels.py``): the same bits as the numpy path they replace, the numpy path
-where they are switched off, and a clear error where they are asked for but missing."""
+"""Compiled kernels (``runtime/kernels.py``), C and numba: the same bits as the numpy path they replace, the
+numpy path where they are switched off, and a clear error where they are asked for but missing."""
 
 from __future__ import annotations
 
@@ -10,11 +10,19 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import assert_same_tiles, clean_path_taken, make_physical
+from test_runtime_support import assert_same_tiles, clean_path_taken, make_physical, use_kernels
 
 from runtime import Predictor
 from runtime.array_source import ArraySource
-from runtime.kernels import KERNELS_ENV, compiled, kernels_choice, load, numba_installed, prefer_compiled
+from runtime.kernels import (
+    KERNELS_ENV,
+    c_built,
+    compiled,
+    kernels_choice,
+    load,
+    numba_installed,
+    prefer_compiled,
+)
 from runtime.raster_source import RasterSource
 from runtime.scheduling import PreparedTile, ReadSettings, Timer, prepare
 from runtime.tile_source import NO_SCALE
@@ -23,16 +31,16 @@ from runtime.validity import normalize_owned
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import DEFAULT_SPECS
 
-numba = pytest.importorskip("numba")
+needs_numba = pytest.mark.skipif(not numba_installed(), reason="numba is not installed")
 
 
-@pytest.fixture(autouse=True)
-def _kernels_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernels are opt-in and load on a background thread, and the runtime takes its numpy path until
-    they are ready: these tests ask for them and wait, so that the compiled path is the one they exercise
-    (a test switches to ``numpy`` where it compares)."""
-    monkeypatch.setenv(KERNELS_ENV, "numba")
-    load()
+@pytest.fixture(params=["c", "numba"])
+def build(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each compiled build in turn (skipped where not installed), loaded: numba loads on a background
+    thread and the runtime takes its numpy path until it is ready, so the tests wait for it and the compiled
+    path is the one they exercise (a test switches to ``numpy`` where it compares)."""
+    use_kernels(monkeypatch, request.param)
+    return str(request.param)
 
 
 GRID = from_origin(500000, 4000000, 10, 10)
@@ -44,23 +52,46 @@ def _prepared(source: ArraySource, grid: TileGrid, settings: ReadSettings) -> li
     ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16])
-def test_cut_normalised_gives_the_numpy_paths_bits(dtype: type) -> None:
+SOURCE_TYPES = [np.float32, np.float64, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64]
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+@pytest.mark.parametrize("dtype", SOURCE_TYPES)
+def test_cut_normalised_gives_the_numpy_paths_bits(dtype: type, scaled: bool, build: str) -> None:
+    """Every source type (int64 has no C loop: it goes to ``clean_numpy``), with and without GDAL scale/offset
+    (a multiply-add: compiled as one fused operation it would round once and change the bits), against
+    ``apply_scale_offset`` and ``ModalitySpec.normalize``; and layouts the C loops do not read (columns
+    strided, bands last) give the same bits too."""
     kernels = load()
     assert kernels is not None
     rng = np.random.default_rng(0)
-    array = (rng.random((4, 40, 50)) * 3000).astype(dtype)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    low, high = (info.min, min(info.max, 2**31)) if info else (-300.0, 3000.0)
+    array = rng.uniform(low, high, size=(4, 40, 50)).astype(dtype)
     spec = DEFAULT_SPECS["optical"]
-    out = np.empty((4, 16, 16), dtype=np.float32)
     mean, std = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
-    assert kernels.cut_normalised(
-        array, np.zeros((0, 0), dtype=bool), 7, 21, NO_SCALE, NO_SCALE, mean, std, out
-    )
-    want = spec.normalize(np.array(array[:, 7:23, 21:37], dtype=np.float32))
-    assert out.tobytes() == want.tobytes()
+    scale = np.array([1e-4, 3.3e-3, 0.7, 1.9], np.float32) if scaled else NO_SCALE
+    offset = np.array([-0.1, 0.25, -7.5, 1e-3], np.float32) if scaled else NO_SCALE
+
+    def want(window: np.ndarray) -> np.ndarray:
+        values = np.array(window, dtype=np.float32)
+        if scaled:
+            np.multiply(values, scale[:, None, None], out=values)
+            np.add(values, offset[:, None, None], out=values)
+        return spec.normalize(values)
+
+    none = np.zeros((0, 0), dtype=bool)
+    for layout in (
+        array,
+        np.asarray(array.repeat(2, axis=2)[:, :, ::2]),
+        array.transpose(1, 2, 0).copy().transpose(2, 0, 1),
+    ):
+        out = np.empty((4, 16, 16), dtype=np.float32)
+        assert kernels.cut_normalised(layout, none, 7, 21, scale, offset, mean, std, out)
+        assert out.tobytes() == want(layout[:, 7:23, 21:37]).tobytes()
 
 
-def test_cut_normalised_refuses_a_tile_with_an_invalid_pixel() -> None:
+def test_cut_normalised_refuses_a_tile_with_an_invalid_pixel(build: str) -> None:
     kernels = load()
     assert kernels is not None
     array = np.ones((2, 20, 20), dtype=np.float32)
@@ -90,7 +121,7 @@ def test_cut_normalised_refuses_a_tile_with_an_invalid_pixel() -> None:
 
 @pytest.mark.parametrize(("dilation", "names"), [({}, "optical+sar+dsm"), ({"optical": 6}, "optical+sar")])
 def test_prepare_gives_the_same_tiles_with_and_without_the_kernels(
-    dilation: dict[str, int], names: str, monkeypatch: pytest.MonkeyPatch
+    dilation: dict[str, int], names: str, build: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Clean tiles take the compiled path, tiles with (or near) holes the numpy path; every tile's inputs
     and codes are the same bits either way. The hole sits so that the dilated halo of some tiles reaches
@@ -105,19 +136,21 @@ def test_prepare_gives_the_same_tiles_with_and_without_the_kernels(
     monkeypatch.setenv(KERNELS_ENV, "numpy")
     slow = _prepared(ArraySource(inputs, valid), grid, settings)
     assert_same_tiles(fast, slow)
-    monkeypatch.setenv(KERNELS_ENV, "numba")
+    monkeypatch.setenv(KERNELS_ENV, build)
     source = ArraySource(inputs, valid)
     taken = clean_path_taken(source, grid, dilation)
     assert 0 < sum(taken) < len(taken)  # both paths ran
 
 
-def test_the_kernels_leave_the_maps_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_kernels_leave_the_maps_unchanged(
+    build: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engines = build_pooled(tmp_path / "engines", 4)
     inputs = make_physical((96, 112), seed=2)
     valid = {"optical": np.ones((96, 112), dtype=bool)}
     valid["optical"][40:60, 50:90] = False
     maps = []
-    for choice in ("numba", "numpy"):
+    for choice in (build, "numpy"):
         monkeypatch.setenv(KERNELS_ENV, choice)
         with Predictor(engines, backend="onnxruntime", threads=1) as predictor:
             maps.append(predictor.predict_arrays(inputs, valid=valid, tile=32, overlap=8))
@@ -125,24 +158,96 @@ def test_the_kernels_leave_the_maps_unchanged(tmp_path: Path, monkeypatch: pytes
         np.testing.assert_array_equal(got, want)
 
 
-def test_the_choice_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """numpy unless ``STARS_EDGE_KERNELS=numba`` asks (the kernels are opt-in)."""
-    assert kernels_choice() == "numba" and compiled() is not None  # loaded by the fixture
+def test_the_choice_follows_the_environment(build: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """C where the install built it, else numpy, unless ``STARS_EDGE_KERNELS`` asks for a build."""
+    assert kernels_choice() == build and compiled() is not None  # loaded by the fixture
     monkeypatch.delenv(KERNELS_ENV)
+    assert kernels_choice() == "c" and compiled() is not None  # the fixture skipped where C is missing
+    monkeypatch.setattr("runtime.kernels.c_built", lambda: False)
     assert kernels_choice() == "numpy" and compiled() is None
     monkeypatch.setenv(KERNELS_ENV, " NumPy ")
     assert kernels_choice() == "numpy" and compiled() is None
     monkeypatch.setenv(KERNELS_ENV, "fortran")
-    with pytest.raises(ConfigError, match="numba, numpy"):
+    with pytest.raises(ConfigError, match="c, numba, numpy"):
         kernels_choice()
 
 
+def test_the_c_kernels_are_built_where_a_compiler_is() -> None:
+    """``pip install`` builds them (setup.py, optional): on a machine with a C compiler a missing library is
+    a broken build, not a choice, and would silently cost a first scene its compiled passes."""
+    import shutil
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler on this machine")
+    assert c_built(), "runtime/_kernels_c.c was not built: reinstall (pip install -e .) and read its log"
+
+
+def test_asking_for_c_where_it_was_not_built_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("runtime.kernels.c_built", lambda: False)
+    monkeypatch.setenv(KERNELS_ENV, "c")
+    with pytest.raises(ConfigError, match=r"C kernels were not built.*gcc or clang"):
+        kernels_choice()
+
+
+def _failing_import(monkeypatch: pytest.MonkeyPatch, module: str, message: str) -> list[str]:
+    """Make ``importlib.import_module(module)`` raise ImportError(``message``); returns the attempts."""
+    import importlib
+
+    real, attempts = importlib.import_module, []
+
+    def failing(name: str, *args: object) -> object:
+        if name == module:
+            attempts.append(name)
+            raise ImportError(message)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", failing)
+    return attempts
+
+
+def test_a_c_library_from_other_sources_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library whose ABI is not the wrapper's (built from older sources and left behind) is never called:
+    asked for, it is an error naming the fix; as the default, a warning and the numpy path."""
+
+    import runtime.kernels
+
+    if not c_built():
+        pytest.skip("the C kernels were not built")
+    _failing_import(monkeypatch, "runtime.kernels_c", "_kernels_c.so was built from other sources (ABI 0)")
+    runtime.kernels._c_kernels.cache_clear()
+    monkeypatch.setenv(KERNELS_ENV, "c")
+    with pytest.raises(ConfigError, match=f"ABI 0.*{KERNELS_ENV}=numpy"):
+        compiled()
+    monkeypatch.delenv(KERNELS_ENV)
+    with pytest.warns(RuntimeWarning, match="numpy path instead"):
+        assert compiled() is None
+    assert kernels_choice() == "numpy" and compiled() is None  # once: the default went back to numpy
+    monkeypatch.undo()
+    runtime.kernels._c_kernels.cache_clear()
+
+
+def test_the_wrapper_refuses_a_library_of_another_abi(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check itself: ``kernels_c`` compares the library's ``kernels_abi()`` with its own."""
+    import runtime.kernels_c as kernels_c
+
+    if not c_built():
+        pytest.skip("the C kernels were not built")
+    monkeypatch.setattr(kernels_c, "ABI", kernels_c.ABI + 1)
+    with pytest.raises(ImportError, match="built from other sources"):
+        kernels_c._load()
+
+
+@needs_numba
 def test_a_long_lived_process_prefers_the_kernels_unless_told_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``prefer_compiled`` (``run-batch`` workers) makes numba the default where it is installed; the
-    environment, where set, still decides; without numba the default stays numpy."""
-    monkeypatch.delenv(KERNELS_ENV)
+    """``prefer_compiled`` (``run-batch`` workers) keeps C where it was built and otherwise makes numba the
+    default where it is installed; the environment, where set, still decides; without either the default
+    stays numpy."""
+    monkeypatch.delenv(KERNELS_ENV, raising=False)
+    if c_built():
+        assert prefer_compiled() == "c" and compiled() is not None
+    monkeypatch.setattr("runtime.kernels.c_built", lambda: False)
     assert kernels_choice() == "numpy"
     assert prefer_compiled() == "numba" and kernels_choice() == "numba" and compiled() is not None
     monkeypatch.setenv(KERNELS_ENV, "numpy")
@@ -150,31 +255,25 @@ def test_a_long_lived_process_prefers_the_kernels_unless_told_otherwise(
     monkeypatch.delenv(KERNELS_ENV)
     import runtime.kernels
 
-    monkeypatch.setattr(runtime.kernels, "_default", "numpy")
+    monkeypatch.setattr(runtime.kernels, "_default", None)
     monkeypatch.setattr(runtime.kernels, "numba_installed", lambda: False)
     assert prefer_compiled() == "numpy"
 
 
+@needs_numba
 def test_kernels_that_fail_to_load_fall_back_only_where_preferred(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A broken numba install: a process that only preferred the kernels (``run-batch`` workers) warns and
-    takes the numpy path, which gives the same bits; one that asked for them (``STARS_EDGE_KERNELS=numba``)
-    gets the error with the fix."""
-    import importlib
+    """A broken numba install: a process that only preferred the kernels (``run-batch`` workers without the
+    C library) warns and takes the numpy path, which gives the same bits; one that asked for them
+    (``STARS_EDGE_KERNELS=numba``) gets the error with the fix."""
 
     import runtime.kernels
 
-    real = importlib.import_module
-
-    def broken(name: str, *args: object) -> object:
-        if name == "runtime.kernels_numba":
-            raise ImportError("numba is broken in this test")
-        return real(name, *args)
-
-    monkeypatch.setattr(importlib, "import_module", broken)
+    _failing_import(monkeypatch, "runtime.kernels_numba", "numba is broken in this test")
     monkeypatch.setattr(runtime.kernels, "_LOADER", runtime.kernels._Loader())
+    monkeypatch.setattr(runtime.kernels, "c_built", lambda: False)
     with pytest.raises(ConfigError, match="failed to load"):  # the load fails on its thread
         runtime.kernels._LOADER.wait()
-    monkeypatch.delenv(KERNELS_ENV)
+    monkeypatch.delenv(KERNELS_ENV, raising=False)
     assert prefer_compiled() == "numba"
     with pytest.warns(RuntimeWarning, match="numpy path instead"):
         assert compiled() is None
@@ -196,10 +295,9 @@ def test_asking_for_numba_without_it_is_an_error(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConfigError, match=r"stars-edge\[fast\]"):
         kernels_choice()
     monkeypatch.delenv(KERNELS_ENV)
-    assert kernels_choice() == "numpy"
+    assert kernels_choice() == ("c" if c_built() else "numpy")
     monkeypatch.undo()
     numba_installed.cache_clear()
-    assert numba_installed()
 
 
 def _product_files(folder: Path) -> dict[str, Path]:
@@ -234,7 +332,7 @@ def _product_files(folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("dilation", [{}, {"optical": 6, "sar": 3}])
 def test_files_encoded_like_products_give_the_same_tiles_with_and_without_the_kernels(
-    dilation: dict[str, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dilation: dict[str, int], build: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Scale/offset, nodata, an alpha band and a cloud mask, with and without dilation: every tile's inputs
     and codes are the same bits through the compiled path (clean tiles) and the numpy path (the rest)."""
@@ -260,7 +358,7 @@ def test_files_encoded_like_products_give_the_same_tiles_with_and_without_the_ke
     assert_same_tiles(fast, slow)
 
 
-def test_a_terrain_model_or_a_warped_input_takes_the_numpy_path(tmp_path: Path) -> None:
+def test_a_terrain_model_or_a_warped_input_takes_the_numpy_path(build: str, tmp_path: Path) -> None:
     """What the compiled path does not reproduce (the DSM minus a terrain model, a window resampled on
     its own) it leaves to the numpy path."""
     import rasterio
@@ -284,20 +382,12 @@ def test_a_terrain_model_or_a_warped_input_takes_the_numpy_path(tmp_path: Path) 
 def test_a_broken_numba_is_raised_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernels load on a background thread; its failure reaches the next caller as a one-line error
     that names the way out, and until the load ends the caller gets the numpy path (None)."""
-    import importlib
 
     from runtime.kernels import _Loader
 
-    real = importlib.import_module
-    started = []
-
-    def broken(name: str, *args: object) -> object:
-        if name == "runtime.kernels_numba":
-            started.append(name)
-            raise ImportError("libllvmlite.so: cannot open shared object file")
-        return real(name, *args)
-
-    monkeypatch.setattr(importlib, "import_module", broken)
+    started = _failing_import(
+        monkeypatch, "runtime.kernels_numba", "libllvmlite.so: cannot open shared object file"
+    )
     loader = _Loader()
     with pytest.raises(ConfigError, match=f"libllvmlite.so.*{KERNELS_ENV}=numpy"):
         loader.wait()
@@ -307,7 +397,7 @@ def test_a_broken_numba_is_raised_not_swallowed(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_row_stream_gives_the_same_maps_and_holds_the_same_rows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    build: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sensor's row stream (``predict_rows``) through the compiled path: the maps of the numpy path, and
     the same input rows held at most (the compiled read holds the dilated window the numpy read would)."""
@@ -317,19 +407,21 @@ def test_a_row_stream_gives_the_same_maps_and_holds_the_same_rows(
     engines = build_engines(tmp_path / "engines", random_weights(5, seed=7), 5, kernel=3, logits_stride=4)
     scene = make_scene()
     got = {}
-    for choice in ("numba", "numpy"):
+    for choice in (build, "numpy"):
         monkeypatch.setenv(KERNELS_ENV, choice)
         with Predictor(engines, backend="onnxruntime", threads=1, mask_dilation={"optical": 8}) as predictor:
             stream = predictor.predict_rows(blocks_of(scene, 7), *SHAPE, tile=64, overlap=16)
             got[choice] = (stitched(list(stream), *SHAPE), stream.peak_rows)
-    for fast, slow in zip(got["numba"][0], got["numpy"][0], strict=True):
+    for fast, slow in zip(got[build][0], got["numpy"][0], strict=True):
         np.testing.assert_array_equal(fast, slow)
-    assert got["numba"][1] == got["numpy"][1]
+    assert got[build][1] == got["numpy"][1]
 
 
 @pytest.mark.parametrize("shares", [0, 3])
 @pytest.mark.parametrize("with_fine", [False, True])
-def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(shares: int, with_fine: bool) -> None:
+def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(
+    shares: int, with_fine: bool, build: str
+) -> None:
     """The stride-4 blender's undecided quads (``kernels_numba.quad_pixels`` against ``upsample4_quads``,
     ``pixel_logits``, ``classes_of`` and ``patterns_of``): every pixel's logits bit for bit, and
     the classes and patterns of every quad the kernel does not hand back; it hands back exactly the quads
@@ -401,7 +493,7 @@ def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(shares: i
     np.testing.assert_array_equal(out[1][..., ~redo], want_patterns[..., ~redo])
 
 
-def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_bits() -> None:
+def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_bits(build: str) -> None:
     """The numpy path's normalisation writes a ``GroupBuffers`` slot even where the compiled in-place kernel
     would run, with the kernel's bits (its group then reaches the engines without a stacking copy)."""
     spec = DEFAULT_SPECS["optical"]
@@ -411,3 +503,27 @@ def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_b
     into = normalize_owned(spec, data.copy(), slot)
     assert into is slot
     assert into.tobytes() == compiled_in_place.tobytes()
+
+
+def test_a_c_library_that_fuses_multiply_adds_is_refused() -> None:
+    """The load-time check (``kernels_c._rounds_like_numpy``) on the real library, and on one that rounds a
+    scale/offset multiply-add once (what ``-ffp-contract=fast`` compiles): the first passes, the second is
+    refused (building with that flag fails ``test_cut_normalised_gives_the_numpy_paths_bits``)."""
+    import ctypes
+
+    if not c_built():
+        pytest.skip("the C kernels were not built")
+    import runtime.kernels_c as kernels_c
+
+    assert kernels_c._rounds_like_numpy(kernels_c._LIBRARY)
+
+    class Fused:
+        @staticmethod
+        def cut_normalised_uint16(source: int, *args: int) -> int:
+            stored = np.ctypeslib.as_array((ctypes.c_uint16 * 256).from_address(source))
+            scale, offset = (ctypes.c_float.from_address(a).value for a in args[4:6])
+            out = np.ctypeslib.as_array((ctypes.c_float * 256).from_address(args[10]))
+            out[:] = (stored.astype(np.float64) * np.float32(scale) + np.float32(offset)).astype(np.float32)
+            return 1
+
+    assert not kernels_c._rounds_like_numpy(Fused())  # type: ignore[arg-type]

@@ -11,11 +11,17 @@ import numpy as np
 import pytest
 from rasterio.transform import from_origin
 from test_runtime_stride4 import build as build_pooled
-from test_runtime_support import assert_same_tiles, make_physical, write_holed_scene, write_raster
+from test_runtime_support import (
+    assert_same_tiles,
+    make_physical,
+    use_kernels,
+    write_holed_scene,
+    write_raster,
+)
 
 from runtime import Predictor
 from runtime.array_source import ArraySource
-from runtime.kernels import KERNELS_ENV, numba_installed
+from runtime.kernels import KERNELS_ENV
 from runtime.modality_readers import modality_groups
 from runtime.raster_source import RasterSource
 from runtime.scheduling import Prefetcher, ReadSettings, Timer
@@ -72,8 +78,11 @@ class Recording(RasterSource):
 
 
 def test_each_modality_reader_reads_its_own_files_and_gives_one_readers_tiles(
-    scene: dict[str, Path],
+    scene: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The numpy path (every tile through ``read``, which the source logs); the compiled path's reads are
+    ``test_clean_and_numpy_parts_together_give_the_maps_of_one_reader``'s."""
+    monkeypatch.setenv(KERNELS_ENV, "numpy")
     grid = TileGrid(height=300, width=260, tile=64, overlap=16)
     chunk = Chunk(0, 0, grid.cols - 1, 0, grid.width)
     tiles = {}
@@ -96,18 +105,16 @@ def test_each_modality_reader_reads_its_own_files_and_gives_one_readers_tiles(
     assert_same_tiles(tiles[2], tiles[1])
 
 
-@pytest.mark.skipif(not numba_installed(), reason="numba is not installed")
+@pytest.mark.parametrize("build", ["c", "numba"])
 def test_clean_and_numpy_parts_together_give_the_maps_of_one_reader(
+    build: str,
     engines: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With the compiled kernels a clean modality part takes their path while the other part of the same
     tile has a hole: combined, the maps are still one reader's."""
-    from runtime.kernels import load
-
-    monkeypatch.setenv(KERNELS_ENV, "numba")
-    load()
+    use_kernels(monkeypatch, build)
     inputs = make_physical((200, 200), seed=4)
     inputs["sar"][:, 60:140, 100:200] = np.nan  # a SAR gap: optical stays clean on those tiles
     paths = {m: write_raster(tmp_path / f"{m}.tif", a, GRID) for m, a in inputs.items()}
@@ -169,10 +176,18 @@ def test_a_modality_readers_error_is_raised_where_its_tile_comes(
     bad = grid.origin(2, 1)
 
     class Failing(RasterSource):
+        """Fails at ``bad`` on both read paths: a clean tile goes through the compiled ``read_normalised``."""
+
         def read(self, y: int, x: int, size: int, modalities: Any = None) -> Any:
             if (y, x) == bad and modalities is not None and failing in modalities:
                 raise DataError(f"{failing}: reading rows {y}..{y + size} failed")
             return super().read(y, x, size, modalities)
+
+        def read_normalised(self, y: int, x: int, size: int, *args: Any, **kwargs: Any) -> Any:
+            modalities = kwargs.get("modalities", args[2] if len(args) > 2 else None)
+            if (y, x) == bad and modalities is not None and failing in modalities:
+                raise DataError(f"{failing}: reading rows {y}..{y + size} failed")
+            return super().read_normalised(y, x, size, *args, **kwargs)
 
     source = _source(scene, ("optical", "sar", "dsm"), Failing)
     prefetch = Prefetcher(source, grid, chunk, 0, ReadSettings(DEFAULT_SPECS, 0.5, 0, readers=2), Timer(), 4)

@@ -18,7 +18,7 @@ import pytest
 import rasterio
 from affine import Affine
 from onnx import external_data_helper
-from test_runtime_support import build_engines, make_physical, random_weights, write_raster
+from test_runtime_support import build_engines, make_physical, random_weights, use_kernels, write_raster
 
 import runtime.engines
 from runtime import Predictor
@@ -230,21 +230,17 @@ def test_box_any_is_the_square_dilation() -> None:
         np.testing.assert_array_equal(got, want, err_msg=f"{h}x{w} radius {radius}")
 
 
-@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+@pytest.mark.parametrize("kernels", ["c", "numba", "numpy"])
 def test_normalising_in_the_tile_buffer_gives_the_same_bits(
     kernels: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``normalize_owned`` writes into the tile a source handed over (and into a dilated read's view of one)
     the same float32 values as ``ModalitySpec.normalize``; an array it does not own is left untouched.
     Compiled (``runtime/kernels.py``) and numpy."""
-    from runtime.kernels import KERNELS_ENV, load
     from runtime.validity import normalize_owned
     from stars_edge.modalities import ModalitySpec
 
-    if kernels == "numba":
-        pytest.importorskip("numba")
-    monkeypatch.setenv(KERNELS_ENV, kernels)
-    load()
+    use_kernels(monkeypatch, kernels)
 
     spec = ModalitySpec(
         "optical", ("b", "g", "r", "n"), (0.11, 0.093, 0.07, 0.25), (0.031, 0.047, 0.033, 0.19)
@@ -268,15 +264,11 @@ def test_normalising_in_the_tile_buffer_gives_the_same_bits(
     assert as_float64.dtype == np.float64 and np.array_equal(as_float64, tile.astype(np.float64))
 
 
-@pytest.mark.parametrize("kernels", ["numba", "numpy"])
+@pytest.mark.parametrize("kernels", ["c", "numba", "numpy"])
 def test_finite_pixels_are_those_finite_in_every_band(kernels: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from runtime.kernels import KERNELS_ENV, load
     from runtime.tile_source import finite_valid
 
-    if kernels == "numba":
-        pytest.importorskip("numba")
-    monkeypatch.setenv(KERNELS_ENV, kernels)
-    load()
+    use_kernels(monkeypatch, kernels)
     values = np.random.default_rng(4).normal(size=(3, 30, 41)).astype(np.float32)
     values[0, 2, 3], values[2, 2, 4], values[1, 29, 40], values[2, 0, 0] = np.nan, np.inf, -np.inf, 3e38
     want = np.ones((30, 41), dtype=bool)

@@ -14,13 +14,12 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_runtime_support import build_engines, make_physical, random_weights
+from test_runtime_support import build_engines, make_physical, random_weights, use_kernels
 
 import runtime.blending_stride4
 from runtime import Predictor
 from runtime.blending import RowBands
 from runtime.blending_stride4 import CHUNK_HALO, Stride4Blender, check_stride4
-from runtime.kernels import KERNELS_ENV, load
 from runtime.pixels import CLEAR_LEAD
 from runtime.stride4_quads import Quads
 from runtime.tiling import TileGrid, plan_chunks
@@ -435,7 +434,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("kernels", ["numpy", "c", "numba"])
 @pytest.mark.parametrize("adversarial", [False, True])
 @pytest.mark.parametrize(("height", "width", "tile", "overlap", "patterns", "chunk_width", "classes"), CASES)
 def test_class_map_without_probabilities_is_the_full_upsample(
@@ -455,11 +454,9 @@ def test_class_map_without_probabilities_is_the_full_upsample(
     probabilities take), on plateaus, near-ties, large logits, overlaps, scene edges, chunks and nodata;
     ``adversarial`` also writes coarse sums no tiles would give (pattern weights a few float32 steps
     apart, uncovered cells anywhere). ``numba``: the interpolated quads through the compiled kernel
-    (``kernels_numba.quad_pixels``), its near-ties through the numpy path."""
-    if kernels == "numba":
-        pytest.importorskip("numba")
-    monkeypatch.setenv(KERNELS_ENV, kernels)
-    module = load()
+    (``quad_pixels`` of ``kernels_numba``), ``c`` the same through ``kernels_c``; their near-ties through the
+    numpy path."""
+    module = use_kernels(monkeypatch, kernels)
     compiled_calls = []
     if module is not None:
         quad_pixels = module.quad_pixels
@@ -491,7 +488,7 @@ def test_class_map_without_probabilities_is_the_full_upsample(
             np.testing.assert_array_equal(got.classes, want.classes)
             np.testing.assert_array_equal(got.patterns, want.patterns)
     assert 0 < 16 * sum(map(len, gathered.values())) < 0.75 * height * width  # both paths; shortcut on most
-    assert bool(compiled_calls) == (kernels == "numba")
+    assert bool(compiled_calls) == (kernels != "numpy")
 
 
 def test_probabilities_upsampled_in_row_parts_are_the_bytes_of_one_pass(

@@ -280,3 +280,20 @@ def clean_path_taken(source: Any, grid: Any, dilation: Mapping[str, int]) -> lis
         for r in range(grid.rows)
         for c in range(grid.cols)
     ]
+
+
+#: The kernel builds a test may ask for (``runtime/kernels.py``): compiled first, then the numpy path.
+KERNEL_CHOICES = ("c", "numba", "numpy")
+
+
+def use_kernels(monkeypatch: pytest.MonkeyPatch, choice: str) -> Any:
+    """Make ``choice`` the runtime's kernels for this test and wait for them (numba loads on a thread);
+    skips where that build is not installed. Returns the kernels module (None for ``numpy``)."""
+    from runtime.kernels import KERNELS_ENV, c_built, load, numba_installed
+
+    if choice == "c" and not c_built():
+        pytest.skip("the C kernels were not built (no C compiler at install)")
+    if choice == "numba" and not numba_installed():
+        pytest.skip("numba is not installed")
+    monkeypatch.setenv(KERNELS_ENV, choice)
+    return load()
