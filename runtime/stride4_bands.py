@@ -66,7 +66,7 @@ class PixelBand:
                 below = pixels[0] - base >= kept
                 flat = self._flat(pixels[0][below], pixels[1][below])
                 for channel in channels:  # one flat scatter per channel (see ``add``)
-                    channel.put(flat, 0.0)
+                    channel[flat] = 0.0
                 continue
             top = max(kept, y0 - base)
             if top < y1 - base:
@@ -84,15 +84,16 @@ class PixelBand:
         """Add, per ``(channel, value)`` of ``values``, ``value`` (one per pixel) to that channel at the
         pixels ``rows``, ``cols`` of scene ``box`` (in the box; each pixel once).
 
-        One flat gather and scatter per channel: 1.5-1.7x faster than adding through a box view indexed by
-        ``rows`` and ``cols`` for 6 k-200 k pixels (numpy's subspace iteration; quiet machine)."""
+        One ``np.add.at`` by flat index per channel: 1.5-1.7x faster than adding through a box view indexed
+        by ``rows`` and ``cols`` for 6 k-200 k pixels (numpy's subspace iteration), and about 3x faster than
+        ``take`` + ``put`` (``ndarray.put`` copies element by element: 60 against 20 us per call for 20 k
+        pixels, quiet machine); the same float32 additions, so the same bits."""
         scene_rows, scene_cols = rows + box[0], cols + box[2]
         array = self._claim(box, (scene_rows, scene_cols))
         flat = self._flat(scene_rows, scene_cols)
         channels = array.reshape(array.shape[0], -1)
         for channel, value in values:
-            row = channels[channel]
-            row.put(flat, row.take(flat) + value)
+            np.add.at(channels[channel], flat, value)
 
     def _claim(self, box: Box, pixels: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         """The band's array, allocated at the first contribution, with ``box`` (and its ``pixels``, scene
