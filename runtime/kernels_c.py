@@ -114,10 +114,12 @@ _OWN_CELL = np.array(QUAD_OWN_CELL, dtype=np.int64)
 
 
 def _rows_contiguous(array: np.ndarray) -> bool:
-    """Whether ``array``'s last axis is contiguous and its strides are whole elements (what the C loops
-    read)."""
+    """Whether the C loops read ``array`` as numpy does: its last axis contiguous, its strides whole
+    elements, aligned and in this machine's byte order (a big-endian ``>u2`` array is also named
+    ``uint16``: read natively it would give other values)."""
     item = array.itemsize
-    return array.strides[-1] == item and all(s % item == 0 for s in array.strides)
+    layout = array.strides[-1] == item and all(s % item == 0 for s in array.strides)
+    return layout and array.flags.aligned and array.dtype.isnative
 
 
 def _source_arguments(

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from runtime import clean_numpy
 from runtime.kernels import compiled
 from stars_edge.errors import DataError
 from stars_edge.modalities import ModalitySpec
@@ -115,6 +116,8 @@ def clean_window(
     ``size`` px window at ``(top, left)`` of ``array`` (array coordinates), or None as soon as a pixel of
     the window or of the ``strips`` around it (``ring``, array coordinates) is invalid. Into ``out`` (a
     ``GroupBuffers`` slot) where given."""
+    if not array.dtype.isnative:  # numba cannot type the other byte order; numpy reads it right
+        kernels = clean_numpy
     if not all(kernels.window_valid(array, mask, scale, offset, *strip) for strip in strips):
         return None
     if out is None or out.shape != (spec.bands, size, size):

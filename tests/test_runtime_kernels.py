@@ -25,7 +25,7 @@ from runtime.kernels import (
 )
 from runtime.raster_source import RasterSource
 from runtime.scheduling import PreparedTile, ReadSettings, Timer, prepare
-from runtime.tile_source import NO_SCALE
+from runtime.tile_source import NO_SCALE, clean_window
 from runtime.tiling import TileGrid
 from runtime.validity import normalize_owned
 from stars_edge.errors import ConfigError
@@ -60,8 +60,8 @@ SOURCE_TYPES = [np.float32, np.float64, np.uint8, np.int8, np.uint16, np.int16, 
 def test_cut_normalised_gives_the_numpy_paths_bits(dtype: type, scaled: bool, build: str) -> None:
     """Every source type (int64 has no C loop: it goes to ``clean_numpy``), with and without GDAL scale/offset
     (a multiply-add: compiled as one fused operation it would round once and change the bits), against
-    ``apply_scale_offset`` and ``ModalitySpec.normalize``; and layouts the C loops do not read (columns
-    strided, bands last) give the same bits too."""
+    ``apply_scale_offset`` and ``ModalitySpec.normalize``; and arrays the C loops do not read (the other
+    byte order, unaligned, columns strided, bands last) give the same bits too."""
     kernels = load()
     assert kernels is not None
     rng = np.random.default_rng(0)
@@ -81,14 +81,23 @@ def test_cut_normalised_gives_the_numpy_paths_bits(dtype: type, scaled: bool, bu
         return spec.normalize(values)
 
     none = np.zeros((0, 0), dtype=bool)
+    swapped = array.astype(array.dtype.newbyteorder())  # the same values, stored the other byte order
+    unaligned = np.frombuffer(b"\0" + array.tobytes(), dtype=array.dtype, offset=1).reshape(array.shape)
+    assert np.array_equal(swapped, array) and (array.itemsize == 1 or not unaligned.flags.aligned)
     for layout in (
+        swapped,
+        unaligned,
         array,
         np.asarray(array.repeat(2, axis=2)[:, :, ::2]),
         array.transpose(1, 2, 0).copy().transpose(2, 0, 1),
     ):
         out = np.empty((4, 16, 16), dtype=np.float32)
-        assert kernels.cut_normalised(layout, none, 7, 21, scale, offset, mean, std, out)
-        assert out.tobytes() == want(layout[:, 7:23, 21:37]).tobytes()
+        if layout.dtype.isnative or build == "c":  # numba cannot type the other byte order
+            assert kernels.cut_normalised(layout, none, 7, 21, scale, offset, mean, std, out)
+            assert out.tobytes() == want(layout[:, 7:23, 21:37]).tobytes()
+        # the runtime's entry point (numba cannot type the other byte order: ``clean_window`` routes it)
+        got = clean_window(kernels, layout, none, scale, offset, 7, 21, 16, spec, [(5, 25, 19, 39)], out)
+        assert got is not None and got.tobytes() == want(layout[:, 7:23, 21:37]).tobytes()
 
 
 def test_cut_normalised_refuses_a_tile_with_an_invalid_pixel(build: str) -> None:
