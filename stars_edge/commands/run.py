@@ -79,7 +79,13 @@ def run(
     context_margin: int | None = CONTEXT_MARGIN,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Predict a scene from any subset of optical / SAR / DSM, picking the engine per tile."""
+    """Predict a scene from any subset of optical / SAR / DSM, picking the engine per tile.
+
+    Environment: STARS_EDGE_KERNELS=c|numba|numpy picks the per-pixel kernels (default: C where the install
+    compiled them, else numpy; the same maps either way); STARS_EDGE_CACHE_DIR moves OpenVINO's compiled
+    model cache (default ~/.cache/stars-edge); GDAL_CACHEMAX overrides the block cache the runtime sizes
+    (docs/RUNTIME.md, "Performance").
+    """
     from runtime import Predictor
     from runtime.bands import parse_band_selection
     from runtime.journal import describe

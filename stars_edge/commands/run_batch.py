@@ -88,8 +88,9 @@ def run_batch(
 ) -> None:
     """Predict every scene of a list on Dask (a local cluster or --scheduler); exit 1 if any scene failed.
 
-    Workers live across scenes: STARS_EDGE_KERNELS=numba (with pip install '.[fast]') gives them the
-    runtime's compiled kernels, which cost about a second to load per process (docs/RUNTIME.md).
+    Workers live across scenes. They use the runtime's C kernels where the install compiled them (every
+    process does), else numba's build where it is installed (pip install '.[fast]'; about a second to load
+    per process); STARS_EDGE_KERNELS=c|numba|numpy chooses (docs/RUNTIME.md).
     """
     from runtime.bands import parse_band_selection
     from runtime.batch import BatchInterrupted, parse_assets
