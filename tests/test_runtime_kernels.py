@@ -185,9 +185,12 @@ def test_the_c_kernels_are_built_where_a_compiler_is() -> None:
     """``pip install`` builds them (setup.py, optional): on a machine with a C compiler a missing library is
     a broken build, not a choice, and would silently cost a first scene its compiled passes."""
     import shutil
+    import sysconfig
 
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler on this machine")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        pytest.skip("no Python headers on this machine (python3-dev): the optional build cannot run")
     assert c_built(), "runtime/_kernels_c.c was not built: reinstall (pip install -e .) and read its log"
 
 
