@@ -15,7 +15,9 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the C kernels too: an editable install compiles runtime/_kernels_c.c once, so a change to it
+# needs the install again (the runtime refuses a library built from other sources, it does not rebuild it).
+$(STAMP): pyproject.toml setup.py runtime/_kernels_c.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 ifneq ($(HAS_GPU),yes)
