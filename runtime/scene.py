@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from runtime.gdal_env import gdal_cache_limit, tile_cache_bytes
 from runtime.journal import CHECKPOINT_ROWS, CHECKPOINT_SECONDS, CheckpointPolicy, Journal
+from runtime.kernels import kernels_choice
 from runtime.output_paths import check_output_targets, journal_path
 from runtime.outputs import RasterGrid, build_overviews, commit, discard
 from runtime.raster_source import RasterSource
@@ -170,6 +171,7 @@ def predict_scene(
         device=engines.device,
         precision=predictor.precision,
         engine_streams=engines.concurrency,
+        kernels=kernels_choice(),
         reader_threads=max(
             reader_count(source, settings.readers, chunk.last_col - chunk.first_col + 1) for chunk in chunks
         ),

@@ -47,6 +47,9 @@ class RunSummary:
     engine_streams: int = 1
     #: Threads that read and prepared tiles; ``stage_seconds`` "read" and "preprocess" sum over them.
     reader_threads: int = 1
+    #: The per-pixel kernels the run chose (``runtime/kernels.py``): ``c``, ``numba`` or ``numpy``; the same
+    #: maps either way, so this says where the time went, not what was computed.
+    kernels: str = "numpy"
     #: What the run decided about its inputs (bands reordered or selected) and contract warnings it accepted.
     input_notes: list[str] = field(default_factory=list)
     #: CPU seconds of the thread that ran each stage (``stage_seconds`` are wall seconds, which include the
@@ -77,6 +80,7 @@ class RunSummary:
             "precision": self.precision,
             "engine_streams": self.engine_streams,
             "reader_threads": self.reader_threads,
+            "kernels": self.kernels,
             "outputs": dict(self.outputs),
             "resumed": self.resumed,
             "resumed_from_row": self.resumed_from_row,
@@ -98,7 +102,8 @@ class RunSummary:
         lines = [
             f"scene {self.width}x{self.height} px, {self.tiles} tiles, {self.wall_seconds:.2f} s "
             f"({self.megapixels_per_second:.3f} Mpx/s) with {self.device or self.backend}, "
-            f"{self.precision} engines, {self.engine_streams} call(s) in flight" + resumed,
+            f"{self.precision} engines, {self.engine_streams} call(s) in flight, {self.kernels} kernels"
+            + resumed,
             "pixels per pattern:",
         ]
         for name, count in self.pattern_pixels.items():

@@ -539,3 +539,24 @@ def test_a_c_library_that_fuses_multiply_adds_is_refused() -> None:
             return 1
 
     assert not kernels_c._rounds_like_numpy(Fused())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("choice", ["c", "numpy"])
+def test_a_runs_summary_names_the_kernels_it_used(
+    choice: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RunSummary.kernels`` (and the report ``stars-edge run`` prints) says which kernels ran, so a slow
+    run on a machine whose install could not compile them is explained by its own summary."""
+    from test_runtime_support import write_raster
+
+    use_kernels(monkeypatch, choice)
+    engines = build_pooled(tmp_path / "engines", 4)
+    paths = {
+        m: write_raster(tmp_path / f"{m}.tif", a, GRID) for m, a in make_physical((64, 80), seed=3).items()
+    }
+    with Predictor(engines, backend="onnxruntime", threads=1) as predictor:
+        summary = predictor.predict_scene(
+            **paths, out=tmp_path / "classes.tif", tile=32, overlap=8, progress=False
+        )
+    assert summary.kernels == choice and summary.to_dict()["kernels"] == choice
+    assert f"{choice} kernels" in summary.format()
