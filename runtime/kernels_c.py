@@ -48,7 +48,9 @@ def library_path() -> str | None:
     return None if spec is None or spec.origin is None else spec.origin
 
 
-def _load() -> ctypes.CDLL:
+def _load() -> tuple[ctypes.CDLL, dict[str, Any], dict[str, Any]]:
+    """The library, its ``cut_normalised`` and ``window_valid`` functions per source type (looked up once,
+    not per call on the readers' hot path), after the ABI and rounding checks."""
     path = library_path()
     if path is None:
         raise ImportError("runtime._kernels_c was not built (no C compiler at install)")
@@ -56,11 +58,12 @@ def _load() -> ctypes.CDLL:
     library.kernels_abi.restype = _INT
     if library.kernels_abi() != ABI:
         raise ImportError(f"{path} was built from other sources (ABI {library.kernels_abi()}, want {ABI})")
+    cuts, valids = {}, {}
     for name in SOURCE_TYPES:
-        cut = getattr(library, f"cut_normalised_{name}")
+        cut = cuts[name] = getattr(library, f"cut_normalised_{name}")
         cut.argtypes = [*_SOURCE, _INT, _INT, _POINTER, _POINTER, _POINTER, _INT, _INT, _INT]
         cut.restype = ctypes.c_int
-        valid = getattr(library, f"window_valid_{name}")
+        valid = valids[name] = getattr(library, f"window_valid_{name}")
         valid.argtypes = [*_SOURCE, _INT, _INT, _INT, _INT, _INT]
         valid.restype = ctypes.c_int
     library.normalise_in_place.argtypes = [_POINTER, _INT, _INT, _POINTER, _POINTER]
@@ -77,7 +80,7 @@ def _load() -> ctypes.CDLL:
             f"{path} rounds differently from numpy (compiled with fused multiply-add? setup.py builds it "
             "with -ffp-contract=off); rebuild it with that flag"
         )
-    return library
+    return library, cuts, valids
 
 
 def _rounds_like_numpy(library: ctypes.CDLL) -> bool:
@@ -108,7 +111,7 @@ def _rounds_like_numpy(library: ctypes.CDLL) -> bool:
     return out.tobytes() == want.tobytes()
 
 
-_LIBRARY = _load()
+_LIBRARY, _CUT, _VALID = _load()
 _NEIGHBOUR_WEIGHT = np.array(QUAD_NEIGHBOUR_WEIGHTS, dtype=np.float32)
 _OWN_CELL = np.array(QUAD_OWN_CELL, dtype=np.int64)
 
@@ -157,9 +160,8 @@ def cut_normalised(
     if source is None or out.dtype != np.float32 or not out.flags.c_contiguous:
         return clean_numpy.cut_normalised(array, mask, top, left, scale, offset, mean, std, out)
     stats = (np.ascontiguousarray(mean, np.float32), np.ascontiguousarray(std, np.float32))
-    kernel = getattr(_LIBRARY, f"cut_normalised_{array.dtype.name}")
     targets = (_address(stats[0]), _address(stats[1]), _address(out))
-    return bool(kernel(*source[0], top, left, *targets, *out.shape))
+    return bool(_CUT[array.dtype.name](*source[0], top, left, *targets, *out.shape))
 
 
 def window_valid(
@@ -176,8 +178,7 @@ def window_valid(
     source = _source_arguments(array, mask, scale, offset)
     if source is None:
         return clean_numpy.window_valid(array, mask, scale, offset, y0, y1, x0, x1)
-    kernel = getattr(_LIBRARY, f"window_valid_{array.dtype.name}")
-    return bool(kernel(*source[0], array.shape[0], y0, y1, x0, x1))
+    return bool(_VALID[array.dtype.name](*source[0], array.shape[0], y0, y1, x0, x1))
 
 
 def normalise_in_place(data: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
@@ -218,14 +219,10 @@ def quad_pixels(
             raise ValueError(f"quad_pixels writes into a uint8 {name} with contiguous rows")
     if logits_out.shape[0] > 0 and (logits_out.dtype != np.float32 or not logits_out.flags.c_contiguous):
         raise ValueError("quad_pixels writes logits into a C-contiguous float32 array")
-    held: list[Any] = [
-        np.ascontiguousarray(cells, np.float32),
-        np.ascontiguousarray(seen, np.uint8),
-        np.ascontiguousarray(fine, np.float32),
-        np.ascontiguousarray(qy, np.int64),
-        np.ascontiguousarray(qx, np.int64),
-    ]
-    cells_c, seen_c, fine_c, qy_c, qx_c = held
+    cells_c, seen_c, fine_c = (
+        np.ascontiguousarray(a, t) for a, t in ((cells, np.float32), (seen, np.uint8), (fine, np.float32))
+    )
+    qy_c, qx_c = np.ascontiguousarray(qy, np.int64), np.ascontiguousarray(qx, np.int64)
     n = cells_c.shape[3]
     redo = np.empty(n, dtype=np.bool_)
     status = _LIBRARY.quad_pixels(
