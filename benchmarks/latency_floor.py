@@ -15,6 +15,10 @@ Both run inside the end-to-end child process (``benchmarks.latency_e2e.e2e_child
   ``Predictor.predict_arrays`` alone is timed; ``arrays_fraction`` = engine-only wall time of the same engine
   runs / its wall time (nothing to decode: the on-board case). ``predict_arrays`` returns no summary, so the
   engine runs are the file run's; its pattern map is checked against the file run's pattern pixels.
+- **Warm runs.** The file scene again in the same process (``floor_fraction_warm``) and ``predict_arrays``
+  called again on its predictor (``arrays_fraction_warm``): what a long-lived process (``run-batch``
+  workers, an on-board loop) gets from its second scene on, with the backend imported, the engines loaded
+  and every call shape seen. Reported beside the fractions, which stay those of a process's first scene.
 - **Rows run.** The same arrays handed over ``ROW_BLOCK`` rows at a time through ``Predictor.predict_rows``
   (the on-board streaming case): its wall time, the most input rows it held, and whether its maps are the
   arrays run's bytes.
@@ -136,7 +140,8 @@ def arrays_run(
     file_pattern_pixels: Mapping[str, int],
 ) -> dict[str, Any]:
     """Load the scene into memory, then time ``predict_arrays`` alone (a fresh predictor: engines load
-    lazily inside the call, as they do inside ``predict_scene``)."""
+    lazily inside the call, as they do inside ``predict_scene``), and a second call on the same predictor
+    (warm: whether it gives the same maps is recorded too)."""
     loaded = time.perf_counter()
     inputs, valid, clouds = load_scene_arrays(paths)
     load_seconds = time.perf_counter() - loaded
@@ -146,6 +151,12 @@ def arrays_run(
         _classes, pattern_map = predictor.predict_arrays(inputs, valid=valid, cloud_mask=clouds, **options)
         cpu_seconds = time.process_time() - cpu
         wall_seconds = time.perf_counter() - wall
+        wall, cpu = time.perf_counter(), time.process_time()
+        warm_classes, warm_patterns = predictor.predict_arrays(
+            inputs, valid=valid, cloud_mask=clouds, **options
+        )
+        warm_cpu_seconds = time.process_time() - cpu
+        warm_wall_seconds = time.perf_counter() - wall
     finally:
         predictor.close()
     counts = pattern_counts(pattern_map)
@@ -154,6 +165,11 @@ def arrays_run(
         "array_bytes": int(sum(a.nbytes for a in inputs.values())),
         "wall_seconds": wall_seconds,
         "cpu_seconds": cpu_seconds,
+        "warm_wall_seconds": warm_wall_seconds,
+        "warm_cpu_seconds": warm_cpu_seconds,
+        "warm_same_maps": bool(
+            np.array_equal(warm_classes, _classes) and np.array_equal(warm_patterns, pattern_map)
+        ),
         "pattern_pixels": counts,
         "pattern_pixels_match_file_run": counts == {k: int(v) for k, v in file_pattern_pixels.items()},
         "rows": rows_run(make_predictor, inputs, valid, clouds, options, _classes, pattern_map),
@@ -214,9 +230,11 @@ def measure_floor(
     paths: Mapping[str, str | os.PathLike[str]],
     spec: Mapping[str, Any],
     wall_seconds: float,
+    warm_wall_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Engine-only time of the run's engine runs, decode-once time, the CPU floor, and (when asked) the
-    arrays run; everything the end-to-end child adds to its result for issue 21."""
+    """Engine-only time of the run's engine runs, decode-once time, the CPU floor (of the first scene, and
+    of the second where ``warm_wall_seconds`` is given), and (when asked) the arrays run; everything the
+    end-to-end child adds to its result for issue 21."""
     engine = engine_only(
         manifest,
         str(summary["backend"]),
@@ -237,6 +255,8 @@ def measure_floor(
         "decode_once": decode,
         "floor": cpu_floor(engine, decode, wall_seconds, usable_cores()),
     }
+    if warm_wall_seconds is not None:
+        result["floor_warm"] = cpu_floor(engine, decode, warm_wall_seconds, usable_cores())
     if spec.get("arrays"):
         options = {
             "tile": int(spec["tile"]),
@@ -247,6 +267,7 @@ def measure_floor(
         arrays = arrays_run(predictor_factory, paths, options, summary["pattern_pixels"])
         arrays["engine_wall_seconds"] = engine["wall_seconds"]
         arrays["arrays_fraction"] = engine["wall_seconds"] / arrays["wall_seconds"]
+        arrays["arrays_fraction_warm"] = engine["wall_seconds"] / arrays["warm_wall_seconds"]
         arrays["rows"]["rows_fraction"] = engine["wall_seconds"] / arrays["rows"]["wall_seconds"]
         result["arrays"] = arrays
     return result

@@ -66,7 +66,7 @@ def e2e_lines(e2e: Mapping[str, Any] | None) -> list[str]:
         f"({fmt(e2e.get('engine_only_ms_per_tile'))} ms/tile, batch 1).",
         "",
         "| scene | px | tiles | load s | predict s | Mpx/s | of engine-only (raw) | engine busy "
-        "| inference stage / engine-only | CPU floor fraction | arrays fraction | peak RSS MiB "
+        "| inference stage / engine-only | CPU floor fraction (warm) | arrays fraction (warm) | peak RSS MiB "
         "| sampled peak MiB | stages (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -82,8 +82,8 @@ def e2e_lines(e2e: Mapping[str, Any] | None) -> list[str]:
             fmt(run.get("fraction_of_engine_only")),
             fmt(run.get("engine_busy_fraction")),
             fmt(run.get("inference_stage_vs_engine_only")),
-            fmt(run.get("floor_fraction"), 3),
-            fmt(run.get("arrays_fraction"), 3),
+            _with_warm(run, "floor_fraction"),
+            _with_warm(run, "arrays_fraction"),
             fmt(run["peak_rss_mib"], 0),
             fmt(run.get("sampled_peak_rss_mib"), 0),
             stages,
@@ -121,6 +121,13 @@ def cpu_by_stage(run: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _with_warm(run: Mapping[str, Any], key: str) -> str:
+    """A run's first-scene fraction, with the second scene's in the same process in brackets."""
+    text = fmt(run.get(key), 3)
+    warm = run.get(f"{key}_warm")
+    return text if warm is None else f"{text} ({fmt(warm, 3)})"
+
+
 def where_time_goes(run: Mapping[str, Any]) -> list[str]:
     """Lines that say where an end-to-end run's wall time went beyond its CPU floor and its engines."""
     floor = run.get("floor")
@@ -149,6 +156,13 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
         f"    stages (s): {cells} (read and preprocess on the reader threads, encode on the writer "
         "thread, overlapping the rest)"
     )
+    warm = run.get("floor_warm")
+    if warm:
+        cpu = f", {run['cpu_warm_s']:.2f} CPU-s" if run.get("cpu_warm_s") is not None else ""
+        lines.append(
+            f"    a second scene in the same process (backend imported, engines loaded, call shapes seen): "
+            f"wall {warm['wall_seconds']:.2f} s{cpu} -> floor_fraction {warm['floor_fraction']:.3f}"
+        )
     lines += cpu_by_stage(run)
     if inference is not None:
         lines.append(
@@ -174,6 +188,13 @@ def where_time_goes(run: Mapping[str, Any]) -> list[str]:
             f"{arrays['arrays_fraction']:.3f}"
             + (" (WARNING: its pattern map differs from the file run's)" if differs else "")
         )
+        if arrays.get("warm_wall_seconds") is not None:
+            lines.append(
+                f"    predict_arrays again on the same predictor: {arrays['warm_wall_seconds']:.2f} s "
+                f"({arrays['warm_cpu_seconds']:.2f} CPU-s) -> arrays_fraction "
+                f"{arrays['arrays_fraction_warm']:.3f}"
+                + ("" if arrays["warm_same_maps"] else " (WARNING: its maps differ from the first call's)")
+            )
         rows = arrays.get("rows")
         if rows:
             lines.append(

@@ -185,12 +185,23 @@ def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_sc
             (engine["cpu_seconds"] + decode["cpu_seconds"]) / cores
         )
         assert run["floor_fraction"] == pytest.approx(floor["floor_seconds"] / run["predict_s"])
+        # a second scene in the same process: the same floor against its own wall time
+        warm = run["floor_warm"]
+        assert warm["floor_seconds"] == pytest.approx(floor["floor_seconds"])
+        assert run["predict_warm_s"] > 0 and run["cpu_warm_s"] > 0
+        assert warm["wall_seconds"] == pytest.approx(run["predict_warm_s"])
+        assert run["floor_fraction_warm"] == pytest.approx(floor["floor_seconds"] / run["predict_warm_s"])
+        assert not list(folder.parent.glob("e2e_*/*_warm.tif"))  # the second scene's outputs removed
         # the arrays run: the same scene in memory, the same patterns, the same engine-only time
         arrays = run["arrays"]
         assert arrays["pattern_pixels_match_file_run"]
         assert arrays["pattern_pixels"] == run["summary"]["pattern_pixels"]
         assert arrays["wall_seconds"] > 0 and arrays["array_bytes"] == run["size"] ** 2 * bands * 4
         assert run["arrays_fraction"] == pytest.approx(engine["wall_seconds"] / arrays["wall_seconds"])
+        assert arrays["warm_same_maps"] and arrays["warm_wall_seconds"] > 0
+        assert run["arrays_fraction_warm"] == pytest.approx(
+            engine["wall_seconds"] / arrays["warm_wall_seconds"]
+        )
         # the rows run: the same arrays as a sensor's stream, the same bytes, rows held bounded by the tile
         rows = arrays["rows"]
         assert rows["same_maps_as_arrays"] and rows["wall_seconds"] > 0
@@ -199,6 +210,8 @@ def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_sc
     largest = {r["scene"]: r for r in e2e["runs"] if r["size"] == 256}
     assert e2e["floor_fraction"] == {s: r["floor_fraction"] for s, r in largest.items()}
     assert e2e["arrays_fraction"] == {s: r["arrays_fraction"] for s, r in largest.items()}
+    assert e2e["floor_fraction_warm"] == {s: r["floor_fraction_warm"] for s, r in largest.items()}
+    assert e2e["arrays_fraction_warm"] == {s: r["arrays_fraction_warm"] for s, r in largest.items()}
     targets = {t["target"]: t for t in result["targets"]}
     for name in (
         "CPU floor >= 80 % of wall, clean S2-like scene",
@@ -211,6 +224,8 @@ def test_floor_and_arrays_fractions_are_recorded_for_the_clean_and_the_cloudy_sc
     )
     markdown = (work.parent / "latency_s2.md").read_text()
     assert "| s2like_clouds | 256 |" in markdown and "decode-once CPU" in markdown
+    assert "a second scene in the same process" in markdown
+    assert "predict_arrays again on the same predictor" in markdown
 
 
 def test_decode_once_reads_every_block_window_once_and_the_floor_adds_both_terms(

@@ -99,7 +99,8 @@ def test_targets_compare_rows_of_the_same_run() -> None:
                     "fraction_of_engine_only": 0.4,
                     "floor": floor(12.0, 8.0, 20.0),
                     "floor_fraction": 0.5,
-                    "arrays": {"engine_wall_seconds": 6.0, "wall_seconds": 8.0},
+                    "floor_fraction_warm": 0.625,
+                    "arrays": {"engine_wall_seconds": 6.0, "wall_seconds": 8.0, "arrays_fraction_warm": 0.8},
                     "arrays_fraction": 0.75,
                 },
                 {  # the cloudy variant: its own targets, never the clean scene's
@@ -146,12 +147,16 @@ def test_targets_compare_rows_of_the_same_run() -> None:
         "8192 px: floor 10.00 s = (engine-only CPU 12.00 s + decode-once CPU 8.00 s) / 2 cores"
         in clean["detail"]
     )
-    assert "vs wall 20.00 s; bound: read 12.0 s" in clean["detail"]
+    # the targets are on a process's first scene; the detail adds what a long-lived process's second gets
+    detail = "vs wall 20.00 s (a process's first scene; its second: 0.625); bound: read 12.0 s"
+    assert detail in clean["detail"]
     cloudy = targets["CPU floor >= 80 % of wall, cloudy S2-like scene"]
     assert cloudy["measured"] == pytest.approx(0.85) and cloudy["verdict"] == "PASS"
     arrays = targets["from arrays: engine-only >= 70 % of wall, clean S2-like scene"]
     assert arrays["measured"] == pytest.approx(0.75) and arrays["verdict"] == "PASS"
     assert "engine-only 6.00 s / predict_arrays 8.00 s" in arrays["detail"]
+    assert "a process's first call; its second: 0.800" in arrays["detail"]
+    assert "(a process's first scene)" in cloudy["detail"]  # no second scene measured: nothing claimed
     at_default = targets["best INT8 >= 1.5x ORT FP32 at the runtime's default tile"]
     assert at_default["measured"] == pytest.approx(2.0) and at_default["verdict"] == "PASS"
     # rows timed at another tile than the runtime's default say so instead of answering
