@@ -24,7 +24,7 @@
 #endif
 
 /* Bumped whenever a signature changes: the wrapper refuses a library built from other sources. */
-#define KERNELS_ABI 2
+#define KERNELS_ABI 3
 
 int64_t kernels_abi(void) { return KERNELS_ABI; }
 
@@ -133,6 +133,35 @@ HOT void finite_pixels(const float *values, int64_t bands, int64_t plane, uint8_
     }
 }
 
+/* pixels.clear_argmax over n values of each class (class ch at values + ch * n): threshold[k] = the maximum
+ * (NaN wins, as np.max) less lead; count[k] = the classes at or above it; index[k] = the last of them (the
+ * class where it is the only one). Inlined into each caller's machine-code copy. */
+static inline void clear_argmax_planes(const float *values, int64_t classes, int64_t n, float lead,
+                                       float *threshold, uint8_t *count, uint8_t *index) {
+    memcpy(threshold, values, sizeof(float) * (size_t)n);
+    for (int64_t ch = 1; ch < classes; ch++) {
+        const float *source = values + ch * n;
+        for (int64_t k = 0; k < n; k++) {
+            const float value = source[k], best = threshold[k];
+            threshold[k] = (value > best || value != value) ? value : best;
+        }
+    }
+    for (int64_t k = 0; k < n; k++) {
+        threshold[k] = threshold[k] - lead;
+        count[k] = 0;
+        index[k] = 0;
+    }
+    for (int64_t ch = 0; ch < classes; ch++) {
+        const float *source = values + ch * n;
+        for (int64_t k = 0; k < n; k++) {
+            const uint8_t near = source[k] >= threshold[k];
+            const uint8_t candidate = (uint8_t)(near * ch);
+            count[k] += near;
+            index[k] = index[k] > candidate ? index[k] : candidate;
+        }
+    }
+}
+
 /* kernels_numba.quad_pixels, statement by statement (its docstring says what each array holds). cells:
  * (2, 2, channels, n); fine: (classes + 1 + shares, 4, 4, n) or NULL; logits_out: (classes, 4, 4, n) or NULL;
  * class_map / pattern_map: rows of *_stride bytes; neighbour_weight and own_cell: upsampling's quad geometry
@@ -217,30 +246,7 @@ HOT int quad_pixels(const float *cells, int64_t channels, int64_t n, int64_t cla
             if (logits_out)
                 for (int64_t ch = 0; ch < classes; ch++)
                     memcpy(logits_out + ((ch * 4 + p) * 4 + q) * n, logits + ch * n, sizeof(float) * (size_t)n);
-            /* pixels.clear_argmax: the maximum (NaN wins, as np.max), less lead; the last channel at or
-             * above that is the class when it is the only one */
-            memcpy(top, logits, sizeof(float) * (size_t)n);
-            for (int64_t ch = 1; ch < classes; ch++) {
-                const float *source = logits + ch * n;
-                for (int64_t k = 0; k < n; k++) {
-                    const float value = source[k], best = top[k];
-                    top[k] = (value > best || value != value) ? value : best;
-                }
-            }
-            for (int64_t k = 0; k < n; k++) {
-                top[k] = top[k] - lead;
-                count[k] = 0;
-                index[k] = 0;
-            }
-            for (int64_t ch = 0; ch < classes; ch++) {
-                const float *source = logits + ch * n;
-                for (int64_t k = 0; k < n; k++) {
-                    const uint8_t near = source[k] >= top[k];
-                    const uint8_t candidate = (uint8_t)(near * ch);
-                    count[k] += near;
-                    index[k] = index[k] > candidate ? index[k] : candidate;
-                }
-            }
+            clear_argmax_planes(logits, classes, n, lead, top, count, index);
             for (int64_t k = 0; k < n; k++) {
                 uint8_t *pixel = class_map + (4 * qy[k] + p) * class_stride + 4 * qx[k] + q;
                 if (covered[k]) {
@@ -282,6 +288,104 @@ HOT int quad_pixels(const float *cells, int64_t channels, int64_t n, int64_t cla
 #undef CELL
 #undef ROW
 #undef FINE
+}
+
+/* np.maximum / np.minimum of two float32: NaN when either is NaN. */
+static inline float nan_max(float a, float b) { return (a != a || b != b) ? NAN : (a > b ? a : b); }
+static inline float nan_min(float a, float b) { return (a != a || b != b) ? NAN : (a < b ? a : b); }
+
+/* kernels_numba.quad_decisions, statement by statement (its docstring says what it decides). stacked:
+ * C-contiguous (channels, cell_rows, cell_cols); rows / cols: the quads' cell rows and columns (quad_rows + 1,
+ * quad_cols + 1); class_map / pattern_map: (4 quad_rows, 4 quad_cols); decided / empty: (quad_rows,
+ * quad_cols). -1 where memory ran out, else 0. */
+HOT int quad_decisions(const float *stacked, int64_t channels, int64_t cell_rows, int64_t cell_cols,
+                       int64_t classes, const int64_t *rows, int64_t quad_rows, const int64_t *cols,
+                       int64_t quad_cols, const uint8_t *seen, int64_t seen_count, float lead, float bound,
+                       float pattern_lead, uint8_t nodata, uint8_t *class_map, uint8_t *pattern_map,
+                       uint8_t *decided, uint8_t *empty) {
+    const int64_t plane = cell_rows * cell_cols, shares = channels - classes - 2;
+    const uint8_t fallback = seen_count > 0 ? seen[0] : 0;
+    uint8_t *flags = malloc((size_t)(5 * plane));
+    float *floats = malloc(sizeof(float) * (size_t)(4 * plane));
+    if (!flags || !floats) {
+        free(flags);
+        free(floats);
+        return -1;
+    }
+    uint8_t *index = flags, *sure = flags + plane, *inside = flags + 2 * plane, *pattern = flags + 3 * plane;
+    uint8_t *count = flags + 4 * plane;
+    float *top = floats, *biggest = floats + plane;
+    float *pattern_gap = floats + 2 * plane, *largest = floats + 3 * plane;
+    /* per cell, channel by channel over whole planes: pixels.clear_argmax, the logit bound, coverage */
+    clear_argmax_planes(stacked, classes, plane, lead, top, count, index);
+    for (int64_t p = 0; p < plane; p++) biggest[p] = fabsf(stacked[p]);
+    for (int64_t ch = 1; ch < classes; ch++) {
+        const float *source = stacked + ch * plane;
+        for (int64_t p = 0; p < plane; p++) {
+            const float size = fabsf(source[p]);
+            biggest[p] = (size > biggest[p] || size != size) ? size : biggest[p];
+        }
+    }
+    const float *reach = stacked + (classes + 1) * plane;
+    for (int64_t p = 0; p < plane; p++) {
+        inside[p] = reach[p] > 0;
+        sure[p] = inside[p] & (count[p] == 1) & (top[p] != HUGE_VALF) & (biggest[p] <= bound);
+    }
+    /* stride4_quads.pattern_leads: a running largest and runner-up, the first largest channel */
+    if (shares > 0) {
+        const float *weights = stacked + (classes + 2) * plane;
+        float *runner_up = biggest; /* reused */
+        memcpy(largest, weights, sizeof(float) * (size_t)plane);
+        for (int64_t p = 0; p < plane; p++) {
+            runner_up[p] = -HUGE_VALF;
+            pattern[p] = 0;
+        }
+        for (int64_t s = 1; s < shares; s++) {
+            const float *source = weights + s * plane;
+            for (int64_t p = 0; p < plane; p++) {
+                const float value = source[p], best = largest[p];
+                runner_up[p] = nan_max(runner_up[p], nan_min(best, value));
+                pattern[p] = value > best ? (uint8_t)s : pattern[p];
+                largest[p] = nan_max(best, value);
+            }
+        }
+        for (int64_t p = 0; p < plane; p++) pattern_gap[p] = largest[p] - runner_up[p];
+    }
+    /* per quad: its four cells (top-left a, below b, right c, diagonal d); a row of quads is widened into
+     * its first pixel row, then copied to the other three */
+    const int64_t width = 4 * quad_cols;
+    for (int64_t g = 0; g < quad_rows; g++) {
+        uint8_t *class_row = class_map + 4 * g * width, *pattern_row = pattern_map + 4 * g * width;
+        for (int64_t f = 0; f < quad_cols; f++) {
+            const int64_t a = rows[g] * cell_cols + cols[f], b = rows[g + 1] * cell_cols + cols[f];
+            const int64_t c = rows[g] * cell_cols + cols[f + 1], d = rows[g + 1] * cell_cols + cols[f + 1];
+            uint8_t sure_all = sure[a] & sure[b] & sure[c] & sure[d];
+            sure_all &= index[a] == index[b] && index[a] == index[c] && index[a] == index[d];
+            if (shares > 0) {
+                const float gap =
+                    nan_min(nan_min(pattern_gap[a], pattern_gap[b]), nan_min(pattern_gap[c], pattern_gap[d]));
+                const float most = nan_max(nan_max(largest[a], largest[b]), nan_max(largest[c], largest[d]));
+                sure_all &= gap >= pattern_lead * most;
+                sure_all &= pattern[a] == pattern[b] && pattern[a] == pattern[c] && pattern[a] == pattern[d];
+            }
+            const uint8_t none = !(inside[a] | inside[b] | inside[c] | inside[d]);
+            const uint8_t class_value = none ? nodata : index[a];
+            const uint8_t pattern_value = none ? 0 : (shares > 0 ? seen[pattern[a]] : fallback);
+            decided[g * quad_cols + f] = sure_all;
+            empty[g * quad_cols + f] = none;
+            for (int64_t q = 0; q < 4; q++) {
+                class_row[4 * f + q] = class_value;
+                pattern_row[4 * f + q] = pattern_value;
+            }
+        }
+        for (int64_t i = 1; i < 4; i++) {
+            memcpy(class_row + i * width, class_row, (size_t)width);
+            memcpy(pattern_row + i * width, pattern_row, (size_t)width);
+        }
+    }
+    free(flags);
+    free(floats);
+    return 0;
 }
 
 /* An importable (empty) module, so that importlib finds the library where the install put it. */

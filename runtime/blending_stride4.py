@@ -41,8 +41,7 @@ import numpy as np
 
 from runtime.blending import RowBands, check_probabilities_dtype
 from runtime.kernels import compiled
-from runtime.outputs import CLASS_NODATA
-from runtime.pixels import clear_argmax, softmax_channels
+from runtime.pixels import softmax_channels
 from runtime.stride4_bands import PixelBand, overridden
 from runtime.stride4_mixed import PatchedTile, Split, split
 from runtime.stride4_quads import (
@@ -53,9 +52,9 @@ from runtime.stride4_quads import (
     classes_of,
     compiled_quads,
     interpolated_quads,
-    pattern_leads,
     patterns_of,
     pixel_logits,
+    quad_decisions,
     shift_rows,
 )
 from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
@@ -280,32 +279,18 @@ class Stride4Blender:
         seen, shares = self._shares()
         stacked, top, left = self._cells(band, shares)
         quads = Quads.of(band, top, left, stacked.shape[1:])
-        inside = stacked[c + 1] > 0
-        index, unclear = clear_argmax(stacked[:c])
-        sure = inside & ~unclear & (np.abs(stacked[:c]).max(axis=0) <= LOGIT_BOUND)
-        decided = quads.reduce(np.logical_and, sure) & quads.same(index)
-        if shares:
-            pattern, lead, largest = pattern_leads(stacked[c + 2 :])
-            clear = quads.reduce(np.minimum, lead) >= PATTERN_LEAD * quads.reduce(np.maximum, largest)
-            decided &= clear & quads.same(pattern)
+        kernels = compiled()
+        class_map, pattern_map, decided, empty = quad_decisions(
+            kernels, stacked, quads, c, seen, LOGIT_BOUND, PATTERN_LEAD
+        )
         boundary = self._boundary.view(band)
         if boundary is not None:  # quads of boundary pixels only: their pixels come from the boundary band
             decided |= quads.covering(boundary[c] > 0)
-        empty = ~quads.reduce(np.logical_or, inside)
         fine_band = self._fine.view(band)
         boxes = quads.meeting(self._fine.boxes) if fine_band is not None else []
         for rows, cols in boxes:
             decided[rows, cols] = True  # computed by ``_dense`` below
-        corner = quads.corner()
-        classes = np.where(empty, np.uint8(CLASS_NODATA), index[corner]).astype(np.uint8)
-        if shares:
-            patterns = np.asarray(seen, dtype=np.uint8)[pattern[corner]]
-        else:
-            patterns = np.full(classes.shape, seen[0] if seen else 0, dtype=np.uint8)
-        patterns[empty] = 0
-        class_map, pattern_map = quads.pixels(classes), quads.pixels(patterns)
         undecided_y, undecided_x = np.nonzero(~(decided | empty))
-        kernels = compiled()
         if kernels is not None:  # near-ties come back, to be interpolated by numpy in one go below
             undecided_y, undecided_x = compiled_quads(
                 kernels,

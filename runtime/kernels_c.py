@@ -23,12 +23,13 @@ __all__ = [
     "finite_pixels",
     "library_path",
     "normalise_in_place",
+    "quad_decisions",
     "quad_pixels",
     "window_valid",
 ]
 
 #: The C sources' ``KERNELS_ABI``: a library built from other sources is refused, not called.
-ABI = 2
+ABI = 3
 #: Source types the C code has loops for (``SOURCE_KERNELS`` in ``_kernels_c.c``).
 SOURCE_TYPES = ("float32", "float64", "uint8", "int8", "uint16", "int16", "uint32", "int32")
 
@@ -75,6 +76,11 @@ def _load() -> tuple[ctypes.CDLL, dict[str, Any], dict[str, Any]]:
         *(_POINTER, _POINTER, _POINTER, _INT, _POINTER, _INT, _POINTER, _POINTER, _POINTER, _POINTER),
     ]
     library.quad_pixels.restype = ctypes.c_int
+    library.quad_decisions.argtypes = [
+        *(_POINTER, _INT, _INT, _INT, _INT, _POINTER, _INT, _POINTER, _INT, _POINTER, _INT),
+        *(_FLOAT, _FLOAT, _FLOAT, ctypes.c_uint8, _POINTER, _POINTER, _POINTER, _POINTER),
+    ]
+    library.quad_decisions.restype = ctypes.c_int
     if not _rounds_like_numpy(library):
         raise ImportError(
             f"{path} rounds differently from numpy (compiled with fused multiply-add? setup.py builds it "
@@ -250,3 +256,45 @@ def quad_pixels(
     if status != 0:
         raise MemoryError(f"quad_pixels: no memory for {n} quads' work arrays")
     return redo
+
+
+def quad_decisions(
+    stacked: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    classes: int,
+    seen: np.ndarray,
+    lead: np.float32,
+    bound: np.float32,
+    pattern_lead: np.float32,
+    nodata: np.uint8,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``kernels_numba.quad_decisions``: the same arguments, the same results."""
+    if stacked.dtype != np.float32 or stacked.ndim != 3 or not stacked.flags.c_contiguous:
+        raise ValueError("quad_decisions takes a C-contiguous float32 (channels, rows, cols) array")
+    rows_c, cols_c = np.ascontiguousarray(rows, np.int64), np.ascontiguousarray(cols, np.int64)
+    seen_c = np.ascontiguousarray(seen, np.uint8)
+    height, width = rows_c.size - 1, cols_c.size - 1
+    class_map = np.empty((4 * height, 4 * width), dtype=np.uint8)
+    pattern_map = np.empty((4 * height, 4 * width), dtype=np.uint8)
+    decided = np.empty((height, width), dtype=np.bool_)
+    empty = np.empty((height, width), dtype=np.bool_)
+    status = _LIBRARY.quad_decisions(
+        _address(stacked),
+        *stacked.shape,
+        classes,
+        _address(rows_c),
+        height,
+        _address(cols_c),
+        width,
+        _address(seen_c) if seen_c.size else None,
+        seen_c.size,
+        float(lead),
+        float(bound),
+        float(pattern_lead),
+        int(nodata),
+        *map(_address, (class_map, pattern_map, decided, empty)),
+    )
+    if status != 0:
+        raise MemoryError(f"quad_decisions: no memory for {stacked.shape[1] * stacked.shape[2]} cells' flags")
+    return class_map, pattern_map, decided, empty

@@ -11,7 +11,15 @@ import numpy as np
 from runtime.upsampling import QUAD_NEIGHBOUR_WEIGHTS
 from runtime.upsampling import QUAD_OWN_CELL as QUAD_OWN_CELLS
 
-__all__ = ["cut_normalised", "finite_pixels", "normalise_in_place", "quad_pixels", "warm", "window_valid"]
+__all__ = [
+    "cut_normalised",
+    "finite_pixels",
+    "normalise_in_place",
+    "quad_decisions",
+    "quad_pixels",
+    "warm",
+    "window_valid",
+]
 
 jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
 
@@ -278,6 +286,120 @@ def quad_pixels(
     return redo
 
 
+@jit
+def _nan_max(a: np.float32, b: np.float32) -> np.float32:
+    """``np.maximum`` of two values: NaN when either is."""
+    if a != a or b != b:
+        return np.float32(np.nan)
+    return a if a > b else b
+
+
+@jit
+def _nan_min(a: np.float32, b: np.float32) -> np.float32:
+    """``np.minimum`` of two values: NaN when either is."""
+    if a != a or b != b:
+        return np.float32(np.nan)
+    return a if a < b else b
+
+
+@jit
+def quad_decisions(
+    stacked: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    classes: int,
+    seen: np.ndarray,
+    lead: np.float32,
+    bound: np.float32,
+    pattern_lead: np.float32,
+    nodata: np.uint8,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``stride4_quads.quad_decisions``' numpy path: per quad of a band (``rows`` / ``cols``: the cells its
+    quad rows and columns read, ``Quads``), from its four cells of ``stacked`` (``_cells``: normalised logits,
+    weight, coverage, pattern weights): whether it is decided (every cell covered, a clear class within
+    ``bound``, the same class and, with pattern weights, the same clear pattern), whether it is empty (no
+    covered cell), and its 4x4 pixels' class and pattern code (its top-left cell's; nodata and 0 where
+    empty)."""
+    channels, cell_rows, cell_cols = stacked.shape
+    shares = channels - classes - 2
+    fallback = seen[0] if seen.size > 0 else np.uint8(0)
+    index = np.zeros((cell_rows, cell_cols), dtype=np.uint8)
+    sure = np.zeros((cell_rows, cell_cols), dtype=np.bool_)
+    inside = np.zeros((cell_rows, cell_cols), dtype=np.bool_)
+    pattern = np.zeros((cell_rows, cell_cols), dtype=np.uint8)
+    gap = np.zeros((cell_rows, cell_cols), dtype=np.float32)
+    largest = np.zeros((cell_rows, cell_cols), dtype=np.float32)
+    for i in range(cell_rows):
+        for j in range(cell_cols):
+            top = stacked[0, i, j]
+            biggest = abs(stacked[0, i, j])
+            for ch in range(1, classes):
+                value = stacked[ch, i, j]
+                size = abs(value)
+                if value > top or value != value:
+                    top = value
+                if size > biggest or size != size:
+                    biggest = size
+            threshold = np.float32(top - lead)
+            count = 0
+            chosen = 0
+            for ch in range(classes):
+                if stacked[ch, i, j] >= threshold:
+                    count += 1
+                    chosen = ch
+            index[i, j] = chosen
+            inside[i, j] = stacked[classes + 1, i, j] > 0
+            sure[i, j] = inside[i, j] and count == 1 and threshold != np.inf and biggest <= bound
+            if shares > 0:
+                best = stacked[classes + 2, i, j]
+                runner_up = np.float32(-np.inf)
+                leader = 0
+                for s in range(1, shares):
+                    value = stacked[classes + 2 + s, i, j]
+                    runner_up = _nan_max(runner_up, _nan_min(best, value))
+                    if value > best:
+                        leader = s
+                    best = _nan_max(best, value)
+                pattern[i, j] = leader
+                gap[i, j] = np.float32(best - runner_up)
+                largest[i, j] = best
+    height, width = rows.size - 1, cols.size - 1
+    class_map = np.empty((4 * height, 4 * width), dtype=np.uint8)
+    pattern_map = np.empty((4 * height, 4 * width), dtype=np.uint8)
+    decided = np.empty((height, width), dtype=np.bool_)
+    empty = np.empty((height, width), dtype=np.bool_)
+    for g in range(height):
+        r0, r1 = rows[g], rows[g + 1]
+        for f in range(width):
+            c0, c1 = cols[f], cols[f + 1]
+            held = sure[r0, c0] and sure[r1, c0] and sure[r0, c1] and sure[r1, c1]
+            first = index[r0, c0]
+            held = held and first == index[r1, c0] and first == index[r0, c1] and first == index[r1, c1]
+            if shares > 0:
+                least = _nan_min(_nan_min(gap[r0, c0], gap[r1, c0]), _nan_min(gap[r0, c1], gap[r1, c1]))
+                most = _nan_max(
+                    _nan_max(largest[r0, c0], largest[r1, c0]), _nan_max(largest[r0, c1], largest[r1, c1])
+                )
+                led = pattern[r0, c0]
+                held = held and least >= np.float32(pattern_lead * most)
+                held = held and led == pattern[r1, c0] and led == pattern[r0, c1] and led == pattern[r1, c1]
+            none = not (inside[r0, c0] or inside[r1, c0] or inside[r0, c1] or inside[r1, c1])
+            class_value = nodata if none else index[r0, c0]
+            if none:
+                pattern_value = np.uint8(0)
+            elif shares > 0:
+                pattern_value = seen[pattern[r0, c0]]
+            else:
+                pattern_value = fallback
+            decided[g, f] = held
+            empty[g, f] = none
+            for a in range(4):
+                for b in range(4):
+                    class_map[4 * g + a, 4 * f + b] = class_value
+                    pattern_map[4 * g + a, 4 * f + b] = pattern_value
+    return class_map, pattern_map, decided, empty
+
+
 def warm() -> None:
     """Load (from numba's cache) or compile every kernel for the argument types the runtime passes: float32
     C-contiguous tiles, 2-D boolean masks (an empty one for none), float32 scale/offset (empty for none), a
@@ -294,6 +416,10 @@ def warm() -> None:
         np.arange(4, dtype=np.intp),
         np.zeros((16, 16), np.uint8),
     )
+    for shares in (0, 2):
+        stacked = np.zeros((4 + shares, 3, 3), dtype=np.float32)  # 2 classes, weight, coverage, shares
+        grid = np.arange(3, dtype=np.int64)
+        quad_decisions(stacked, grid, grid, 2, codes, *(np.float32(1e-3),) * 3, np.uint8(255))
     for shares, fine in ((0, np.zeros((0, 0, 0, 0), np.float32)), (1, np.zeros((4, 4, 4, 4), np.float32))):
         cells = np.zeros((2, 2, 4 + shares, 4), dtype=np.float32)  # 2 classes, weight, coverage, shares
         quad_pixels(

@@ -30,6 +30,7 @@ __all__ = [
     "pattern_leads",
     "patterns_of",
     "pixel_logits",
+    "quad_decisions",
     "shift_rows",
 ]
 
@@ -106,6 +107,55 @@ def interpolated_quads(
     classes_here = classes_of(logits, covered)
     patterns_here = patterns_of(seen, shares, pattern_weights, covered)
     quads.assign(qy, qx, (class_map, classes_here), (pattern_map, patterns_here))
+
+
+def quad_decisions(
+    kernels: ModuleType | None,
+    stacked: np.ndarray,
+    quads: Quads,
+    classes: int,
+    seen: list[int],
+    bound: float,
+    pattern_lead: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per quad of a band: its pixels' class and pattern code (its top-left cell's: right for the decided
+    quads, replaced for the rest; nodata and 0 where empty) as ``(4 h, 4 w)`` maps, whether it is decided
+    (every cell covered and leading with one class by ``CLEAR_LEAD`` within ``bound``; with pattern weights
+    in ``stacked``, one pattern by ``pattern_lead`` of the largest weight too) and whether it is empty (no
+    covered cell). The compiled kernels (one pass over cells, one over quads) where loaded, else numpy: the
+    same results."""
+    codes = np.asarray(seen, dtype=np.uint8)
+    if kernels is not None:
+        return kernels.quad_decisions(
+            stacked,
+            quads.rows,
+            quads.cols,
+            classes,
+            codes,
+            LEAD,
+            np.float32(bound),
+            np.float32(pattern_lead),
+            np.uint8(CLASS_NODATA),
+        )
+    c = classes
+    inside = stacked[c + 1] > 0
+    index, unclear = clear_argmax(stacked[:c])
+    sure = inside & ~unclear & (np.abs(stacked[:c]).max(axis=0) <= bound)
+    decided = quads.reduce(np.logical_and, sure) & quads.same(index)
+    shared = stacked.shape[0] > c + 2
+    if shared:
+        pattern, lead, largest = pattern_leads(stacked[c + 2 :])
+        clear = quads.reduce(np.minimum, lead) >= pattern_lead * quads.reduce(np.maximum, largest)
+        decided &= clear & quads.same(pattern)
+    empty = ~quads.reduce(np.logical_or, inside)
+    corner = quads.corner()
+    class_values = np.where(empty, np.uint8(CLASS_NODATA), index[corner]).astype(np.uint8)
+    if shared:
+        pattern_values = codes[pattern[corner]]
+    else:
+        pattern_values = np.full(class_values.shape, codes[0] if codes.size else 0, dtype=np.uint8)
+    pattern_values[empty] = 0
+    return quads.pixels(class_values), quads.pixels(pattern_values), decided, empty
 
 
 def compiled_quads(

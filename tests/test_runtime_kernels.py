@@ -505,6 +505,53 @@ def test_quad_pixels_gives_the_numpy_paths_logits_classes_and_patterns(
     np.testing.assert_array_equal(out[1][..., ~redo], want_patterns[..., ~redo])
 
 
+@pytest.mark.parametrize("shares", [0, 2, 3])
+def test_quad_decisions_give_the_numpy_paths_maps_and_flags(shares: int, build: str) -> None:
+    """The stride-4 blender's quad decisions (``stride4_quads.quad_decisions``, compiled against its numpy
+    path): every quad's class and pattern pixels, decided and empty flags, over cell grids with clamped edge
+    quads, leads just below, at and above ``CLEAR_LEAD``, exact ties, NaN and infinite logits, logits beyond
+    ``LOGIT_BOUND``, uncovered cells, tied and NaN pattern weights, and no pattern seen at all."""
+    from runtime.blending_stride4 import LOGIT_BOUND, PATTERN_LEAD
+    from runtime.pixels import CLEAR_LEAD
+    from runtime.stride4_quads import Band, Quads, quad_decisions
+
+    kernels = load()
+    rng = np.random.default_rng(40 + shares)
+    decided_seen = undecided_seen = 0
+    for trial in range(60):
+        classes = int(rng.integers(1, 8))
+        rows, cols = int(rng.integers(2, 12)), int(rng.integers(2, 12))
+        stacked = rng.normal(scale=3.0, size=(classes + 2 + shares, rows, cols)).astype(np.float32)
+        stacked[classes] = 1.0
+        stacked[classes + 1] = (rng.random((rows, cols)) > 0.15).astype(np.float32)
+        kind = rng.random((rows, cols))
+        if classes > 1:
+            for low, high, lead in ((0.0, 0.1, 0.0), (0.1, 0.15, CLEAR_LEAD), (0.15, 0.2, 1.1e-3)):
+                where = (kind >= low) & (kind < high)
+                stacked[1][where] = stacked[0][where] + np.float32(lead)
+        stacked[0][(kind >= 0.2) & (kind < 0.23)] = np.nan
+        stacked[0][(kind >= 0.23) & (kind < 0.26)] = np.inf
+        stacked[0][(kind >= 0.26) & (kind < 0.3)] = np.float32(LOGIT_BOUND) * 1.5
+        stacked[:classes][:, kind >= 0.6] = stacked[:classes, :1, 0]  # a region of one cell's logits
+        if shares:
+            weights = stacked[classes + 2 :]
+            weights[:] = rng.choice(np.array([0.25, 0.5, 1.0], np.float32), weights.shape)
+            weights[1][kind < 0.3] = weights[0][kind < 0.3]
+            weights[0][(kind >= 0.5) & (kind < 0.52)] = np.nan
+        band = Band(int(rng.integers(0, 3)), 4 * (rows - 1) - int(rng.integers(0, 3)), 1, 4 * (cols - 1))
+        quads = Quads.of(band, 0, 0, (rows, cols))
+        seen = list(range(1, 1 + shares)) if shares else list(range(1, 1 + trial % 2))
+        want = quad_decisions(None, stacked, quads, classes, seen, LOGIT_BOUND, PATTERN_LEAD)
+        got = quad_decisions(kernels, stacked, quads, classes, seen, LOGIT_BOUND, PATTERN_LEAD)
+        names = ("classes", "patterns", "decided", "empty")
+        for name, expected, actual in zip(names, want, got, strict=True):
+            assert actual.dtype == expected.dtype and actual.shape == expected.shape, (name, trial)
+            np.testing.assert_array_equal(actual, expected, err_msg=f"{name}, trial {trial}")
+        decided_seen += int(want[2].sum())
+        undecided_seen += int((~want[2] & ~want[3]).sum())
+    assert decided_seen > 20 and undecided_seen > 100  # both kinds of quad were compared
+
+
 def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_bits(build: str) -> None:
     """The numpy path's normalisation writes a ``GroupBuffers`` slot even where the compiled in-place kernel
     would run, with the kernel's bits (its group then reaches the engines without a stacking copy)."""
