@@ -24,7 +24,7 @@
 #endif
 
 /* Bumped whenever a signature changes: the wrapper refuses a library built from other sources. */
-#define KERNELS_ABI 3
+#define KERNELS_ABI 4
 
 int64_t kernels_abi(void) { return KERNELS_ABI; }
 
@@ -121,6 +121,29 @@ HOT void normalise_in_place(float *data, int64_t bands, int64_t plane, const flo
         const float m = mean[b], s = std[b];
         float *line = data + b * plane;
         for (int64_t j = 0; j < plane; j++) line[j] = (line[j] - m) / s;
+    }
+}
+
+/* validity.prepare_inputs for one modality, in one pass: out = (data - mean) / std per band, then fill where
+ * holes[p] and 0 where not inside[p] (both (height, width) bytes; NULL: no holes, all inside). data's bands
+ * are band_stride floats apart and its rows row_stride (a crop of a dilated read); out is C-contiguous
+ * (bands, height, width) and may be data itself. */
+HOT void normalise_filled(const float *data, int64_t bands, int64_t height, int64_t width, int64_t band_stride,
+                          int64_t row_stride, const float *mean, const float *std, const uint8_t *holes,
+                          const uint8_t *inside, float fill, float *out) {
+    for (int64_t b = 0; b < bands; b++) {
+        const float m = mean[b], s = std[b];
+        for (int64_t i = 0; i < height; i++) {
+            const float *source = data + b * band_stride + i * row_stride;
+            float *target = out + (b * height + i) * width;
+            const uint8_t *hole = holes ? holes + i * width : NULL, *in = inside ? inside + i * width : NULL;
+            for (int64_t j = 0; j < width; j++) {
+                float value = (source[j] - m) / s;
+                if (hole && hole[j]) value = fill;
+                if (in && !in[j]) value = 0.0f;
+                target[j] = value;
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ __all__ = [
     "cut_normalised",
     "finite_pixels",
     "library_path",
+    "normalise_filled",
     "normalise_in_place",
     "quad_decisions",
     "quad_pixels",
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 #: The C sources' ``KERNELS_ABI``: a library built from other sources is refused, not called.
-ABI = 3
+ABI = 4
 #: Source types the C code has loops for (``SOURCE_KERNELS`` in ``_kernels_c.c``).
 SOURCE_TYPES = ("float32", "float64", "uint8", "int8", "uint16", "int16", "uint32", "int32")
 
@@ -69,6 +70,10 @@ def _load() -> tuple[ctypes.CDLL, dict[str, Any], dict[str, Any]]:
         valid.restype = ctypes.c_int
     library.normalise_in_place.argtypes = [_POINTER, _INT, _INT, _POINTER, _POINTER]
     library.normalise_in_place.restype = None
+    library.normalise_filled.argtypes = [
+        *(_POINTER, _INT, _INT, _INT, _INT, _INT, _POINTER, _POINTER, _POINTER, _POINTER, _FLOAT, _POINTER)
+    ]
+    library.normalise_filled.restype = None
     library.finite_pixels.argtypes = [_POINTER, _INT, _INT, _POINTER]
     library.finite_pixels.restype = None
     library.quad_pixels.argtypes = [
@@ -194,6 +199,40 @@ def normalise_in_place(data: np.ndarray, mean: np.ndarray, std: np.ndarray) -> N
     stats = (np.ascontiguousarray(mean, np.float32), np.ascontiguousarray(std, np.float32))
     plane = data[0].size if data.shape[0] else 0
     _LIBRARY.normalise_in_place(_address(data), data.shape[0], plane, _address(stats[0]), _address(stats[1]))
+
+
+def normalise_filled(
+    data: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    holes: np.ndarray,
+    inside: np.ndarray,
+    fill: np.float32,
+    out: np.ndarray,
+) -> None:
+    """``kernels_numba.normalise_filled`` (``data``: float32 ``(bands, H, W)`` with contiguous rows; ``out``:
+    C-contiguous float32 of its shape; ``holes`` / ``inside``: C-contiguous bool ``(H, W)`` or empty)."""
+    if data.dtype != np.float32 or data.ndim != 3 or not _rows_contiguous(data):
+        raise ValueError("normalise_filled takes float32 (bands, H, W) data with contiguous rows")
+    if out.dtype != np.float32 or out.shape != data.shape or not out.flags.c_contiguous:
+        raise ValueError("normalise_filled writes a C-contiguous float32 array of the data's shape")
+    masks = []
+    for mask in (holes, inside):
+        shaped = mask.dtype == np.bool_ and mask.shape == data.shape[1:] and mask.flags.c_contiguous
+        if mask.size and not shaped:
+            raise ValueError("normalise_filled takes C-contiguous boolean (H, W) masks (or empty ones)")
+        masks.append(_address(mask) if mask.size else None)
+    stats = (np.ascontiguousarray(mean, np.float32), np.ascontiguousarray(std, np.float32))
+    _LIBRARY.normalise_filled(
+        _address(data),
+        *data.shape,
+        data.strides[0] // 4,
+        data.strides[1] // 4,
+        *map(_address, stats),
+        *masks,
+        float(fill),
+        _address(out),
+    )
 
 
 def finite_pixels(values: np.ndarray) -> np.ndarray:

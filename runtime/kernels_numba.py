@@ -14,6 +14,7 @@ from runtime.upsampling import QUAD_OWN_CELL as QUAD_OWN_CELLS
 __all__ = [
     "cut_normalised",
     "finite_pixels",
+    "normalise_filled",
     "normalise_in_place",
     "quad_decisions",
     "quad_pixels",
@@ -122,6 +123,32 @@ def normalise_in_place(data: np.ndarray, mean: np.ndarray, std: np.ndarray) -> N
             line = data[b, i]
             for j in range(data.shape[2]):
                 line[j] = (line[j] - m) / s
+
+
+@jit
+def normalise_filled(
+    data: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    holes: np.ndarray,
+    inside: np.ndarray,
+    fill: np.float32,
+    out: np.ndarray,
+) -> None:
+    """``validity.prepare_inputs`` for one modality in one pass: ``out = (data - mean) / std`` per band,
+    float32, then ``fill`` where ``holes`` and 0 outside ``inside`` (empty masks: none). ``out`` may be
+    ``data``."""
+    with_holes, with_inside = holes.shape[0] > 0, inside.shape[0] > 0
+    for b in range(data.shape[0]):
+        m, s = mean[b], std[b]
+        for i in range(data.shape[1]):
+            for j in range(data.shape[2]):
+                value = (data[b, i, j] - m) / s
+                if with_holes and holes[i, j]:
+                    value = fill
+                if with_inside and not inside[i, j]:
+                    value = np.float32(0.0)
+                out[b, i, j] = value
 
 
 @jit
@@ -410,6 +437,9 @@ def warm() -> None:
     cut_normalised(tile, mask, 0, 0, scale, scale, scale, scale, np.empty((2, 4, 4), dtype=np.float32))
     window_valid(tile, mask, scale, scale, 0, 8, 0, 8)
     normalise_in_place(tile, scale, scale)
+    crop = np.zeros((2, 10, 10), dtype=np.float32)[:, 1:9, 1:9]  # a dilated read's crop
+    for source in (tile, crop):
+        normalise_filled(source, scale, scale, mask, mask, np.float32(0.0), np.empty_like(tile))
     finite_pixels(tile)
     codes, where, pixels = (
         np.ones(2, dtype=np.uint8),

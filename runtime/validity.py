@@ -10,11 +10,13 @@ counted as valid: it costs no extra engine run and the filled value is a functio
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import ModuleType
 
 import numpy as np
 
 from runtime.kernels import compiled
 from runtime.sources import RawTile
+from runtime.tile_source import NO_MASK
 from stars_edge.contract import ModalityContract, check_values, describe_sample
 from stars_edge.errors import DataError
 from stars_edge.modalities import MODALITIES, ModalitySpec, Pattern
@@ -158,15 +160,51 @@ def prepare_inputs(
     inside the raster, 0 in the padding outside it. No used output depends on ``fill`` (``pixel_codes``).
     Into ``out``'s arrays (per modality, ``GroupBuffers`` slots) where given."""
     prepared: dict[str, np.ndarray] = {}
+    kernels = compiled()
+    outside = not inside.all()
     for name, data in values.items():
-        normalised = normalize_owned(specs[name], data, None if out is None else out.get(name))
         holes = ~valid[name] & inside
+        slot = None if out is None else out.get(name)
+        fused = _normalised_filled(kernels, specs[name], data, holes, inside if outside else None, fill, slot)
+        if fused is not None:
+            prepared[name] = fused
+            continue
+        normalised = normalize_owned(specs[name], data, slot)
         if holes.any():
             np.copyto(normalised, np.float32(fill), where=holes[None])
-        if not inside.all():
+        if outside:
             np.copyto(normalised, np.float32(0.0), where=~inside[None])
         prepared[name] = normalised
     return prepared
+
+
+def _normalised_filled(
+    kernels: ModuleType | None,
+    spec: ModalitySpec,
+    data: np.ndarray,
+    holes: np.ndarray,
+    inside: np.ndarray | None,
+    fill: float,
+    slot: np.ndarray | None,
+) -> np.ndarray | None:
+    """``prepare_inputs``' normalisation, fill and padding of one modality in one compiled pass
+    (``normalise_filled``: the same bits as the numpy passes), into ``slot`` or ``data``'s own buffer (a new
+    one where ``data`` is not a contiguous tile it may overwrite); None where the kernels are not loaded or
+    ``data`` is not a float32 ``(bands, T, T)`` tile with contiguous rows (the numpy path then)."""
+    if kernels is None or data.dtype != np.float32 or data.ndim != 3 or data.shape[0] != spec.bands:
+        return None
+    if data.strides[-1] != data.itemsize or not data.dtype.isnative:
+        return None
+    if slot is not None and slot.shape == data.shape and slot.flags.c_contiguous:
+        target = slot
+    elif data.flags.c_contiguous and data.flags.writeable:
+        target = data
+    else:
+        target = np.empty(data.shape, dtype=np.float32)
+    masks = (holes if holes.any() else NO_MASK, NO_MASK if inside is None else np.ascontiguousarray(inside))
+    stats = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
+    kernels.normalise_filled(data, *stats, *masks, np.float32(fill), target)
+    return target
 
 
 def normalize_owned(spec: ModalitySpec, data: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -552,6 +552,36 @@ def test_quad_decisions_give_the_numpy_paths_maps_and_flags(shares: int, build: 
     assert decided_seen > 20 and undecided_seen > 100  # both kinds of quad were compared
 
 
+@pytest.mark.parametrize("layout", ["tile", "crop", "in place"])
+def test_a_holed_tile_is_normalised_and_filled_in_one_pass_with_numpys_bits(layout: str, build: str) -> None:
+    """``prepare_inputs``' normalisation, hole fill and padding of a tile with holes (``normalise_filled``)
+    against its numpy passes: NaN and infinities under the holes and outside the raster, a fill that is not
+    0, a crop of a dilated read (strided rows) and a tile normalised in its own buffer."""
+    from runtime.validity import _normalised_filled, normalize_owned
+
+    kernels = load()
+    spec = DEFAULT_SPECS["optical"]
+    rng = np.random.default_rng(7)
+    read = make_physical((40, 40), seed=6)["optical"]
+    read[:, 5:9, 5:12] = np.nan
+    read[1, 20, 20] = np.inf
+    data = read[:, 4:36, 4:36] if layout == "crop" else np.ascontiguousarray(read[:, :32, :32])
+    holes = rng.random((32, 32)) < 0.2
+    holes[1:5, 1:8] = True  # over the NaN pixels
+    inside = np.ones((32, 32), dtype=bool)
+    inside[:, 27:] = False
+    holes &= inside
+    fill = np.float32(-0.75)
+    want = normalize_owned(spec, data.copy())
+    np.copyto(want, fill, where=holes[None])
+    np.copyto(want, np.float32(0.0), where=~inside[None])
+    slot = None if layout == "in place" else np.full(data.shape, np.nan, dtype=np.float32)
+    given = data.copy() if layout == "in place" else data
+    got = _normalised_filled(kernels, spec, given, holes, inside, float(fill), slot)
+    assert got is not None and got.tobytes() == want.tobytes()
+    assert got is (slot if slot is not None else given)  # into the slot, or the tile's own buffer
+
+
 def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_bits(build: str) -> None:
     """The numpy path's normalisation writes a ``GroupBuffers`` slot even where the compiled in-place kernel
     would run, with the kernel's bits (its group then reaches the engines without a stacking copy)."""
