@@ -122,10 +122,10 @@ def quad_decisions(
     quads, replaced for the rest; nodata and 0 where empty) as ``(4 h, 4 w)`` maps, whether it is decided
     (every cell covered and leading with one class by ``CLEAR_LEAD`` within ``bound``; with pattern weights
     in ``stacked``, one pattern by ``pattern_lead`` of the largest weight too) and whether it is empty (no
-    covered cell). The compiled kernels (one pass over cells, one over quads) where loaded, else numpy: the
-    same results."""
+    covered cell). The compiled kernels (one pass over cells, one over quads) where loaded and ``stacked`` is
+    the C-contiguous float32 block ``_cells`` builds, else numpy: the same results."""
     codes = np.asarray(seen, dtype=np.uint8)
-    if kernels is not None:
+    if kernels is not None and stacked.dtype == np.float32 and stacked.flags.c_contiguous:
         return kernels.quad_decisions(
             stacked,
             quads.rows,
