@@ -550,6 +550,13 @@ def test_quad_decisions_give_the_numpy_paths_maps_and_flags(shares: int, build: 
         decided_seen += int(want[2].sum())
         undecided_seen += int((~want[2] & ~want[3]).sum())
     assert decided_seen > 20 and undecided_seen > 100  # both kinds of quad were compared
+    wide = stacked.astype(np.float64)  # not the block the blender builds: the numpy path, not an error
+    for expected, actual in zip(
+        quad_decisions(None, wide, quads, classes, seen, LOGIT_BOUND, PATTERN_LEAD),
+        quad_decisions(kernels, wide, quads, classes, seen, LOGIT_BOUND, PATTERN_LEAD),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.parametrize("layout", ["tile", "crop", "in place"])
