@@ -26,6 +26,8 @@ import warnings
 from functools import cache
 from types import ModuleType
 
+import numpy as np
+
 from stars_edge.errors import ConfigError
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "load",
     "numba_installed",
     "prefer_compiled",
+    "rows_contiguous",
 ]
 
 #: Environment variable that picks the kernels: ``c``, ``numba`` or ``numpy``.
@@ -64,6 +67,15 @@ def kernels_choice() -> str:
             f"{KERNELS_ENV}"
         )
     return asked
+
+
+def rows_contiguous(array: np.ndarray) -> bool:
+    """Whether the compiled loops read ``array`` as numpy does: its last axis contiguous, its strides whole
+    elements, aligned and in this machine's byte order (a big-endian ``>u2`` array is also named
+    ``uint16``: read natively it would give other values). Others take the numpy path."""
+    item = array.itemsize
+    layout = array.strides[-1] == item and all(s % item == 0 for s in array.strides)
+    return layout and array.flags.aligned and array.dtype.isnative
 
 
 def prefer_compiled() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from runtime import clean_numpy
+from runtime.kernels import rows_contiguous
 from runtime.upsampling import QUAD_NEIGHBOUR_WEIGHTS, QUAD_OWN_CELL
 
 __all__ = [
@@ -127,22 +128,13 @@ _NEIGHBOUR_WEIGHT = np.array(QUAD_NEIGHBOUR_WEIGHTS, dtype=np.float32)
 _OWN_CELL = np.array(QUAD_OWN_CELL, dtype=np.int64)
 
 
-def _rows_contiguous(array: np.ndarray) -> bool:
-    """Whether the C loops read ``array`` as numpy does: its last axis contiguous, its strides whole
-    elements, aligned and in this machine's byte order (a big-endian ``>u2`` array is also named
-    ``uint16``: read natively it would give other values)."""
-    item = array.itemsize
-    layout = array.strides[-1] == item and all(s % item == 0 for s in array.strides)
-    return layout and array.flags.aligned and array.dtype.isnative
-
-
 def _source_arguments(
     array: np.ndarray, mask: np.ndarray, scale: np.ndarray, offset: np.ndarray
 ) -> tuple[list[Any], list[np.ndarray]] | None:
     """The source kernels' first arguments (``_SOURCE``) and the arrays that must live through the call, or
     None where the C loops do not read these arrays (a source type without a loop, columns not contiguous,
     a mask that is not booleans with contiguous rows): the caller then takes ``clean_numpy``."""
-    if array.dtype.name not in SOURCE_TYPES or not _rows_contiguous(array):
+    if array.dtype.name not in SOURCE_TYPES or not rows_contiguous(array):
         return None
     held = [np.ascontiguousarray(scale, np.float32), np.ascontiguousarray(offset, np.float32)]
     scales: list[Any] = [_address(held[0]), _address(held[1])] if scale.shape[0] else [None, None]
@@ -150,7 +142,7 @@ def _source_arguments(
     arguments: list[Any] = [_address(array), array.strides[0] // item, array.strides[1] // item]
     if mask.shape[0] == 0:
         return [*arguments, None, 0, *scales], held
-    if mask.dtype != np.bool_ or not _rows_contiguous(mask):
+    if mask.dtype != np.bool_ or not rows_contiguous(mask):
         return None
     return [*arguments, _address(mask), mask.strides[0], *scales], held
 
@@ -212,7 +204,7 @@ def normalise_filled(
 ) -> None:
     """``kernels_numba.normalise_filled`` (``data``: float32 ``(bands, H, W)`` with contiguous rows; ``out``:
     C-contiguous float32 of its shape; ``holes`` / ``inside``: C-contiguous bool ``(H, W)`` or empty)."""
-    if data.dtype != np.float32 or data.ndim != 3 or not _rows_contiguous(data):
+    if data.dtype != np.float32 or data.ndim != 3 or not rows_contiguous(data):
         raise ValueError("normalise_filled takes float32 (bands, H, W) data with contiguous rows")
     if out.dtype != np.float32 or out.shape != data.shape or not out.flags.c_contiguous:
         raise ValueError("normalise_filled writes a C-contiguous float32 array of the data's shape")
@@ -260,7 +252,7 @@ def quad_pixels(
 ) -> np.ndarray:
     """``kernels_numba.quad_pixels``: the same arguments, the same writes, the same bits."""
     for name, array in (("class_map", class_map), ("pattern_map", pattern_map)):
-        if array.dtype != np.uint8 or not _rows_contiguous(array):
+        if array.dtype != np.uint8 or not rows_contiguous(array):
             raise ValueError(f"quad_pixels writes into a uint8 {name} with contiguous rows")
     if logits_out.shape[0] > 0 and (logits_out.dtype != np.float32 or not logits_out.flags.c_contiguous):
         raise ValueError("quad_pixels writes logits into a C-contiguous float32 array")

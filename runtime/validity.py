@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-from runtime.kernels import compiled
+from runtime.kernels import compiled, rows_contiguous
 from runtime.sources import RawTile
 from runtime.tile_source import NO_MASK
 from stars_edge.contract import ModalityContract, check_values, describe_sample
@@ -162,10 +162,11 @@ def prepare_inputs(
     prepared: dict[str, np.ndarray] = {}
     kernels = compiled()
     outside = not inside.all()
+    edge = np.ascontiguousarray(inside) if outside and kernels is not None else None
     for name, data in values.items():
         holes = ~valid[name] & inside
         slot = None if out is None else out.get(name)
-        fused = _normalised_filled(kernels, specs[name], data, holes, inside if outside else None, fill, slot)
+        fused = _normalised_filled(kernels, specs[name], data, holes, edge, fill, slot)
         if fused is not None:
             prepared[name] = fused
             continue
@@ -183,17 +184,18 @@ def _normalised_filled(
     spec: ModalitySpec,
     data: np.ndarray,
     holes: np.ndarray,
-    inside: np.ndarray | None,
+    edge: np.ndarray | None,
     fill: float,
     slot: np.ndarray | None,
 ) -> np.ndarray | None:
     """``prepare_inputs``' normalisation, fill and padding of one modality in one compiled pass
     (``normalise_filled``: the same bits as the numpy passes), into ``slot`` or ``data``'s own buffer (a new
-    one where ``data`` is not a contiguous tile it may overwrite); None where the kernels are not loaded or
-    ``data`` is not a float32 ``(bands, T, T)`` tile with contiguous rows (the numpy path then)."""
+    one where ``data`` is not a contiguous tile it may overwrite); ``edge``: the C-contiguous ``inside``
+    mask, None where the whole tile is inside. None where the kernels are not loaded or ``data`` is not a
+    float32 ``(bands, T, T)`` tile the compiled loops read (``kernels.rows_contiguous``): the numpy path."""
     if kernels is None or data.dtype != np.float32 or data.ndim != 3 or data.shape[0] != spec.bands:
         return None
-    if data.strides[-1] != data.itemsize or not data.dtype.isnative:
+    if not rows_contiguous(data):
         return None
     if slot is not None and slot.shape == data.shape and slot.flags.c_contiguous:
         target = slot
@@ -201,7 +203,7 @@ def _normalised_filled(
         target = data
     else:
         target = np.empty(data.shape, dtype=np.float32)
-    masks = (holes if holes.any() else NO_MASK, NO_MASK if inside is None else np.ascontiguousarray(inside))
+    masks = (holes if holes.any() else NO_MASK, NO_MASK if edge is None else edge)
     stats = (np.asarray(v, dtype=np.float32) for v in (spec.mean, spec.std))
     kernels.normalise_filled(data, *stats, *masks, np.float32(fill), target)
     return target

@@ -589,6 +589,28 @@ def test_a_holed_tile_is_normalised_and_filled_in_one_pass_with_numpys_bits(layo
     assert got is (slot if slot is not None else given)  # into the slot, or the tile's own buffer
 
 
+def test_a_tile_the_compiled_loops_cannot_read_takes_the_numpy_passes(build: str) -> None:
+    """An unaligned float32 tile (bytes at an odd address) is not handed to the one-pass kernel, which would
+    refuse it mid-run: ``prepare_inputs`` gives the numpy passes' bits instead."""
+    from runtime.validity import _normalised_filled, prepare_inputs
+
+    kernels = load()
+    spec = DEFAULT_SPECS["optical"]
+    tile = make_physical((16, 16), seed=8)["optical"]
+    raw = np.zeros(tile.nbytes + 1, dtype=np.uint8)[1:]
+    unaligned = raw.view(np.float32).reshape(tile.shape)
+    unaligned[...] = tile
+    assert not unaligned.flags.aligned
+    valid = np.ones((16, 16), dtype=bool)
+    valid[3:6, 2:9] = False
+    inside = np.ones((16, 16), dtype=bool)
+    assert _normalised_filled(kernels, spec, unaligned, ~valid, None, 0.0, None) is None
+    got = prepare_inputs({"optical": unaligned}, {"optical": valid}, inside, DEFAULT_SPECS, fill=0.5)
+    want = normalize_owned(spec, tile.copy())
+    np.copyto(want, np.float32(0.5), where=~valid[None])
+    assert got["optical"].tobytes() == want.tobytes()
+
+
 def test_with_the_kernels_loaded_a_tile_is_normalised_into_its_slot_with_their_bits(build: str) -> None:
     """The numpy path's normalisation writes a ``GroupBuffers`` slot even where the compiled in-place kernel
     would run, with the kernel's bits (its group then reaches the engines without a stacking copy)."""
