@@ -6,6 +6,7 @@ band is encoded), and the checkpoints that make the written bands durable before
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
@@ -20,15 +21,26 @@ from runtime.scheduling import Timer
 from runtime.tiling import Chunk
 from stars_edge.modalities import ALL_PATTERNS
 
+#: Block-band buffers with a writer thread: the band being filled and up to two handed over. With two (one
+#: in flight) the main thread waited for the writer at nearly every tile row: a 448-row tile row finishes
+#: about two 256-row bands at once, and the second had to wait for the first to be encoded (16-19 ms each;
+#: 0.08-0.10 s of a 4096 px scene's main thread blocked, issue 21, session 19). One more band costs one
+#: band of the chunk's outputs (2 MB at 4096 px without probabilities).
+WRITE_BUFFERS = 3
+
+#: One block band's buffers: classes, patterns and (where asked for) probabilities.
+Buffers = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
 
 class BlockWriter:
     """Collects one chunk's finished rows into one block band and writes it when full (each block exactly
     once). The buffer is one block band of the chunk's width, allocated once: memory does not grow with the
     scene, and a full band is contiguous, so it is written without another copy.
 
-    With a ``background`` executor (one thread) a full band is handed to it and the next band fills the
-    second of two buffers; at most one band is in flight, and ``drain`` waits for it (a failed write raises
-    there and marks the sink broken, so no checkpoint ever records rows that are not on disk).
+    With a ``background`` executor (one thread) a full band is handed to it and the next band fills another
+    of ``WRITE_BUFFERS`` buffers; the main thread waits only when every other buffer is still queued or being
+    written, for the oldest band (a failed write raises there, or in ``drain``, and marks the sink broken, so
+    no checkpoint ever records rows that are not on disk: jobs run in order on the one writer thread).
     """
 
     def __init__(
@@ -53,13 +65,14 @@ class BlockWriter:
         self._timer = timer
         self._jobs: list[Future[None]] = []
         width = chunk.x_stop - chunk.x_start
-        self._spare = self._buffers(width, probabilities) if background is not None else None
+        spares = WRITE_BUFFERS - 1 if background is not None else 0
+        #: Buffers free to fill next, and the bands handed over (their job, their buffers), oldest first.
+        self._free: list[Buffers] = [self._buffers(width, probabilities) for _ in range(spares)]
+        self._handed: deque[tuple[Future[None], Buffers]] = deque()
         self._classes, self._patterns, self._probs = self._buffers(width, probabilities)
         self._filled = 0
 
-    def _buffers(
-        self, width: int, probabilities: tuple[int, str] | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _buffers(self, width: int, probabilities: tuple[int, str] | None) -> Buffers:
         classes = np.empty((self.block, width), dtype=np.uint8)
         patterns = np.empty((self.block, width), dtype=np.uint8)
         probs = None
@@ -93,6 +106,20 @@ class BlockWriter:
         while self._jobs:
             self._jobs[0].result()
             self._jobs.pop(0)
+        self._free.extend(buffers for _, buffers in self._handed)
+        self._handed.clear()
+
+    def _reclaim(self) -> None:
+        """Wait for the oldest band handed over and take its buffers back. The jobs before it ran first (one
+        writer thread, in order): the first of them that failed raises here, as in ``drain``."""
+        job, buffers = self._handed.popleft()
+        while self._jobs:
+            head = self._jobs[0]
+            head.result()
+            self._jobs.pop(0)
+            if head is job:
+                break
+        self._free.append(buffers)
 
     def settle(self) -> None:
         """Wait for the writer thread's jobs whatever happens (unwinding: the sink must not close under the
@@ -122,13 +149,14 @@ class BlockWriter:
         self.pixels_written += count * self._classes.shape[1]
         self._filled = 0
         row, self.next_row = self.next_row, self.next_row + count
-        if self._spare is None:  # no writer thread
+        if self._background is None:  # no writer thread
             self.sink.write(row, self.chunk.x_start, data)
             return
-        self.drain()  # the band before (and its checkpoint): its buffers become the ones the next rows fill
+        if not self._free:
+            self._reclaim()  # every other buffer is handed over: the oldest one is filled next
         self._submit(self.sink.write, row, self.chunk.x_start, data)
-        current = (self._classes, self._patterns, self._probs)
-        (self._classes, self._patterns, self._probs), self._spare = self._spare, current
+        self._handed.append((self._jobs[-1], (self._classes, self._patterns, self._probs)))
+        self._classes, self._patterns, self._probs = self._free.pop()
 
     def _submit(self, job: Callable[..., None], *args: Any) -> None:
         assert self._background is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -335,6 +335,11 @@ class Prefetcher:
         tile = combine_parts(row, col, self._grid.tile, parts, self._settings)
         self._timer.since("preprocess", mark)  # the patterns, decided here over both parts
         return tile
+
+    def recycle(self, tiles: Sequence[PreparedTile]) -> None:
+        """The engine-input buffers of a group of tiles whose engine calls are done and which are blended
+        (``GroupBuffers.recycle``)."""
+        self._buffers.recycle([list(tile.inputs.values()) for tile in tiles])
 
     @staticmethod
     def _take(source: queue.Queue[Any]) -> Any:

@@ -91,6 +91,7 @@ def stream_chunk(
             blending_row = row
         for tile, tile_logits in zip(tiles, logits, strict=True):
             blender.add(tile.col, tile_logits, pattern_index(tile.codes))
+        prefetch.recycle(tiles)  # the group's engine calls returned and it is blended: its buffers are free
         timer.since("blend", blended)
         if row != warmup and on_tiles is not None:
             on_tiles(len(tiles))

@@ -5,6 +5,7 @@ tiles stacked the way they were before."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ from test_runtime_stride4 import build as build_pooled
 from test_runtime_support import make_physical, write_holed_scene
 
 from runtime import Predictor, tile_inference
-from runtime.batch_buffers import GroupBuffers, as_batch
+from runtime.batch_buffers import GroupBuffers, as_batch, row_groups
 from runtime.kernels import KERNELS_ENV
+from runtime.tiling import TileGrid
 from runtime.validity import normalize_owned
 from stars_edge.modalities import DEFAULT_SPECS
 
@@ -68,6 +70,58 @@ def test_a_slot_asked_again_is_the_same_and_a_handed_out_group_is_not_handed_aga
     assert as_batch([first, second]) is not None
     later = buffers.slot(0, 0, "dsm", 1)  # every slot was handed out: a new buffer
     assert not np.shares_memory(later, first) and not np.shares_memory(later, second)
+
+
+def test_a_recycled_buffer_serves_a_later_group_of_its_shape_and_nothing_else() -> None:
+    buffers = GroupBuffers([0, 1], batch=2, tile=4)
+    first = [buffers.slot(0, col, "sar", 2) for col in (0, 1)]
+    buffers.recycle([first])
+    again = [buffers.slot(1, col, "sar", 2) for col in (0, 1)]
+    assert again[0].base is first[0].base  # the next row's group takes the buffer back
+    buffers.recycle([again, again])  # named twice: taken back once
+    optical = buffers.slot(2, 0, "optical", 4)  # another shape: a buffer of its own
+    assert not np.shares_memory(optical, first[0])
+    reused = [buffers.slot(2, col, "sar", 2) for col in (0, 1)]
+    assert reused[0].base is first[0].base
+    fresh = [buffers.slot(3, col, "sar", 2) for col in (0, 1)]
+    assert fresh[0].base is not first[0].base  # recycled once, handed out once
+    open_slot = buffers.slot(4, 0, "sar", 2)  # its group's second slot not handed out yet
+    buffers.recycle([[open_slot], [np.zeros((2, 4, 4), np.float32)[None][0]]])  # and an array made elsewhere
+    assert buffers.slot(5, 0, "sar", 2).base is not open_slot.base
+
+
+def test_a_clean_scene_reuses_its_group_buffers_and_the_maps_are_unchanged(
+    engines: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each group's buffers go back to ``GroupBuffers`` once it is blended: far fewer buffers than groups,
+    and the maps of a run that never reuses one."""
+    inputs = make_physical((160, 232), seed=4)
+    made: list[int] = []
+    original = np.empty
+
+    def counting_empty(shape: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        array = original(shape, *args, **kwargs)
+        if isinstance(shape, tuple) and len(shape) == 4:
+            made.append(shape[0])
+        return array
+
+    monkeypatch.setattr("runtime.batch_buffers.np.empty", counting_empty)
+    maps = []
+    for recycled in (True, False):
+        if not recycled:
+            monkeypatch.setattr(GroupBuffers, "recycle", lambda self, groups: None)
+        made.clear()
+        with Predictor(engines, backend="onnxruntime", threads=1) as predictor:
+            maps.append(predictor.predict_arrays(inputs, tile=32, overlap=8, batch=4))
+        if recycled:
+            reused_buffers = len(made)
+        else:
+            fresh_buffers = len(made)
+    grid = TileGrid(160, 232, 32, 8)
+    assert fresh_buffers >= len(inputs) * grid.rows * len(row_groups(grid.cols, 4))  # one per group
+    assert reused_buffers < fresh_buffers // 2
+    for got, want in zip(maps[0], maps[1], strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_normalising_into_a_slot_gives_the_bits_of_normalising_in_place() -> None:
