@@ -85,3 +85,25 @@ def test_units_without_a_known_signature_only_get_the_generic_rules() -> None:
     spec = ModalitySpec("dsm", ("height",), (0.5,), (0.2,), units="")
     contract = contract_from_values(spec, RNG.normal(0.5, 0.2, (1, 5000)), "test")
     assert check_values(RNG.normal(0.5, 0.2, (1, 5000)) + 0.3, contract).problem is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint16, np.int16])
+def test_quantiles_are_numpys_percentiles_to_the_bit(dtype: type) -> None:
+    """The sample's quantiles (sorted first, then ``np.percentile``) equal ``np.percentile`` of the values
+    as float64, ties, NaN and a single value included."""
+    from stars_edge.contract import QUANTILE_LEVELS, _quantiles
+
+    rng = np.random.default_rng(3)
+    values = (
+        rng.normal(100, 40, (3, 5001))
+        if dtype in (np.float32, np.float64)
+        else rng.integers(0, 60, (3, 5001))
+    )
+    values = values.astype(dtype)
+    if values.dtype.kind == "f":
+        values[1, ::7] = values[1, 3]  # ties
+        values[2, 17] = np.nan
+    for sample in (values, values[:, :1]):
+        want = np.percentile(sample.astype(np.float64), QUANTILE_LEVELS, axis=1).T
+        got = _quantiles(sample)
+        assert got.tobytes() == want.tobytes()
