@@ -28,6 +28,7 @@ import numpy as np
 from runtime.outputs import CLASS_NODATA
 from runtime.pixels import argmax_channels, clear_argmax, softmax_channels
 from runtime.stride4_mixed import PatchedTile
+from runtime.summary import code_counts
 from runtime.tiling import Chunk, TileGrid, blend_window, plan_chunks
 from stars_edge.errors import ConfigError
 from stars_edge.modalities import ALL_PATTERNS, Pattern
@@ -289,8 +290,5 @@ class _Tile(NamedTuple):
 
 def _present(pattern_index: np.ndarray) -> tuple[int, ...]:
     """The pattern indices (1..7) a tile holds; one min/max pass when it holds one (most tiles)."""
-    low, high = int(pattern_index.min()), int(pattern_index.max())
-    if low == high:
-        return (low,) if low else ()
-    counts = np.bincount(pattern_index.ravel(), minlength=8)
+    counts = code_counts(pattern_index)
     return tuple(int(i) for i in np.flatnonzero(counts[1:]) + 1)

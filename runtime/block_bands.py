@@ -18,6 +18,7 @@ from runtime.blending import RowBands
 from runtime.journal import CheckpointPolicy, Journal
 from runtime.outputs import GeoTiffSink
 from runtime.scheduling import Timer
+from runtime.summary import code_counts
 from runtime.tiling import Chunk
 from stars_edge.modalities import ALL_PATTERNS
 
@@ -145,7 +146,7 @@ class BlockWriter:
         }
         if self._probs is not None:
             data["probabilities"] = self._probs if full else self._probs[:, :count]
-        self.counts += np.bincount(self._patterns[:count].ravel(), minlength=self.counts.size)
+        self.counts += code_counts(self._patterns[:count], self.counts.size)
         self.pixels_written += count * self._classes.shape[1]
         self._filled = 0
         row, self.next_row = self.next_row, self.next_row + count

@@ -19,6 +19,7 @@ from runtime.batch_buffers import as_batch
 from runtime.engines import EngineSet
 from runtime.scheduling import EngineUse, PreparedTile
 from runtime.stride4_mixed import Box, PatchedTile
+from runtime.summary import code_counts
 from runtime.tiling import SIZE_MULTIPLE
 from runtime.validity import CODE_PATTERNS, CODE_TO_INDEX
 from stars_edge.modalities import Pattern
@@ -202,12 +203,7 @@ def infer_tiles(
     whole: dict[int, list[int]] = {}
     windows: list[tuple[int, int, tuple[int, int, int, int]]] = []
     for index, tile in enumerate(tiles):
-        low, high = int(tile.codes.min()), int(tile.codes.max())
-        if low == high:  # one code on the whole tile (most tiles): no histogram needed
-            counts = np.zeros(8, dtype=np.intp)
-            counts[low] = tile.codes.size
-        else:
-            counts = np.bincount(tile.codes.ravel(), minlength=8)
+        counts = code_counts(tile.codes)
         found = [int(c) for c in np.flatnonzero(counts[1:]) + 1]
         if not found:
             continue

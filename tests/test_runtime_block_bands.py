@@ -86,3 +86,19 @@ def test_a_failed_band_is_raised_when_its_buffer_is_needed_again() -> None:
         writer.settle()
     assert sink.broken  # the writer thread marked it: nothing queued behind the failure was written
     assert sink.written == []
+
+
+@pytest.mark.parametrize("codes", [(3,), (0, 7), (1, 2, 5), (0, 1, 2, 3, 4, 5, 6, 7)])
+def test_code_counts_are_bincounts(codes: tuple[int, ...]) -> None:
+    """The pattern counts of a band or a tile: ``np.bincount``'s, from one code to all eight, on a band and
+    on a view of part of it; nothing counted for no pixels."""
+    from runtime.summary import code_counts
+
+    rng = np.random.default_rng(len(codes))
+    band = rng.choice(np.array(codes, dtype=np.uint8), size=(2 * BLOCK, WIDTH + 3))
+    for values in (band, band[:BLOCK, 1:-2]):
+        want = np.bincount(values.ravel(), minlength=8)
+        got = code_counts(values)
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    np.testing.assert_array_equal(code_counts(band[:0]), np.zeros(8, dtype=np.intp))
