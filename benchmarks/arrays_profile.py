@@ -76,7 +76,7 @@ class SerialReader:
         from runtime.scheduling import prepare
 
         columns = list(range(chunk.first_col, chunk.last_col + 1))
-        buffers = GroupBuffers(columns, batch, grid.tile)
+        buffers = self._buffers = GroupBuffers(columns, batch, grid.tile)
 
         def tiles() -> Generator[Any, None, None]:
             for row in range(first_row, grid.rows):
@@ -87,6 +87,10 @@ class SerialReader:
 
     def get(self) -> Any:
         return next(self._tiles)
+
+    def recycle(self, tiles: Any) -> None:
+        """As ``Prefetcher.recycle``: the blended group's engine-input buffers go back for later groups."""
+        self._buffers.recycle([list(tile.inputs.values()) for tile in tiles])
 
     def close(self) -> None:
         self._tiles.close()
