@@ -102,7 +102,7 @@ class BlockWriter:
         return wrote
 
     def drain(self) -> None:
-        """Wait for the writer thread's jobs (the band in flight, a checkpoint); the first error raises. A job
+        """Wait for the writer thread's jobs (the bands in flight, checkpoints); the first error raises. A job
         leaves the list only once done, so an interruption while waiting leaves it for ``settle``."""
         while self._jobs:
             self._jobs[0].result()
@@ -132,7 +132,7 @@ class BlockWriter:
 
     def checkpoint(self, journal: Journal, chunk: int, rows_written: int, names: dict[str, int]) -> None:
         """Make the bands handed over durable, then record them in the journal (on the writer thread, after
-        the band in flight, so the main thread does not wait for the flush and the fsyncs)."""
+        the bands in flight, so the main thread does not wait for the flush and the fsyncs)."""
         if self._background is None:
             checkpoint(self.sink, journal, chunk, rows_written, names)
         else:
