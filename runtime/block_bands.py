@@ -35,7 +35,7 @@ Buffers = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 class BlockWriter:
     """Collects one chunk's finished rows into one block band and writes it when full (each block exactly
-    once). The buffer is one block band of the chunk's width, allocated once: memory does not grow with the
+    once). The buffers are block bands of the chunk's width, allocated once: memory does not grow with the
     scene, and a full band is contiguous, so it is written without another copy.
 
     With a ``background`` executor (one thread) a full band is handed to it and the next band fills another
