@@ -25,7 +25,7 @@ from stars_edge.modalities import ALL_PATTERNS
 #: Block-band buffers with a writer thread: the band being filled and up to two handed over. With two (one
 #: in flight) the main thread waited for the writer at nearly every tile row: a 448-row tile row finishes
 #: about two 256-row bands at once, and the second had to wait for the first to be encoded (16-19 ms each;
-#: 0.08-0.10 s of a 4096 px scene's main thread blocked, issue 21, session 19). One more band costs one
+#: 0.07-0.10 s of a 4096 px scene's main thread blocked, issue 21, session 19). One more band costs one
 #: band of the chunk's outputs (2 MB at 4096 px without probabilities).
 WRITE_BUFFERS = 3
 

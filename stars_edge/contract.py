@@ -160,9 +160,9 @@ def contracts_from_dict(data: Mapping[str, Any]) -> dict[str, ModalityContract]:
 def _quantiles(values: np.ndarray) -> np.ndarray:
     """``(bands, levels)`` quantiles of ``(bands, N)`` values at ``QUANTILE_LEVELS``.
 
-    Sorted first, in the values' own type (converting to float64 keeps their order): ``np.percentile`` then
-    finds every level in one pass instead of a partition per level, the same bits 4x faster (12 against
-    3 ms for four bands of a 4096 px scene's sample; the check runs serially before any tile is read)."""
+    Sorted first, in the values' own type (converting to float64 keeps their order): ``np.percentile``'s
+    partition then meets values already in order, the same bits 4x faster (12 against 3 ms for four bands of
+    a 4096 px scene's sample; the check runs serially before any tile is read)."""
     return np.percentile(np.sort(values, axis=1).astype(np.float64), QUANTILE_LEVELS, axis=1).T
 
 
